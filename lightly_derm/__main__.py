@@ -1,0 +1,7 @@
+"""``python -m lightly_derm`` runs the ``lightly-derm`` command line."""
+
+import sys
+
+from lightly_derm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+"""The built-in plugin: lightly-derm's own components.
+
+Registered through the package's own entry point (group ``lightly_derm``, name
+``lightly_derm``), exactly as a third-party plugin is. Targets are import paths, so
+listing the components imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from lightly_derm.plugins.component import Component
+from lightly_derm.plugins.hookspecs import hookimpl
+
+#: The built-in components; each method issue adds its own.
+COMPONENTS: tuple[Component, ...] = ()
+
+
+@hookimpl
+def lightly_derm_components() -> tuple[Component, ...]:
+    """Returns lightly-derm's built-in components."""
+    return COMPONENTS
