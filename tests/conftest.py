@@ -17,6 +17,42 @@ DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"
 PLUGIN_TEMPLATE = REPO / "examples" / "plugin_template"
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Skips ``gpu``-marked tests when no CUDA device is present."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def isic_dir() -> Path:
+    """The shared ISIC 2017 subset (images/, masks/, labels.csv); skips when absent."""
+    if not (ISIC_DIR / "images").is_dir():
+        pytest.skip(f"shared ISIC data not found at {ISIC_DIR}")
+    return ISIC_DIR
+
+
+@pytest.fixture(scope="session")
+def isic_image_paths(isic_dir: Path) -> list[Path]:
+    """The shared ISIC image files, sorted by id."""
+    return sorted((isic_dir / "images").glob("ISIC_*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def dermamnist_dir() -> Path:
+    """The shared DermaMNIST JPEG export (dermamnist_jpg.zip, labels.csv); skips when absent."""
+    if not (DERMAMNIST_DIR / "dermamnist_jpg.zip").is_file():
+        pytest.skip(f"shared DermaMNIST data not found at {DERMAMNIST_DIR}")
+    return DERMAMNIST_DIR
+
+
 @pytest.fixture(scope="session")
 def plugin_template_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin package installed by pip into a fresh folder (real metadata)."""

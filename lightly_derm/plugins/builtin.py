@@ -10,8 +10,24 @@ from __future__ import annotations
 from lightly_derm.plugins.component import Component
 from lightly_derm.plugins.hookspecs import hookimpl
 
-#: The built-in components; each method issue adds its own.
-COMPONENTS: tuple[Component, ...] = ()
+# ---------------------------------------------------------------------------- GraVIS
+GRAVIS: tuple[Component, ...] = ()
+
+
+# ---------------------------------------------------------------------------- FG-SSL
+FGSSL: tuple[Component, ...] = ()
+
+
+# --------------------------------------------------------------------------- AP-BYOL
+APBYOL: tuple[Component, ...] = ()
+
+
+# ---------------------------------------------------------------------- segmentation
+SEGMENTATION: tuple[Component, ...] = ()
+
+
+#: All built-in components.
+COMPONENTS: tuple[Component, ...] = GRAVIS + FGSSL + APBYOL + SEGMENTATION
 
 
 @hookimpl

@@ -1,0 +1,21 @@
+"""Backbones and model parts: torchvision ResNets, checkpoints, hierarchical blocks."""
+
+from lightly_derm.models.backbones import (
+    RESNETS,
+    feature_dim,
+    load_backbone_weights,
+    resnet,
+)
+from lightly_derm.models.checkpoints import (
+    extract_backbone_state_dict,
+    load_checkpoint_file,
+)
+
+__all__ = [
+    "RESNETS",
+    "extract_backbone_state_dict",
+    "feature_dim",
+    "load_backbone_weights",
+    "load_checkpoint_file",
+    "resnet",
+]

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightly_derm.data import GroupedViewCollate
+from lightly_derm.methods import SSLMethod
+
+
+def test_named_and_module_backbones() -> None:
+    method = SSLMethod(backbone="resnet18")
+    assert method.feature_dim == 512
+    assert method(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    custom = nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1))
+    method = SSLMethod(backbone=custom)
+    assert method.feature_dim == 5 and method(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    assert isinstance(method.default_collate(), GroupedViewCollate)
+    with pytest.raises(NotImplementedError):
+        method.default_transform()
+
+
+def test_bad_backbone_arguments() -> None:
+    with pytest.raises(TypeError, match="backbone must be"):
+        SSLMethod(backbone=3)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match="backbone_weights is for a backbone given by name"
+    ):
+        SSLMethod(backbone=nn.Identity(), backbone_weights={})
