@@ -72,6 +72,101 @@ def loss_contract(info: ComponentInfo, loss_fn: Any) -> None:
         assert leaf.grad.abs().sum() > 0
 
 
+def _pil_images(size: int = 64, count: int = 4) -> list:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+        for _ in range(count)
+    ]
+
+
+@contract("transform")
+def transform_contract(info: ComponentInfo, transform: Any) -> None:
+    """A view transform maps PIL RGB, PIL grayscale and float tensors to its views."""
+
+    num_views = info.metadata.get("num_views")
+    assert isinstance(num_views, int) and num_views >= 1, (
+        f"transform {info.name!r} must declare metadata num_views (views made by default)"
+    )
+    (rgb,) = _pil_images(256, 1)
+    inputs = {
+        "PIL RGB": rgb,
+        "PIL L": rgb.convert("L"),
+        "tensor": torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(0)),
+    }
+    for label, image in inputs.items():
+        views = transform(image)
+        assert isinstance(views, (list, tuple)) and len(views) == num_views, (
+            f"{label}: expected {num_views} views, got {type(views).__name__} of "
+            f"{len(views) if isinstance(views, (list, tuple)) else '?'}"
+        )
+        shapes = {tuple(v.shape) for v in views}
+        assert all(
+            isinstance(v, torch.Tensor) and v.is_floating_point() for v in views
+        ), label
+        assert len(shapes) == 1, f"{label}: views differ in shape {shapes}"
+        assert next(iter(shapes))[0] in (1, 3) and len(next(iter(shapes))) == 3, label
+        assert all(torch.isfinite(v).all() for v in views), label
+
+
+@contract("collate")
+def collate_contract(info: ComponentInfo, collate: Any) -> None:
+    """A collate turns K-view samples into a batch that to_grouped_batch understands."""
+    from lightly_derm.data import to_grouped_batch
+
+    samples = [
+        ([torch.rand(3, 8, 8) for _ in range(2)], i, f"{i}.png") for i in range(3)
+    ]
+    batch = to_grouped_batch(collate(samples))
+    assert batch.views.shape == (6, 3, 8, 8)
+    assert batch.targets.tolist() == [0, 1, 2]
+
+
+@contract("method")
+def method_contract(info: ComponentInfo, method: Any) -> None:
+    """A method trains one step on CPU from its own transform and collate."""
+    import pytorch_lightning as pl
+
+    from lightly_derm.methods import SSLMethod
+
+    assert isinstance(method, SSLMethod), (
+        "a method subclasses lightly_derm.methods.SSLMethod"
+    )
+    assert info.metadata.get("task") in ("pretrain", "classify"), (
+        f"method {info.name!r} must declare metadata task='pretrain' or 'classify'"
+    )
+    small = registry.create("method", info.name, backbone="resnet18")
+    transform = small.default_transform(input_size=64)
+    samples = [
+        (transform(image), i % 2, f"{i}.png") for i, image in enumerate(_pil_images())
+    ]
+    loader = torch.utils.data.DataLoader(
+        samples, batch_size=4, collate_fn=small.default_collate()
+    )
+    before = {k: v.clone() for k, v in small.backbone.state_dict().items()}
+    trainer = pl.Trainer(
+        fast_dev_run=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(small, loader)
+    loss = trainer.callback_metrics.get("train_loss")
+    assert loss is not None, "the method logs train_loss"
+    assert torch.isfinite(loss)
+    changed = [
+        k
+        for k, v in small.backbone.state_dict().items()
+        if not torch.equal(v, before[k])
+    ]
+    assert changed, "a training step changes the backbone"
+
+
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
 def test_has_docstring(info: ComponentInfo) -> None:
     doc = inspect.getdoc(info.load()) or ""
