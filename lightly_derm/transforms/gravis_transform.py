@@ -12,54 +12,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from lightly.transforms.rotation import random_rotation_transform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
-from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
 from lightly_derm.transforms.cutout import Cutout
-
-
-def to_rgb(image: Any) -> Image.Image | Tensor:
-    """Returns ``image`` with three channels, as a PIL RGB image or a (3, H, W) tensor.
-
-    PIL images of any mode are converted with ``Image.convert("RGB")``; tensors
-    (H, W), (1, H, W) or (3, H, W) of dtype uint8 or float (values in [0, 1]) have a
-    single channel repeated; NumPy arrays (H, W) or (H, W, C) become tensors first.
-
-    Raises:
-        TypeError: Not an image, or a tensor of another dtype.
-        ValueError: A tensor or array of another shape.
-    """
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise ValueError(
-                f"an image array must be (H, W) or (H, W, C), got shape {image.shape}"
-            )
-        image = v2.functional.to_image(image).as_subclass(Tensor)
-    if not isinstance(image, Tensor):
-        raise TypeError(
-            "the image must be a PIL image, a tensor (C, H, W) or a NumPy array, got "
-            f"{type(image).__name__}"
-        )
-    if image.dtype != torch.uint8 and not image.is_floating_point():
-        raise TypeError(
-            f"an image tensor must be uint8 or floating point, got {image.dtype}"
-        )
-    if image.ndim == 2:
-        image = image.unsqueeze(0)
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(
-            f"an image tensor must be (H, W), (1, H, W) or (3, H, W), got shape "
-            f"{tuple(image.shape)}"
-        )
-    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+from lightly_derm.transforms.rgb import to_rgb
 
 
 class GraVISViewTransform:
@@ -72,7 +33,7 @@ class GraVISViewTransform:
     arXiv:2301.04410); argument names follow lightly's ``SimCLRViewTransform``.
 
     Input: a PIL image of any mode, a tensor (C, H, W) with C ∈ {1, 3} (uint8, or float
-    in [0, 1]) or a NumPy array; see :func:`to_rgb`. Output: a float32 tensor
+    in [0, 1]) or a NumPy array; see :func:`~lightly_derm.transforms.to_rgb`. Output: a float32 tensor
     (3, input_size, input_size).
 
     Args:
