@@ -388,3 +388,20 @@ def test_gather_distributed_without_process_group_is_plain() -> None:
     torch.testing.assert_close(
         GraVISLoss(gather_distributed=True)(z, g), GraVISLoss()(z, g)
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["smooth_ap", "attention"])
+def test_cuda_bf16_autocast_matches_cpu_float64(variant) -> None:
+    z, g = _ragged(seed=8, sizes=(4, 4, 3, 5, 2), dim=32)
+    z_bf16 = z.bfloat16()
+    # float64 on the CPU from the same bf16-rounded embeddings.
+    expected = GraVISLoss(variant)(z_bf16.double(), g)
+    z_cuda = z_bf16.cuda().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = GraVISLoss(variant)(z_cuda, g.cuda())
+    assert loss.dtype == torch.float32
+    loss.backward()
+    # Only float32-vs-float64 arithmetic differs: a bf16 matmul would miss by ~1e-2.
+    torch.testing.assert_close(loss.double().cpu(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(z_cuda.grad.float()).all()

@@ -210,3 +210,30 @@ def test_ddp_step_equals_single_process_step_on_the_whole_batch() -> None:
     ):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
     assert any(not torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.gpu
+def test_gpu_ddp_bf16_mixed_trains() -> None:
+    """Trainer(accelerator="gpu", devices=N, strategy="ddp(_spawn)", bf16-mixed)."""
+    model = GraVIS(backbone="resnet18", hidden_dim=64, output_dim=16)
+    loader = torch.utils.data.DataLoader(
+        _samples(batch_size=8, num_views=4, size=64),
+        batch_size=4,
+        collate_fn=model.default_collate(),
+    )
+    devices = torch.cuda.device_count()
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=devices,
+        strategy="ddp_spawn",
+        precision="bf16-mixed",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit(model, loader)
+    assert any(
+        not torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items()
+    )
