@@ -51,11 +51,10 @@ def sgd_cosine(
     }
 
 
-def hparams_ignore(**values: Any) -> list[str]:
-    """Names of constructor arguments that are modules or tensors (not hyperparameters)."""
-    return [
-        name
-        for name, value in values.items()
-        if not (value is None or isinstance(value, (str, int, float, bool, tuple)))
-        and not hasattr(value, "__fspath__")
-    ]
+def hparams_ignore(backbone: Any) -> list[str]:
+    """Constructor arguments to leave out of ``save_hyperparameters``.
+
+    ``backbone_weights`` always: a checkpoint holds the trained weights, and reloading
+    it must not need the initial weights file. ``backbone`` when it is a module.
+    """
+    return ["backbone_weights"] + ([] if isinstance(backbone, str) else ["backbone"])

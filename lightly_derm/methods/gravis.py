@@ -112,9 +112,7 @@ class GraVIS(SSLMethod):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(backbone=backbone, backbone_weights=backbone_weights)
-        self.save_hyperparameters(
-            ignore=hparams_ignore(backbone=backbone, backbone_weights=backbone_weights)
-        )
+        self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.num_views = num_views
         self.projection_head = GraVISProjectionHead(
             self.feature_dim, hidden_dim, output_dim

@@ -62,9 +62,7 @@ class SimCLR(SSLMethod):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(backbone=backbone, backbone_weights=backbone_weights)
-        self.save_hyperparameters(
-            ignore=hparams_ignore(backbone=backbone, backbone_weights=backbone_weights)
-        )
+        self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = SimCLRProjectionHead(
             self.feature_dim, hidden_dim, output_dim
         )

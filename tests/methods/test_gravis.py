@@ -133,6 +133,7 @@ def test_trains_on_cpu_in_bf16_and_round_trips_a_checkpoint(tmp_path) -> None:
     trainer.save_checkpoint(tmp_path / "gravis.ckpt")
     restored = GraVIS.load_from_checkpoint(tmp_path / "gravis.ckpt")
     assert restored.num_views == 3 and restored.hparams["backbone"] == "resnet18"
+    assert "backbone_weights" not in restored.hparams  # no initial-weights file needed
     for key, value in model.state_dict().items():
         assert torch.equal(value, restored.state_dict()[key]), key
 
