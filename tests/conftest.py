@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; LIGHTLY_DERM_SHARED_DATA points elsewhere (e.g.
+# from a git worktree that is not beside shared/).
+SHARED_DATA = Path(
+    os.environ.get("LIGHTLY_DERM_SHARED_DATA", REPO.parent / "shared" / "data")
+)
 ISIC_DIR = SHARED_DATA / "isic2017-seg-subset"
 DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"
 PLUGIN_TEMPLATE = REPO / "examples" / "plugin_template"

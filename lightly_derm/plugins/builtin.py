@@ -11,7 +11,37 @@ from lightly_derm.plugins.component import Component
 from lightly_derm.plugins.hookspecs import hookimpl
 
 # ---------------------------------------------------------------------------- GraVIS
-GRAVIS: tuple[Component, ...] = ()
+GRAVIS: tuple[Component, ...] = (
+    Component(
+        "loss",
+        "gravis",
+        "lightly_derm.loss.gravis_loss:GraVISLoss",
+        metadata={"inputs": "grouped"},
+    ),
+    Component(
+        "transform",
+        "gravis",
+        "lightly_derm.transforms.gravis_transform:GraVISTransform",
+        metadata={"num_views": 4},
+    ),
+    Component(
+        "collate",
+        "grouped_views",
+        "lightly_derm.data.grouped_view_collate:GroupedViewCollate",
+    ),
+    Component(
+        "method",
+        "gravis",
+        "lightly_derm.methods.gravis:GraVIS",
+        metadata={"task": "pretrain"},
+    ),
+    Component(
+        "method",
+        "simclr",
+        "lightly_derm.methods.simclr:SimCLR",
+        metadata={"task": "pretrain"},
+    ),
+)
 
 
 # ---------------------------------------------------------------------------- FG-SSL

@@ -116,3 +116,32 @@ def test_to_grouped_batch_rejects_other_layouts() -> None:
         to_grouped_batch(
             ([torch.rand(2, 3, 4, 4), torch.rand(2, 3, 5, 4)], torch.zeros(2))
         )
+
+
+def test_torchvision_dataset_with_gravis_transform() -> None:
+    """torchvision datasets yield (views, target) with 0-d tensor or int targets."""
+    from lightly.data import LightlyDataset
+    from torchvision.datasets import FakeData
+
+    from lightly_derm.transforms import GraVISTransform
+
+    dataset = FakeData(
+        size=5,
+        image_size=(3, 40, 30),
+        num_classes=4,
+        transform=GraVISTransform(num_views=3, input_size=16),
+        random_offset=7,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=3, collate_fn=GroupedViewCollate()
+    )
+    batch = next(iter(loader))
+    assert batch.views.shape == (9, 3, 16, 16)
+    assert batch.group_ids.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert batch.targets.tolist() == [int(dataset[i][1]) for i in range(3)]
+    assert batch.filenames == [None, None, None]
+    # The same dataset through lightly's wrapper gains file names.
+    wrapped = LightlyDataset.from_torch_dataset(dataset)
+    batch = GroupedViewCollate()([wrapped[i] for i in range(2)])
+    assert batch.views.shape == (6, 3, 16, 16) and len(batch.filenames) == 2
+    assert all(isinstance(name, str) for name in batch.filenames)

@@ -1,0 +1,153 @@
+"""GraVIS pretraining as a Lightning module.
+
+Builds on :class:`~lightly_derm.methods.SSLMethod` (Lightning), lightly's
+:class:`~lightly.models.modules.heads.ProjectionHead`, and lightly-derm's
+:class:`~lightly_derm.loss.GraVISLoss`, :class:`~lightly_derm.transforms.GraVISTransform`
+and :class:`~lightly_derm.data.GroupedViewCollate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightly.models.modules.heads import ProjectionHead
+from torch import Tensor, nn
+
+from lightly_derm.data.grouped_view_collate import to_grouped_batch
+from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
+from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
+from lightly_derm.methods.base import SSLMethod
+from lightly_derm.transforms.gravis_transform import GraVISTransform
+
+
+class GraVISProjectionHead(ProjectionHead):
+    """The GraVIS authors' head: Linear → ReLU → Linear, no batch norm.
+
+    ``input_dim → hidden_dim → ReLU → output_dim`` (2048 → 2048 → 128 on ResNet-50),
+    on lightly's :class:`~lightly.models.modules.heads.ProjectionHead`.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.methods.gravis import GraVISProjectionHead
+        >>> GraVISProjectionHead(512)(torch.randn(4, 512)).shape
+        torch.Size([4, 128])
+    """
+
+    def __init__(
+        self, input_dim: int = 2048, hidden_dim: int = 2048, output_dim: int = 128
+    ) -> None:
+        super().__init__(
+            [
+                (input_dim, hidden_dim, None, nn.ReLU()),
+                (hidden_dim, output_dim, None, None),
+            ]
+        )
+
+
+class GraVIS(SSLMethod):
+    """GraVIS: K views per image, all ranked above the views of other images.
+
+    Zhou, Lu, Wang, Yu, "GraVIS: Grouping Augmented Views from Independent Sources for
+    Dermatology Analysis", IEEE TMI 2023, arXiv:2301.04410. Every training step embeds
+    the B·K views of a :class:`~lightly_derm.data.GroupedViewCollate` batch (or a lightly
+    ``MultiViewCollate`` batch) with backbone and head and applies
+    :class:`~lightly_derm.loss.GraVISLoss` with the views' group ids. Logs
+    ``train_loss``.
+
+    The defaults are the authors' recipe (ResNet-50 from scratch, head
+    2048→2048→ReLU→128, SGD lr 1e-3, momentum 0.9, no weight decay, cosine decay per
+    epoch over ``trainer.max_epochs``), except ``normalize=True`` and K = 4 views (see
+    :class:`~lightly_derm.loss.GraVISLoss` and :class:`~lightly_derm.transforms.GraVISTransform`).
+    Runs on CPU and under ``Trainer(accelerator="gpu", devices=N, strategy="ddp",
+    precision="bf16-mixed")``; the loss computes its similarities in float32.
+
+    Args:
+        backbone: A torchvision ResNet name or any module mapping images to features
+            (see :class:`~lightly_derm.methods.SSLMethod`).
+        backbone_weights: Local weights for a named ResNet (never downloaded).
+        num_views: K, the views per image of :meth:`default_transform`.
+        hidden_dim: Hidden width of the projection head.
+        output_dim: Embedding width of the projection head.
+        variant: Loss variant, ``"smooth_ap"`` (the authors') or ``"attention"``.
+        temperature: Loss temperature; ``None`` takes the variant's default.
+        attention_temperature: τ_w of the ``attention`` variant.
+        normalize: L2-normalise the embeddings in the loss (``False``: the authors'
+            raw dot products).
+        exclude_self: Leave the anchor out of its own group in ``smooth_ap``
+            (``False``: the authors').
+        gather_distributed: Use the views of all processes as negatives under DDP
+            (see :class:`~lightly_derm.loss.GraVISLoss`); no effect on one process.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> from lightly_derm.methods import GraVIS
+        >>> model = GraVIS(backbone="resnet18")
+        >>> transform = model.default_transform(input_size=64)  # 4 views per image
+        >>> collate_fn = model.default_collate()
+        >>> # loader = DataLoader(LightlyDataset("images/", transform), batch_size=16,
+        >>> #                     collate_fn=collate_fn, drop_last=True)
+        >>> # pl.Trainer(max_epochs=240).fit(model, loader)
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet50",
+        backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
+        num_views: int = 4,
+        hidden_dim: int = 2048,
+        output_dim: int = 128,
+        variant: Variant = "smooth_ap",
+        temperature: float | None = None,
+        attention_temperature: float = 0.1,
+        normalize: bool = True,
+        exclude_self: bool = False,
+        gather_distributed: bool = True,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        self.save_hyperparameters(ignore=hparams_ignore(backbone))
+        self.num_views = num_views
+        self.projection_head = GraVISProjectionHead(
+            self.feature_dim, hidden_dim, output_dim
+        )
+        self.criterion = GraVISLoss(
+            variant=variant,
+            temperature=temperature,
+            attention_temperature=attention_temperature,
+            normalize=normalize,
+            exclude_self=exclude_self,
+            gather_distributed=gather_distributed,
+        )
+
+    def forward_projection(self, images: Tensor) -> Tensor:
+        """Head embeddings (B, ``output_dim``) of images (B, C, H, W)."""
+        return self.projection_head(self.forward(images))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Loss of one batch of K-view samples; logs ``train_loss``."""
+        batch = to_grouped_batch(batch)
+        embeddings = self.forward_projection(batch.views)
+        loss = self.criterion(embeddings, batch.group_ids)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        """SGD with cosine decay over the run (see the class arguments)."""
+        return sgd_cosine(
+            self,
+            self.parameters(),
+            lr=self.hparams["lr"],
+            momentum=self.hparams["momentum"],
+            weight_decay=self.hparams["weight_decay"],
+        )
+
+    def default_transform(self, input_size: int = 224) -> GraVISTransform:
+        """:class:`~lightly_derm.transforms.GraVISTransform` with ``num_views`` views."""
+        return GraVISTransform(num_views=self.num_views, input_size=input_size)
