@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The shared data folder sits beside the checkout; a git worktree may be one level deeper.
+SHARED_DATA = next(
+    (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
+    REPO.parent / "shared" / "data",
+)
 ISIC_DIR = SHARED_DATA / "isic2017-seg-subset"
 DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"
 PLUGIN_TEMPLATE = REPO / "examples" / "plugin_template"
