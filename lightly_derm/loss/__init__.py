@@ -1,0 +1,5 @@
+"""Losses, one per file, each an ``nn.Module`` returning a scalar."""
+
+from lightly_derm.loss.barlow_twins_frobenius_loss import BarlowTwinsFrobeniusLoss
+
+__all__ = ["BarlowTwinsFrobeniusLoss"]
