@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightly_derm.methods.base import SSLMethod
+from lightly_derm.models.backbones import feature_dim
 from lightly_derm.models.hierarchical_blocks import HierarchicalBlocks
 from lightly_derm.transforms.jigsaw import _check_grids, check_grid, jigsaw_shuffle
 
@@ -104,6 +105,8 @@ class PMGMethod(SSLMethod):
             num_classes=num_classes,
             block_dim=block_dim,
         )
+        # HierarchicalBlocks drops the classifier of a torchvision ResNet module
+        self.feature_dim = feature_dim(self.backbone)
         self.automatic_optimization = False
 
     def _hparams_ignore(self, backbone: Any, backbone_weights: Any) -> list[str]:

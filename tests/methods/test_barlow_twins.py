@@ -8,6 +8,7 @@ from PIL import Image
 
 from lightly_derm.data import GroupedViewCollate
 from lightly_derm.methods import BarlowTwins
+from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 
 def reference_barlow_twins(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> float:
@@ -19,7 +20,7 @@ def reference_barlow_twins(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> 
     total = 0.0
     for i in range(d):
         for j in range(d):
-            c = float(sum(a[k, i] * b[k, j] for k in range(n))) / n
+            c = float(sum(a[k, i] * b[k, j] for k in range(n)).detach()) / n
             total += (1 - c) ** 2 if i == j else lam * c**2
     return total
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+import torchvision
 from lightly.loss import BarlowTwinsLoss
 from PIL import Image
 
@@ -16,6 +17,19 @@ from lightly_derm.transforms import FGSSLTransform
 
 GRIDS = (8, 4, 2)
 SMALL = {"backbone": "resnet18", "grids": GRIDS, "embedding_dim": 32, "block_dim": 32}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and much faster on a shared machine.
+
+    Two OpenMP threads on two busy cores spend most of a small convolution waiting for
+    each other (measured here: 11 s on one thread, 100 s on two, for the progressive test).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +186,12 @@ def test_backbone_from_a_local_file(tmp_path) -> None:
         torch.equal(v, model.backbone.state_dict()[k]) for k, v in source.items()
     )
     assert model.blocks.backbone is model.backbone
+    # a torchvision ResNet module with its classifier: the classifier is dropped
+    model = FGSSL(backbone=torchvision.models.resnet18(), grids=GRIDS)
+    assert model.feature_dim == 512 and model(torch.rand(2, 3, 32, 32)).shape == (
+        2,
+        512,
+    )
 
 
 def test_bad_arguments_and_batches() -> None:
@@ -192,3 +212,29 @@ def test_bad_arguments_and_batches() -> None:
     odd = [[torch.rand(3, 36, 36) for _ in range(2)] for _ in range(2)]
     with pytest.raises(ValueError, match="grid 8 does not divide the image height 36"):
         model.split_batch(GroupedViewCollate()([(v, 0) for v in odd]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_progressive_steps_under_mixed_precision_on_gpu(isic_images, precision) -> None:
+    pl.seed_everything(0, verbose=False)
+    model = FGSSL(**SMALL)
+    transform = model.default_transform(input_size=32)
+    samples = [(transform(image), 0) for image in isic_images[:8]]
+    loader = torch.utils.data.DataLoader(
+        samples, batch_size=8, collate_fn=model.default_collate()
+    )
+    fit = pl.Trainer(
+        max_epochs=1,
+        accelerator="gpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    fit.fit(model, loader)
+    # the scaler may skip a step on overflow, but every step is taken through Lightning
+    assert fit.global_step == 4
+    assert math.isfinite(float(fit.callback_metrics["train_loss"]))
