@@ -29,16 +29,12 @@ STAGES: tuple[str, ...] = ("layer2", "layer3", "layer4")
 
 
 class HierarchicalOutput(NamedTuple):
-    """What :class:`HierarchicalBlocks` returns for a batch.
+    """What :class:`HierarchicalBlocks` returns for a batch: embeddings and logits."""
 
-    Attributes:
-        embeddings: ``(e_1, e_2, e_3, e_c)``, each (B, feature_dim): the blocks on
-            layer2, layer3, layer4 and the concatenation block.
-        logits: ``(y_1, y_2, y_3, y_c)``, each (B, num_classes), or ``None`` without
-            classifiers.
-    """
-
+    #: ``(e_1, e_2, e_3, e_c)``, each (B, feature_dim): the blocks on layer2, layer3,
+    #: layer4 and the concatenation block.
     embeddings: tuple[Tensor, Tensor, Tensor, Tensor]
+    #: ``(y_1, y_2, y_3, y_c)``, each (B, num_classes), or ``None`` without classifiers.
     logits: tuple[Tensor, Tensor, Tensor, Tensor] | None
 
     @property
