@@ -43,8 +43,8 @@ class FGSSL(PMGMethod):
         step 4:            L_4 = concat_weight · L_BT(e_c(a), e_c(b))
 
     with one optimizer step after each (``schedule="progressive"``, the authors'), or
-    one step on L_1 + L_2 + L_3 + L_4 (``schedule="joint"``, ours: about half the
-    cost, since b is embedded once). Both branches get gradients. The blocks run the
+    one step on L_1 + L_2 + L_3 + L_4 (``schedule="joint"``, ours: cheaper, since b
+    is embedded once and one backward pass is taken). Both branches get gradients. The blocks run the
     backbone only as deep as they need (layer2 for block 1), which changes nothing in
     the gradients but skips work the authors' code does.
 
