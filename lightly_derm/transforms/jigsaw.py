@@ -223,6 +223,8 @@ def _permute_tiles(images: Tensor, grid: int, permutation: Tensor) -> Tensor:
     The segment index is built by broadcasting small (B, grid, grid) tensors.
     """
     batch, channels, height, width = images.shape
+    if images.numel() == 0:
+        return images.clone()
     tile_h = height // grid
     device = images.device
     channels_last = (

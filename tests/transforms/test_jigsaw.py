@@ -116,6 +116,11 @@ def test_exclude_identity() -> None:
         jigsaw_shuffle(images, 1, exclude_identity=True)
 
 
+def test_empty_batch() -> None:
+    shuffled, perm = jigsaw_shuffle(torch.rand(0, 3, 8, 8), 2)
+    assert shuffled.shape == (0, 3, 8, 8) and perm.shape == (0, 4)
+
+
 def test_generator_on_another_device_than_the_images() -> None:
     images = torch.rand(2, 3, 8, 8)
     shuffled, perm = jigsaw_shuffle(
