@@ -71,6 +71,39 @@ def authors_tile_loop(images: torch.Tensor, grid: int) -> torch.Tensor:
     return out
 
 
+def advanced_index(images: torch.Tensor, grid: int, perm: torch.Tensor) -> torch.Tensor:
+    """Alternative one-kernel gather: advanced indexing of the (B, C, g, th, g, tw) view.
+
+    Five broadcast index tensors (b, c, source tile row, pixel row, source tile column)
+    put the result straight into NCHW order; no index of the image's size is built.
+    """
+    b, c, h, w = images.shape
+    th, tw = h // grid, w // grid
+    view = images.unflatten(3, (grid, tw)).unflatten(2, (grid, th))
+    q = perm.view(b, 1, grid, 1, grid)
+    src_i = torch.div(q, grid, rounding_mode="floor")
+    dev = images.device
+    return view[
+        torch.arange(b, device=dev).view(b, 1, 1, 1, 1),
+        torch.arange(c, device=dev).view(1, c, 1, 1, 1),
+        src_i,
+        torch.arange(th, device=dev).view(1, 1, 1, th, 1),
+        q - src_i * grid,
+    ].view(b, c, h, w)
+
+
+def tile_major(images: torch.Tensor, grid: int, perm: torch.Tensor) -> torch.Tensor:
+    """Alternative in three passes: tiles to (B·g², C·th·tw), gather whole tiles, back."""
+    b, c, h, w = images.shape
+    th, tw = h // grid, w // grid
+    tiles = images.view(b, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5)
+    tiles = tiles.reshape(b * grid * grid, -1)
+    offset = torch.arange(b, device=images.device).view(b, 1) * grid * grid
+    out = tiles.index_select(0, (perm + offset).reshape(-1))
+    out = out.view(b, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(b, c, h, w)
+
+
 def per_image(images: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.stack([jigsaw_shuffle(image[None], grid)[0][0] for image in images])
 
@@ -132,6 +165,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-loops", action="store_true", help="time only batched and floor"
+    )
+    parser.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="also time two other gathers (advanced indexing; tile-major in 3 passes)",
     )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
@@ -197,6 +235,22 @@ def main() -> None:
                 "batched_gbps": 2 * nbytes / (batched / 1e3) / 1e9,
                 "peak_mib": peak,
             }
+            if args.alternatives:
+                full_perm = jigsaw_shuffle(images, grid)[1]
+                expected = permute_tiles(images, full_perm, check=False)
+                for name, fn in (
+                    ("advanced_index", advanced_index),
+                    ("tile_major", tile_major),
+                ):
+                    assert torch.equal(fn(images, grid, full_perm), expected), name
+                    row[f"{name}_ms"] = timed(
+                        partial(fn, images, grid, full_perm),
+                        device,
+                        args.repeats,
+                        args.warmup,
+                    )
+                    row[f"{name}_over_floor"] = row[f"{name}_ms"] / floor_ms
+                del expected
             if not args.skip_loops:
                 row["per_image_ms"] = timed(
                     partial(per_image, images, grid), device, args.loop_repeats, 1
@@ -263,6 +317,21 @@ def main() -> None:
             f"{fmt(r.get('per_image_over_batched'), 1)} | {fmt(r.get('tile_loop_ms'))} | "
             f"{fmt(r.get('tile_loop_over_batched'), 1)} | {fmt(r['peak_mib'], 0)} |"
         )
+    if args.alternatives:
+        lines += [
+            "",
+            "Other gathers (same permutations, without drawing them), for comparison:",
+            "",
+            "| size | grid | batched (ms) | advanced indexing (ms) | / floor | "
+            "tile-major 3 passes (ms) | / floor |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['size']} | {r['grid']} | {fmt(r['batched_ms'])} | "
+                f"{fmt(r['advanced_index_ms'])} | {fmt(r['advanced_index_over_floor'])} | "
+                f"{fmt(r['tile_major_ms'])} | {fmt(r['tile_major_over_floor'])} |"
+            )
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output} and {args.output.with_suffix('.json')}")
 
