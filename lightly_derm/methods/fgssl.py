@@ -78,7 +78,8 @@ class FGSSL(PMGMethod):
         grids: Jigsaw grids of blocks 1, 2, 3, finest first (authors' ISIC: (16, 8, 4);
             APTOS (32, 16, 8)). Must divide the views' sides.
         embedding_dim: F, width of the embeddings (authors: 512).
-        block_dim: D, channels of the blocks' 3×3 convolutions (authors: 1024).
+        block_dim: D, channels of the blocks' 3×3 convolutions; default half of
+            layer4's channels (the authors' 1024 for ResNet-50).
         schedule: ``"progressive"`` or ``"joint"``.
         loss: ``"barlow_twins"`` or ``"authors"``.
         lambda_param: λ of the loss; default 0.0051 or 5e-3 as above.
@@ -107,7 +108,7 @@ class FGSSL(PMGMethod):
         backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
         grids: Sequence[int] = (16, 8, 4),
         embedding_dim: int = 512,
-        block_dim: int = 1024,
+        block_dim: int | None = None,
         schedule: str = "progressive",
         loss: str = "barlow_twins",
         lambda_param: float | None = None,

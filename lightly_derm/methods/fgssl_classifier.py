@@ -84,7 +84,7 @@ class FGSSLClassifier(PMGMethod):
         num_classes: int = 7,
         grids: Sequence[int] = (16, 8, 4),
         embedding_dim: int = 512,
-        block_dim: int = 1024,
+        block_dim: int | None = None,
         schedule: str = "progressive",
         concat_weight: float = 2.0,
         lr: float = 0.002,

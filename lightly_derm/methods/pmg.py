@@ -49,7 +49,8 @@ class PMGMethod(SSLMethod):
         backbone_weights: Local weights for a named backbone (never downloaded).
         grids: Jigsaw grids of blocks 1, 2, 3 (layer2, layer3, layer4), finest first.
         embedding_dim: Width F of the blocks' embeddings.
-        block_dim: Channels D of the blocks' 3×3 convolutions.
+        block_dim: Channels D of the blocks' 3×3 convolutions (default: half of
+            layer4's channels, the authors' 1024 for ResNet-50).
         num_classes: Classifiers of the blocks (``None``: none).
         schedule: ``"progressive"`` or ``"joint"``.
         concat_weight: Weight of the concatenation block's loss (PMG: 2).
@@ -63,7 +64,7 @@ class PMGMethod(SSLMethod):
         backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
         grids: Sequence[int] = (16, 8, 4),
         embedding_dim: int = 512,
-        block_dim: int = 1024,
+        block_dim: int | None = None,
         num_classes: int | None = None,
         schedule: str = "progressive",
         concat_weight: float = 2.0,

@@ -95,9 +95,10 @@ class HierarchicalBlocks(nn.Module):
     Differences from the authors' code (github.com/kalelpark/FG-SSL, ``models/fgvc/
     pmg.py``): blocks 2 and 3 read h_2 and h_3 (the authors feed h_1 to all three
     embedding blocks, a bug); the global max pool is adaptive, so any input size works
-    (the authors' fixed 28/14/7 kernels are global only at 224 px); D is a parameter
-    (the authors' 1024) rather than half the ResNet-50 width. As in PMG, the conv
-    blocks' BatchNorms have momentum 0.01.
+    (the authors' fixed 28/14/7 kernels are global only at 224 px); D is a parameter,
+    by default half of layer4's channels as the authors' ``num_ftrs // 2`` is for
+    ResNet-50 (1024), so that other ResNets get blocks in proportion. As in PMG, the
+    conv blocks' BatchNorms have momentum 0.01.
 
     Args:
         backbone: A :data:`~lightly_derm.models.RESNETS` name or a torchvision ResNet
@@ -105,7 +106,9 @@ class HierarchicalBlocks(nn.Module):
             they are, so a shared backbone stays shared).
         feature_dim: F, the width of every embedding (authors: 512).
         num_classes: Adds the four classifiers y_k when set.
-        block_dim: D, the channels of the conv blocks' 3×3 layer (authors: 1024).
+        block_dim: D, the channels of the conv blocks' 3×3 layer; default half the
+            channels of layer4, which is the authors' 1024 for ResNet-50 (their
+            ``num_ftrs // 2``) and 256 for ResNet-18/34.
         backbone_weights: Local checkpoint or state dict for a backbone given by name
             (never downloaded).
 
@@ -130,11 +133,14 @@ class HierarchicalBlocks(nn.Module):
         backbone: str | nn.Module = "resnet50",
         feature_dim: int = 512,
         num_classes: int | None = None,
-        block_dim: int = 1024,
+        block_dim: int | None = None,
         backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("feature_dim", feature_dim), ("block_dim", block_dim)):
+        for name, value in (
+            ("feature_dim", feature_dim),
+            ("block_dim", 1 if block_dim is None else block_dim),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if num_classes is not None and (
@@ -164,6 +170,8 @@ class HierarchicalBlocks(nn.Module):
                 f"{type(backbone).__name__}"
             )
         self.stage_channels = stage_channels(self.backbone)
+        if block_dim is None:
+            block_dim = max(1, self.stage_channels[-1] // 2)
         self.feature_dim = feature_dim
         self.block_dim = block_dim
         self.num_classes = num_classes

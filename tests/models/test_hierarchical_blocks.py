@@ -80,8 +80,11 @@ def test_block_k_reads_stage_k_and_runs_only_as_deep_as_needed() -> None:
     [("resnet18", (128, 256, 512)), ("resnet50", (512, 1024, 2048))],
 )
 def test_stage_channels_and_shapes(name: str, channels: tuple[int, int, int]) -> None:
-    model = HierarchicalBlocks(name, feature_dim=32, block_dim=16)
+    model = HierarchicalBlocks(name, feature_dim=32)
     assert stage_channels(model.backbone) == channels == model.stage_channels
+    # D defaults to half of layer4's channels: the authors' 1024 for ResNet-50
+    assert model.block_dim == channels[2] // 2
+    assert model.conv_blocks[0][1][0].out_channels == channels[2] // 2
     assert model.conv_blocks[2][0][0].in_channels == channels[2]
     out = model(torch.randn(2, 3, 32, 48))  # non-square works
     assert [tuple(e.shape) for e in out.embeddings] == [(2, 32)] * 4
