@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared/data beside the checkout; LIGHTLY_DERM_SHARED_DATA points elsewhere (e.g.
-# from a git worktree that is not beside shared/).
+# The shared data folder sits beside the checkout (a git worktree may be deeper);
+# LIGHTLY_DERM_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(
-    os.environ.get("LIGHTLY_DERM_SHARED_DATA", REPO.parent / "shared" / "data")
+    os.environ.get("LIGHTLY_DERM_SHARED_DATA")
+    or next(
+        (
+            p / "shared" / "data"
+            for p in REPO.parents
+            if (p / "shared" / "data").is_dir()
+        ),
+        REPO.parent / "shared" / "data",
+    )
 )
 ISIC_DIR = SHARED_DATA / "isic2017-seg-subset"
 DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"

@@ -1,5 +1,6 @@
-"""Losses: grouping and pairwise losses of the dermatology SSL methods."""
+"""Losses, one per file, each an ``nn.Module`` returning a scalar."""
 
+from lightly_derm.loss.barlow_twins_frobenius_loss import BarlowTwinsFrobeniusLoss
 from lightly_derm.loss.gravis_loss import GraVISLoss
 
-__all__ = ["GraVISLoss"]
+__all__ = ["BarlowTwinsFrobeniusLoss", "GraVISLoss"]

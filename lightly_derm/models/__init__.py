@@ -10,12 +10,20 @@ from lightly_derm.models.checkpoints import (
     extract_backbone_state_dict,
     load_checkpoint_file,
 )
+from lightly_derm.models.hierarchical_blocks import (
+    HierarchicalBlocks,
+    HierarchicalOutput,
+    stage_channels,
+)
 
 __all__ = [
     "RESNETS",
+    "HierarchicalBlocks",
+    "HierarchicalOutput",
     "extract_backbone_state_dict",
     "feature_dim",
     "load_backbone_weights",
     "load_checkpoint_file",
     "resnet",
+    "stage_channels",
 ]

@@ -45,7 +45,44 @@ GRAVIS: tuple[Component, ...] = (
 
 
 # ---------------------------------------------------------------------------- FG-SSL
-FGSSL: tuple[Component, ...] = ()
+FGSSL: tuple[Component, ...] = (
+    Component(
+        "transform",
+        "hierarchical_jigsaw",
+        "lightly_derm.transforms.jigsaw:HierarchicalJigsaw",
+        metadata={"num_views": 3},
+    ),
+    Component(
+        "transform",
+        "fgssl",
+        "lightly_derm.transforms.fgssl_transform:FGSSLTransform",
+        metadata={"num_views": 2},
+    ),
+    Component(
+        "loss",
+        "barlow_twins_frobenius",
+        "lightly_derm.loss.barlow_twins_frobenius_loss:BarlowTwinsFrobeniusLoss",
+        metadata={"inputs": "pair"},
+    ),
+    Component(
+        "method",
+        "fgssl",
+        "lightly_derm.methods.fgssl:FGSSL",
+        metadata={"task": "pretrain"},
+    ),
+    Component(
+        "method",
+        "fgssl_classifier",
+        "lightly_derm.methods.fgssl_classifier:FGSSLClassifier",
+        metadata={"task": "classify"},
+    ),
+    Component(
+        "method",
+        "barlow_twins",
+        "lightly_derm.methods.barlow_twins:BarlowTwins",
+        metadata={"task": "pretrain"},
+    ),
+)
 
 
 # --------------------------------------------------------------------------- AP-BYOL

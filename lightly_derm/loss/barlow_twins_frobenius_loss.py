@@ -1,0 +1,91 @@
+"""The FG-SSL authors' Barlow Twins variant, λ²‖C − I‖²_F.
+
+Builds on :class:`lightly.loss.BarlowTwinsLoss` (same cross-correlation, same
+distributed reduction of C); only the normalisation and the weighting differ.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed import nn as dist_nn
+
+__all__ = ["BarlowTwinsFrobeniusLoss"]
+
+
+class BarlowTwinsFrobeniusLoss(nn.Module):
+    """λ² ‖C − I‖²_F of the cross-correlation C of batch-standardised embeddings.
+
+    The loss that the FG-SSL code (Park and Ryu, arXiv:2308.05770; github.com/kalelpark/
+    FG-SSL, ``barlow_criterion``) computes instead of Barlow Twins' (Zbontar et al.,
+    ICML 2021) Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij², which :class:`lightly.loss.BarlowTwinsLoss`
+    implements and :class:`~lightly_derm.methods.FGSSL` uses by default. Here the
+    diagonal and off-diagonal terms are weighted alike, and the whole loss by λ²::
+
+        ẑ = (z − mean(z)) / sqrt(var(z) + eps)      per dimension, unbiased variance
+        C = ẑ_Aᵀ ẑ_B / N
+        L = λ² Σ_ij (C − I)²_ij
+
+    As the authors, the variance is unbiased (``torch.std``); ``eps`` (absent in their
+    code) keeps constant dimensions finite. Computed in float32 with autocast off.
+
+    Args:
+        lambda_param: λ (authors: 5e-3).
+        eps: Added to the variance.
+        gather_distributed: Average C over all processes before the loss, as
+            :class:`lightly.loss.BarlowTwinsLoss` does (each process standardises its
+            own batch; the gradient is scaled to match one process).
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.loss import BarlowTwinsFrobeniusLoss
+        >>> loss_fn = BarlowTwinsFrobeniusLoss()
+        >>> loss_fn(torch.randn(8, 16), torch.randn(8, 16)).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        lambda_param: float = 5e-3,
+        eps: float = 1e-5,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        if gather_distributed and not dist.is_available():
+            raise ValueError(
+                "gather_distributed is True but torch.distributed is not available"
+            )
+        self.lambda_param = lambda_param
+        self.eps = eps
+        self.gather_distributed = gather_distributed
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        """Returns the loss of the embeddings ``z_a`` and ``z_b`` (N, D) of two views."""
+        for name, z in (("z_a", z_a), ("z_b", z_b)):
+            if not isinstance(z, Tensor) or z.ndim != 2:
+                raise ValueError(
+                    f"{name} must be a 2-D tensor (N, D), got "
+                    f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+                )
+        if z_a.shape != z_b.shape:
+            raise ValueError(
+                f"z_a and z_b must have the same shape, got {tuple(z_a.shape)} and "
+                f"{tuple(z_b.shape)}"
+            )
+        if z_a.shape[0] < 2:
+            raise ValueError(
+                f"the batch must hold at least 2 samples to standardise, got {z_a.shape[0]}"
+            )
+        with torch.autocast(device_type=z_a.device.type, enabled=False):
+            a, b = self._standardise(z_a.float()), self._standardise(z_b.float())
+            c = a.T @ b / a.shape[0]
+            if self.gather_distributed and dist.is_initialized():
+                world_size = dist.get_world_size()
+                if world_size > 1:
+                    c = dist_nn.all_reduce(c / world_size)
+            identity = torch.eye(c.shape[0], device=c.device, dtype=c.dtype)
+            return (self.lambda_param**2) * (c - identity).pow(2).sum()
+
+    def _standardise(self, z: Tensor) -> Tensor:
+        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=True) + self.eps)

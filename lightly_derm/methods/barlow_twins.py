@@ -1,0 +1,130 @@
+"""Barlow Twins, the baseline that FG-SSL is compared against.
+
+Builds on lightly's :class:`~lightly.models.modules.heads.BarlowTwinsProjectionHead`,
+:class:`~lightly.loss.BarlowTwinsLoss` and :class:`~lightly.transforms.BYOLTransform`
+(Barlow Twins uses BYOL's augmentations, as lightly's Barlow Twins example does), on
+:class:`~lightly_derm.methods.SSLMethod`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightly.loss import BarlowTwinsLoss
+from lightly.models.modules.heads import BarlowTwinsProjectionHead
+from lightly.transforms.byol_transform import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+)
+from torch import Tensor, nn
+
+from lightly_derm.data.grouped_view_collate import to_grouped_batch
+from lightly_derm.methods.base import SSLMethod
+
+__all__ = ["BarlowTwins"]
+
+
+class BarlowTwins(SSLMethod):
+    """Barlow Twins: redundancy reduction between two views' projections.
+
+    Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via
+    Redundancy Reduction", ICML 2021, arXiv:2103.03230. Backbone → lightly's
+    ``BarlowTwinsProjectionHead`` → lightly's ``BarlowTwinsLoss`` (computed in float32),
+    with SGD and a per-epoch cosine schedule.
+
+    Batches: two views per image, from :meth:`default_transform` (lightly's
+    ``BYOLTransform``) and :meth:`default_collate`, or lightly's ``MultiViewCollate``.
+    Logs ``train_loss``.
+
+    Args:
+        backbone: A torchvision ResNet name or a module mapping images to features.
+        backbone_weights: Local weights for a named backbone (never downloaded).
+        hidden_dim: Projection head hidden width (paper: 8192; 2048 here, for the small
+            batches of dermatology data).
+        output_dim: Projection width (paper: 8192).
+        lambda_param: λ of the off-diagonal term (paper: 0.0051).
+        lr, momentum, weight_decay: SGD (lr 0.06 as in lightly's Barlow Twins example).
+        max_epochs: Length of the cosine schedule; default the trainer's.
+        gather_distributed: Average the cross-correlation over processes (lightly's option).
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.methods import BarlowTwins
+        >>> model = BarlowTwins(backbone="resnet18", hidden_dim=256, output_dim=256)
+        >>> model.project(torch.randn(4, 3, 64, 64)).shape
+        torch.Size([4, 256])
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet50",
+        backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
+        hidden_dim: int = 2048,
+        output_dim: int = 2048,
+        lambda_param: float = 0.0051,
+        lr: float = 0.06,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        max_epochs: int | None = None,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        self.save_hyperparameters(
+            ignore=["backbone_weights"]
+            + ([] if isinstance(backbone, str) else ["backbone"])
+        )
+        self.projection_head = BarlowTwinsProjectionHead(
+            self.feature_dim, hidden_dim, output_dim
+        )
+        self.criterion = BarlowTwinsLoss(
+            lambda_param=lambda_param, gather_distributed=gather_distributed
+        )
+
+    def project(self, images: Tensor) -> Tensor:
+        """Projections (B, output_dim) of images (B, C, H, W)."""
+        projection: Tensor = self.projection_head(self(images))
+        return projection
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Barlow Twins loss of the two views of every image."""
+        grouped = to_grouped_batch(batch)
+        if grouped.num_views != 2:
+            raise ValueError(
+                f"BarlowTwins expects 2 views per image, got {grouped.num_views}"
+            )
+        z_a, z_b = (self.project(v) for v in grouped.split_views())
+        with torch.autocast(device_type=z_a.device.type, enabled=False):
+            loss: Tensor = self.criterion(z_a.float(), z_b.float())
+        self.log("train_loss", loss, prog_bar=True, batch_size=grouped.batch_size)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        """SGD with a cosine schedule per epoch over ``max_epochs``."""
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+        )
+        epochs = hp.max_epochs
+        if epochs is None and self._trainer is not None:
+            epochs = self.trainer.max_epochs
+        if epochs is None or epochs < 1:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def default_transform(self, input_size: int = 224) -> BYOLTransform:
+        """The two-view ``BYOLTransform`` of lightly at ``input_size``."""
+        return BYOLTransform(
+            view_1_transform=BYOLView1Transform(input_size=input_size),
+            view_2_transform=BYOLView2Transform(input_size=input_size),
+        )

@@ -1,0 +1,479 @@
+"""Jigsaw puzzles of image tiles: one gather per batch on any device, plus a per-sample form.
+
+Part of FG-SSL (Park and Ryu, "Fine-Grained Self-Supervised Learning with Jigsaw Puzzles
+for Medical Image Classification", Computers in Biology and Medicine 174, 2024,
+arXiv:2308.05770), which takes the jigsaw from PMG (Du et al., "Fine-Grained Visual
+Classification via Progressive Multi-Granularity Training of Jigsaw Patches", ECCV 2020,
+arXiv:2003.03836): cut the image into a ``grid`` × ``grid`` lattice of equal tiles,
+permute the tiles with a permutation drawn per sample and put the image back together.
+
+This differs from :class:`lightly.transforms.Jigsaw` (PIRL, Misra and van der Maaten,
+CVPR 2020): lightly's transform returns a stack of ``n_grid²`` separately augmented,
+randomly jittered *crops* that a network embeds one by one; the jigsaw here returns one
+image of the input's size whose tiles are exactly the input's tiles in a new order, so
+that a CNN sees the whole shuffled image and the permutation can be inverted.
+
+Builds on :func:`torch.Tensor.index_select` (the gather), :func:`torch.argsort` of random
+keys (the permutations) and lightly's ``ToTensor`` (PIL input). What it adds: the
+whole batch is permuted by *one* gather on the batch's device, with no Python loop over
+samples or tiles, in NCHW and in channels-last memory layout.
+
+Conventions: tiles are numbered row-major, tile ``p`` covering rows
+``(p // grid) * H/grid …`` and columns ``(p % grid) * W/grid …``. A permutation ``perm``
+(B, grid²) means that tile ``p`` of the output is tile ``perm[b, p]`` of the input. The
+grid applies to both sides, so non-square images are cut into ``grid`` × ``grid`` tiles
+of (H/grid) × (W/grid) pixels; ``grid`` must divide both H and W.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL.Image import Image
+from torch import Tensor
+
+__all__ = [
+    "HierarchicalJigsaw",
+    "check_grid",
+    "jigsaw_shuffle",
+    "jigsaw_unshuffle",
+    "permute_tiles",
+    "random_tile_permutations",
+]
+
+
+def check_grid(grid: Any, height: int, width: int, name: str = "grid") -> int:
+    """Checks that ``grid`` cuts an image of ``height`` × ``width`` into equal tiles.
+
+    Returns:
+        ``grid`` as an int.
+
+    Raises:
+        TypeError: ``grid`` is not an int.
+        ValueError: ``grid`` < 1, ``grid`` is larger than a side, or does not divide it.
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int):
+        raise TypeError(f"{name} must be an int, got {type(grid).__name__} {grid!r}")
+    if grid < 1:
+        raise ValueError(f"{name} must be >= 1, got {grid}")
+    for side_name, side in (("height", height), ("width", width)):
+        if grid > side:
+            raise ValueError(
+                f"{name} {grid} is larger than the image {side_name} {side} "
+                f"(image {height}x{width})"
+            )
+        if side % grid:
+            raise ValueError(
+                f"{name} {grid} does not divide the image {side_name} {side} "
+                f"(image {height}x{width}, {side} % {grid} = {side % grid}); "
+                f"resize to a multiple of {grid}"
+            )
+    return grid
+
+
+def _check_images(images: Any, fn: str) -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"{fn}: images must be a tensor (B, C, H, W), got {type(images).__name__}"
+        )
+    if images.ndim != 4:
+        raise ValueError(
+            f"{fn}: images must be a 4-D batch (B, C, H, W), got shape {tuple(images.shape)}"
+        )
+    return images
+
+
+def random_tile_permutations(
+    batch_size: int,
+    grid: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    exclude_identity: bool = False,
+) -> Tensor:
+    """Draws one random permutation of the ``grid²`` tiles per sample.
+
+    Each row is the argsort of ``grid²`` uniform float64 keys, so every permutation is
+    equally likely (ties have probability below 2⁻³³ even for grid 32). Nothing is
+    looped over in Python and nothing synchronises with the host.
+
+    With ``exclude_identity``, rows that came out as the identity are drawn once more
+    (vectorised), and rows that are the identity again (probability 1/(grid²)!² per
+    row) are composed with a uniformly random transposition. The result is never the
+    identity; every other permutation has probability (1 + 1/n!)/n! with n = grid²,
+    except the transpositions, which have an extra 1/(n!²·n(n−1)/2) — 0.7 % more
+    than the others for grid 2, and less than 10⁻¹⁰ % for grid ≥ 3.
+
+    Args:
+        batch_size: B, the number of permutations.
+        grid: Tiles per side; the permutations are of ``grid²`` tiles.
+        generator: Random generator; the keys are drawn on its device. ``None`` uses
+            the default generator of ``device``.
+        device: Where the result lives; by default the generator's device, or the CPU.
+        exclude_identity: Never return the identity permutation (needs ``grid`` >= 2).
+
+    Returns:
+        (B, grid²) int64 permutations.
+
+    Raises:
+        ValueError: ``grid`` < 1, a negative ``batch_size``, or ``exclude_identity`` with
+            ``grid`` 1 (whose only permutation is the identity).
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.transforms import random_tile_permutations
+        >>> perm = random_tile_permutations(2, 2, generator=torch.Generator().manual_seed(0))
+        >>> perm.shape, sorted(perm[0].tolist())
+        (torch.Size([2, 4]), [0, 1, 2, 3])
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be an int >= 1, got {grid!r}")
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+    if exclude_identity and grid < 2:
+        raise ValueError(
+            "exclude_identity needs grid >= 2: grid 1 has one tile, whose only "
+            "permutation is the identity"
+        )
+    num_tiles = grid * grid
+    draw_device = generator.device if generator is not None else device
+    keys = torch.rand(
+        batch_size,
+        num_tiles,
+        generator=generator,
+        device=draw_device,
+        dtype=torch.float64,
+    )
+    perm = keys.argsort(dim=1)
+    if exclude_identity:
+        identity = torch.arange(num_tiles, device=perm.device)
+        redraw = torch.rand(
+            batch_size,
+            num_tiles,
+            generator=generator,
+            device=draw_device,
+            dtype=torch.float64,
+        ).argsort(dim=1)
+        perm = torch.where((perm == identity).all(1, keepdim=True), redraw, perm)
+        # A random transposition (i j), i != j, for rows that are still the identity.
+        i = torch.randint(
+            0, num_tiles, (batch_size, 1), generator=generator, device=draw_device
+        )
+        j = torch.randint(
+            0, num_tiles - 1, (batch_size, 1), generator=generator, device=draw_device
+        )
+        j = j + (j >= i).long()
+        swapped = torch.where(identity == i, j, torch.where(identity == j, i, identity))
+        perm = torch.where((perm == identity).all(1, keepdim=True), swapped, perm)
+    if device is not None:
+        perm = perm.to(device)
+    return perm
+
+
+def _grid_of(permutation: Tensor) -> int:
+    num_tiles = permutation.shape[-1]
+    grid = math.isqrt(num_tiles)
+    if grid * grid != num_tiles or num_tiles == 0:
+        raise ValueError(
+            f"a tile permutation has grid² entries per sample; {num_tiles} is not a square "
+            f"(permutation shape {tuple(permutation.shape)})"
+        )
+    return grid
+
+
+def _check_permutation(images: Tensor, permutation: Any, fn: str) -> int:
+    if not isinstance(permutation, Tensor):
+        raise TypeError(
+            f"{fn}: permutation must be a tensor (B, grid²), got {type(permutation).__name__}"
+        )
+    if permutation.ndim != 2 or permutation.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{fn}: permutation must be (B, grid²) with B = {images.shape[0]} as in the "
+            f"images {tuple(images.shape)}, got {tuple(permutation.shape)}"
+        )
+    if permutation.dtype.is_floating_point or permutation.dtype in (
+        torch.bool,
+        torch.complex64,
+        torch.complex128,
+    ):
+        raise TypeError(
+            f"{fn}: permutation must be an integer tensor, got {permutation.dtype}"
+        )
+    grid = _grid_of(permutation)
+    check_grid(grid, images.shape[-2], images.shape[-1])
+    expected = torch.arange(grid * grid, device=permutation.device)
+    if permutation.shape[0] and not torch.equal(
+        permutation.sort(dim=1).values, expected.expand_as(permutation)
+    ):
+        raise ValueError(
+            f"{fn}: every row of permutation must be a permutation of 0 … {grid * grid - 1}"
+        )
+    return grid
+
+
+def _permute_tiles(images: Tensor, grid: int, permutation: Tensor) -> Tensor:
+    """The gather: tile p of the output is tile permutation[b, p] of the input.
+
+    A tile row (``W/grid`` pixels of one channel in NCHW; ``W/grid`` pixels × C in
+    channels-last) is contiguous in memory, so the batch is viewed as a matrix of
+    tile-row segments and permuted by a single :func:`torch.index_select` of segments.
+    The segment index is built by broadcasting small (B, grid, grid) tensors.
+    """
+    batch, channels, height, width = images.shape
+    if images.numel() == 0:
+        return images.clone()
+    tile_h = height // grid
+    device = images.device
+    channels_last = (
+        channels > 1
+        and not images.is_contiguous()
+        and images.is_contiguous(memory_format=torch.channels_last)
+    )
+    num_segments = batch * (1 if channels_last else channels) * height * grid
+    dtype = torch.int32 if num_segments < 2**31 else torch.long
+    perm = permutation.to(device=device, dtype=dtype).view(batch, grid, grid)
+    src_i = torch.div(perm, grid, rounding_mode="floor")
+    src_j = perm - src_i * grid
+    # Segment of source tile row y: ((plane * grid + src_i) * tile_h + y) * grid + src_j,
+    # where a plane is (b, c) in NCHW and b in channels-last.
+    tile_part = src_i * (tile_h * grid) + src_j  # (B, g, g)
+    rows = torch.arange(tile_h, device=device, dtype=dtype) * grid  # (th,)
+    if channels_last:
+        plane = torch.arange(batch, device=device, dtype=dtype) * (height * grid)
+        index = (
+            plane.view(batch, 1, 1, 1) + tile_part.view(batch, grid, 1, grid)
+        ) + rows.view(1, 1, tile_h, 1)
+        segments = images.permute(0, 2, 3, 1).reshape(num_segments, -1)
+    else:
+        images = images.contiguous()
+        plane = torch.arange(batch * channels, device=device, dtype=dtype) * (
+            height * grid
+        )
+        index = (
+            plane.view(batch, channels, 1, 1, 1)
+            + tile_part.view(batch, 1, grid, 1, grid)
+        ) + rows.view(1, 1, 1, tile_h, 1)
+        segments = images.view(num_segments, -1)
+    out = segments.index_select(0, index.reshape(-1))
+    if channels_last:
+        return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return out.view(batch, channels, height, width)
+
+
+def permute_tiles(images: Tensor, permutation: Tensor, check: bool = True) -> Tensor:
+    """Reorders the tiles of every image: output tile p is input tile ``permutation[b, p]``.
+
+    The grid is ``sqrt(permutation.shape[1])``. One gather for the whole batch, on the
+    images' device; the output has the input's dtype and memory format (NCHW or
+    channels-last).
+
+    Args:
+        images: (B, C, H, W) on any device, any dtype.
+        permutation: (B, grid²) integer tile permutations (on any device).
+        check: Verify that every row is a permutation (one host synchronisation). Turn
+            off only for permutations you made with :func:`random_tile_permutations`.
+
+    Raises:
+        TypeError: Not tensors, or a non-integer permutation.
+        ValueError: Shapes that do not fit, a grid that does not divide H and W, or
+            (with ``check``) rows that are not permutations.
+    """
+    images = _check_images(images, "permute_tiles")
+    if check:
+        grid = _check_permutation(images, permutation, "permute_tiles")
+    else:
+        grid = _grid_of(permutation)
+    return _permute_tiles(images, grid, permutation)
+
+
+def jigsaw_shuffle(
+    images: Tensor,
+    grid: int,
+    generator: torch.Generator | None = None,
+    *,
+    exclude_identity: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Shuffles the ``grid`` × ``grid`` tiles of every image, with one permutation per sample.
+
+    Args:
+        images: (B, C, H, W) on any device, any dtype; ``grid`` must divide H and W.
+        grid: Tiles per side.
+        generator: Random generator (on any device) for reproducible permutations;
+            ``None`` uses the default generator of the images' device.
+        exclude_identity: Never return an unshuffled image (see
+            :func:`random_tile_permutations` for the resulting distribution).
+
+    Returns:
+        ``(shuffled, permutation)``: the shuffled images (B, C, H, W), with the input's
+        dtype, device and memory format, and the (B, grid²) int64 permutations on the
+        images' device; tile p of ``shuffled[b]`` is tile ``permutation[b, p]`` of
+        ``images[b]``.
+
+    Raises:
+        TypeError: ``images`` is not a tensor or ``grid`` not an int.
+        ValueError: ``images`` is not 4-D, or ``grid`` < 1, larger than a side or does
+            not divide it (the message names the sizes and the grid).
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.transforms import jigsaw_shuffle, jigsaw_unshuffle
+        >>> images = torch.rand(8, 3, 64, 64)
+        >>> shuffled, perm = jigsaw_shuffle(images, grid=4)
+        >>> shuffled.shape, perm.shape
+        (torch.Size([8, 3, 64, 64]), torch.Size([8, 16]))
+        >>> torch.equal(jigsaw_unshuffle(shuffled, perm), images)
+        True
+    """
+    images = _check_images(images, "jigsaw_shuffle")
+    grid = check_grid(grid, images.shape[-2], images.shape[-1])
+    permutation = random_tile_permutations(
+        images.shape[0],
+        grid,
+        generator=generator,
+        device=images.device,
+        exclude_identity=exclude_identity,
+    )
+    return _permute_tiles(images, grid, permutation), permutation
+
+
+def jigsaw_unshuffle(shuffled: Tensor, permutation: Tensor) -> Tensor:
+    """Puts the tiles shuffled by :func:`jigsaw_shuffle` back in place.
+
+    Args:
+        shuffled: (B, C, H, W) shuffled images.
+        permutation: The (B, grid²) permutations :func:`jigsaw_shuffle` returned.
+
+    Returns:
+        The original images.
+
+    Raises:
+        TypeError, ValueError: As :func:`permute_tiles`.
+    """
+    shuffled = _check_images(shuffled, "jigsaw_unshuffle")
+    grid = _check_permutation(shuffled, permutation, "jigsaw_unshuffle")
+    perm = permutation.to(device=shuffled.device, dtype=torch.long)
+    inverse = torch.empty_like(perm).scatter_(
+        1, perm, torch.arange(perm.shape[1], device=perm.device).expand_as(perm)
+    )
+    return _permute_tiles(shuffled, grid, inverse)
+
+
+_to_tensor: Any = None
+
+
+def _as_image_tensor(image: Any) -> Tensor:
+    global _to_tensor
+    if isinstance(image, Image):
+        if _to_tensor is None:
+            from lightly.transforms.torchvision_v2_compatibility import (
+                torchvision_transforms as T,
+            )
+
+            _to_tensor = T.ToTensor()
+        return _to_tensor(image)
+    if isinstance(image, Tensor):
+        return image
+    raise TypeError(
+        f"expected a PIL image or a tensor (C, H, W), got {type(image).__name__}"
+    )
+
+
+def _check_grids(grids: Any) -> tuple[int, ...]:
+    if isinstance(grids, int) and not isinstance(grids, bool):
+        grids = (grids,)
+    if not isinstance(grids, Sequence) or isinstance(grids, str) or not grids:
+        raise ValueError(f"grids must be a non-empty sequence of ints, got {grids!r}")
+    for grid in grids:
+        if isinstance(grid, bool) or not isinstance(grid, int):
+            raise TypeError(f"grids must be ints, got {type(grid).__name__} {grid!r}")
+        if grid < 1:
+            raise ValueError(f"every grid must be >= 1, got grids {tuple(grids)}")
+    return tuple(grids)
+
+
+class HierarchicalJigsaw:
+    """Makes one jigsaw view per granularity of one image (FG-SSL's J_n, per sample).
+
+    FG-SSL (Park and Ryu, arXiv:2308.05770) trains block k on J_{n_k}(a), the view a cut
+    into an n_k × n_k grid with its tiles shuffled; the granularities of the authors'
+    ISIC runs are (16, 8, 4), finest grid first (for the shallowest block). This is the
+    per-sample form for a dataset's transform; in training, :func:`jigsaw_shuffle` on
+    the batch on the GPU is far faster (see ``benchmarks/jigsaw.py``) and is what
+    :class:`~lightly_derm.methods.FGSSL` does by default. Each grid gets its own
+    permutation. Unlike :class:`lightly.transforms.Jigsaw` (PIRL crops), every view is
+    a whole image of the input's size.
+
+    Args:
+        grids: The grids, one view each, in the order of the returned views.
+        exclude_identity: Never return an unshuffled view.
+        return_permutations: Return ``(views, permutations)`` instead of ``views``;
+            ``permutations[i]`` is the (grids[i]²,) int64 permutation of view i.
+        generator: A ``torch.Generator`` that makes the views reproducible; ``None``
+            uses torch's global generator (which the DataLoader seeds per worker).
+
+    Input: a PIL image (converted to a float tensor in [0, 1] as ``ToTensor`` does) or a
+    tensor (C, H, W) of any dtype, or a batch (B, C, H, W) treated sample by sample.
+
+    Raises:
+        ValueError: At construction, for bad grids; at call, for a grid that does not
+            divide the image's sides.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.transforms import HierarchicalJigsaw
+        >>> jigsaw = HierarchicalJigsaw(grids=(16, 8, 4))
+        >>> views = jigsaw(torch.rand(3, 64, 64))
+        >>> [tuple(v.shape) for v in views]
+        [(3, 64, 64), (3, 64, 64), (3, 64, 64)]
+    """
+
+    def __init__(
+        self,
+        grids: Sequence[int] = (16, 8, 4),
+        exclude_identity: bool = False,
+        return_permutations: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.grids = _check_grids(grids)
+        if exclude_identity and 1 in self.grids:
+            raise ValueError(
+                f"exclude_identity needs every grid >= 2, got grids {self.grids}"
+            )
+        self.exclude_identity = exclude_identity
+        self.return_permutations = return_permutations
+        self.generator = generator
+
+    def __call__(
+        self, image: Image | Tensor
+    ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """Returns the jigsaw views (and permutations, if asked for) of ``image``."""
+        tensor = _as_image_tensor(image)
+        if tensor.ndim not in (3, 4):
+            raise ValueError(
+                "HierarchicalJigsaw expects an image (C, H, W) or a batch (B, C, H, W), "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        batch = tensor.unsqueeze(0) if tensor.ndim == 3 else tensor
+        for grid in self.grids:
+            check_grid(grid, batch.shape[-2], batch.shape[-1])
+        views: list[Tensor] = []
+        permutations: list[Tensor] = []
+        for grid in self.grids:
+            shuffled, perm = jigsaw_shuffle(
+                batch, grid, self.generator, exclude_identity=self.exclude_identity
+            )
+            views.append(shuffled[0] if tensor.ndim == 3 else shuffled)
+            permutations.append(perm[0] if tensor.ndim == 3 else perm)
+        if self.return_permutations:
+            return views, permutations
+        return views
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(grids={self.grids}, "
+            f"exclude_identity={self.exclude_identity}, "
+            f"return_permutations={self.return_permutations})"
+        )
