@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The shared data folder beside the checkout, or beside a folder of worktrees
+# (/work/wt/<branch> -> /work/shared/data); LIGHTLY_DERM_SHARED_DATA overrides.
+SHARED_DATA = Path(
+    os.environ.get("LIGHTLY_DERM_SHARED_DATA")
+    or next(
+        (
+            p / "shared" / "data"
+            for p in REPO.parents
+            if (p / "shared" / "data").is_dir()
+        ),
+        REPO.parent / "shared" / "data",
+    )
+)
 ISIC_DIR = SHARED_DATA / "isic2017-seg-subset"
 DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"
 PLUGIN_TEMPLATE = REPO / "examples" / "plugin_template"
