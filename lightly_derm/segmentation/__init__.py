@@ -25,6 +25,14 @@ with _flexunet.defer_registration():
         ResNet50Encoder,
         TorchvisionResNetEncoder,
     )
+    from lightly_derm.segmentation.lesion_segmentation import LesionSegmentation
+    from lightly_derm.segmentation.metrics import (
+        ISIC2017_JACCARD_THRESHOLD,
+        LesionSegmentationMetric,
+        binary_dice_jaccard,
+        thresholded_jaccard,
+    )
+    from lightly_derm.segmentation.overlays import render_overlays, save_overlays
     from lightly_derm.segmentation.transfer import (
         EncoderTransferReport,
         describe_resnet,
@@ -35,13 +43,20 @@ register_flexunet_backbones = _flexunet.register_flexunet_backbones
 _flexunet.install_flexunet_hook()
 
 __all__ = [
+    "ISIC2017_JACCARD_THRESHOLD",
     "RESNET_FEATURE_CHANNELS",
     "EncoderTransferReport",
+    "LesionSegmentation",
+    "LesionSegmentationMetric",
     "ResNet18Encoder",
     "ResNet34Encoder",
     "ResNet50Encoder",
     "TorchvisionResNetEncoder",
+    "binary_dice_jaccard",
     "describe_resnet",
     "load_ssl_encoder",
     "register_flexunet_backbones",
+    "render_overlays",
+    "save_overlays",
+    "thresholded_jaccard",
 ]

@@ -9,7 +9,11 @@ from monai.networks.nets import FlexibleUNet
 from torch import nn
 
 from lightly_derm.methods import SSLMethod
-from lightly_derm.segmentation import describe_resnet, load_ssl_encoder
+from lightly_derm.segmentation import (
+    LesionSegmentation,
+    describe_resnet,
+    load_ssl_encoder,
+)
 
 
 class HandMadeMethod(SSLMethod):
@@ -168,3 +172,13 @@ def test_describe_resnet() -> None:
     for name in ("resnet18", "resnet34", "resnet50"):
         assert describe_resnet(getattr(torchvision.models, name)().state_dict()) == name
     assert describe_resnet({"conv.weight": torch.zeros(1)}) is None
+
+
+def test_lesion_segmentation_pretrained(tmp_path) -> None:
+    state = _random_resnet(seed=5)
+    path = _lightning_file(tmp_path, state)
+    model = LesionSegmentation("lightly-derm-resnet18", pretrained=path)
+    assert model.transfer_report is not None and model.transfer_report.complete
+    _assert_encoder_equals(model.net, state)
+    # a module holding the network as .net works as well
+    assert load_ssl_encoder(model, path).complete
