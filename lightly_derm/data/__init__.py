@@ -14,7 +14,7 @@ from lightly_derm.data.isic_segmentation_datamodule import (
     ISICSegmentationDataModule,
     isic_segmentation_dataset,
 )
-from lightly_derm.data.isic_segmentation_transforms import (
+from lightly_derm.data.isic_transforms import (
     BinaryLesionMaskd,
     isic_segmentation_transforms,
 )

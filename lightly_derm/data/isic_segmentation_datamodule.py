@@ -27,7 +27,7 @@ from lightly_derm.data.isic_pairs import (
     split_pairs,
     subsample_pairs,
 )
-from lightly_derm.data.isic_segmentation_transforms import (
+from lightly_derm.data.isic_transforms import (
     isic_segmentation_transforms,
 )
 

@@ -50,7 +50,7 @@ def binary_dice_jaccard(
     """Per-image Dice and Jaccard of binary masks, vectorised over the batch.
 
     Args:
-        prediction: Binary masks (B, 1, *spatial) (bool or {0, 1}).
+        prediction: Binary masks (B, 1, H, W[, D]) (bool or {0, 1}).
         target: Ground-truth masks of the same shape.
         empty_score: The score of an image whose prediction and ground truth are both
             empty (MONAI's ``ignore_empty=False`` gives 1; ``nan`` leaves it out of
