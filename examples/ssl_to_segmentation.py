@@ -41,7 +41,15 @@ from lightly_derm import registry
 from lightly_derm.data import ISICSegmentationDataModule
 from lightly_derm.segmentation import LesionSegmentation
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/isic2017-seg-subset"
+#: The shared ISIC subset beside the checkout (or beside its folder of worktrees).
+DEFAULT_DATA = next(
+    (
+        p / "shared/data/isic2017-seg-subset"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared/data/isic2017-seg-subset").is_dir()
+    ),
+    Path("isic2017-seg-subset"),
+)
 SCORES = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
 
 

@@ -156,3 +156,20 @@ def test_size_mismatch_names_both_files(tmp_path) -> None:
 def test_bad_image_size() -> None:
     with pytest.raises(ValueError, match="image_size"):
         isic_segmentation_transforms((1, 2, 3))
+
+
+def test_fast_jpeg_decoding_is_close_and_checks_file_sizes(isic_dir, tmp_path) -> None:
+    pair = find_isic_pairs(isic_dir, ids=["ISIC_0000000"])[0]  # a 1022x767 JPEG
+    fast = isic_segmentation_transforms(64, train=False)(pair)
+    exact = isic_segmentation_transforms(64, train=False, fast_jpeg=False)(pair)
+    assert torch.equal(fast["label"], exact["label"])
+    difference = (fast["image"] - exact["image"]).abs().mean().item()
+    assert 0 < difference < 0.05  # normalised units: the same picture, decoded smaller
+    # the mask is compared with the image's size in the file, not the decoded one
+    with Image.open(pair["label"]) as mask:
+        mask.crop((0, 0, 1021, 767)).save(tmp_path / "ISIC_0000000_segmentation.png")
+    bad = {**pair, "label": str(tmp_path / "ISIC_0000000_segmentation.png")}
+    with pytest.raises(
+        ValueError, match=r"is \(767, 1021\) \(H, W\) but image .* is \(767, 1022\)"
+    ):
+        isic_segmentation_transforms(64, train=False)(bad)
