@@ -65,3 +65,20 @@ def test_dataset_factory_and_errors(isic_dir) -> None:
         ISICSegmentationDataModule(pairs=pairs, label_fraction=0)
     with pytest.raises(TypeError, match="list of"):
         ISICSegmentationDataModule(pairs=["a.jpg"])
+
+
+@pytest.mark.parametrize("cache_rate", [0.0, 1.0])
+def test_bad_pair_errors_reach_the_user_unwrapped(tmp_path, cache_rate) -> None:
+    """MONAI wraps transform errors in RuntimeError; the file-naming ValueError wins."""
+    import numpy as np
+    from PIL import Image
+
+    Image.new("RGB", (40, 24)).save(tmp_path / "ISIC_0000001.jpg")
+    mask = np.zeros((24, 40), np.uint8)
+    mask[2, 2], mask[3, 3] = 128, 255
+    Image.fromarray(mask).save(tmp_path / "ISIC_0000001_segmentation.png")
+    pairs = find_isic_pairs(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"ISIC_0000001_segmentation\.png is not binary"
+    ):
+        isic_segmentation_dataset(pairs, image_size=16, cache_rate=cache_rate)[0]
