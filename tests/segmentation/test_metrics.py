@@ -147,3 +147,32 @@ def test_shape_errors() -> None:
         binary_dice_jaccard(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match=r"\(2, 2, 4, 4\)"):
         LesionSegmentationMetric()(torch.zeros(2, 2, 4, 4), torch.zeros(2, 2, 4, 4))
+
+
+def _metric_on_rank(rank: int, world_size: int, logits, target) -> dict:
+    metric = LesionSegmentationMetric()
+    mine = slice(rank * 4, (rank + 1) * 4)  # 4 images per rank, in two batches
+    metric(logits[mine][:1], target[mine][:1])
+    metric(logits[mine][1:], target[mine][1:])
+    return {**metric.aggregate(), "jaccard_per_image": metric.per_image()["jaccard"]}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_distributed_equals_single_process_on_the_concatenated_batch() -> None:
+    from tests.utils.distributed import run_distributed
+
+    pred, target = _random_masks((8, 1, 6, 5), seed=21)
+    logits = torch.from_numpy(np.where(pred > 0, 2.0, -2.0)).float()
+    target_t = torch.from_numpy(target).float()
+    ref_dice, ref_jac, ref_thr = reference_scores(pred, target)
+    results = run_distributed(_metric_on_rank, world_size=2, args=(logits, target_t))
+    for result in results:  # every rank sees the gathered scores of all 8 images
+        np.testing.assert_allclose(
+            result["jaccard_per_image"].numpy(), ref_jac, rtol=1e-6
+        )
+        assert result["dice"].item() == pytest.approx(ref_dice.mean(), rel=1e-6)
+        assert result["jaccard"].item() == pytest.approx(ref_jac.mean(), rel=1e-6)
+        assert result["jaccard_thresholded"].item() == pytest.approx(
+            ref_thr.mean(), rel=1e-6
+        )
