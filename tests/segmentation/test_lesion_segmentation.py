@@ -227,3 +227,19 @@ def test_bad_arguments_and_batches() -> None:
         model.training_step((torch.zeros(2, 32, 32), torch.zeros(2, 32, 32)), 0)
     with pytest.raises(ValueError, match="need a 'label'"):
         model.training_step({"image": torch.zeros(2, 3, 32, 32)}, 0)
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_mixed_channels_last() -> None:
+    pl.seed_everything(6)
+    model = LesionSegmentation("lightly-derm-resnet18", num_overlays=0, **SMALL)
+    model = model.to(memory_format=torch.channels_last)
+    trainer = _trainer(
+        accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=2
+    )
+    trainer.fit(model, _loader(n=8), _loader(n=4))
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train_loss"])
+    assert (
+        0 <= metrics["val_dice"] <= 1 and 0 <= metrics["val_jaccard_thresholded"] <= 1
+    )
