@@ -90,7 +90,19 @@ APBYOL: tuple[Component, ...] = ()
 
 
 # ---------------------------------------------------------------------- segmentation
-SEGMENTATION: tuple[Component, ...] = ()
+# MONAI FlexibleUNet backbones with torchvision ResNet key names; the name is the
+# FlexibleUNet backbone name (lightly_derm.plugins.flexunet registers them with MONAI).
+SEGMENTATION: tuple[Component, ...] = tuple(
+    Component(
+        "encoder",
+        f"lightly-derm-resnet{depth}",
+        f"lightly_derm.segmentation.encoders:ResNet{depth}Encoder",
+        description=f"torchvision ResNet-{depth} as a MONAI FlexibleUNet encoder "
+        "(torchvision key names, SSL checkpoints load as they are)",
+        metadata={"spatial_dims": 2, "in_channels": 3},
+    )
+    for depth in (18, 34, 50)
+)
 
 
 #: All built-in components.

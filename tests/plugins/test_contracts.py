@@ -167,6 +167,50 @@ def method_contract(info: ComponentInfo, method: Any) -> None:
     assert changed, "a training step changes the backbone"
 
 
+@contract("encoder")
+def encoder_contract(info: ComponentInfo, encoder: Any) -> None:
+    """An encoder gives FlexibleUNet its feature maps: declared channels, 2x smaller each."""
+    from monai.networks.blocks import BaseEncoder
+    from monai.networks.nets import FlexibleUNet
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+
+    cls = info.load()
+    assert isinstance(cls, type) and issubclass(cls, BaseEncoder), (
+        f"encoder {info.name!r} must be a monai.networks.blocks.BaseEncoder subclass"
+    )
+    assert isinstance(encoder, torch.nn.Module)
+    names = cls.get_encoder_names()
+    assert info.name in names, (
+        f"{cls.__name__}.get_encoder_names() {names} must contain {info.name!r}"
+    )
+    i = names.index(info.name)
+    channels = tuple(cls.num_channels_per_output()[i])
+    assert cls.num_outputs()[i] == len(channels) <= 5
+    assert {"spatial_dims", "in_channels", "pretrained"} <= set(
+        cls.get_encoder_parameters()[i]
+    )
+    spatial_dims = info.metadata.get("spatial_dims", 2)
+    size = 64
+    x = torch.randn(1, 3, *([size] * spatial_dims))
+    with torch.no_grad():
+        features = encoder.eval()(x)
+    assert isinstance(features, (list, tuple)) and len(features) == len(channels)
+    for level, (feature, width) in enumerate(zip(features, channels, strict=True)):
+        side = size // 2 ** (level + 1)
+        assert tuple(feature.shape) == (1, width, *([side] * spatial_dims)), (
+            f"level {level}: expected {(1, width, *([side] * spatial_dims))}, "
+            f"got {tuple(feature.shape)}"
+        )
+    assert info.name in FLEXUNET_BACKBONE.register_dict, (
+        f"{info.name!r} is not a MONAI FlexibleUNet backbone after import lightly_derm"
+    )
+    net = FlexibleUNet(
+        3, 1, backbone=info.name, spatial_dims=spatial_dims, decoder_channels=(16,) * 5
+    ).eval()
+    with torch.no_grad():
+        assert net(x).shape == (1, 1, *([size] * spatial_dims))
+
+
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
 def test_has_docstring(info: ComponentInfo) -> None:
     doc = inspect.getdoc(info.load()) or ""

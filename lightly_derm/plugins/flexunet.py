@@ -1,0 +1,276 @@
+"""Fills MONAI's FlexibleUNet backbone registry from the registered ``encoder`` plugins.
+
+Builds on MONAI's :data:`monai.networks.nets.flexible_unet.FLEXUNET_BACKBONE`
+(``FlexUNetEncoderRegister``): every ``encoder`` component of the lightly-derm registry
+(:data:`lightly_derm.registry`) becomes a backbone name that
+``FlexibleUNet(backbone=...)`` accepts. This module imports neither torch nor MONAI
+itself, so ``import lightly_derm`` stays fast:
+
+- if MONAI is already imported, ``import lightly_derm`` registers the backbones at once;
+- otherwise a post-import hook on the ``monai`` package registers them as soon as MONAI
+  has finished importing (``import monai`` loads all of ``monai.networks``), so
+
+  .. code-block:: python
+
+      import lightly_derm
+      from monai.networks.nets import FlexibleUNet
+
+      net = FlexibleUNet(in_channels=3, out_channels=1, backbone="lightly-derm-resnet50")
+
+  works in that order too, in the main process and in spawned DataLoader workers
+  (which import ``lightly_derm`` again when they unpickle its objects).
+
+:func:`register_flexunet_backbones` is idempotent; call it again after
+``registry.reload()`` or ``registry.register_plugin(...)`` to pick up new encoders. An
+encoder plugin that cannot be imported, that is no MONAI ``BaseEncoder``, or whose name
+clashes with a MONAI backbone is skipped with a
+:class:`~lightly_derm.plugins.PluginLoadWarning`; the others are registered.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from lightly_derm.plugins.errors import PluginLoadWarning
+
+if TYPE_CHECKING:
+    from lightly_derm.plugins.component import ComponentInfo
+    from lightly_derm.plugins.registry import Registry
+
+#: The module whose completed import triggers the registration.
+_TRIGGER = "monai"
+#: Methods of MONAI's ``BaseEncoder`` interface that ``register_class`` calls.
+_ENCODER_INTERFACE = (
+    "get_encoder_names",
+    "num_outputs",
+    "num_channels_per_output",
+    "get_encoder_parameters",
+)
+
+_lock = threading.RLock()
+#: The FLEXUNET_BACKBONE names this module added, and the component each came from.
+_added: dict[str, str] = {}
+#: > 0 while lightly_derm.segmentation is importing (it registers when it is done).
+_deferred = 0
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _warn(info: ComponentInfo, problem: str) -> None:
+    warnings.warn(
+        f"encoder {info.name!r} of plugin {info.plugin!r} ({info.source}) is not "
+        f"registered as a MONAI FlexibleUNet backbone: {problem}",
+        PluginLoadWarning,
+        stacklevel=3,
+    )
+
+
+def _entry(info: ComponentInfo) -> tuple[str, dict[str, Any]] | None:
+    """The ``FLEXUNET_BACKBONE`` name and entry of one encoder component, or ``None``."""
+    from monai.networks.blocks import BaseEncoder
+
+    try:
+        cls = info.load()
+    except Exception as exc:  # a broken plugin must not take the others down
+        _warn(info, f"{type(exc).__name__}: {exc}")
+        return None
+    missing = [m for m in _ENCODER_INTERFACE if not callable(getattr(cls, m, None))]
+    if not isinstance(cls, type) or missing:
+        _warn(
+            info,
+            f"{getattr(cls, '__name__', cls)!r} must be a class implementing "
+            f"monai.networks.blocks.BaseEncoder (missing: {', '.join(missing) or 'a class'})",
+        )
+        return None
+    if not issubclass(cls, BaseEncoder):
+        warnings.warn(
+            f"encoder {info.name!r} ({info.source}): {cls.__name__} does not derive from "
+            "monai.networks.blocks.BaseEncoder",
+            PluginLoadWarning,
+            stacklevel=3,
+        )
+    try:
+        names: Sequence[str] = list(cls.get_encoder_names())
+        numbers = list(cls.num_outputs())
+        channels = list(cls.num_channels_per_output())
+        parameters = list(cls.get_encoder_parameters())
+    except Exception as exc:
+        _warn(
+            info, f"its BaseEncoder class methods failed: {type(exc).__name__}: {exc}"
+        )
+        return None
+    if not len(names) == len(numbers) == len(channels) == len(parameters):
+        _warn(
+            info,
+            f"{cls.__name__}'s get_encoder_names, num_outputs, num_channels_per_output "
+            "and get_encoder_parameters return lists of different lengths",
+        )
+        return None
+    matches = [i for i, n in enumerate(names) if _canonical(n) == _canonical(info.name)]
+    if not matches:
+        _warn(
+            info,
+            f"{cls.__name__}.get_encoder_names() returns {names}, which does not "
+            f"contain the component name {info.name!r}",
+        )
+        return None
+    i = matches[0]
+    return names[i], {
+        "type": cls,
+        "feature_number": numbers[i],
+        "feature_channel": channels[i],
+        "parameter": dict(parameters[i]),
+    }
+
+
+def register_flexunet_backbones(registry: Registry | None = None) -> list[str]:
+    """Registers every ``encoder`` component as a MONAI FlexibleUNet backbone.
+
+    Idempotent: names this function registered before and whose component is gone
+    (after ``registry.reload()`` with a plugin blocked, for example) are removed; MONAI's
+    own backbones are never replaced.
+
+    Args:
+        registry: The registry to read; :data:`lightly_derm.registry` by default.
+
+    Returns:
+        The backbone names now registered from ``encoder`` components, sorted.
+
+    Example:
+        >>> import lightly_derm
+        >>> from lightly_derm.plugins.flexunet import register_flexunet_backbones
+        >>> "lightly-derm-resnet50" in register_flexunet_backbones()
+        True
+    """
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+
+    if registry is None:
+        from lightly_derm import registry as default_registry
+
+        registry = default_registry
+    table = FLEXUNET_BACKBONE.register_dict
+    with _lock:
+        current: dict[str, str] = {}
+        for info in registry.list("encoder"):
+            entry = _entry(info)
+            if entry is None:
+                continue
+            name, value = entry
+            if name in table and name not in _added:
+                _warn(
+                    info,
+                    f"MONAI already has a backbone named {name!r}; rename the component",
+                )
+                continue
+            table[name] = value
+            current[name] = f"{info.plugin}:{info.name}"
+        for name in set(_added) - set(current):
+            table.pop(name, None)
+        _added.clear()
+        _added.update(current)
+        return sorted(current)
+
+
+@contextmanager
+def defer_registration() -> Iterator[None]:
+    """Holds back the post-import hook while the encoder modules themselves import MONAI.
+
+    ``lightly_derm.segmentation`` imports its modules inside this block and registers
+    the backbones when they are complete; without it, the hook would run while the
+    encoder classes are half-defined.
+    """
+    global _deferred
+    with _lock:
+        _deferred += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _deferred -= 1
+
+
+def _register_quietly() -> None:
+    """Registers the backbones; never lets an error escape into someone's import."""
+    if _deferred:
+        return
+    try:
+        register_flexunet_backbones()
+    except Exception as exc:
+        warnings.warn(
+            f"lightly-derm could not register its MONAI FlexibleUNet backbones: "
+            f"{type(exc).__name__}: {exc}",
+            PluginLoadWarning,
+            stacklevel=2,
+        )
+
+
+class _PostImportHook(importlib.abc.MetaPathFinder):
+    """Runs a callback once a module has been imported completely.
+
+    Finds the module's real spec with the other finders and wraps its loader's
+    ``exec_module`` (the loader object stays the same, so ``inspect``, ``linecache`` and
+    ``importlib.reload`` see nothing unusual). Removes itself after the first import.
+    """
+
+    def __init__(self, module: str, callback: Callable[[], None]) -> None:
+        self.module = module
+        self.callback = callback
+        self._searching = False
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> Any:
+        if fullname != self.module or self._searching:
+            return None
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching = False
+        loader = getattr(spec, "loader", None)
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return None
+        exec_module = loader.exec_module
+        callback = self.callback
+
+        def exec_then_register(module: ModuleType) -> None:
+            exec_module(module)
+            _remove_hook()
+            callback()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+def _remove_hook() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PostImportHook)]
+
+
+def install_flexunet_hook() -> None:
+    """Registers the encoder backbones now if MONAI is loaded, else right after it is.
+
+    Called by ``import lightly_derm``; safe to call any number of times.
+    """
+    with _lock:
+        monai = sys.modules.get(_TRIGGER)
+        flexunet = sys.modules.get("monai.networks.nets.flexible_unet")
+        if monai is not None and flexunet is not None:
+            _remove_hook()
+            _register_quietly()
+        elif not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
+            # MONAI is not imported yet (or is being imported right now, in which
+            # case the registration waits for the next import of lightly_derm.segmentation).
+            sys.meta_path.insert(0, _PostImportHook(_TRIGGER, _register_quietly))

@@ -1,0 +1,62 @@
+"""Lesion segmentation in MONAI from SSL-pretrained encoders.
+
+- :class:`ResNet18Encoder`, :class:`ResNet34Encoder`, :class:`ResNet50Encoder`: torchvision
+  ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered when
+  ``lightly_derm`` is imported, see :mod:`lightly_derm.plugins.flexunet`);
+- :func:`load_ssl_encoder`: SSL checkpoint → FlexibleUNet encoder, with a report;
+- :class:`LesionSegmentation`: the Lightning module; :class:`LesionSegmentationMetric`:
+  Dice, Jaccard and the ISIC 2017 thresholded Jaccard.
+
+Example:
+    >>> import lightly_derm
+    >>> from monai.networks.nets import FlexibleUNet
+    >>> net = FlexibleUNet(in_channels=3, out_channels=1, backbone="lightly-derm-resnet18")
+"""
+
+from lightly_derm.plugins import flexunet as _flexunet
+
+# The encoder modules import MONAI; the post-import hook must not register them while
+# they are half-defined, so registration waits until this package is complete.
+with _flexunet.defer_registration():
+    from lightly_derm.segmentation.encoders import (
+        RESNET_FEATURE_CHANNELS,
+        ResNet18Encoder,
+        ResNet34Encoder,
+        ResNet50Encoder,
+        TorchvisionResNetEncoder,
+    )
+    from lightly_derm.segmentation.lesion_segmentation import LesionSegmentation
+    from lightly_derm.segmentation.metrics import (
+        ISIC2017_JACCARD_THRESHOLD,
+        LesionSegmentationMetric,
+        binary_dice_jaccard,
+        thresholded_jaccard,
+    )
+    from lightly_derm.segmentation.overlays import render_overlays, save_overlays
+    from lightly_derm.segmentation.transfer import (
+        EncoderTransferReport,
+        describe_resnet,
+        load_ssl_encoder,
+    )
+
+register_flexunet_backbones = _flexunet.register_flexunet_backbones
+_flexunet.install_flexunet_hook()
+
+__all__ = [
+    "ISIC2017_JACCARD_THRESHOLD",
+    "RESNET_FEATURE_CHANNELS",
+    "EncoderTransferReport",
+    "LesionSegmentation",
+    "LesionSegmentationMetric",
+    "ResNet18Encoder",
+    "ResNet34Encoder",
+    "ResNet50Encoder",
+    "TorchvisionResNetEncoder",
+    "binary_dice_jaccard",
+    "describe_resnet",
+    "load_ssl_encoder",
+    "register_flexunet_backbones",
+    "render_overlays",
+    "save_overlays",
+    "thresholded_jaccard",
+]

@@ -1,0 +1,227 @@
+"""torchvision ResNets as MONAI FlexibleUNet encoders, with torchvision key names.
+
+Builds on torchvision's ResNet (through :func:`lightly_derm.models.resnet`) and on MONAI's
+:class:`~monai.networks.blocks.BaseEncoder` interface. MONAI's own ``resnet*`` FlexibleUNet
+backbones (:class:`monai.networks.nets.ResNetEncoder`) are built for 3-D MedicalNet
+weights and name their layers differently (``act``, no ``relu``; 3-D convolutions by
+default), so an SSL checkpoint of a torchvision ResNet cannot be loaded into them. These
+encoders keep torchvision's modules and names (``conv1``, ``bn1``, ``layer1`` …
+``layer4``, type-B 1×1 projection shortcuts), so the ``backbone.*`` weights of any
+lightly-derm or lightly checkpoint load without renaming
+(:func:`~lightly_derm.segmentation.load_ssl_encoder`).
+
+Registered as ``encoder`` plugins and, when ``lightly_derm`` is imported, as MONAI
+FlexibleUNet backbones ``lightly-derm-resnet18``, ``lightly-derm-resnet34`` and
+``lightly-derm-resnet50``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from monai.networks.blocks import BaseEncoder
+from torch import Tensor, nn
+
+from lightly_derm.models.backbones import resnet
+
+#: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet.
+RESNET_FEATURE_CHANNELS: dict[str, tuple[int, ...]] = {
+    "resnet18": (64, 64, 128, 256, 512),
+    "resnet34": (64, 64, 128, 256, 512),
+    "resnet50": (64, 256, 512, 1024, 2048),
+    "resnet101": (64, 256, 512, 1024, 2048),
+    "resnet152": (64, 256, 512, 1024, 2048),
+    "resnext50_32x4d": (64, 256, 512, 1024, 2048),
+    "wide_resnet50_2": (64, 256, 512, 1024, 2048),
+}
+#: Prefix of the FlexibleUNet backbone names of these encoders.
+BACKBONE_PREFIX = "lightly-derm-"
+
+
+class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
+    """A torchvision ResNet that gives MONAI's FlexibleUNet its five feature maps.
+
+    The feature maps are the stem after ReLU (stride 2, 64 channels) and the outputs of
+    ``layer1`` … ``layer4`` (strides 4, 8, 16, 32), each half the size of the one before,
+    as ``FlexibleUNet`` requires. The state-dict keys are torchvision's, without ``fc``.
+
+    Use a subclass with a fixed architecture (:class:`ResNet18Encoder`,
+    :class:`ResNet34Encoder`, :class:`ResNet50Encoder`), or this class with
+    ``model_name`` for the other torchvision ResNets.
+
+    Args:
+        model_name: A key of :data:`RESNET_FEATURE_CHANNELS`; fixed by the subclasses.
+        spatial_dims: Must be 2 (torchvision ResNets are 2-D; for 3-D volumes use MONAI's
+            own ``resnet*`` backbones).
+        in_channels: Input channels. Anything but 3 replaces ``conv1`` by a new, randomly
+            initialised convolution (RGB checkpoints then do not fit it).
+        pretrained: ``False``, or a local checkpoint path to load with
+            :func:`~lightly_derm.segmentation.load_ssl_encoder` (strict). Nothing is
+            downloaded, so ``True`` is an error; this lets
+            ``FlexibleUNet(..., pretrained="ssl.ckpt")`` start from SSL weights.
+
+    Raises:
+        ValueError: An unknown ``model_name``, ``spatial_dims != 2``, ``in_channels < 1``
+            or ``pretrained=True``.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.segmentation import ResNet18Encoder
+        >>> encoder = ResNet18Encoder()
+        >>> [tuple(f.shape) for f in encoder(torch.randn(1, 3, 64, 64))]
+        [(1, 64, 32, 32), (1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 512, 2, 2)]
+    """
+
+    #: The torchvision architectures this class registers (one name each).
+    backbone_names: ClassVar[tuple[str, ...]] = tuple(RESNET_FEATURE_CHANNELS)
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        pretrained: bool | str | Path = False,
+    ) -> None:
+        super().__init__()
+        if model_name is None:
+            if len(self.backbone_names) != 1:
+                raise ValueError(
+                    f"model_name is required for {type(self).__name__}; choose one of "
+                    f"{', '.join(self.backbone_names)}"
+                )
+            model_name = self.backbone_names[0]
+        if model_name not in self.backbone_names:
+            raise ValueError(
+                f"model_name {model_name!r} is not supported by {type(self).__name__}; "
+                f"choose one of {', '.join(self.backbone_names)}"
+            )
+        if spatial_dims != 2:
+            raise ValueError(
+                f"spatial_dims={spatial_dims!r}: torchvision ResNet encoders are 2-D; use "
+                "MONAI's 'resnet*' FlexibleUNet backbones for 3-D images"
+            )
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if pretrained is True:
+            raise ValueError(
+                "pretrained=True: lightly-derm downloads no weights; pass a local "
+                "checkpoint path as pretrained=, or use "
+                "lightly_derm.segmentation.load_ssl_encoder(net, checkpoint)"
+            )
+        self.model_name = model_name
+        self.in_channels = in_channels
+        self.feature_channels: tuple[int, ...] = RESNET_FEATURE_CHANNELS[model_name]
+        base = resnet(model_name)
+        self.conv1 = (
+            base.conv1
+            if in_channels == 3
+            else nn.Conv2d(
+                in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False
+            )
+        )
+        if in_channels != 3:
+            nn.init.kaiming_normal_(
+                self.conv1.weight, mode="fan_out", nonlinearity="relu"
+            )
+        self.bn1 = base.bn1
+        self.relu = base.relu
+        self.maxpool = base.maxpool
+        self.layer1 = base.layer1
+        self.layer2 = base.layer2
+        self.layer3 = base.layer3
+        self.layer4 = base.layer4
+        if pretrained:
+            from lightly_derm.segmentation.transfer import load_ssl_encoder
+
+            load_ssl_encoder(self, pretrained, strict=True)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """The five feature maps of images ``x`` (B, in_channels, H, W), largest first."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects images (B, {self.in_channels}, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        x = self.relu(self.bn1(self.conv1(x)))
+        features = [x]
+        x = self.layer1(self.maxpool(x))
+        features.append(x)
+        x = self.layer2(x)
+        features.append(x)
+        x = self.layer3(x)
+        features.append(x)
+        x = self.layer4(x)
+        features.append(x)
+        return features
+
+    # ------------------------------------------------------------ MONAI BaseEncoder
+    @classmethod
+    def get_encoder_names(cls) -> list[str]:
+        """The FlexibleUNet backbone names, ``lightly-derm-<torchvision name>``."""
+        return [f"{BACKBONE_PREFIX}{name}" for name in cls.backbone_names]
+
+    @classmethod
+    def get_encoder_parameters(cls) -> list[dict]:
+        """The constructor arguments for each name (FlexibleUNet sets the last three)."""
+        return [
+            {
+                "model_name": name,
+                "spatial_dims": 2,
+                "in_channels": 3,
+                "pretrained": False,
+            }
+            for name in cls.backbone_names
+        ]
+
+    @classmethod
+    def num_channels_per_output(cls) -> list[tuple[int, ...]]:
+        """The channels of the five feature maps, for each name."""
+        return [RESNET_FEATURE_CHANNELS[name] for name in cls.backbone_names]
+
+    @classmethod
+    def num_outputs(cls) -> list[int]:
+        """Five feature maps for every name."""
+        return [5] * len(cls.backbone_names)
+
+
+class ResNet18Encoder(TorchvisionResNetEncoder):
+    """torchvision ResNet-18 as the FlexibleUNet backbone ``lightly-derm-resnet18``.
+
+    Feature channels (64, 64, 128, 256, 512). See :class:`TorchvisionResNetEncoder`.
+
+    Example:
+        >>> import lightly_derm
+        >>> from monai.networks.nets import FlexibleUNet
+        >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18")
+    """
+
+    backbone_names = ("resnet18",)
+
+
+class ResNet34Encoder(TorchvisionResNetEncoder):
+    """torchvision ResNet-34 as the FlexibleUNet backbone ``lightly-derm-resnet34``.
+
+    Feature channels (64, 64, 128, 256, 512). See :class:`TorchvisionResNetEncoder`.
+
+    Example:
+        >>> import lightly_derm
+        >>> from monai.networks.nets import FlexibleUNet
+        >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet34")
+    """
+
+    backbone_names = ("resnet34",)
+
+
+class ResNet50Encoder(TorchvisionResNetEncoder):
+    """torchvision ResNet-50 as the FlexibleUNet backbone ``lightly-derm-resnet50``.
+
+    Feature channels (64, 256, 512, 1024, 2048). See :class:`TorchvisionResNetEncoder`.
+
+    Example:
+        >>> import lightly_derm
+        >>> from monai.networks.nets import FlexibleUNet
+        >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet50")
+    """
+
+    backbone_names = ("resnet50",)

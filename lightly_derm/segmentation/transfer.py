@@ -1,0 +1,205 @@
+"""Moves SSL-pretrained backbone weights into a MONAI FlexibleUNet encoder.
+
+Builds on :func:`lightly_derm.models.extract_backbone_state_dict` (which reads
+lightly-derm Lightning checkpoints, backbone and torchvision ResNet state dicts, lightly's
+``nn.Sequential`` backbones and DDP/compile prefixes, files with
+``torch.load(weights_only=True)``) and on MONAI's
+:func:`monai.networks.utils.copy_model_state` (which copies the matching tensors and
+reports the updated and unchanged keys). What it adds: shapes are checked first, so a
+checkpoint of another architecture is an error that says which, not a partial copy; and
+strict mode names the missing and unexpected keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monai.networks.nets import FlexibleUNet
+from monai.networks.utils import copy_model_state
+from torch import Tensor, nn
+
+from lightly_derm.models.checkpoints import extract_backbone_state_dict
+
+#: Blocks per stage and block type of the torchvision ResNets, to name a checkpoint's.
+_RESNET_LAYOUTS: dict[tuple[tuple[int, ...], bool, int], str] = {
+    ((2, 2, 2, 2), False, 64): "resnet18",
+    ((3, 4, 6, 3), False, 64): "resnet34",
+    ((3, 4, 6, 3), True, 64): "resnet50",
+    ((3, 4, 23, 3), True, 64): "resnet101",
+    ((3, 8, 36, 3), True, 64): "resnet152",
+}
+
+
+@dataclass(frozen=True)
+class EncoderTransferReport:
+    """What :func:`load_ssl_encoder` copied.
+
+    Attributes:
+        loaded: Encoder keys that now hold the checkpoint's tensors.
+        missing: Encoder keys the checkpoint does not have (left as they were).
+        unexpected: Checkpoint keys the encoder does not have (ignored).
+    """
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every encoder tensor came from the checkpoint and nothing was left over."""
+        return not self.missing and not self.unexpected
+
+    def __str__(self) -> str:
+        total = len(self.loaded) + len(self.missing)
+        return (
+            f"loaded {len(self.loaded)} of {total} encoder tensors; "
+            f"{len(self.missing)} missing {_few(self.missing)}; "
+            f"{len(self.unexpected)} unexpected {_few(self.unexpected)}"
+        )
+
+
+def _few(keys: list[str], count: int = 8) -> str:
+    if not keys:
+        return "[]"
+    shown = ", ".join(keys[:count])
+    return f"[{shown}{', ...' if len(keys) > count else ''}]"
+
+
+def _encoder_of(net: Any) -> nn.Module:
+    if isinstance(net, FlexibleUNet):
+        return net.encoder
+    inner = getattr(net, "net", None)  # LesionSegmentation and similar wrappers
+    if isinstance(inner, FlexibleUNet):
+        return inner.encoder
+    if isinstance(net, nn.Module):
+        return net
+    raise TypeError(
+        f"net must be a MONAI FlexibleUNet or an encoder nn.Module, got {type(net).__name__}"
+    )
+
+
+def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
+    """Names the torchvision ResNet a backbone state dict belongs to, if it is one.
+
+    Example:
+        >>> import torchvision
+        >>> from lightly_derm.segmentation.transfer import describe_resnet
+        >>> describe_resnet(torchvision.models.resnet34().state_dict())
+        'resnet34'
+    """
+    blocks = []
+    for stage in range(1, 5):
+        prefix = f"layer{stage}."
+        indices = {
+            k[len(prefix) :].split(".", 1)[0] for k in state if k.startswith(prefix)
+        }
+        blocks.append(len(indices))
+    bottleneck = any(".conv3." in k for k in state)
+    first = state.get("layer1.0.conv1.weight")
+    width = int(first.shape[0]) if isinstance(first, Tensor) and first.ndim else 0
+    return _RESNET_LAYOUTS.get((tuple(blocks), bottleneck, width))
+
+
+def load_ssl_encoder(
+    net: nn.Module,
+    checkpoint: str | Path | Mapping[str, Any],
+    strict: bool = True,
+) -> EncoderTransferReport:
+    """Loads SSL backbone weights into the encoder of a MONAI FlexibleUNet.
+
+    Args:
+        net: A ``FlexibleUNet`` (its ``encoder`` is loaded), a module that holds one as
+            ``net`` (:class:`~lightly_derm.segmentation.LesionSegmentation`), or an
+            encoder module itself (any module with torchvision ResNet key names).
+        checkpoint: A file path (read with ``torch.load(weights_only=True)``) or a loaded
+            mapping: a lightly-derm Lightning checkpoint (``state_dict`` with
+            ``backbone.*`` keys), a backbone or full torchvision ResNet state dict, or a
+            lightly-example ``nn.Sequential`` backbone (numbered keys).
+        strict: Raise when an encoder key is missing from the checkpoint or the
+            checkpoint has keys the encoder lacks. When ``False``, the matching tensors
+            are copied and the rest reported.
+
+    Returns:
+        An :class:`EncoderTransferReport` of the loaded, missing and unexpected keys.
+
+    Raises:
+        FileNotFoundError: The checkpoint file does not exist.
+        ValueError: The checkpoint cannot be read or holds no backbone; its tensors have
+            other shapes than the encoder's (another architecture, named when it is a
+            torchvision ResNet); in strict mode, keys are missing or unexpected (named);
+            no key matches at all.
+        TypeError: ``net`` is not a module.
+
+    Example:
+        >>> import torchvision
+        >>> import lightly_derm
+        >>> from monai.networks.nets import FlexibleUNet
+        >>> from lightly_derm.segmentation import load_ssl_encoder
+        >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18")
+        >>> report = load_ssl_encoder(net, torchvision.models.resnet18().state_dict())
+        >>> report.complete
+        True
+    """
+    encoder = _encoder_of(net)
+    state = extract_backbone_state_dict(checkpoint)
+    own = encoder.state_dict()
+    source = (
+        repr(str(checkpoint))
+        if isinstance(checkpoint, (str, Path))
+        else "the checkpoint"
+    )
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        theirs, ours = describe_resnet(state), describe_resnet(own)
+        hint = ""
+        if theirs and theirs != ours:
+            hint = (
+                f" {source} holds a {theirs} and the encoder is a {ours or 'different network'};"
+                f" use backbone='lightly-derm-{theirs}'."
+            )
+        raise ValueError(
+            f"the weights in {source} do not fit the encoder {type(encoder).__name__}: "
+            f"{len(mismatched)} tensors differ in shape ({'; '.join(mismatched[:4])}"
+            f"{'; ...' if len(mismatched) > 4 else ''}).{hint}"
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if not set(own) & set(state):
+        raise ValueError(
+            f"no tensor in {source} matches the encoder {type(encoder).__name__}: the "
+            f"checkpoint's backbone keys begin {sorted(state)[:4]}, the encoder's "
+            f"{sorted(own)[:4]}"
+        )
+    if strict and (missing or unexpected):
+        theirs, ours = describe_resnet(state), describe_resnet(own)
+        hint = (
+            f" {source} holds a {theirs}: use backbone='lightly-derm-{theirs}'."
+            if theirs and theirs != ours
+            else ""
+        )
+        raise ValueError(
+            f"{source} does not match the encoder {type(encoder).__name__} (strict=True): "
+            f"{len(missing)} encoder keys missing from the checkpoint {_few(missing)}, "
+            f"{len(unexpected)} unexpected checkpoint keys {_few(unexpected)}; pass "
+            f"strict=False to load the matching tensors.{hint}"
+        )
+    # copy_model_state logs its own one-line summary at INFO to stdout; the report
+    # replaces it.
+    monai_logger = logging.getLogger("monai.networks.utils")
+    level = monai_logger.level
+    monai_logger.setLevel(logging.WARNING)
+    try:
+        _, loaded, unchanged = copy_model_state(encoder, state, inplace=True)
+    finally:
+        monai_logger.setLevel(level)
+    return EncoderTransferReport(
+        loaded=sorted(loaded), missing=sorted(unchanged), unexpected=unexpected
+    )
