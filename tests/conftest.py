@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """``$LIGHTLY_DERM_SHARED_DATA``, else the first ``shared/data`` beside the checkout
+    or beside its parent (a git worktree under ``wt/``)."""
+    override = os.environ.get("LIGHTLY_DERM_SHARED_DATA")
+    if override:
+        return Path(override)
+    candidates = [REPO.parent / "shared" / "data", REPO.parents[1] / "shared" / "data"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 ISIC_DIR = SHARED_DATA / "isic2017-seg-subset"
 DERMAMNIST_DIR = SHARED_DATA / "dermamnist-jpg"
 PLUGIN_TEMPLATE = REPO / "examples" / "plugin_template"

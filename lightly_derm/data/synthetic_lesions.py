@@ -359,7 +359,7 @@ class SyntheticLesions(Dataset[Any]):
         # Python floats throughout: NumPy scalars would promote float32 arrays to float64.
         drawn = self._means[label] + rng.standard_normal(len(_PARAM_NAMES)) * _SPREAD
         p = dict(zip(_PARAM_NAMES, drawn.tolist(), strict=True))
-        counts = rng.poisson(self._means[label, _COUNT_PARAMS])
+        counts = rng.poisson(np.maximum(self._means[label, _COUNT_PARAMS], 0.0))
         dark_dots, bright_dots, nests, vessels, lacunae = (int(c) for c in counts)
 
         # Skin: tone, low-frequency texture, illumination gradient.
