@@ -3,26 +3,18 @@
 Builds on Python's :mod:`csv`; the CSV is parsed once, at construction. The format is
 detected from the header:
 
-=====================  ==================================================  ============
-format                 columns                                             classes
-=====================  ==================================================  ============
-``isic2016``           ``image_id, label`` (or no header) with ``benign``  benign,
-                       / ``malignant`` or 0 / 1                            malignant
-``isic2017``           ``image_id, melanoma, seborrheic_keratosis``        melanoma,
-                       (one-hot, at most one 1; both 0 = nevus)            seborrheic_
-                                                                           keratosis,
-                                                                           nevus
-``isic2018``           ``image, MEL, NV, BCC, AKIEC, BKL, DF, VASC``       the columns
-                       (Task 3, one-hot)
-``isic2019``           ``image, MEL, NV, BCC, AK, BKL, DF, VASC, SCC,``    the columns
-                       ``UNK`` (one-hot)
-``generic``            an id column (``image_id``, ``image``,              sorted names,
-                       ``image_name``, ``isic_id``, ``filename``,          or 0…max for
-                       ``file_name``, ``file``, ``path``, ``id``,          integers
-                       ``name``) and a label column (``label``,
-                       ``target``, ``class``, ``diagnosis``, ``dx``,
-                       ``category``, ``y``)
-=====================  ==================================================  ============
+- ``isic2016``: ``image_id, label`` (or no header) with ``benign``/``malignant`` or 0/1;
+  classes ``benign, malignant``.
+- ``isic2017``: ``image_id, melanoma, seborrheic_keratosis`` (one-hot, at most one 1; both
+  0 = nevus); classes ``melanoma, seborrheic_keratosis, nevus``.
+- ``isic2018``: ``image, MEL, NV, BCC, AKIEC, BKL, DF, VASC`` (Task 3, one-hot); classes
+  are the columns.
+- ``isic2019``: ``image, MEL, NV, BCC, AK, BKL, DF, VASC, SCC, UNK`` (one-hot); classes are
+  the columns.
+- ``generic``: an id column (``image_id``, ``image``, ``image_name``, ``isic_id``,
+  ``filename``, ``file_name``, ``file``, ``path``, ``id``, ``name``) and a label column
+  (``label``, ``target``, ``class``, ``diagnosis``, ``dx``, ``category``, ``y``); classes
+  are the sorted label names, or ``0…max`` for integer labels.
 
 Other columns are ignored (the shared ISIC 2017 ``labels.csv`` adds metadata columns and
 reads as ``isic2017``). Ids may carry an image extension (``ISIC_0000000.jpg``), which

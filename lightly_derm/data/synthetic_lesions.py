@@ -11,19 +11,13 @@ lesion's binary mask comes with it.
 The class sets the *statistics* of the lesion, loosely after the dermoscopy "ABCD" cues
 (asymmetry, border, colour, dermoscopic structures) of the lesions they imitate:
 
-===========================  ==============================================================
-class                        lesion statistics
-===========================  ==============================================================
-``nevus-like``               small, round, smooth border, uniform brown, regular network
-``melanoma-like``            larger, asymmetric, irregular blurred border, dark brown with
-                             black, blue-grey and whitish patches, distorted network,
-                             peripheral black dots
-``seborrheic-keratosis-      tan, sharp "stuck-on" border, bright milia-like dots and dark
-like``                       comedo-like openings, no network
-``basal-cell-carcinoma-      pinkish, branching red vessel lines, blue-grey ovoid nests
-like``
-``vascular-like``            small, red-purple with darker red lacunae
-===========================  ==============================================================
+- ``nevus-like``: small, round, smooth border, uniform brown, regular network;
+- ``melanoma-like``: larger, asymmetric, irregular blurred border, dark brown with black,
+  blue-grey and whitish patches, distorted network, peripheral black dots;
+- ``seborrheic-keratosis-like``: tan, sharp "stuck-on" border, bright milia-like dots and
+  dark comedo-like openings, no network;
+- ``basal-cell-carcinoma-like``: pinkish, branching red vessel lines, blue-grey ovoid nests;
+- ``vascular-like``: small, red-purple with darker red lacunae.
 
 Every parameter is drawn around its class mean with a spread that makes neighbouring
 classes overlap, and skin tone, hair, lighting, size and position vary independently of
