@@ -192,13 +192,12 @@ def load_image(
 
 
 def _decode(file: BinaryIO, decode_size: int | None) -> Image.Image:
-    with Image.open(file) as image:
-        if decode_size is not None and image.format == "JPEG":
-            image.draft(None, (decode_size, decode_size))
-        image.load()
-        rgb = to_rgb8(image)
-        if rgb is image:
-            rgb = image.copy()
+    # The caller owns and closes ``file``; after ``load()`` the pixels no longer need it.
+    image = Image.open(file)
+    if decode_size is not None and image.format == "JPEG":
+        image.draft(None, (decode_size, decode_size))
+    image.load()
+    rgb = to_rgb8(image)
     if decode_size is not None:
         rgb = _reduce_to(rgb, decode_size)
     return rgb
