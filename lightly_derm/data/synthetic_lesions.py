@@ -297,7 +297,9 @@ class SyntheticLesions(Dataset[Any]):
         self._x, self._y = np.meshgrid(axis, axis)
         self._r0 = np.sqrt(self._x**2 + self._y**2)
         self._interp = {g: _interpolation_matrix(size, g) for g in (5, 9)}
-        grain = np.random.default_rng([seed, 7919]).standard_normal((2 * size, 2 * size, 3))
+        grain = np.random.default_rng([seed, 7919]).standard_normal(
+            (2 * size, 2 * size, 3)
+        )
         self._grain = (0.012 * grain).astype(np.float32)
 
     def __len__(self) -> int:

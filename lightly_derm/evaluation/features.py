@@ -51,6 +51,7 @@ def extract_features(
     device: str | torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    progress: bool | str = False,
 ) -> Features:
     """Runs ``model`` over ``data`` in eval mode without gradients and collects features.
 
@@ -67,6 +68,8 @@ def extract_features(
         autocast_dtype: Run under :func:`torch.autocast` with this dtype (e.g.
             ``torch.bfloat16`` on a GPU); features are returned as float32.
         channels_last: Feed images in channels-last memory format (faster on GPUs).
+        progress: Show a tqdm progress bar (the library behind Lightning's bars); a
+            string is its description.
 
     Returns:
         :class:`Features` on the CPU, in dataset order.
@@ -115,7 +118,16 @@ def extract_features(
                 enabled=autocast_dtype is not None,
             ),
         ):
-            for batch in loader:
+            batches: Any = loader
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(
+                    loader,
+                    desc=progress if isinstance(progress, str) else "features",
+                    unit="batch",
+                )
+            for batch in batches:
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                     raise TypeError(
                         "batches must be (images, targets[, filenames]), got "

@@ -54,7 +54,7 @@ def test_against_per_sample_forward(n: int, batch_size: int) -> None:
 def test_dataloader_input_without_names_and_labelled() -> None:
     data = _Images(6, with_names=False)
     data.targets[1] = -1
-    result = extract_features(_model(), DataLoader(data, batch_size=4))
+    result = extract_features(_model(), DataLoader(data, batch_size=4), progress="test")
     assert result.filenames == [None] * 6
     labelled = result.labelled()
     assert labelled.features.shape[0] == 5 and -1 not in labelled.targets.tolist()
