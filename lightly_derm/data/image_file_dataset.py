@@ -46,9 +46,9 @@ class ImageFileDataset(Dataset[tuple[Any, int, str]]):
 
     Unreadable files: with ``check="header"`` (default) every file is opened at
     construction and JPEG/PNG files are checked for their end marker, which catches
-    empty, non-image and truncated files at about 0.1 ms per file (measured:
-    290 ISIC JPEGs in 0.02–0.04 s, 10,015 DermaMNIST JPEGs in 0.65 s, against 1.5 s and
-    0.9 s for decoding them all). Failing files are dropped with **one** warning that
+    empty, non-image and truncated files at 65–80 µs of CPU per file (measured:
+    290 ISIC JPEGs in 0.02–0.04 s, 10,015 DermaMNIST JPEGs in 0.6–1.3 s, against
+    1.5–4 s and 2–3 s for decoding them all). Failing files are dropped with **one** warning that
     counts them and names the first few; ``strict=True`` raises
     :class:`~lightly_derm.data.UnreadableImageError` naming the first instead. A file
     that passes the check but fails to decode later (corrupt data inside) is replaced by

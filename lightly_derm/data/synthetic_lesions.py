@@ -212,7 +212,7 @@ class SyntheticLesions(Dataset[Any]):
     so torchvision v2 transforms move image and mask together and MONAI dictionary
     transforms (``keys=["image", "mask"]``) work on it too.
 
-    Generation costs about 1 ms per 64-pixel image on one CPU core (see
+    Generation costs 1–1.4 ms of CPU per 64-pixel image (see
     ``benchmarks/results/data_loading_cpu.md``). The same ``(seed, split, index)``
     always gives the same image, in any process; the ``split`` names give disjoint
     streams, so ``split="val"`` is held-out data of the same distribution.
