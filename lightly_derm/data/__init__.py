@@ -1,10 +1,25 @@
 """Data: collates for multi-view batches, datasets, synthetic lesions."""
 
+from lightly_derm.data.dermamnist_jpeg import DermaMNISTJPEGDataset
 from lightly_derm.data.grouped_view_collate import (
     GroupedBatch,
     GroupedViewCollate,
     to_grouped_batch,
 )
+from lightly_derm.data.image_file_dataset import ImageFileDataset
+from lightly_derm.data.image_folder import (
+    EXCLUDE_PATTERNS,
+    ImageFolderDataset,
+    find_image_files,
+)
+from lightly_derm.data.image_io import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    check_image,
+    load_image,
+    to_rgb8,
+)
+from lightly_derm.data.isic_classification import ISICClassificationDataset
 from lightly_derm.data.isic_pairs import (
     find_isic_pairs,
     split_pairs,
@@ -18,16 +33,44 @@ from lightly_derm.data.isic_transforms import (
     BinaryLesionMaskd,
     isic_segmentation_transforms,
 )
+from lightly_derm.data.label_csv import LabelTable, read_labels_csv
+from lightly_derm.data.make_dataset import DATA_SOURCES, make_dataset
+from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, MedMNISTDataset
+from lightly_derm.data.synthetic_lesions import (
+    SYNTHETIC_CLASSES,
+    LesionSample,
+    SyntheticLesions,
+)
 
 __all__ = [
-    "BinaryLesionMaskd",
+    "DATA_SOURCES",
+    "DERMAMNIST_CLASSES",
+    "EXCLUDE_PATTERNS",
+    "IMAGE_EXTENSIONS",
+    "SYNTHETIC_CLASSES",
+    "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",
+    "ISICClassificationDataset",
+    "ImageFileDataset",
+    "ImageFolderDataset",
+    "LabelTable",
+    "LesionSample",
+    "MedMNISTDataset",
+    "SyntheticLesions",
+    "UnreadableImageError",
+    "check_image",
+    "find_image_files",
+    "load_image",
+    "make_dataset",
+    "read_labels_csv",
+    "to_grouped_batch",
+    "to_rgb8",
+    "BinaryLesionMaskd",
     "ISICSegmentationDataModule",
     "find_isic_pairs",
     "isic_segmentation_dataset",
     "isic_segmentation_transforms",
     "split_pairs",
     "subsample_pairs",
-    "to_grouped_batch",
 ]

@@ -1,0 +1,28 @@
+"""Evaluation of pretrained backbones: features, kNN, linear probe, low-label fine-tuning."""
+
+from lightly_derm.evaluation.features import Features, extract_features
+from lightly_derm.evaluation.finetune import finetune_evaluate
+from lightly_derm.evaluation.knn import knn_evaluate, knn_scores
+from lightly_derm.evaluation.linear_probe import LinearProbe, linear_probe_evaluate
+from lightly_derm.evaluation.metrics import (
+    accuracy,
+    balanced_accuracy,
+    binary_auc,
+    classification_metrics,
+)
+from lightly_derm.evaluation.subsets import stratified_subset
+
+__all__ = [
+    "Features",
+    "LinearProbe",
+    "accuracy",
+    "balanced_accuracy",
+    "binary_auc",
+    "classification_metrics",
+    "extract_features",
+    "finetune_evaluate",
+    "knn_evaluate",
+    "knn_scores",
+    "linear_probe_evaluate",
+    "stratified_subset",
+]

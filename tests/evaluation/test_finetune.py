@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from lightly_derm.data import SyntheticLesions
+from lightly_derm.evaluation import finetune_evaluate, stratified_subset
+from lightly_derm.models import resnet
+
+TO_TENSOR = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+
+def test_low_label_finetune_runs_and_leaves_backbone_alone() -> None:
+    train = SyntheticLesions(
+        num_images=40, image_size=32, num_classes=2, transform=TO_TENSOR
+    )
+    test = SyntheticLesions(
+        num_images=12, image_size=32, num_classes=2, split="test", transform=TO_TENSOR
+    )
+    # a small CNN with BatchNorm keeps the test fast; any backbone module works
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    result = finetune_evaluate(
+        backbone,
+        train,
+        test,
+        fraction=0.25,
+        epochs=1,
+        batch_size=8,
+        trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
+    )
+    assert (
+        result["finetune_num_train"]
+        == len(stratified_subset(train.targets, 0.25))
+        == 10
+    )
+    assert result["finetune_num_samples"] == 12 and result["finetune_fraction"] == 0.25
+    assert 0.0 <= result["finetune_accuracy"] <= 1.0
+    assert result["finetune_auc"] is None or 0.0 <= result["finetune_auc"] <= 1.0
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_needs_targets() -> None:
+    class NoTargets(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8, 8), 0
+
+    with pytest.raises(ValueError, match="targets attribute"):
+        finetune_evaluate(resnet("resnet18"), NoTargets(), NoTargets())
+    with pytest.raises(ValueError, match="fraction"):
+        data = SyntheticLesions(4, 16, transform=TO_TENSOR)
+        finetune_evaluate(resnet("resnet18"), data, data, fraction=np.float64(2.0))
