@@ -284,7 +284,10 @@ class APBYOL(BYOL):
         global_size = batch_size * (
             lightly_dist.world_size() if self.miner.gather_distributed else 1
         )
-        counts = torch.bincount(indices.reshape(-1), minlength=global_size)
+        # index_add_, not bincount: bincount on CUDA reads the maximum back to the host.
+        flat = indices.reshape(-1)
+        counts = torch.zeros(global_size, dtype=torch.long, device=flat.device)
+        counts.index_add_(0, flat, torch.ones_like(flat))
         self.log("train_mined_max_count", counts.max().float(), batch_size=batch_size)
         self.log(
             "train_mined_unique_fraction",
@@ -292,9 +295,8 @@ class APBYOL(BYOL):
             batch_size=batch_size,
         )
         device = indices.device
-        self.mined_count_histogram += torch.bincount(
-            counts.clamp(max=HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS
-        )
+        bins = counts.clamp(max=HISTOGRAM_BINS - 1)
+        self.mined_count_histogram.index_add_(0, bins, torch.ones_like(bins))
         if (
             labels.ndim != 1
             or labels.is_floating_point()
