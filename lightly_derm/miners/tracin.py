@@ -240,7 +240,10 @@ class TracInPositiveMiner(nn.Module):
     computes g_i^s = ∂(Σ_j ℓ_j)/∂y_i^s with one :func:`torch.autograd.grad` from the
     loss to those outputs only (the graph is kept for the training backward), then, under
     ``no_grad``, the scores with :func:`pairwise_tracin`-style Gram matrices and the
-    top-k. Nothing syncs with the host unless ``group_ids``/``exclude`` is given.
+    top-k. Nothing syncs with the host unless ``group_ids``/``exclude`` is given. For
+    the last layer, that autograd call runs only through the loss (normalisation and
+    cosine), evaluating the closed form ∂ℓ/∂p of METHODS §3 for whatever per-sample
+    loss is given.
 
     Exactness (the layer outputs are where the per-sample structure matters):
 
@@ -262,8 +265,11 @@ class TracInPositiveMiner(nn.Module):
       (Σ_i ĝ_i = ∇_W Σ_j ℓ_j exactly, so Σ_ij S_ij = ‖∇_Θ Σ_j ℓ_j‖²), and S is
       the Gram matrix of these shares: the standard per-example decomposition of
       Goodfellow (2015) and Captum's ``TracInCPFast``, not the exact inner product of
-      coupled per-sample gradients (which would need a Jacobian per sample). It reduces
-      to "BatchNorm statistics held constant" only up to BatchNorm's centring terms.
+      coupled per-sample gradients (which would need a Jacobian per sample). Holding
+      the BatchNorm statistics constant would be another approximation: it drops the
+      centring terms, g_i = γ/σ · d_i instead of γ/σ · (d_i − mean_j d_j −
+      x̂_i mean_j(d_j x̂_j)) with d the gradient at the BatchNorm output. Both agree with
+      the exact value wherever no train-mode BatchNorm follows the layer.
 
     ``layers`` chooses Θ:
 
