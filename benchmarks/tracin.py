@@ -10,7 +10,8 @@ two views) for B in ``--batch-sizes``: ``pairwise_tracin`` (batched forward, one
 from ``torch.func`` (``vmap(grad)``) dotted pairwise, both in float32 and from the same
 inputs to the same (B, B) scores; the relative difference is reported as a check. Peak
 memory: ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the peak RSS increase
-of a fresh child process per case.
+(Linux ``VmHWM``, reset through ``/proc/self/clear_refs``) in a fresh child process per
+case.
 
 Part 2 times full training steps (forward, backward, SGD step) on one fixed batch:
 lightly's own BYOL example module (heads, ``update_momentum``, ``cosine_schedule``,
@@ -99,28 +100,60 @@ def scores_torch_func(a: Tensor, z: Tensor, weight: Tensor, bias: Tensor) -> Ten
 METHODS = {"pairwise_tracin": scores_gram, "torch.func per-sample": scores_torch_func}
 
 
+def _proc_status(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int:
+    """Resets the peak RSS (Linux ``clear_refs``) and returns the current RSS in bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    current = _proc_status("VmRSS")
+    return current if current is not None else _peak_rss()
+
+
+def _peak_rss() -> int:
+    peak = _proc_status("VmHWM")
+    if peak is not None:
+        return peak
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _time_scores(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     a, z, weight, bias = _inputs(batch, args.hidden_dim, args.proj_dim, device)
     fn = METHODS[name]
+    if device.type == "cpu":
+        base = _reset_peak_rss()  # before the first call: the peak is a high-water mark
     fn(a, z, weight, bias)  # warm-up
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(a, z, weight, bias)
         _sync(device)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"ms": 1e3 * statistics.median(times), "peak_mib": max(peak, 0) / 2**20}
+        peak = _peak_rss() - base
+    return {
+        "ms": 1e3 * statistics.median(times),
+        "cpu_ms": 1e3 * statistics.median(cpu_times),
+        "peak_mib": max(peak, 0) / 2**20,
+    }
 
 
 def _child(queue: Any, name: str, batch: int, args: argparse.Namespace) -> None:
@@ -153,8 +186,9 @@ def part_scores(args: argparse.Namespace) -> list[dict[str, Any]]:
         rel = float((ours - reference).norm() / reference.norm())
         del a, z, reference, ours
         timings = {name: _measure_scores(name, batch, args) for name in METHODS}
+        key = "cpu_ms" if args.device == "cpu" else "ms"  # CPU time: robust to load
         speedup = (
-            timings["torch.func per-sample"]["ms"] / timings["pairwise_tracin"]["ms"]
+            timings["torch.func per-sample"][key] / timings["pairwise_tracin"][key]
         )
         for name, t in timings.items():
             rows.append(
@@ -162,6 +196,7 @@ def part_scores(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "B": batch,
                     "method": name,
                     "ms": round(t["ms"], 2),
+                    "cpu_ms": round(t["cpu_ms"], 2) if args.device == "cpu" else "",
                     "peak_mib": round(t["peak_mib"], 1),
                     "speedup_vs_torch_func": round(speedup, 1)
                     if name == "pairwise_tracin"
@@ -256,17 +291,17 @@ def part_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
             [p for p in model.parameters() if p.requires_grad], lr=0.06, momentum=0.9
         )
 
-    def step(name: str) -> float:
+    def step(name: str) -> tuple[float, float]:
         model, optimizer = models[name], optimizers[name]
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = model.training_step(batch, 0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
     syncs: dict[str, int | str] = {name: "n/a (CPU)" for name in models}
     if cuda:
@@ -288,22 +323,30 @@ def part_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
                     torch.cuda.set_sync_debug_mode("default")
             syncs[name] = sum("synchroniz" in str(w.message) for w in caught)
             _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     for i in range(args.warmup + args.steps):
         for name in models:  # round-robin
             elapsed = step(name)
             if i >= args.warmup:
                 times[name].append(elapsed)
-    base = statistics.median(times["lightly BYOL (example)"])
+    # On the CPU, process CPU time is robust to other jobs on the machine; on a GPU the
+    # synchronised wall time is what counts.
+    column = 0 if cuda else 1
+
+    def median_of(name: str, index: int = column) -> float:
+        return statistics.median(t[index] for t in times[name])
+
+    base = median_of("lightly BYOL (example)")
     rows = []
-    for name, values in times.items():
-        median = statistics.median(values)
+    for name in times:
+        median = median_of(name)
         rows.append(
             {
                 "model": name,
                 "backbone": args.backbone,
                 "batch": f"{args.step_batch}×2 views @ {args.input_size}px",
-                "ms_per_step": round(1e3 * median, 1),
+                "ms_per_step": round(1e3 * median_of(name, 0), 1),
+                "cpu_ms_per_step": round(1e3 * median, 1) if not cuda else "",
                 "speed_vs_lightly_byol": round(base / median, 3),
                 "host_syncs_per_step": syncs[name],
             }
@@ -342,12 +385,19 @@ def main() -> None:
         "--out", type=Path, default=None, help="write .md and .json here"
     )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*self.log.*")
     warnings.filterwarnings("ignore", message=".*self.trainer.*")
 
     command = "python benchmarks/tracin.py " + " ".join(sys.argv[1:])
     device = torch.device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    note = (
+        " The CPU is shared with other jobs: wall times are noisy; process CPU times "
+        "(with --threads 1) are the comparable numbers."
+        if device.type == "cpu"
+        else ""
+    )
     result: dict[str, Any] = {
         "command": command,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads"
@@ -367,7 +417,7 @@ def main() -> None:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {result['machine']}.",
+        f"Machine: {result['machine']}.{note}",
         "",
     ]
     if "scores" in result:
@@ -375,7 +425,8 @@ def main() -> None:
             f"## TracIn scores of the predictor's last Linear ({args.hidden_dim}→{args.proj_dim}, "
             "2 views), float32",
             "",
-            "Time per call (median), peak extra memory; the relative difference is to float64 "
+            "Time per call (median wall ms; on the CPU also process CPU ms, which the "
+            "speed-up uses), peak extra memory; the relative difference is to float64 "
             "torch.func scores.",
             "",
             _table(result["scores"]),
@@ -385,8 +436,9 @@ def main() -> None:
         text += [
             "## Training step (forward, backward, SGD step) on one fixed batch",
             "",
-            "speed_vs_lightly_byol = t(lightly BYOL example) / t(model); target ≥ 0.95 for "
-            "APBYOL layers=last.",
+            "speed_vs_lightly_byol = t(lightly BYOL example) / t(model), from process CPU "
+            "time on the CPU and synchronised wall time on a GPU; target ≥ 0.95 for APBYOL "
+            "layers=last.",
             "",
             _table(result["steps"]),
             "",

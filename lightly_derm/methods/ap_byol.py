@@ -72,8 +72,10 @@ class APBYOL(BYOL):
     sample is chosen: hubs) and ``train_mined_unique_fraction`` (share of the batch
     chosen at least once); per epoch ``train_mined_same_label_rate`` (mined pairs whose
     labels agree, over pairs where both labels are known, i.e. ≥ 0) — the method's
-    premise — and, with a TensorBoard logger, the histogram ``train_mined_times_chosen``
-    (also kept in :attr:`mined_count_histogram`).
+    premise; note that lightly's ``LightlyDataset`` labels every image of a flat folder
+    0 — and, with a TensorBoard logger, the histogram ``train_mined_times_chosen`` of
+    how many times each sample of a batch was chosen (also kept in
+    :attr:`mined_count_histogram`; under DDP, choices by each rank's anchors, summed).
 
     Args:
         backbone: A torchvision ResNet name or a module mapping images to features.
