@@ -86,7 +86,26 @@ FGSSL: tuple[Component, ...] = (
 
 
 # --------------------------------------------------------------------------- AP-BYOL
-APBYOL: tuple[Component, ...] = ()
+APBYOL: tuple[Component, ...] = (
+    Component(
+        "miner",
+        "tracin",
+        "lightly_derm.miners.tracin:TracInPositiveMiner",
+        metadata={"inputs": "per_sample_loss"},
+    ),
+    Component(
+        "method",
+        "byol",
+        "lightly_derm.methods.byol:BYOL",
+        metadata={"task": "pretrain"},
+    ),
+    Component(
+        "method",
+        "ap_byol",
+        "lightly_derm.methods.ap_byol:APBYOL",
+        metadata={"task": "pretrain"},
+    ),
+)
 
 
 # ---------------------------------------------------------------------- segmentation

@@ -125,6 +125,53 @@ def collate_contract(info: ComponentInfo, collate: Any) -> None:
     assert batch.targets.tolist() == [0, 1, 2]
 
 
+@contract("miner")
+def miner_contract(info: ComponentInfo, miner: Any) -> None:
+    """A miner returns int64 indices of other, non-duplicate samples, under no_grad."""
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+
+    inputs = info.metadata.get("inputs")
+    if inputs != "per_sample_loss":
+        pytest.fail(
+            f"miner {info.name!r} must declare metadata inputs='per_sample_loss', got {inputs!r}"
+        )
+    torch.manual_seed(0)
+    projector, predictor = BYOLProjectionHead(8, 16, 4), BYOLPredictionHead(4, 16, 4)
+    assert miner.attach(predictor, projector) is miner, "attach() returns the miner"
+    batch = 6
+    views = [torch.randn(batch, 8) for _ in range(2)]
+    targets = [torch.randn(batch, 4) for _ in range(2)]
+    group_ids = torch.tensor([0, 1, 2, 0, 3, 4])  # samples 0 and 3: one source image
+
+    def per_sample_loss() -> torch.Tensor:
+        with miner.capture():
+            p = [predictor(projector(x)) for x in views]
+        return -(
+            torch.nn.functional.cosine_similarity(p[0], targets[1])
+            + torch.nn.functional.cosine_similarity(p[1], targets[0])
+        )
+
+    loss = per_sample_loss()
+    indices = miner(loss, group_ids=group_ids)
+    assert isinstance(indices, torch.Tensor) and indices.dtype == torch.int64
+    assert indices.ndim == 2 and indices.shape[0] == batch and indices.shape[1] >= 1
+    assert not indices.requires_grad
+    assert ((indices >= 0) & (indices < batch)).all(), "indices lie in the batch"
+    assert not (indices == torch.arange(batch)[:, None]).any(), (
+        "never the sample itself"
+    )
+    assert not (group_ids[indices] == group_ids[:, None]).any(), "never a duplicate"
+    assert all(p.grad is None for p in predictor.parameters()), (
+        "mining leaves parameter gradients alone"
+    )
+    loss.mean().backward()  # the training graph survives mining
+    with pytest.raises(ValueError):
+        views = [x[:1] for x in views]
+        targets = [z[:1] for z in targets]
+        predictor.eval(), projector.eval()
+        miner(per_sample_loss())  # a batch of one
+
+
 @contract("method")
 def method_contract(info: ComponentInfo, method: Any) -> None:
     """A method trains one step on CPU from its own transform and collate."""
@@ -243,3 +290,18 @@ def test_contracts_cover_installed_plugin(
 
     with pytest.raises(AssertionError, match="nn.Module"):
         loss_contract(info, NotALoss())
+
+
+def test_miner_contract_can_fail() -> None:
+    """The miner contract rejects a miner that chooses the sample itself."""
+    from lightly_derm.miners import TracInPositiveMiner
+
+    class SelfMiner(TracInPositiveMiner):
+        def forward(self, loss, group_ids=None, exclude=None):  # type: ignore[override]
+            super().forward(loss, group_ids, exclude)
+            return torch.arange(loss.shape[0])[:, None]
+
+    info = registry.info("miner", "tracin")
+    miner_contract(info, TracInPositiveMiner())
+    with pytest.raises(AssertionError, match="never the sample itself"):
+        miner_contract(info, SelfMiner())
