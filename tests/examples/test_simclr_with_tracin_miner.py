@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -78,10 +77,6 @@ def test_example_wires_mined_positives_into_groups(monkeypatch) -> None:
 
 
 def test_example_trains_with_gravis_loss() -> None:
-    try:
-        from lightly_derm.loss import GraVISLoss  # noqa: F401
-    except ImportError:
-        pytest.skip("GraVISLoss not merged yet")
     sys.modules.pop("simclr_with_tracin_miner", None)
     example = _load_example()
     torch.manual_seed(0)
