@@ -51,7 +51,7 @@ class FGSSL(PMGMethod):
     **Batches.** View a and b come from :class:`~lightly_derm.transforms.FGSSLTransform`
     through :class:`~lightly_derm.data.GroupedViewCollate` (K = 2, view order
     ``[a, b]``); the jigsaws of a are made on the batch's device with
-    :func:`~lightly_derm.transforms.jigsaw_shuffle` (one gather per grid). When the
+    :func:`~lightly_derm.transforms.jigsaw_shuffle` (one pass per grid). When the
     transform made them on the CPU (``FGSSLTransform(cpu_jigsaw=True)``, K = 5, view
     order ``[a, b, J_{n_1}(a), J_{n_2}(a), J_{n_3}(a)]``) they are taken from the
     batch. lightly's ``MultiViewCollate`` output is accepted as well.

@@ -117,7 +117,7 @@ class PMGMethod(SSLMethod):
         )
 
     def jigsaws(self, images: Tensor) -> list[Tensor]:
-        """J_n(images) for every grid n, each shuffled with one gather on the batch's device."""
+        """J_n(images) for every grid n, each shuffled in one pass on the batch's device."""
         return [
             jigsaw_shuffle(images, grid, exclude_identity=self.exclude_identity)[0]
             for grid in self.grids

@@ -13,10 +13,25 @@ randomly jittered *crops* that a network embeds one by one; the jigsaw here retu
 image of the input's size whose tiles are exactly the input's tiles in a new order, so
 that a CNN sees the whole shuffled image and the permutation can be inverted.
 
-Builds on :func:`torch.Tensor.index_select` (the gather), :func:`torch.argsort` of random
+Builds on :func:`torch.Tensor.index_select` (the portable gather), Triton (the CUDA
+kernel in :mod:`lightly_derm.transforms.jigsaw_kernel`), :func:`torch.argsort` of random
 keys (the permutations) and lightly's ``ToTensor`` (PIL input). What it adds: the
-whole batch is permuted by *one* gather on the batch's device, with no Python loop over
+whole batch is permuted in one pass on the batch's device, with no Python loop over
 samples or tiles, in NCHW and in channels-last memory layout.
+
+What runs where (:func:`permute_tiles`, :func:`jigsaw_shuffle`, :func:`jigsaw_unshuffle`):
+
+- CUDA tensors, with Triton importable (it ships with PyTorch's CUDA wheels on Linux)
+  on a GPU of compute capability 7.5 or newer: one Triton kernel that writes every
+  output element once, in order, reading it from its source tile, built to run
+  within 2× of a device-to-device copy (measured: ``benchmarks/results/jigsaw_cuda.md``).
+  Inputs that require grad go through an autograd function whose backward is the
+  same kernel with the inverse permutation.
+- Everything else (CPU, no Triton, older GPUs): one :func:`torch.index_select` of
+  tile-row segments, the same result bit for bit.
+- ``LIGHTLY_DERM_JIGSAW_BACKEND`` (read at every call) forces a path:
+  ``index_select`` everywhere, ``triton`` (an error where the kernel cannot run), or
+  ``auto`` (the default, as above).
 
 Conventions: tiles are numbered row-major, tile ``p`` covering rows
 ``(p // grid) * H/grid …`` and columns ``(p % grid) * W/grid …``. A permutation ``perm``
@@ -27,7 +42,10 @@ of (H/grid) × (W/grid) pixels; ``grid`` must divide both H and W.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -214,7 +232,96 @@ def _check_permutation(images: Tensor, permutation: Any, fn: str) -> int:
     return grid
 
 
+BACKEND_ENV = "LIGHTLY_DERM_JIGSAW_BACKEND"
+_BACKENDS = ("auto", "triton", "index_select")
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_module() -> Any:
+    """:mod:`~lightly_derm.transforms.jigsaw_kernel`, or None without Triton."""
+    try:
+        from lightly_derm.transforms import jigsaw_kernel
+    except ImportError:
+        return None
+    except Exception as error:  # a broken triton install: fall back, but say so
+        warnings.warn(
+            f"triton failed to import ({error!r}); the jigsaw uses index_select",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return jigsaw_kernel
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_runs_on(device: torch.device) -> bool:
+    """Whether ``auto`` picks the kernel on this CUDA device (NVIDIA, sm_75+)."""
+    if torch.version.cuda is None or _kernel_module() is None:
+        return False
+    return torch.cuda.get_device_capability(device) >= (7, 5)
+
+
+def _use_kernel(images: Tensor) -> bool:
+    backend = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if backend == "auto":
+        return images.is_cuda and _kernel_runs_on(images.device)
+    if backend == "index_select":
+        return False
+    if backend != "triton":
+        raise ValueError(
+            f"{BACKEND_ENV} must be one of {', '.join(_BACKENDS)}, "
+            f"got {os.environ[BACKEND_ENV]!r}"
+        )
+    if _kernel_module() is None:
+        raise RuntimeError(
+            f"{BACKEND_ENV}=triton, but triton cannot be imported; install triton or "
+            "unset the variable"
+        )
+    if not images.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(
+            f"{BACKEND_ENV}=triton needs CUDA tensors (or TRITON_INTERPRET=1), got "
+            f"images on {images.device}"
+        )
+    return True
+
+
+class _PermuteTilesFunction(torch.autograd.Function):
+    """The kernel under autograd: the gradient is the inverse permutation of the output's."""
+
+    @staticmethod
+    def forward(ctx: Any, images: Tensor, grid: int, permutation: Tensor) -> Tensor:
+        ctx.grid = grid
+        ctx.save_for_backward(permutation)
+        return _kernel_module().permute_tiles_triton(images, grid, permutation)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (permutation,) = ctx.saved_tensors
+        inverse = _inverse_permutation(permutation.to(grad.device))
+        # through _permute_tiles, so that double backward (create_graph) works too
+        return _permute_tiles(grad, ctx.grid, inverse), None, None
+
+
+def _inverse_permutation(permutation: Tensor) -> Tensor:
+    perm = permutation.long()
+    return torch.empty_like(perm).scatter_(
+        1, perm, torch.arange(perm.shape[1], device=perm.device).expand_as(perm)
+    )
+
+
 def _permute_tiles(images: Tensor, grid: int, permutation: Tensor) -> Tensor:
+    """Tile p of the output is tile permutation[b, p] of the input, on the best path."""
+    if images.numel() == 0 or not _use_kernel(images):
+        return _permute_tiles_index_select(images, grid, permutation)
+    permutation = permutation.to(images.device)
+    if images.requires_grad and torch.is_grad_enabled():
+        return _PermuteTilesFunction.apply(images, grid, permutation)
+    return _kernel_module().permute_tiles_triton(images, grid, permutation)
+
+
+def _permute_tiles_index_select(
+    images: Tensor, grid: int, permutation: Tensor
+) -> Tensor:
     """The gather: tile p of the output is tile permutation[b, p] of the input.
 
     A tile row (``W/grid`` pixels of one channel in NCHW; ``W/grid`` pixels × C in
@@ -266,9 +373,10 @@ def _permute_tiles(images: Tensor, grid: int, permutation: Tensor) -> Tensor:
 def permute_tiles(images: Tensor, permutation: Tensor, check: bool = True) -> Tensor:
     """Reorders the tiles of every image: output tile p is input tile ``permutation[b, p]``.
 
-    The grid is ``sqrt(permutation.shape[1])``. One gather for the whole batch, on the
-    images' device; the output has the input's dtype and memory format (NCHW or
-    channels-last).
+    The grid is ``sqrt(permutation.shape[1])``. One pass over the whole batch, on the
+    images' device (the Triton kernel on CUDA, one ``index_select`` elsewhere: see the
+    module's "What runs where"); the output has the input's dtype and memory format
+    (NCHW or channels-last) and supports autograd.
 
     Args:
         images: (B, C, H, W) on any device, any dtype.
@@ -297,6 +405,11 @@ def jigsaw_shuffle(
     exclude_identity: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Shuffles the ``grid`` × ``grid`` tiles of every image, with one permutation per sample.
+
+    The permutations are drawn on the images' device (:func:`random_tile_permutations`)
+    and applied in one pass: the Triton kernel for CUDA tensors, one ``index_select``
+    elsewhere (see the module's "What runs where"; ``LIGHTLY_DERM_JIGSAW_BACKEND``
+    forces either). Nothing synchronises with the host.
 
     Args:
         images: (B, C, H, W) on any device, any dtype; ``grid`` must divide H and W.
@@ -354,10 +467,7 @@ def jigsaw_unshuffle(shuffled: Tensor, permutation: Tensor) -> Tensor:
     """
     shuffled = _check_images(shuffled, "jigsaw_unshuffle")
     grid = _check_permutation(shuffled, permutation, "jigsaw_unshuffle")
-    perm = permutation.to(device=shuffled.device, dtype=torch.long)
-    inverse = torch.empty_like(perm).scatter_(
-        1, perm, torch.arange(perm.shape[1], device=perm.device).expand_as(perm)
-    )
+    inverse = _inverse_permutation(permutation.to(shuffled.device))
     return _permute_tiles(shuffled, grid, inverse)
 
 
