@@ -27,3 +27,24 @@ def test_bad_backbone_arguments() -> None:
         ValueError, match="backbone_weights is for a backbone given by name"
     ):
         SSLMethod(backbone=nn.Identity(), backbone_weights={})
+
+
+def test_state_dict_of_another_architecture_or_with_missing_keys() -> None:
+    """A clear ValueError naming the keys, instead of torch's RuntimeError."""
+    from lightly_derm.methods import GraVIS
+
+    model = GraVIS(backbone="resnet18", hidden_dim=16, output_dim=8)
+    wider = GraVIS(backbone="resnet18", hidden_dim=32, output_dim=8).state_dict()
+    with pytest.raises(ValueError, match=r"differ in shape.*projection_head.layers.0"):
+        model.load_state_dict(wider)
+    with pytest.raises(ValueError, match=r"differ in shape"):
+        model.load_state_dict(wider, strict=False)  # shapes must fit in any case
+    state = model.state_dict()
+    del state["backbone.layer4.1.bn2.weight"]
+    with pytest.raises(ValueError, match=r"missing keys \(1\) \[backbone.layer4.1"):
+        model.load_state_dict(state)
+    assert model.load_state_dict(state, strict=False).missing_keys == [
+        "backbone.layer4.1.bn2.weight"
+    ]
+    with pytest.raises(TypeError, match="mapping"):
+        model.load_state_dict([1, 2])  # type: ignore[arg-type]
