@@ -47,7 +47,16 @@ class SSLMethod(pl.LightningModule):
             any module mapping images to features.
         backbone_weights: Local checkpoint path or state dict to initialise a named
             ResNet from (never downloaded).
+
+    Attributes:
+        ddp_find_unused_parameters: Whether a training step leaves parameters without
+            gradient, so that DDP must be told
+            (``DDPStrategy(find_unused_parameters=method.ddp_find_unused_parameters)``,
+            which code building a Trainer for any method should do); ``False`` unless a
+            method sets it (FG-SSL's progressive schedule does).
     """
+
+    ddp_find_unused_parameters: bool = False
 
     def __init__(
         self,
