@@ -191,6 +191,40 @@ def _guard(rank: int, folder: str) -> dict:
     return {"message": None}
 
 
+def _resumable(folder: str) -> dict:
+    """ResumableDataLoader under DDP: Lightning keeps its sampler, which shards."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightly_derm.data import ResumableDataLoader
+    from lightly_derm.methods import GraVIS
+    from tests.callbacks.test_non_finite_loss import samples, tiny_backbone
+
+    seen: list[str] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.extend(batch.filenames)
+
+    model = GraVIS(backbone=tiny_backbone(), hidden_dim=8, output_dim=4)
+    loader = ResumableDataLoader(
+        samples(8, bad=None), batch_size=2, seed=3, collate_fn=model.default_collate()
+    )
+    pl.Trainer(
+        accelerator="cpu",
+        devices=WORLD_SIZE,
+        strategy="ddp",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record(), ModelCheckpoint(folder, "resumable")],
+    ).fit(model, loader)
+    checkpoint = torch.load(Path(folder) / "resumable.ckpt", weights_only=True)
+    loops = checkpoint["loops"]["fit_loop"]
+    return {"seen": seen, "loader": loops["state_dict"]["combined_loader"]}
+
+
 def _work(rank: int, world_size: int, data: dict) -> dict:
     results: dict[str, Any] = {}
     _case(results, "barlow", _barlow, rank, data["z_a"], data["z_b"])
@@ -199,6 +233,7 @@ def _work(rank: int, world_size: int, data: dict) -> dict:
     for name in METHODS:
         _case(results, f"smoke/{name}", _smoke, name, data["folder"])
     _case(results, "guard", _guard, rank, data["folder"] + "/guard")
+    _case(results, "resumable", _resumable, data["folder"] + "/resumable")
     return results
 
 
@@ -334,3 +369,11 @@ def test_guard_stops_every_rank_when_one_sees_nan(distributed) -> None:
     assert rank0["value"] is None and "on another process" in rank0["message"]
     assert rank1["value"] != rank1["value"]  # NaN
     assert "step=2.ckpt (global step 2)" in rank0["message"]
+
+
+def test_resumable_loader_shards_under_ddp(distributed) -> None:
+    rank0, rank1 = _result(distributed, "resumable")
+    assert len(rank0["seen"]) == len(rank1["seen"]) == 4
+    assert sorted(rank0["seen"] + rank1["seen"]) == [f"{i}.png" for i in range(8)]
+    (state,) = rank0["loader"]
+    assert state["num_replicas"] == WORLD_SIZE and state["batches"] == 2
