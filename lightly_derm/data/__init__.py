@@ -36,6 +36,11 @@ from lightly_derm.data.isic_transforms import (
 from lightly_derm.data.label_csv import LabelTable, read_labels_csv
 from lightly_derm.data.make_dataset import DATA_SOURCES, make_dataset
 from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, MedMNISTDataset
+from lightly_derm.data.resumable_loader import (
+    ResumableDataLoader,
+    ResumableSampler,
+    SeededDataset,
+)
 from lightly_derm.data.synthetic_lesions import (
     SYNTHETIC_CLASSES,
     LesionSample,
@@ -57,6 +62,9 @@ __all__ = [
     "LabelTable",
     "LesionSample",
     "MedMNISTDataset",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "SeededDataset",
     "SyntheticLesions",
     "UnreadableImageError",
     "check_image",

@@ -23,15 +23,26 @@ def _stack_views(name: str, views: Sequence[Tensor] | Tensor) -> Tensor:
                 f"{name} must be a list of V (B, D) tensors or one (V, B, D) tensor, got "
                 f"shape {tuple(views.shape)}"
             )
-        return views
-    if not isinstance(views, Sequence) or not all(isinstance(v, Tensor) for v in views):
-        raise TypeError(f"{name} must be a list of (B, D) tensors")
-    shapes = {tuple(v.shape) for v in views}
-    if len(shapes) != 1 or views[0].ndim != 2:
+        stacked = views
+    else:
+        if not isinstance(views, Sequence) or not all(
+            isinstance(v, Tensor) for v in views
+        ):
+            raise TypeError(f"{name} must be a list of (B, D) tensors")
+        shapes = {tuple(v.shape) for v in views}
+        if len(shapes) != 1 or views[0].ndim != 2:
+            raise ValueError(
+                f"{name} must be V tensors (B, D) of one shape, got {sorted(shapes)}"
+            )
+        stacked = torch.stack(list(views))
+    if not stacked.is_floating_point():
+        raise TypeError(f"{name} must be floating-point, got dtype {stacked.dtype}")
+    if stacked.shape[1] == 0 or stacked.shape[2] == 0:
         raise ValueError(
-            f"{name} must be V tensors (B, D) of one shape, got {sorted(shapes)}"
+            f"{name} must hold B > 0 samples of D > 0 features, got (V, B, D) = "
+            f"{tuple(stacked.shape)}"
         )
-    return torch.stack(list(views))
+    return stacked
 
 
 class AdditionalPositiveLoss(nn.Module):
@@ -90,8 +101,8 @@ class AdditionalPositiveLoss(nn.Module):
             reduction: ``"mean"`` (a scalar) or ``"none"`` (per sample, (B,)).
 
         Raises:
-            TypeError: Inputs are not tensors (lists of tensors).
-            ValueError: Shapes disagree, fewer than 2 views, or indices out of range
+            TypeError: Inputs are not floating-point tensors (lists of tensors).
+            ValueError: Shapes disagree, empty inputs, fewer than 2 views, or indices out of range
                 of ``targets`` (the range check runs on the CPU only, to avoid a sync).
         """
         p = _stack_views("predictions", predictions)

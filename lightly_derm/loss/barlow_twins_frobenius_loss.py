@@ -61,13 +61,28 @@ class BarlowTwinsFrobeniusLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        """Returns the loss of the embeddings ``z_a`` and ``z_b`` (N, D) of two views."""
+        """Returns the loss of the embeddings ``z_a`` and ``z_b`` (N, D) of two views.
+
+        Raises:
+            TypeError: An input is not a floating-point tensor.
+            ValueError: An input is not (N, D) with D > 0, the shapes differ, or N < 2.
+        """
         for name, z in (("z_a", z_a), ("z_b", z_b)):
-            if not isinstance(z, Tensor) or z.ndim != 2:
-                raise ValueError(
-                    f"{name} must be a 2-D tensor (N, D), got "
-                    f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}"
+            if not isinstance(z, Tensor) or not z.is_floating_point():
+                raise TypeError(
+                    f"{name} must be a floating-point tensor (N, D), got "
+                    + (
+                        f"dtype {z.dtype}"
+                        if isinstance(z, Tensor)
+                        else type(z).__name__
+                    )
                 )
+            if z.ndim != 2:
+                raise ValueError(
+                    f"{name} must be a 2-D tensor (N, D), got {tuple(z.shape)}"
+                )
+            if z.shape[1] == 0:
+                raise ValueError(f"{name} has no features: shape {tuple(z.shape)}")
         if z_a.shape != z_b.shape:
             raise ValueError(
                 f"z_a and z_b must have the same shape, got {tuple(z_a.shape)} and "

@@ -195,9 +195,10 @@ def _check_inputs(embeddings: Tensor, group_ids: Tensor) -> None:
         raise TypeError(
             f"embeddings must be a floating-point tensor (N, D), got {kind}"
         )
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
         raise ValueError(
-            f"embeddings must be (N, D) with N > 0, got shape {tuple(embeddings.shape)}"
+            f"embeddings must be (N, D) with N > 0 and D > 0, got shape "
+            f"{tuple(embeddings.shape)}"
         )
     if not isinstance(group_ids, Tensor):
         raise TypeError(

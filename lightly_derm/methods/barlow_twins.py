@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.methods.base import SSLMethod
+from lightly_derm.transforms.rgb import RGBInput
 
 __all__ = ["BarlowTwins"]
 
@@ -122,9 +123,15 @@ class BarlowTwins(SSLMethod):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
 
-    def default_transform(self, input_size: int = 224) -> BYOLTransform:
-        """The two-view ``BYOLTransform`` of lightly at ``input_size``."""
-        return BYOLTransform(
-            view_1_transform=BYOLView1Transform(input_size=input_size),
-            view_2_transform=BYOLView2Transform(input_size=input_size),
+    def default_transform(self, input_size: int = 224) -> RGBInput:
+        """The two-view ``BYOLTransform`` of lightly at ``input_size``.
+
+        Wrapped in :class:`~lightly_derm.transforms.RGBInput`, so that grayscale,
+        16-bit, RGBA and CMYK images and tensors work as they do for the other methods.
+        """
+        return RGBInput(
+            BYOLTransform(
+                view_1_transform=BYOLView1Transform(input_size=input_size),
+                view_2_transform=BYOLView2Transform(input_size=input_size),
+            )
         )

@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batch
 from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
+from lightly_derm.methods._optim import hparams_ignore
 from lightly_derm.methods.base import SSLMethod
+from lightly_derm.transforms.rgb import RGBInput
 
 
 class BYOL(SSLMethod):
@@ -93,16 +95,9 @@ class BYOL(SSLMethod):
                 f"need 0 <= ema_start <= ema_end <= 1, got ema_start={ema_start}, "
                 f"ema_end={ema_end}"
             )
-        self.save_hyperparameters(
-            ignore=[
-                name
-                for name, value in (
-                    ("backbone", backbone),
-                    ("backbone_weights", backbone_weights),
-                )
-                if not isinstance(value, (str, Path, type(None)))
-            ]
-        )
+        # backbone_weights is never a hyperparameter: a Path in it would make the
+        # checkpoint unloadable with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = BYOLProjectionHead(
             self.feature_dim, projection_hidden_dim, projection_dim
         )
@@ -217,8 +212,14 @@ class BYOL(SSLMethod):
 
     # ------------------------------------------------------------------ data
     def default_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
-        """The view transform: lightly's :class:`~lightly.transforms.BYOLTransform`."""
-        return BYOLTransform(
-            view_1_transform=BYOLView1Transform(input_size=input_size),
-            view_2_transform=BYOLView2Transform(input_size=input_size),
+        """The view transform: lightly's :class:`~lightly.transforms.BYOLTransform`.
+
+        Wrapped in :class:`~lightly_derm.transforms.RGBInput`, so that grayscale,
+        16-bit, RGBA and CMYK images and tensors work as they do for the other methods.
+        """
+        return RGBInput(
+            BYOLTransform(
+                view_1_transform=BYOLView1Transform(input_size=input_size),
+                view_2_transform=BYOLView2Transform(input_size=input_size),
+            )
         )

@@ -109,6 +109,9 @@ class PMGMethod(SSLMethod):
         # HierarchicalBlocks drops the classifier of a torchvision ResNet module
         self.feature_dim = feature_dim(self.backbone)
         self.automatic_optimization = False
+        # Each progressive step trains a part of the blocks: DDP must expect parameters
+        # without gradient (tested in tests/reliability/test_distributed.py).
+        self.ddp_find_unused_parameters = schedule == "progressive"
 
     def _hparams_ignore(self, backbone: Any, backbone_weights: Any) -> list[str]:
         """Arguments to leave out of ``save_hyperparameters``: modules and weights."""

@@ -469,18 +469,19 @@ class TracInPositiveMiner(nn.Module):
 
     def _check_loss(self, loss: Tensor) -> tuple[int, int, bool]:
         """Validates the per-sample loss; returns (B, global batch size, distributed)."""
-        if (
-            not isinstance(loss, Tensor)
-            or loss.ndim != 1
-            or not loss.is_floating_point()
-        ):
-            raise ValueError(
+        if not isinstance(loss, Tensor) or not loss.is_floating_point():
+            raise TypeError(
                 "loss must be the per-sample loss, a float tensor (B,), got "
                 + (
-                    f"{loss.dtype} of shape {tuple(loss.shape)}"
+                    f"dtype {loss.dtype}"
                     if isinstance(loss, Tensor)
                     else type(loss).__name__
                 )
+            )
+        if loss.ndim != 1:
+            raise ValueError(
+                "loss must be the per-sample loss, a float tensor (B,), got shape "
+                f"{tuple(loss.shape)}"
             )
         if not loss.requires_grad:
             raise ValueError(
@@ -510,7 +511,8 @@ class TracInPositiveMiner(nn.Module):
 
         Raises:
             RuntimeError: Nothing was recorded (forward outside ``capture()``).
-            ValueError: ``loss`` is not a (B,) float tensor with a graph, the batch has
+            TypeError: ``loss`` is not a floating-point tensor.
+            ValueError: ``loss`` is not a (B,) tensor with a graph, the batch has
                 one sample, or the recorded shapes do not fit B.
         """
         records, self._records = self._records, None
@@ -607,6 +609,7 @@ class TracInPositiveMiner(nn.Module):
 
         Raises:
             RuntimeError: Nothing was recorded (forward outside ``capture()``).
+            TypeError: ``loss`` is not a floating-point tensor.
             ValueError: ``loss`` is not a (B,) tensor with a graph, the batch has one
                 sample, ``top_k`` ≥ the global batch size, the recorded shapes do not fit
                 B, or exclusion leaves a sample fewer than ``top_k`` candidates.

@@ -24,6 +24,7 @@ from PIL.Image import Image
 from torch import Tensor
 
 from lightly_derm.transforms.jigsaw import HierarchicalJigsaw, _check_grids
+from lightly_derm.transforms.rgb import to_rgb
 
 __all__ = [
     "FGSSLTransform",
@@ -64,27 +65,21 @@ def _lcm(values: Sequence[int]) -> int:
 
 
 class _ToRGB:
-    """Turns PIL images and (C, H, W) tensors into RGB PIL images.
+    """Turns PIL images, (C, H, W) tensors and arrays into RGB PIL images.
 
-    Float tensors are read as values in [0, 1] (``ToTensor``'s range); one-channel
-    inputs are repeated to three channels, since the views are ImageNet-normalised.
+    Uses :func:`~lightly_derm.transforms.to_rgb`: PIL modes convert as the datasets
+    read them (16-bit scaled, alpha dropped, CMYK converted); float tensors must hold
+    values in [0, 1]; one-channel inputs are repeated to three channels, since the
+    views are ImageNet-normalised.
     """
 
     def __call__(self, image: Image | Tensor) -> Image:
-        if isinstance(image, Tensor):
-            if image.ndim != 3 or image.shape[0] not in (1, 3):
-                raise ValueError(
-                    f"expected an image tensor (C, H, W) with 1 or 3 channels, got shape "
-                    f"{tuple(image.shape)}"
-                )
-            if image.is_floating_point():
-                image = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-            image = T.functional.to_pil_image(image.cpu())
-        if not isinstance(image, Image):
-            raise TypeError(
-                f"expected a PIL image or a tensor (C, H, W), got {type(image).__name__}"
-            )
-        return image if image.mode == "RGB" else image.convert("RGB")
+        rgb = to_rgb(image)
+        if isinstance(rgb, Tensor):
+            if rgb.is_floating_point():
+                rgb = (rgb.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+            rgb = T.functional.to_pil_image(rgb.cpu())
+        return rgb
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -123,8 +118,10 @@ class FGSSLView1Transform:
     with σ ∈ ``sigmas`` with probability ``gaussian_blur`` and solarised with
     ``solarization_prob``, then ImageNet-normalised.
 
-    Input: a PIL image or a tensor (C, H, W) (float in [0, 1] or uint8); grayscale
-    inputs become RGB. Output: a float tensor (3, input_size, input_size).
+    Input: a PIL image of any mode, a tensor (C, H, W) (float in [0, 1] or uint8) or a
+    NumPy array, as :func:`~lightly_derm.transforms.to_rgb` takes them; grayscale,
+    16-bit, RGBA and CMYK inputs become 8-bit RGB. Output: a float tensor
+    (3, input_size, input_size).
 
     Example:
         >>> from PIL import Image

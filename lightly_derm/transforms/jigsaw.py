@@ -474,9 +474,22 @@ def jigsaw_unshuffle(shuffled: Tensor, permutation: Tensor) -> Tensor:
 _to_tensor: Any = None
 
 
+#: PIL modes of one-channel images (gray, 16-bit, 32-bit int and float).
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
 def _as_image_tensor(image: Any) -> Tensor:
     global _to_tensor
     if isinstance(image, Image):
+        if image.mode not in ("RGB", "L"):
+            # The datasets' conversion (16-bit scaled, alpha dropped, CMYK converted);
+            # one-channel modes stay one channel (R = G = B, so "L" is exact).
+            from lightly_derm.data.image_io import to_rgb8
+
+            gray = image.mode in _GRAY_MODES
+            image = to_rgb8(image)
+            if gray:
+                image = image.convert("L")
         if _to_tensor is None:
             from lightly.transforms.torchvision_v2_compatibility import (
                 torchvision_transforms as T,
@@ -524,8 +537,10 @@ class HierarchicalJigsaw:
         generator: A ``torch.Generator`` that makes the views reproducible; ``None``
             uses torch's global generator (which the DataLoader seeds per worker).
 
-    Input: a PIL image (converted to a float tensor in [0, 1] as ``ToTensor`` does) or a
-    tensor (C, H, W) of any dtype, or a batch (B, C, H, W) treated sample by sample.
+    Input: a PIL image (8-bit gray or RGB as the datasets read files — 16-bit values
+    scaled, alpha dropped, CMYK converted — then a float tensor in [0, 1] as
+    ``ToTensor`` makes it: one channel for gray modes, three otherwise) or a tensor
+    (C, H, W) of any dtype, or a batch (B, C, H, W) treated sample by sample.
 
     Raises:
         ValueError: At construction, for bad grids; at call, for a grid that does not

@@ -17,6 +17,7 @@ MODULES = [
     "dermamnist_jpeg",
     "synthetic_lesions",
     "make_dataset",
+    "resumable_loader",
 ]
 
 

@@ -94,3 +94,26 @@ def test_bad_input() -> None:
         loss_fn([torch.randn(4, 8), torch.randn(3, 8)], z)
     with pytest.raises(ValueError, match=r"\(V, B, D\)"):
         loss_fn(torch.randn(4, 8), z)
+    with pytest.raises(
+        TypeError, match="predictions must be floating-point, got.*int64"
+    ):
+        loss_fn(p.long(), z)
+    with pytest.raises(TypeError, match="targets must be floating-point"):
+        loss_fn(p, z.long())
+    with pytest.raises(
+        ValueError, match=r"B > 0 samples of D > 0 features.*\(2, 0, 8\)"
+    ):
+        loss_fn(p[:, :0], z[:, :0])
+
+
+def test_identical_embeddings_are_finite_and_nan_stays_nan() -> None:
+    """AdditionalPositiveLoss is not a registered plugin, so not in the input contracts."""
+    loss_fn = AdditionalPositiveLoss()
+    for z in (torch.ones(2, 4, 8), torch.zeros(2, 4, 8)):
+        p = z.clone().requires_grad_(True)
+        loss = loss_fn(p, z, torch.tensor([[1], [0], [3], [2]]))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(p.grad).all()
+    nan = torch.randn(2, 4, 8)
+    nan[0, 1, 2] = float("nan")
+    assert torch.isnan(loss_fn(nan, torch.randn(2, 4, 8)))

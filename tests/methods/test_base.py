@@ -27,3 +27,57 @@ def test_bad_backbone_arguments() -> None:
         ValueError, match="backbone_weights is for a backbone given by name"
     ):
         SSLMethod(backbone=nn.Identity(), backbone_weights={})
+
+
+def test_state_dict_of_another_architecture_or_with_missing_keys() -> None:
+    """A clear ValueError naming the keys, instead of torch's RuntimeError."""
+    from lightly_derm.methods import GraVIS
+
+    model = GraVIS(backbone="resnet18", hidden_dim=16, output_dim=8)
+    wider = GraVIS(backbone="resnet18", hidden_dim=32, output_dim=8).state_dict()
+    with pytest.raises(ValueError, match=r"differ in shape.*projection_head.layers.0"):
+        model.load_state_dict(wider)
+    with pytest.raises(ValueError, match=r"differ in shape"):
+        model.load_state_dict(wider, strict=False)  # shapes must fit in any case
+    state = model.state_dict()
+    del state["backbone.layer4.1.bn2.weight"]
+    with pytest.raises(ValueError, match=r"missing keys \(1\) \[backbone.layer4.1"):
+        model.load_state_dict(state)
+    assert model.load_state_dict(state, strict=False).missing_keys == [
+        "backbone.layer4.1.bn2.weight"
+    ]
+    with pytest.raises(TypeError, match="mapping"):
+        model.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_resuming_from_another_methods_checkpoint_names_it(tmp_path) -> None:
+    """Trainer.fit(ckpt_path=...) of a checkpoint another method wrote: a ValueError
+    that names the writer, before any weight is touched."""
+    import pytorch_lightning as pl
+
+    from lightly_derm.methods import GraVIS, SimCLR
+
+    def tiny() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def trainer() -> pl.Trainer:
+        return pl.Trainer(
+            accelerator="cpu",
+            max_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
+    views = [([torch.rand(3, 8, 8) for _ in range(2)], 0, f"{i}.png") for i in range(4)]
+    simclr = SimCLR(backbone=tiny(), hidden_dim=8, output_dim=4)
+    loader = torch.utils.data.DataLoader(
+        views, batch_size=4, collate_fn=simclr.default_collate()
+    )
+    fit = trainer()
+    fit.fit(simclr, loader)
+    fit.save_checkpoint(tmp_path / "simclr.ckpt")
+    gravis = GraVIS(backbone=tiny(), hidden_dim=16, output_dim=4)
+    with pytest.raises(ValueError, match=r"fit GraVIS: it was written by SimCLR"):
+        trainer().fit(gravis, loader, ckpt_path=tmp_path / "simclr.ckpt")

@@ -36,3 +36,33 @@ def test_rgb_input_wraps_lightly_transforms() -> None:
         ValueError, match=r"\(H, W\) or \(H, W, C\), got shape \(1, 2, 3, 4\)"
     ):
         to_rgb(np.zeros((1, 2, 3, 4)))
+
+
+def test_pil_modes_convert_as_the_datasets_read_files() -> None:
+    """16-bit values are scaled (not clipped at 255), alpha is dropped, CMYK converted."""
+    from lightly_derm.data import to_rgb8
+
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    rgb = to_rgb(Image.fromarray(values))
+    assert np.array_equal(np.asarray(rgb)[..., 0], [[0, 1, 128, 255]])
+    for mode in ("I", "F", "RGBA", "LA", "CMYK", "P", "1"):
+        image = Image.new("RGB", (4, 3), (200, 90, 30)).convert(mode)
+        assert np.array_equal(np.asarray(to_rgb(image)), np.asarray(to_rgb8(image)))
+
+
+def test_values_that_would_give_wrong_pixels_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"values in \[0, 1\], got \[0, 255\]"):
+        to_rgb(torch.linspace(0, 255, 48).reshape(3, 4, 4))
+    with pytest.raises(ValueError, match="values in"):
+        to_rgb(torch.full((3, 4, 4), -2.1))  # an ImageNet-normalised image
+    nan = torch.rand(3, 4, 4)
+    nan[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        to_rgb(nan)
+    with pytest.raises(ValueError, match=r"empty: shape \(3, 0, 4\)"):
+        to_rgb(torch.rand(3, 0, 4))
+    with pytest.raises(ValueError, match="empty: size 0x0"):
+        to_rgb(Image.new("RGB", (0, 0)))
+    # Overshoots of resampling are left to the transforms (which clamp).
+    assert to_rgb(torch.full((3, 2, 2), 1.2)).shape == (3, 2, 2)
+    assert to_rgb(torch.full((1, 2, 2), 255, dtype=torch.uint8)).shape == (3, 2, 2)

@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,19 @@ def _free_port() -> int:
 
 
 def _entry(
-    rank: int, world_size: int, port: int, out: str, fn: Callable, args: tuple
+    rank: int,
+    world_size: int,
+    port: int,
+    out: str,
+    fn: Callable,
+    args: tuple,
+    timeout_s: float | None = None,
 ) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    timeout = timedelta(seconds=timeout_s) if timeout_s is not None else None
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
     try:
         result = fn(rank, world_size, *args)
         torch.save(result, Path(out) / f"rank{rank}.pt")
@@ -46,13 +54,20 @@ def _entry(
 
 
 def run_distributed(
-    fn: Callable[..., Any], world_size: int = 2, args: tuple = ()
+    fn: Callable[..., Any],
+    world_size: int = 2,
+    args: tuple = (),
+    timeout_s: float | None = None,
 ) -> list[Any]:
-    """Runs ``fn(rank, world_size, *args)`` in ``world_size`` processes; returns each result."""
+    """Runs ``fn(rank, world_size, *args)`` in ``world_size`` processes; returns each result.
+
+    ``timeout_s`` bounds every collective (gloo's default is 30 minutes), so that a
+    process that fails while the others wait in a collective ends the run quickly.
+    """
     with tempfile.TemporaryDirectory() as out:
         mp.start_processes(
             _entry,
-            args=(world_size, _free_port(), out, fn, args),
+            args=(world_size, _free_port(), out, fn, args, timeout_s),
             nprocs=world_size,
             join=True,
             start_method="spawn",

@@ -1,0 +1,275 @@
+"""Stops training at a non-finite loss, naming the step and the last good checkpoint.
+
+Builds on Lightning's :class:`~pytorch_lightning.callbacks.Callback` hooks and its
+:class:`~pytorch_lightning.callbacks.ModelCheckpoint` (whose last saved file is the
+"last good checkpoint"). What it adds: a check of every step's loss that costs no host
+synchronisation per step. Lightning's own tools either synchronise at every step
+(``Trainer(detect_anomaly=True)``, which also slows the backward pass several times) or
+look only at epoch-level metrics (``EarlyStopping(check_finite=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from torch import Tensor
+
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
+
+#: "no bad step yet" in the device-side record (larger than any batch count).
+_NONE = 2**62
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss.
+
+    Attributes:
+        global_step: ``trainer.global_step`` after the first bad batch (optimizer steps).
+        epoch: The epoch of the first bad batch.
+        batch_idx: Its index in the epoch.
+        value: The bad loss (``nan``, ``inf`` or ``-inf``), or ``None`` when it was
+            seen on another process.
+        last_good_checkpoint: The newest checkpoint saved before it, or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        global_step: int,
+        epoch: int,
+        batch_idx: int,
+        value: float | None,
+        last_good_checkpoint: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.global_step = global_step
+        self.epoch = epoch
+        self.batch_idx = batch_idx
+        self.value = value
+        self.last_good_checkpoint = last_good_checkpoint
+
+
+class NonFiniteLossGuard(Callback):
+    """Stops the run when the training loss becomes NaN or infinite.
+
+    Every training batch, the loss — the ``loss`` that ``training_step`` returns, which
+    every lightly-derm method also logs as ``train_loss``; or, for a ``training_step``
+    that returns nothing (manual optimisation), the logged ``monitor`` metric — is
+    checked *on its device*: a device-side record keeps the first bad batch, so no step
+    waits for the host. The record is read back (one synchronisation) every
+    ``check_every_n_steps`` batches (default: ``trainer.log_every_n_steps``, when
+    Lightning synchronises for logging anyway), at the end of every epoch and of
+    training, and before every checkpoint is written. A bad loss then raises
+    :class:`NonFiniteLossError` naming the global step, epoch and batch of the first
+    bad loss and the newest checkpoint written before it, so:
+
+    - no checkpoint is ever written after a bad step (``on_save_checkpoint`` raises
+      before the file is written), hence the newest checkpoint is always a good one to
+      resume from;
+    - training stops at most ``check_every_n_steps`` batches after the bad one.
+
+    Under DDP the record is reduced over processes at each check (one small
+    all-reduce), so every process stops at the same step, whichever saw the NaN. Works
+    with automatic and manual optimisation (FG-SSL's progressive steps: the
+    ``training_step`` returns the sum of its step losses).
+
+    Args:
+        monitor: The logged metric to check when ``training_step`` returns no loss.
+        check_every_n_steps: Batches between read-backs; ``None`` takes the trainer's
+            ``log_every_n_steps``. ``1`` stops at the bad batch itself, at the price of
+            one host synchronisation per step.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> from pytorch_lightning.callbacks import ModelCheckpoint
+        >>> from lightly_derm.callbacks import NonFiniteLossGuard
+        >>> trainer = pl.Trainer(
+        ...     callbacks=[NonFiniteLossGuard(), ModelCheckpoint(every_n_train_steps=100)],
+        ...     logger=False, enable_progress_bar=False)
+    """
+
+    def __init__(
+        self, monitor: str = "train_loss", check_every_n_steps: int | None = None
+    ) -> None:
+        super().__init__()
+        if check_every_n_steps is not None and (
+            isinstance(check_every_n_steps, bool)
+            or not isinstance(check_every_n_steps, int)
+            or check_every_n_steps < 1
+        ):
+            raise ValueError(
+                f"check_every_n_steps must be a positive int or None, got "
+                f"{check_every_n_steps!r}"
+            )
+        self.monitor = monitor
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: Tensor | None = None  # index into _pending, or _NONE
+        self._bad_value: Tensor | None = None
+        self._pending: list[tuple[int, int, int]] = []  # (global step, epoch, batch)
+        self._missing_warned = False
+        #: How many times the device record was read back (for tests and profiling).
+        self.num_syncs = 0
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Records whether this batch's loss is finite, on the loss's device."""
+        loss = self._loss(trainer, outputs)
+        if loss is None:
+            return
+        # A sum is non-finite when any element is (a loss is a scalar anyway).
+        value = loss.detach().float().sum()
+        if self._first_bad is None or self._first_bad.device != value.device:
+            self._reset(value.device)
+        assert self._first_bad is not None and self._bad_value is not None
+        index = len(self._pending)
+        self._pending.append((trainer.global_step, trainer.current_epoch, batch_idx))
+        # Device-side bookkeeping only: no .item(), no Python branch on a tensor.
+        new = (self._first_bad == _NONE) & ~torch.isfinite(value)
+        self._first_bad = torch.where(new, index, self._first_bad)
+        self._bad_value = torch.where(new, value, self._bad_value)
+        if len(self._pending) >= self._interval(trainer):
+            self._check(trainer)
+
+    def on_save_checkpoint(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        checkpoint: dict[str, Any],
+    ) -> None:
+        """Refuses to let a checkpoint be written after a bad step (raises first)."""
+        self._check(trainer)
+
+    def on_train_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Checks the epoch's remaining batches."""
+        self._check(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Checks the last batches of the run."""
+        self._check(trainer)
+
+    # ------------------------------------------------------------------ internals
+    def _interval(self, trainer: pl.Trainer) -> int:
+        if self.check_every_n_steps is not None:
+            return self.check_every_n_steps
+        return max(1, int(getattr(trainer, "log_every_n_steps", 50) or 50))
+
+    def _reset(self, device: torch.device) -> None:
+        self._first_bad = torch.full((), _NONE, dtype=torch.long, device=device)
+        self._bad_value = torch.zeros((), dtype=torch.float32, device=device)
+        self._pending = []
+
+    def _loss(self, trainer: pl.Trainer, outputs: Any) -> Tensor | None:
+        value = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(value, Tensor):
+            return value
+        value = _logged_step_value(trainer, self.monitor)
+        if value is None and not self._missing_warned:
+            self._missing_warned = True
+            from pytorch_lightning.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"NonFiniteLossGuard: training_step returned no loss and logged no "
+                f"{self.monitor!r}; the loss is not checked"
+            )
+        return value
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        """Reads the device record back (one sync) and raises at a bad loss."""
+        if self._first_bad is None or not self._pending:
+            return
+        first = self._first_bad
+        if trainer.world_size > 1:
+            first = trainer.strategy.reduce(first.clone(), reduce_op="min")
+        self.num_syncs += 1
+        index = int(first)
+        pending, device = self._pending, first.device
+        if index == _NONE:
+            self._reset(device)
+            return
+        global_step, epoch, batch_idx = pending[index]
+        local = int(self._first_bad) == index
+        value = float(self._bad_value) if local else None  # type: ignore[arg-type]
+        self._reset(device)
+        raise self._error(trainer, global_step, epoch, batch_idx, value)
+
+    def _error(
+        self,
+        trainer: pl.Trainer,
+        global_step: int,
+        epoch: int,
+        batch_idx: int,
+        value: float | None,
+    ) -> NonFiniteLossError:
+        path, saved_step = _last_checkpoint(trainer)
+        shown = "non-finite" if value is None else _format(value)
+        where = "" if value is not None else " on another process"
+        if path is None:
+            checkpoint = "no checkpoint was saved before it"
+        else:
+            state = "" if os.path.exists(path) else " (the file no longer exists)"
+            checkpoint = (
+                f"the last good checkpoint is {path} (global step {saved_step}){state}"
+            )
+        message = (
+            f"the training loss became {shown}{where} at global step {global_step} "
+            f"(epoch {epoch}, batch {batch_idx}); training stopped at global step "
+            f"{trainer.global_step}. {checkpoint[0].upper()}{checkpoint[1:]}. Resume "
+            "from it with a lower learning rate, or look at the data of that batch."
+        )
+        return NonFiniteLossError(message, global_step, epoch, batch_idx, value, path)
+
+
+def _format(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "+inf" if value > 0 else "-inf"
+
+
+def _logged_step_value(trainer: pl.Trainer, name: str) -> Tensor | None:
+    """The value of the metric ``name`` logged in this training step, without a sync.
+
+    Reads Lightning's result collection (``trainer._results``) rather than
+    ``trainer.callback_metrics``, which converts progress-bar metrics to Python
+    numbers (a host synchronisation).
+    """
+    results = getattr(trainer, "_results", None)
+    try:
+        for result in results.values():  # type: ignore[union-attr]
+            if result.meta.name == name and result.meta.on_step:
+                cache = result._forward_cache
+                if isinstance(cache, Tensor):
+                    return cache
+    except AttributeError:  # another Lightning version: fall back to the public API
+        pass
+    value = trainer.callback_metrics.get(name)
+    return value if isinstance(value, Tensor) else None
+
+
+def _last_checkpoint(trainer: pl.Trainer) -> tuple[str | None, int | None]:
+    """The newest file a ModelCheckpoint wrote, and the global step it was saved at."""
+    best: tuple[str | None, int | None] = (None, None)
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        path = (
+            getattr(callback, "_last_checkpoint_saved", "") or callback.last_model_path
+        )
+        step = getattr(callback, "_last_global_step_saved", None)
+        if path and (best[1] is None or (step is not None and step >= best[1])):
+            best = (path, step)
+    return best
