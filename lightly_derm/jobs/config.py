@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,38 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C", bound="JobConfig")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-3`` as a float (YAML 1.2, as JSON).
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``); learning rates are
+    written ``1e-3``.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float.
+
+    Example:
+        >>> yaml_load("lr: 1e-3")
+        {'lr': 0.001}
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def close_matches_hint(name: str, choices: Iterable[str]) -> str:
@@ -130,7 +163,7 @@ def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"config file {path} is not valid YAML: {first}") from exc
@@ -163,7 +196,7 @@ def parse_key_values(
         if not sep or not key:
             raise ValueError(f"{what} takes key=value pairs, got {item!r}")
         try:
-            result[key] = yaml.safe_load(text) if text.strip() else None
+            result[key] = yaml_load(text) if text.strip() else None
         except yaml.YAMLError:
             result[key] = text
     return result

@@ -2,7 +2,7 @@
 
 Builds on matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`, rendered by
 the Agg canvas to PNG without ``pyplot``, so no global backend is changed and nothing
-needs a display), :func:`torchvision.utils.make_grid`, :func:`torch.pca_lowrank` and
+needs a display), :func:`torchvision.utils.make_grid`, :func:`torch.linalg.eigh` (PCA) and
 lightly's ``IMAGENET_NORMALIZE`` (the normalisation of every lightly-derm method's
 views). :class:`TrainingPlots` is the Lightning callback that draws the first batch's
 views (and FG-SSL's jigsaw puzzles, AP-BYOL's mined pairs) during pretraining.
@@ -294,23 +294,28 @@ def plot_metrics(metrics_csv: str | Path, path: str | Path, title: str = "") -> 
 
 
 def pca_2d(features: Tensor) -> Tensor:
-    """The first two principal components of (N, D) features (``torch.pca_lowrank``), (N, 2)."""
+    """The first two principal components of (N, D) features, (N, 2) float32.
+
+    Exact (not randomised like ``torch.pca_lowrank``): the top eigenvectors of the
+    smaller of the two Gram matrices of the centred features, in float64, so the cost is
+    O(N·D·min(N, D)) and the memory min(N, D)².
+    """
     x = features.detach().double().cpu()
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(
             f"need (N, D) features with N >= 2, got shape {tuple(features.shape)}"
         )
     x = x - x.mean(0, keepdim=True)
-    q = min(2, x.shape[1], x.shape[0])
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)  # pca_lowrank is randomised; fix it for reproducible plots
-    try:
-        _, _, v = torch.pca_lowrank(x, q=q, center=False)
-    finally:
-        torch.random.set_rng_state(generator_state)
-    projected = x @ v[:, :q]
+    n, d = x.shape
+    q = min(2, n, d)
+    if d <= n:
+        _, vectors = torch.linalg.eigh(x.T @ x)  # ascending eigenvalues
+        projected = x @ vectors[:, -q:].flip(1)
+    else:
+        values, vectors = torch.linalg.eigh(x @ x.T)
+        projected = vectors[:, -q:].flip(1) * values[-q:].flip(0).clamp_min(0).sqrt()
     if q < 2:
-        projected = torch.cat([projected, torch.zeros(x.shape[0], 2 - q).double()], 1)
+        projected = torch.cat([projected, torch.zeros(n, 2 - q, dtype=x.dtype)], 1)
     return projected.float()
 
 
