@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +357,26 @@ def _feature_device(config: EvaluateConfig) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hides Lightning's per-Trainer info lines (hardware, tips) for repeated fits."""
+    loggers = [
+        logging.getLogger(name)
+        for name in (
+            "pytorch_lightning.utilities.rank_zero",
+            "lightning.pytorch.utilities.rank_zero",
+        )
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _say(verbose: bool, message: str) -> None:
     if verbose and rank_zero_only.rank == 0:
         print(f"lightly-derm evaluate: {message}", flush=True)
@@ -377,10 +399,13 @@ def evaluate(
         **options: Options of :class:`EvaluateConfig`; they override ``config``.
 
     Returns:
-        ``{"checkpoint", "backbone", "input_size", "data": {...}, "knn": {...},
-        "linear": {...}, "finetune": {"<fraction>": {...}}, "out"}`` with the metric
-        dictionaries of :mod:`lightly_derm.evaluation` (``*_accuracy``,
-        ``*_balanced_accuracy``, ``*_auc`` for two classes, ...).
+        The content of ``results.json``: ``checkpoint``, ``backbone``, ``input_size``,
+        ``data`` (source, split, sizes, classes), ``knn`` and ``linear`` (the metric
+        dictionaries of :func:`~lightly_derm.evaluation.knn_evaluate` and
+        :func:`~lightly_derm.evaluation.linear_probe_evaluate`: ``*_accuracy``,
+        ``*_balanced_accuracy``, ``*_auc`` for two classes, ...), ``finetune`` (one
+        :func:`~lightly_derm.evaluation.finetune_evaluate` dictionary per fraction, keyed
+        ``"0.01"``, ``"0.1"``, ``"1"``) and ``out``.
 
     Raises:
         FileNotFoundError: The checkpoint or the data do not exist.
@@ -473,9 +498,14 @@ def evaluate(
     _say(verbose, _one_line("linear probe", results["linear"], "linear_"))
     results["finetune"] = {}
     for fraction in cfg.fractions or []:
-        _say(verbose, f"fine-tuning on {fraction:g} of the labelled training images")
-        with warnings.catch_warnings():
+        _say(
+            verbose,
+            f"fine-tuning on {_percent(fraction)} of the labelled training images",
+        )
+        with warnings.catch_warnings(), _quiet_lightning():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # lightly's FinetuneClassifier has a validation_step; scoring is done here
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
             scores = finetune_evaluate(
                 backbone,
                 train_tune,
@@ -496,7 +526,7 @@ def evaluate(
                 ),
             )
         results["finetune"][f"{fraction:g}"] = scores
-        _say(verbose, _one_line(f"fine-tune {fraction:g}", scores, "finetune_"))
+        _say(verbose, _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"))
     results["out"] = str(out)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -535,6 +565,10 @@ def _one_line(label: str, scores: Mapping[str, Any], prefix: str) -> str:
     return " ".join(parts)
 
 
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
 def _cell(value: Any) -> str:
     return "–" if value is None else f"{value:.4f}"
 
@@ -570,7 +604,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     )
     for fraction, scores in results.get("finetune", {}).items():
         lines.append(
-            f"| fine-tune {float(fraction):.0%} ({scores.get('finetune_epochs')} epochs) | "
+            f"| fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
             f"{scores.get('finetune_num_train')} | "
             f"{_cell(scores.get('finetune_accuracy'))} | "
             f"{_cell(scores.get('finetune_balanced_accuracy'))} | "

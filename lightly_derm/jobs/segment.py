@@ -560,9 +560,11 @@ def segment(
         **options: Options of :class:`SegmentConfig`; they override ``config``.
 
     Returns:
-        ``{"checkpoint", "backbone", "image_size", "data": {...}, "results":
-        {"<encoder>": {"val_dice", "val_jaccard", "val_jaccard_thresholded", ["test_*"],
-        "std": {...} (folds), "folds": [...]}}, "out"}``.
+        The content of ``results.json``: ``checkpoint``, ``backbone``, ``image_size``,
+        ``epochs``, ``data`` (source, split, label fraction, folds), ``results`` (per
+        encoder, ``"pretrained"`` and/or ``"random-init"``: the mean ``val_dice``,
+        ``val_jaccard``, ``val_jaccard_thresholded`` (and ``test_*``), ``std`` over
+        folds, and the per-fold scores under ``folds``) and ``out``.
 
     Raises:
         FileNotFoundError: The checkpoint or data do not exist, or images lack masks.
