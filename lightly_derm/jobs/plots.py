@@ -70,7 +70,7 @@ def _show(axis: Any, image: Tensor, title: str | None = None) -> None:
     axis.set_xticks([])
     axis.set_yticks([])
     if title:
-        axis.set_title(title, fontsize=8)
+        axis.set_title(title, fontsize=7)
 
 
 def plot_views(
@@ -208,20 +208,21 @@ def plot_mined_pairs(
         label = int(labels[i])
         return classes[label] if classes and label < len(classes) else str(label)
 
-    figure = _figure(1.4 * columns, 2.9 * rows + 0.4)
+    figure = _figure(1.7 * columns, 3.3 * rows + 0.5)
     axes = figure.subplots(2 * rows, columns, squeeze=False)
     for i in range(rows * columns):
-        top, bottom = (
-            axes[2 * (i // columns)][i % columns],
-            axes[2 * (i // columns) + 1][i % columns],
-        )
+        top = axes[2 * (i // columns)][i % columns]
+        bottom = axes[2 * (i // columns) + 1][i % columns]
         if i >= pairs:
             top.axis("off")
             bottom.axis("off")
             continue
         an, mn = name(anchor_labels, i), name(mined_labels, i)
-        _show(top, a[i], f"anchor{': ' + an if an else ''}")
-        _show(bottom, m[i], f"mined{': ' + mn if mn else ''}")
+        mark = ""
+        if an is not None and mn is not None:
+            mark = " (same)" if an == mn else " (other)"
+        _show(top, a[i], "anchor" + (f"\n{an}" if an else ""))
+        _show(bottom, m[i], "mined" + mark + (f"\n{mn}" if mn else ""))
     when = f" at step {step}" if step is not None else ""
     figure.suptitle(f"AP-BYOL: additional positives mined by TracIn{when}", fontsize=9)
     return _save(figure, path)
