@@ -171,14 +171,20 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
         if c.labels is not None or c.task is not None:
             raise ValueError("--labels and --task need --data")
         c.synthetic_images = _positive_int(
-            "synthetic_images", c.synthetic_images or 512, 2
+            "synthetic_images",
+            c.synthetic_images if c.synthetic_images is not None else 512,
+            2,
         )
         c.synthetic_test_images = _positive_int(
-            "synthetic_test_images", c.synthetic_test_images or 256, 1
+            "synthetic_test_images",
+            c.synthetic_test_images if c.synthetic_test_images is not None else 256,
+            1,
         )
         c.synthetic_classes = _positive_int(
             "synthetic_classes",
-            c.synthetic_classes or saved.get("synthetic_classes") or 3,
+            c.synthetic_classes
+            if c.synthetic_classes is not None
+            else saved.get("synthetic_classes") or 3,
             2,
         )
         default_size = saved.get("input_size") or 64
@@ -194,7 +200,9 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
                 "leave them out with --data"
             )
         default_size = saved.get("input_size") or 224
-    c.input_size = _positive_int("input_size", c.input_size or default_size, 8)
+    c.input_size = _positive_int(
+        "input_size", c.input_size if c.input_size is not None else default_size, 8
+    )
     c.test_fraction = _fraction(
         "test_fraction", 0.2 if c.test_fraction is None else c.test_fraction, False
     )
@@ -202,21 +210,32 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     if isinstance(fractions, (int, float)):
         fractions = [fractions]
     c.fractions = [_fraction("each fine-tuning fraction", f) for f in fractions]
-    c.knn_k = _positive_int("knn_k", c.knn_k or 20)
-    c.knn_temperature = float(c.knn_temperature or 0.1)
+    c.knn_k = _positive_int("knn_k", c.knn_k if c.knn_k is not None else 20)
+    c.knn_temperature = float(
+        c.knn_temperature if c.knn_temperature is not None else 0.1
+    )
     if not c.knn_temperature > 0:
         raise ValueError(f"knn_temperature must be > 0, got {c.knn_temperature}")
     c.linear_weight_decay = float(
         1e-3 if c.linear_weight_decay is None else c.linear_weight_decay
     )
     c.finetune_epochs = _positive_int(
-        "finetune_epochs", c.finetune_epochs or (3 if c.synthetic else 20)
+        "finetune_epochs",
+        c.finetune_epochs
+        if c.finetune_epochs is not None
+        else (3 if c.synthetic else 20),
     )
     c.finetune_batch_size = _positive_int(
-        "finetune_batch_size", c.finetune_batch_size or 64, 2
+        "finetune_batch_size",
+        c.finetune_batch_size if c.finetune_batch_size is not None else 64,
+        2,
     )
-    c.finetune_lr = float(c.finetune_lr or 0.05)
-    c.batch_size = _positive_int("batch_size", c.batch_size or 256)
+    c.finetune_lr = float(c.finetune_lr if c.finetune_lr is not None else 0.05)
+    if not c.finetune_lr > 0:
+        raise ValueError(f"finetune_lr must be > 0, got {c.finetune_lr}")
+    c.batch_size = _positive_int(
+        "batch_size", c.batch_size if c.batch_size is not None else 256
+    )
     if c.num_workers is None:
         c.num_workers = 0 if c.synthetic else min(8, max(0, (os.cpu_count() or 1) - 1))
     _positive_int("num_workers", c.num_workers, 0)

@@ -274,10 +274,17 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
                 "labels"
             )
         c.synthetic_images = _positive_int(
-            "synthetic_images", c.synthetic_images or defaults["synthetic_images"], 2
+            "synthetic_images",
+            c.synthetic_images
+            if c.synthetic_images is not None
+            else defaults["synthetic_images"],
+            2,
         )
         c.synthetic_classes = _positive_int(
-            "synthetic_classes", c.synthetic_classes or defaults["synthetic_classes"]
+            "synthetic_classes",
+            c.synthetic_classes
+            if c.synthetic_classes is not None
+            else defaults["synthetic_classes"],
         )
         c.backbone = c.backbone or defaults["backbone"]
     else:
@@ -298,13 +305,19 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
             )
     check_backbone_name(c.backbone)
     c.input_size = _positive_int(
-        "input_size", c.input_size or defaults["input_size"], 8
+        "input_size",
+        c.input_size if c.input_size is not None else defaults["input_size"],
+        8,
     )
-    c.epochs = _positive_int("epochs", c.epochs or defaults["epochs"])
+    c.epochs = _positive_int(
+        "epochs", c.epochs if c.epochs is not None else defaults["epochs"]
+    )
     if c.max_steps is not None and c.max_steps != -1:
         _positive_int("max_steps", c.max_steps)
     c.batch_size = _positive_int(
-        "batch_size", c.batch_size or defaults["batch_size"], 2
+        "batch_size",
+        c.batch_size if c.batch_size is not None else defaults["batch_size"],
+        2,
     )
     if c.num_workers is None:
         cpus = os.cpu_count() or 1

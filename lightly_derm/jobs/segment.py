@@ -165,15 +165,25 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             f"{', '.join(ENCODERS)}"
         )
     c.image_size = _positive_int(
-        "image_size", c.image_size or (64 if c.synthetic else 256), 16
+        "image_size",
+        c.image_size if c.image_size is not None else (64 if c.synthetic else 256),
+        16,
     )
-    c.epochs = _positive_int("epochs", c.epochs or (3 if c.synthetic else 20))
-    c.batch_size = _positive_int("batch_size", c.batch_size or 16, 1)
-    c.lr = float(c.lr or 1e-3)
+    c.epochs = _positive_int(
+        "epochs", c.epochs if c.epochs is not None else (3 if c.synthetic else 20)
+    )
+    c.batch_size = _positive_int(
+        "batch_size", c.batch_size if c.batch_size is not None else 16, 1
+    )
+    c.lr = float(c.lr if c.lr is not None else 1e-3)
+    if not c.lr > 0:
+        raise ValueError(f"lr must be > 0, got {c.lr}")
     if c.encoder_lr is not None:
         c.encoder_lr = float(c.encoder_lr)
     c.freeze_encoder_epochs = _positive_int(
-        "freeze_encoder_epochs", c.freeze_encoder_epochs or 0, 0
+        "freeze_encoder_epochs",
+        c.freeze_encoder_epochs if c.freeze_encoder_epochs is not None else 0,
+        0,
     )
     c.label_fraction = float(1.0 if c.label_fraction is None else c.label_fraction)
     if not 0 < c.label_fraction <= 1:
@@ -194,14 +204,18 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {c.val_fraction}")
     if c.limit is not None:
         _positive_int("limit", c.limit, 2)
-    c.cache_rate = float(c.cache_rate or 0.0)
+    c.cache_rate = float(c.cache_rate if c.cache_rate is not None else 0.0)
     c.baseline = bool(c.baseline)
     if c.synthetic:
         c.synthetic_images = _positive_int(
-            "synthetic_images", c.synthetic_images or 128, 2
+            "synthetic_images",
+            c.synthetic_images if c.synthetic_images is not None else 128,
+            2,
         )
         c.synthetic_val_images = _positive_int(
-            "synthetic_val_images", c.synthetic_val_images or 48, 1
+            "synthetic_val_images",
+            c.synthetic_val_images if c.synthetic_val_images is not None else 48,
+            1,
         )
     elif c.synthetic_images is not None or c.synthetic_val_images is not None:
         raise ValueError(
