@@ -18,6 +18,11 @@ Full size, on one GPU::
         --backbone resnet50 --ssl-epochs 200 --epochs 100 --batch-size 16 \\
         --num-workers 8 --cache-rate 1.0
 
+The command line runs the same steps (its pretraining uses the whole folder)::
+
+    lightly-derm pretrain --method gravis --data isic2017-seg-subset --out runs/gravis
+    lightly-derm segment --checkpoint runs/gravis --data isic2017-seg-subset --baseline
+
 ``--checkpoint PATH`` skips step 1 and fine-tunes from an existing SSL checkpoint (any
 format ``lightly_derm.segmentation.load_ssl_encoder`` reads); ``--label-fraction 0.1``
 fine-tunes on 10 % of the training masks (SSL still sees all training images).
@@ -35,11 +40,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightly.data import LightlyDataset
-from pytorch_lightning.loggers import CSVLogger
 
 from lightly_derm import registry
 from lightly_derm.data import ISICSegmentationDataModule
-from lightly_derm.segmentation import LesionSegmentation
+from lightly_derm.jobs import build_trainer
+from lightly_derm.jobs.segment import SCORES, finetune_segmentation
 
 #: The shared ISIC subset beside the checkout (or beside its folder of worktrees).
 DEFAULT_DATA = next(
@@ -50,7 +55,6 @@ DEFAULT_DATA = next(
     ),
     Path("isic2017-seg-subset"),
 )
-SCORES = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -89,22 +93,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _trainer(args: argparse.Namespace, epochs: int, name: str) -> pl.Trainer:
-    precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="gpu" if args.device == "cuda" else "cpu",
-        devices=1,
-        precision=precision,
-        logger=CSVLogger(args.out, name=name),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
+def _hardware(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "accelerator": "gpu" if args.device == "cuda" else "cpu",
+        "devices": 1,
+        "precision": args.precision
+        or ("bf16-mixed" if args.device == "cuda" else "32-true"),
+    }
 
 
 def pretrain(args: argparse.Namespace, data: ISICSegmentationDataModule) -> Path:
-    """Pretrains ``args.method`` on the training images; returns the checkpoint path."""
+    """Pretrains ``args.method`` on the training images; returns the checkpoint path.
+
+    The images of the validation pairs are left out, so the SSL encoder never sees them
+    (``lightly-derm pretrain --data`` would use the whole folder).
+    """
     if ("method", args.method) not in registry:
         raise SystemExit(
             f"no method plugin {args.method!r} is registered (installed: "
@@ -131,11 +134,17 @@ def pretrain(args: argparse.Namespace, data: ISICSegmentationDataModule) -> Path
         collate_fn=method.default_collate(),
         persistent_workers=args.num_workers > 0,
     )
-    trainer = _trainer(args, args.ssl_epochs, f"ssl_{args.method}")
+    # The command line's Trainer: checkpoints/last.ckpt and best.ckpt, metrics.csv.
+    trainer = build_trainer(
+        args.out / f"ssl_{args.method}",
+        max_epochs=args.ssl_epochs,
+        log_every_n_steps=1,
+        tensorboard=False,
+        progress_bar=False,
+        **_hardware(args),
+    )
     trainer.fit(method, loader)
-    path = args.out / f"ssl_{args.method}_{args.backbone}.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return args.out / f"ssl_{args.method}" / "checkpoints" / "last.ckpt"
 
 
 def finetune(
@@ -144,20 +153,26 @@ def finetune(
     checkpoint: Path | None,
     name: str,
 ) -> dict[str, float]:
-    """Fine-tunes LesionSegmentation from ``checkpoint`` (or a random encoder)."""
-    pl.seed_everything(args.seed, workers=True)  # same decoder init and batches
-    model = LesionSegmentation(
-        backbone=f"lightly-derm-{args.backbone}",
-        pretrained=checkpoint,
+    """Fine-tunes LesionSegmentation from ``checkpoint`` (or a random encoder).
+
+    The same function as ``lightly-derm segment`` runs: same seed, so both encoders
+    see the same decoder initialisation and batches.
+    """
+    return finetune_segmentation(
+        data,
+        checkpoint,
+        backbone=args.backbone,
+        out_dir=args.out / name,
+        epochs=args.epochs,
         lr=args.lr,
         freeze_encoder_epochs=args.freeze_epochs,
+        seed=args.seed,
+        tensorboard=False,
+        progress_bar=False,
+        plots=False,
+        name=name,
+        **_hardware(args),
     )
-    if model.transfer_report is not None:
-        print(f"[{name}] encoder: {model.transfer_report}")
-    trainer = _trainer(args, args.epochs, name)
-    trainer.fit(model, datamodule=data)
-    (scores,) = trainer.validate(model, datamodule=data, verbose=False)
-    return {k: float(scores[k]) for k in SCORES}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from lightly_derm.data.isic_transforms import (
     isic_segmentation_transforms,
 )
 from lightly_derm.data.label_csv import LabelTable, read_labels_csv
-from lightly_derm.data.make_dataset import DATA_SOURCES, make_dataset
+from lightly_derm.data.make_dataset import DATA_SOURCES, dataset_splits, make_dataset
 from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, MedMNISTDataset
 from lightly_derm.data.resumable_loader import (
     ResumableDataLoader,
@@ -68,6 +68,7 @@ __all__ = [
     "SyntheticLesions",
     "UnreadableImageError",
     "check_image",
+    "dataset_splits",
     "find_image_files",
     "load_image",
     "make_dataset",

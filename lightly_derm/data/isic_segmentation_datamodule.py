@@ -191,10 +191,14 @@ class ISICSegmentationDataModule(pl.LightningDataModule):
 
     def _loader(self, stage: str) -> DataLoader:
         workers = self.hparams["num_workers"]
+        dataset = self._dataset(stage)
+        size, batch_size = len(dataset), self.hparams["batch_size"]
         return DataLoader(
-            self._dataset(stage),
-            batch_size=self.hparams["batch_size"],
+            dataset,
+            batch_size=batch_size,
             shuffle=stage == "train",
+            # A last training batch of one image breaks BatchNorm on small images.
+            drop_last=stage == "train" and size > batch_size and size % batch_size == 1,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),

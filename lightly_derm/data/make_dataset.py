@@ -178,6 +178,39 @@ def make_dataset(
         raise ValueError(f"{exc}. lightly-derm reads {DATA_SOURCES}") from exc
 
 
+def dataset_splits(data: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """The predefined splits of a data source, or ``()`` when it has none.
+
+    Follows the rules of :func:`make_dataset`: the synthetic lesions, MedMNIST ``.npz``
+    files and the DermaMNIST JPEG export have ``("train", "val", "test")``; a folder with
+    ``train/`` and ``val/`` or ``test/`` subfolders has those; other folders have none
+    (the caller splits them).
+
+    Example:
+        >>> dataset_splits(None)
+        ('train', 'val', 'test')
+    """
+    if data is None:
+        return _SPLITS
+    path = Path(data).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".npz" or (suffix == ".zip" and is_dermamnist_jpeg_zip(path)):
+            return _SPLITS
+        return ()
+    if not path.is_dir():
+        return ()
+    if (path / ZIP_NAME).is_file():
+        return _SPLITS
+    subfolders = {p.name for p in path.iterdir() if p.is_dir()}
+    if "train" in subfolders and ({"val", "test"} & subfolders):
+        return tuple(s for s in _SPLITS if s in subfolders)
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].suffix.lower() == ".npz":
+        return _SPLITS
+    return ()
+
+
 def _from_file(
     path: Path,
     labels: str | os.PathLike[str] | None,

@@ -53,6 +53,20 @@ def test_batches(isic_dir) -> None:
         data.test_dataloader()
 
 
+def test_no_training_batch_of_one_image(isic_dir) -> None:
+    """A last training batch of one image would break BatchNorm; it is dropped."""
+    pairs = find_isic_pairs(isic_dir)[:8]
+    data = ISICSegmentationDataModule(
+        pairs=pairs[:5], val_pairs=pairs[5:], image_size=32, batch_size=2
+    )
+    assert data.train_dataloader().drop_last and len(data.train_dataloader()) == 2
+    assert not data.val_dataloader().drop_last  # every validation image is scored
+    other = ISICSegmentationDataModule(
+        pairs=pairs[:5], val_pairs=pairs[5:], batch_size=3
+    )
+    assert not other.train_dataloader().drop_last  # a last batch of 2 is kept
+
+
 def test_dataset_factory_and_errors(isic_dir) -> None:
     pairs = find_isic_pairs(isic_dir)[:1]
     item = isic_segmentation_dataset(pairs, image_size=32, train=False)[0]

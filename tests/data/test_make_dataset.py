@@ -129,3 +129,22 @@ def test_clear_errors(tmp_path: Path) -> None:
         make_dataset(split="training")
     with pytest.raises(ValueError, match="task needs labels"):
         make_dataset(tmp_path, task="melanoma")
+
+
+def test_dataset_splits(tmp_path: Path, dermamnist_dir: Path) -> None:
+    from lightly_derm.data import dataset_splits
+
+    everything = ("train", "val", "test")
+    assert dataset_splits(None) == everything
+    np.savez(tmp_path / "derma.npz", train_images=np.zeros((1, 2, 2)))
+    assert dataset_splits(tmp_path / "derma.npz") == everything
+    assert dataset_splits(tmp_path) == everything  # a folder holding only one .npz
+    assert dataset_splits(dermamnist_dir) == everything
+    assert dataset_splits(dermamnist_dir / "dermamnist_jpg.zip") == everything
+    save_rgb(tmp_path / "split" / "train" / "a.png")
+    save_rgb(tmp_path / "split" / "test" / "b.png")
+    assert dataset_splits(tmp_path / "split") == ("train", "test")
+    save_rgb(tmp_path / "plain" / "a" / "x.png")
+    assert dataset_splits(tmp_path / "plain") == ()
+    assert dataset_splits(tmp_path / "plain" / "a" / "x.png") == ()
+    assert dataset_splits(tmp_path / "missing") == ()

@@ -1,0 +1,227 @@
+"""Lightning callbacks of the jobs: a periodic ``last.ckpt``, the epoch-mean loss, a resume hint.
+
+Builds on :class:`pytorch_lightning.callbacks.Checkpoint` and
+:meth:`pytorch_lightning.Trainer.save_checkpoint` (the full training state: weights,
+optimizer, schedulers, loop progress, callbacks), which is what ``Trainer.fit(...,
+ckpt_path=...)`` resumes from. Lightning's ``ModelCheckpoint`` keeps the best checkpoint;
+these add what it does not do on its own: ``last.ckpt`` both every N optimizer steps and
+at every epoch end (``ModelCheckpoint`` triggers are one or the other), and a
+per-epoch mean of ``train_loss`` to choose the best checkpoint by (the methods log the
+loss per step).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, Checkpoint
+
+#: The file name of the checkpoint ``--resume`` continues from.
+LAST_CHECKPOINT = "last.ckpt"
+#: The file name of the best checkpoint.
+BEST_CHECKPOINT = "best.ckpt"
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """Saves the full training state to ``dirpath/last.ckpt`` every N steps and epochs.
+
+    The file is overwritten each time, so it always holds the latest state: an
+    interrupted run loses at most ``every_n_steps`` optimizer steps (or the current
+    epoch when ``every_n_steps`` is ``None``). Continue it with
+    ``Trainer.fit(model, data, ckpt_path=".../last.ckpt")``; Lightning restores the step,
+    epoch and position in the epoch.
+
+    Args:
+        dirpath: The checkpoint folder.
+        every_n_steps: Save when this many optimizer steps (``trainer.global_step``)
+            have passed since the last save; ``None`` or 0: only at epoch ends.
+        filename: The file name.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> from lightly_derm.jobs.callbacks import PeriodicCheckpoint
+        >>> trainer = pl.Trainer(callbacks=[PeriodicCheckpoint("run/checkpoints", 100)],
+        ...                      enable_checkpointing=False, logger=False)
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_steps: int | None = None,
+        filename: str = LAST_CHECKPOINT,
+    ) -> None:
+        if every_n_steps is not None and (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 0
+        ):
+            raise ValueError(
+                f"every_n_steps must be an int >= 0 or None, got {every_n_steps!r}"
+            )
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps or 0
+        self.filename = filename
+        self._last_saved_step = -1
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        return self.dirpath / self.filename
+
+    @property
+    def state_key(self) -> str:
+        """Distinguishes this callback's state from other checkpoint callbacks'."""
+        return self._generate_state_key(
+            filename=self.filename, every_n_steps=self.every_n_steps
+        )
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.global_step == self._last_saved_step:
+            return
+        trainer.save_checkpoint(self.path)
+        self._last_saved_step = trainer.global_step
+
+    def on_train_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Counts the next interval from the (restored) step."""
+        self._last_saved_step = trainer.global_step
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Saves when ``every_n_steps`` optimizer steps have passed."""
+        if (
+            self.every_n_steps
+            and trainer.global_step >= self._last_saved_step + self.every_n_steps
+        ):
+            self._save(trainer)
+
+    def on_train_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Saves at the end of every training epoch."""
+        self._save(trainer)
+
+
+class EpochMeanLoss(Callback):
+    """Logs ``train_loss_epoch``, the mean of the step values of ``train_loss`` over an epoch.
+
+    The methods log ``train_loss`` per step; the best checkpoint should not be chosen by
+    the loss of one (the last) batch. The running sum stays on the device (no host sync
+    per step) and is part of the checkpoint, so an epoch interrupted and resumed still
+    averages all its steps. When the module logs ``train_loss`` with ``on_epoch=True``
+    itself, Lightning's own ``train_loss_epoch`` is left as it is.
+
+    Args:
+        key: The step metric to average.
+    """
+
+    def __init__(self, key: str = "train_loss") -> None:
+        self.key = key
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+        self._restored: tuple[float, int] | None = None
+        self._logs_it = False  # whether this callback (not the module) logs the mean
+
+    @property
+    def name(self) -> str:
+        """The logged metric."""
+        return f"{self.key}_epoch"
+
+    def on_train_epoch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Resets the running mean."""
+        self._sum, self._count = None, 0
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Adds this step's value of the metric (to the restored sum after a resume)."""
+        if self._restored is not None:
+            total, self._count = self._restored
+            self._sum = torch.tensor(total, device=pl_module.device)
+            self._restored = None
+        value = trainer.callback_metrics.get(self.key)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            return
+        value = value.detach().float().reshape(())
+        self._sum = value if self._sum is None else self._sum + value.to(self._sum)
+        self._count += 1
+
+    def on_train_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Logs the epoch mean (averaged over processes)."""
+        if self._sum is None:
+            return
+        if self.name in trainer.callback_metrics and not self._logs_it:
+            return  # the module logs it itself
+        self._logs_it = True
+        pl_module.log(
+            self.name,
+            self._sum / self._count,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        # epoch-end checkpoints (written after this hook) hold no partial sum
+        self._sum, self._count = None, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running sum of the current epoch (for mid-epoch checkpoints)."""
+        total = float(self._sum) if self._sum is not None else 0.0
+        return {"sum": total, "count": self._count, "logs_it": self._logs_it}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the running sum; the resumed epoch continues it."""
+        count = int(state_dict.get("count", 0))
+        self._restored = (float(state_dict.get("sum", 0.0)), count) if count else None
+        self._logs_it = bool(state_dict.get("logs_it", False))
+
+
+class ResumeHint(Callback):
+    """Prints how to continue a run that was interrupted (Ctrl+C, SIGTERM, an error).
+
+    Args:
+        checkpoint: The checkpoint ``--resume`` continues from.
+        command: The command that continues the run.
+    """
+
+    def __init__(self, checkpoint: str | Path, command: str) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.command = command
+
+    def on_exception(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        exception: BaseException,
+    ) -> None:
+        """Says where the run stopped and how to continue it."""
+        if not trainer.is_global_zero:
+            return
+        if self.checkpoint.is_file():
+            where = f"the last checkpoint is {self.checkpoint}"
+        else:
+            where = "no checkpoint was written yet"
+        print(
+            f"\nlightly-derm: training stopped at step {trainer.global_step} "
+            f"({type(exception).__name__}); {where}. Continue with: {self.command}",
+            file=sys.stderr,
+        )

@@ -1,0 +1,644 @@
+"""The evaluation job: kNN, linear probe and low-label fine-tuning of a pretrained backbone.
+
+Builds on :mod:`lightly_derm.evaluation` (:func:`~lightly_derm.evaluation.extract_features`,
+:func:`~lightly_derm.evaluation.knn_evaluate`,
+:func:`~lightly_derm.evaluation.linear_probe_evaluate`,
+:func:`~lightly_derm.evaluation.finetune_evaluate`,
+:func:`~lightly_derm.evaluation.stratified_subset`),
+:func:`~lightly_derm.jobs.load_backbone` and :func:`~lightly_derm.data.make_dataset`.
+What the job adds: the train/test split of the data (the official one where the source
+has one, else a seeded stratified split), the backbone from any checkpoint or run folder,
+and the results as ``results.json`` and a Markdown table.
+
+Example:
+    >>> from lightly_derm.jobs import evaluate
+    >>> results = evaluate(checkpoint="runs/demo")  # doctest: +SKIP
+    >>> results["linear"]["linear_balanced_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from torch.utils.data import Dataset, Subset
+
+from lightly_derm.jobs.checkpoints import (
+    CONFIG_FILE,
+    find_checkpoint,
+    load_backbone,
+    run_config,
+)
+from lightly_derm.jobs.config import JobConfig
+from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
+from lightly_derm.jobs.pretrain import (
+    _positive_int,
+    check_backbone_name,
+    with_transform,
+)
+from lightly_derm.jobs.trainer import resolve_precision, trainer_options
+from lightly_derm.jobs.transforms import eval_transform, finetune_transform
+
+#: Words that mark the built-in data wherever results show.
+SYNTHETIC_SOURCE = (
+    "built-in synthetic lesions (procedurally generated, not patient data)"
+)
+
+
+@dataclasses.dataclass
+class EvaluateConfig(JobConfig):
+    """The options of :func:`evaluate`; ``None`` means the default described here.
+
+    Attributes:
+        checkpoint: A checkpoint file (Lightning checkpoint of any method, backbone or
+            torchvision state dict) or a ``pretrain`` run folder. Required.
+        backbone: The ResNet name; default: found from the checkpoint.
+        data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); default the
+            built-in synthetic lesions (train and test streams).
+        labels: A labels CSV for an image folder.
+        task: One class of the labels CSV for a one-vs-rest binary task (AUC).
+        input_size: Image side; default the pretraining run's, else 224 (64 synthetic).
+        test_fraction: For data without predefined splits: the stratified share held
+            out for testing (default 0.2).
+        fractions: Labelled fractions for fine-tuning (default ``[0.01, 0.1, 1.0]``;
+            ``[]``: no fine-tuning).
+        knn_k: Neighbours of the kNN classifier (default 20).
+        knn_temperature: Its temperature (default 0.1).
+        linear_weight_decay: L2 of the linear probe (default 1e-3).
+        finetune_epochs: Fine-tuning epochs (default 20; 3 on synthetic data).
+        finetune_batch_size: Fine-tuning batch size (default 64).
+        finetune_lr: Fine-tuning base learning rate (default 0.05, lightly's scaling).
+        batch_size: Batch size of the feature pass (default 256).
+        num_workers: DataLoader workers (default ``min(8, CPUs - 1)``; 0 synthetic).
+        accelerator: Lightning's accelerator (default ``"auto"``).
+        devices: Lightning's devices for fine-tuning (default 1).
+        strategy: Lightning's strategy for fine-tuning (default ``"auto"``).
+        precision: Lightning's precision (default bf16-mixed on a CUDA GPU, else 32).
+        seed: The seed of splits, subsets and fine-tuning (default 0).
+        strict: Unreadable images are an error (default: skipped with a warning).
+        decode_size: Decode JPEGs at reduced size (default 2 × input size; 0: full).
+        synthetic_images: Synthetic data: training images (default 512).
+        synthetic_test_images: Synthetic data: test images (default 256).
+        synthetic_classes: Synthetic data: classes (default the run's, else 3).
+        plots: Draw the embedding plot of the test features (default on).
+        progress_bar: Show progress bars (default on).
+        out: The output folder; default ``<run folder>/evaluation`` for a run's
+            checkpoint, else ``evaluation``.
+    """
+
+    checkpoint: str | None = None
+    backbone: str | None = None
+    data: str | None = None
+    labels: str | None = None
+    task: str | None = None
+    input_size: int | None = None
+    test_fraction: float | None = None
+    fractions: list[float] | None = None
+    knn_k: int | None = None
+    knn_temperature: float | None = None
+    linear_weight_decay: float | None = None
+    finetune_epochs: int | None = None
+    finetune_batch_size: int | None = None
+    finetune_lr: float | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    accelerator: str | None = None
+    devices: int | str | None = None
+    strategy: str | None = None
+    precision: str | None = None
+    seed: int | None = None
+    strict: bool | None = None
+    decode_size: int | None = None
+    synthetic_images: int | None = None
+    synthetic_test_images: int | None = None
+    synthetic_classes: int | None = None
+    plots: bool | None = None
+    progress_bar: bool | None = None
+    out: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the evaluation uses the built-in synthetic lesions."""
+        return self.data is None
+
+
+def _run_folder(checkpoint: str) -> Path | None:
+    path = Path(checkpoint).expanduser()
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
+def _fraction(name: str, value: Any, low_open: bool = True) -> float:
+    number = float(value)
+    if not (0.0 < number <= 1.0 if low_open else 0.0 < number < 1.0):
+        interval = "(0, 1]" if low_open else "(0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return number
+
+
+def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
+    """Fills the defaults of ``config`` and checks its options (reads no images).
+
+    Raises:
+        FileNotFoundError: The checkpoint or the data do not exist.
+        ValueError: A missing checkpoint or an option out of range (named).
+    """
+    c = dataclasses.replace(config)
+    if c.checkpoint is None:
+        raise ValueError(
+            "evaluate needs --checkpoint: a checkpoint file or a pretrain run folder"
+        )
+    c.checkpoint = os.fspath(c.checkpoint)
+    find_checkpoint(c.checkpoint)  # raises FileNotFoundError with the reason
+    saved = run_config(c.checkpoint) or {}
+    if c.backbone is not None:
+        check_backbone_name(c.backbone)
+    if c.synthetic:
+        if c.labels is not None or c.task is not None:
+            raise ValueError("--labels and --task need --data")
+        c.synthetic_images = _positive_int(
+            "synthetic_images",
+            c.synthetic_images if c.synthetic_images is not None else 512,
+            2,
+        )
+        c.synthetic_test_images = _positive_int(
+            "synthetic_test_images",
+            c.synthetic_test_images if c.synthetic_test_images is not None else 256,
+            1,
+        )
+        c.synthetic_classes = _positive_int(
+            "synthetic_classes",
+            c.synthetic_classes
+            if c.synthetic_classes is not None
+            else saved.get("synthetic_classes") or 3,
+            2,
+        )
+        default_size = saved.get("input_size") or 64
+    else:
+        if not Path(c.data).expanduser().exists():  # type: ignore[arg-type]
+            raise FileNotFoundError(f"data not found: {c.data}")
+        if any(
+            v is not None
+            for v in (c.synthetic_images, c.synthetic_test_images, c.synthetic_classes)
+        ):
+            raise ValueError(
+                "the synthetic_* options apply to the built-in synthetic data only; "
+                "leave them out with --data"
+            )
+        default_size = saved.get("input_size") or 224
+    c.input_size = _positive_int(
+        "input_size", c.input_size if c.input_size is not None else default_size, 8
+    )
+    c.test_fraction = _fraction(
+        "test_fraction", 0.2 if c.test_fraction is None else c.test_fraction, False
+    )
+    fractions = [0.01, 0.1, 1.0] if c.fractions is None else c.fractions
+    if isinstance(fractions, (int, float)):
+        fractions = [fractions]
+    c.fractions = [_fraction("each fine-tuning fraction", f) for f in fractions]
+    c.knn_k = _positive_int("knn_k", c.knn_k if c.knn_k is not None else 20)
+    c.knn_temperature = float(
+        c.knn_temperature if c.knn_temperature is not None else 0.1
+    )
+    if not c.knn_temperature > 0:
+        raise ValueError(f"knn_temperature must be > 0, got {c.knn_temperature}")
+    c.linear_weight_decay = float(
+        1e-3 if c.linear_weight_decay is None else c.linear_weight_decay
+    )
+    c.finetune_epochs = _positive_int(
+        "finetune_epochs",
+        c.finetune_epochs
+        if c.finetune_epochs is not None
+        else (3 if c.synthetic else 20),
+    )
+    c.finetune_batch_size = _positive_int(
+        "finetune_batch_size",
+        c.finetune_batch_size if c.finetune_batch_size is not None else 64,
+        2,
+    )
+    c.finetune_lr = float(c.finetune_lr if c.finetune_lr is not None else 0.05)
+    if not c.finetune_lr > 0:
+        raise ValueError(f"finetune_lr must be > 0, got {c.finetune_lr}")
+    c.batch_size = _positive_int(
+        "batch_size", c.batch_size if c.batch_size is not None else 256
+    )
+    if c.num_workers is None:
+        c.num_workers = 0 if c.synthetic else min(8, max(0, (os.cpu_count() or 1) - 1))
+    _positive_int("num_workers", c.num_workers, 0)
+    c.accelerator = c.accelerator or "auto"
+    c.devices = c.devices if c.devices is not None else 1
+    if isinstance(c.devices, str) and c.devices.isdigit():
+        c.devices = int(c.devices)
+    c.strategy = c.strategy or "auto"
+    c.precision = resolve_precision(c.precision, c.accelerator)
+    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
+    c.strict = bool(c.strict)
+    if c.decode_size is None:
+        c.decode_size = 2 * c.input_size
+    c.plots = True if c.plots is None else bool(c.plots)
+    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
+    if c.out is None:
+        run = _run_folder(c.checkpoint)
+        c.out = os.fspath(run / "evaluation") if run is not None else "evaluation"
+    return c
+
+
+class LabelledSubset(Subset):  # type: ignore[type-arg]
+    """A :class:`torch.utils.data.Subset` that keeps ``targets`` and ``classes``."""
+
+    def __init__(self, dataset: Dataset[Any], indices: Sequence[int]) -> None:
+        super().__init__(dataset, list(indices))
+        targets = np.asarray(getattr(dataset, "targets", []))
+        self.targets = targets[np.asarray(self.indices, dtype=np.int64)]
+        self.classes = list(getattr(dataset, "classes", []) or [])
+
+
+def _labelled(dataset: Dataset[Any]) -> LabelledSubset:
+    targets = np.asarray(getattr(dataset, "targets", []))
+    return LabelledSubset(dataset, np.flatnonzero(targets >= 0).tolist())
+
+
+def evaluation_datasets(
+    config: EvaluateConfig,
+) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any], str]:
+    """``(train, test, train for fine-tuning, split description)`` of a resolved config.
+
+    ``train`` and ``test`` have the deterministic evaluation transform, the fine-tuning
+    set the augmenting one; all are labelled only.
+
+    Raises:
+        ValueError: The data has no labels, or too few for a split.
+    """
+    from lightly_derm.data import dataset_splits, make_dataset
+    from lightly_derm.evaluation import stratified_subset
+
+    assert config.input_size is not None
+    plain = eval_transform(config.input_size)
+    common: dict[str, Any] = {
+        "strict": bool(config.strict),
+        "decode_size": config.decode_size or None,
+    }
+    if config.synthetic:
+        synthetic = {
+            "image_size": max(config.input_size, 16),
+            "num_classes": config.synthetic_classes or 3,
+            "seed": config.seed or 0,
+        }
+        train = make_dataset(
+            None, num_images=config.synthetic_images or 2, **synthetic, split="train"
+        )
+        test = make_dataset(
+            None,
+            num_images=config.synthetic_test_images or 1,
+            **synthetic,
+            split="test",
+        )
+        split = "synthetic train and test streams (disjoint, same distribution)"
+    else:
+        splits = dataset_splits(config.data)
+        extra = {**common, "task": config.task}
+        if splits:
+            test_split = "test" if "test" in splits else "val"
+            train = make_dataset(config.data, config.labels, split="train", **extra)
+            test = make_dataset(config.data, config.labels, split=test_split, **extra)
+            split = (
+                f"the source's own splits: train for fitting, {test_split} for scoring"
+            )
+        else:
+            full = make_dataset(config.data, config.labels, **extra)
+            targets = np.asarray(getattr(full, "targets", []))
+            _require_labels(targets, str(config.data))
+            labelled = np.flatnonzero(targets >= 0)
+            if labelled.size < 4:
+                raise ValueError(
+                    f"{config.data} has {labelled.size} labelled images; evaluation needs "
+                    "a few per class to split into train and test"
+                )
+            test_idx = stratified_subset(
+                targets, float(config.test_fraction or 0.2), seed=config.seed or 0
+            )
+            train_idx = np.setdiff1d(labelled, test_idx)
+            train = LabelledSubset(full, train_idx.tolist())
+            test = LabelledSubset(full, test_idx.tolist())
+            split = (
+                f"stratified split of the labelled images: {config.test_fraction:.0%} "
+                f"for scoring, seed {config.seed}"
+            )
+    for name, part in (("training", train), ("test", test)):
+        _require_labels(np.asarray(getattr(part, "targets", [])), f"the {name} data")
+    train_eval = _labelled(_transformed(train, plain))
+    test_eval = _labelled(_transformed(test, plain))
+    train_tune = _labelled(_transformed(train, finetune_transform(config.input_size)))
+    return train_eval, test_eval, train_tune, split
+
+
+def _transformed(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
+    if isinstance(dataset, LabelledSubset):
+        return LabelledSubset(
+            with_transform(dataset.dataset, transform), dataset.indices
+        )
+    return with_transform(dataset, transform)
+
+
+def _require_labels(targets: np.ndarray, what: str) -> None:
+    if targets.size == 0 or not (targets >= 0).any():
+        raise ValueError(
+            f"{what} has no labels; evaluate needs labelled images: give --labels CSV, "
+            "a folder with class subfolders, or a MedMNIST/DermaMNIST source"
+        )
+    if targets.ndim != 1:
+        raise ValueError(
+            f"{what} has multi-label targets {targets.shape}; pick one class with --task"
+        )
+
+
+def _feature_device(config: EvaluateConfig) -> torch.device:
+    if config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available()
+    ):
+        return torch.device("cuda")
+    if config.accelerator == "mps":
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hides Lightning's per-Trainer info lines (hardware, tips) for repeated fits."""
+    loggers = [
+        logging.getLogger(name)
+        for name in (
+            "pytorch_lightning.utilities.rank_zero",
+            "lightning.pytorch.utilities.rank_zero",
+        )
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose and rank_zero_only.rank == 0:
+        print(f"lightly-derm evaluate: {message}", flush=True)
+
+
+def evaluate(
+    config: EvaluateConfig | Mapping[str, Any] | None = None,
+    *,
+    verbose: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluates a pretrained backbone: frozen-feature kNN and linear probe, fine-tuning.
+
+    Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml`` and
+    ``plots/embedding.png`` (PCA of the test features by class) into ``out``.
+
+    Args:
+        config: An :class:`EvaluateConfig` or a mapping of its options.
+        verbose: Print progress and the table.
+        **options: Options of :class:`EvaluateConfig`; they override ``config``.
+
+    Returns:
+        The content of ``results.json``: ``checkpoint``, ``backbone``, ``input_size``,
+        ``data`` (source, split, sizes, classes), ``knn`` and ``linear`` (the metric
+        dictionaries of :func:`~lightly_derm.evaluation.knn_evaluate` and
+        :func:`~lightly_derm.evaluation.linear_probe_evaluate`: ``*_accuracy``,
+        ``*_balanced_accuracy``, ``*_auc`` for two classes, ...), ``finetune`` (one
+        :func:`~lightly_derm.evaluation.finetune_evaluate` dictionary per fraction, keyed
+        ``"0.01"``, ``"0.1"``, ``"1"``) and ``out``.
+
+    Raises:
+        FileNotFoundError: The checkpoint or the data do not exist.
+        ValueError: No checkpoint, unlabelled data, a checkpoint without a backbone, or
+            a bad option.
+    """
+    from lightly_derm.evaluation import (
+        extract_features,
+        finetune_evaluate,
+        knn_evaluate,
+        linear_probe_evaluate,
+    )
+
+    base = (
+        config
+        if isinstance(config, EvaluateConfig)
+        else EvaluateConfig.from_mapping(config or {})
+    )
+    cfg = resolve_evaluate_config(base.updated(options, source="evaluate options"))
+    pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
+    out = Path(str(cfg.out))
+    checkpoint = find_checkpoint(str(cfg.checkpoint))
+    backbone, name = load_backbone(checkpoint, cfg.backbone)
+    train, test, train_tune, split = evaluation_datasets(cfg)
+    classes = list(getattr(train, "classes", []) or [])
+    num_classes = len(classes) or int(
+        max(np.max(train.targets), np.max(test.targets)) + 1  # type: ignore[attr-defined]
+    )
+    source = SYNTHETIC_SOURCE if cfg.synthetic else str(cfg.data)
+    _say(verbose, f"backbone {name} from {checkpoint}")
+    _say(
+        verbose,
+        f"data: {source}; {len(train)} training and {len(test)} test images, "  # type: ignore[arg-type]
+        f"{num_classes} classes; {split}",
+    )
+    device = _feature_device(cfg)
+    autocast = (
+        torch.bfloat16
+        if "bf16" in str(cfg.precision) and device.type == "cuda"
+        else None
+    )
+    feature_options: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+        "device": device,
+        "autocast_dtype": autocast,
+        "channels_last": device.type == "cuda",
+    }
+    train_features = extract_features(
+        backbone,
+        train,
+        progress="features (train)" if cfg.progress_bar else False,
+        **feature_options,
+    )
+    test_features = extract_features(
+        backbone,
+        test,
+        progress="features (test)" if cfg.progress_bar else False,
+        **feature_options,
+    )
+    results: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "backbone": name,
+        "input_size": cfg.input_size,
+        "data": {
+            "source": source,
+            "synthetic": cfg.synthetic,
+            "labels": cfg.labels,
+            "task": cfg.task,
+            "split": split,
+            "train_images": len(train),  # type: ignore[arg-type]
+            "test_images": len(test),  # type: ignore[arg-type]
+            "classes": classes,
+        },
+    }
+    results["knn"] = knn_evaluate(
+        train_features,
+        test_features,
+        num_classes=num_classes,
+        k=int(cfg.knn_k or 20),
+        temperature=float(cfg.knn_temperature or 0.1),
+    )
+    results["linear"] = linear_probe_evaluate(
+        train_features,
+        test_features,
+        num_classes=num_classes,
+        weight_decay=float(cfg.linear_weight_decay or 0.0),
+    )
+    _say(verbose, _one_line("kNN", results["knn"], "knn_"))
+    _say(verbose, _one_line("linear probe", results["linear"], "linear_"))
+    results["finetune"] = {}
+    for fraction in cfg.fractions or []:
+        _say(
+            verbose,
+            f"fine-tuning on {_percent(fraction)} of the labelled training images",
+        )
+        with warnings.catch_warnings(), _quiet_lightning():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # lightly's FinetuneClassifier has a validation_step; scoring is done here
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+            scores = finetune_evaluate(
+                backbone,
+                train_tune,
+                test,
+                fraction=fraction,
+                num_classes=num_classes,
+                epochs=int(cfg.finetune_epochs or 1),
+                batch_size=int(cfg.finetune_batch_size or 64),
+                lr=float(cfg.finetune_lr or 0.05),
+                seed=int(cfg.seed or 0),
+                num_workers=int(cfg.num_workers or 0),
+                trainer_kwargs=trainer_options(
+                    accelerator=str(cfg.accelerator),
+                    devices=cfg.devices,  # type: ignore[arg-type]
+                    strategy=str(cfg.strategy),
+                    precision=cfg.precision,
+                    progress_bar=bool(cfg.progress_bar),
+                ),
+            )
+        results["finetune"][f"{fraction:g}"] = scores
+        _say(verbose, _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"))
+    results["out"] = str(out)
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILE)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        table = results_markdown(results)
+        (out / "results.md").write_text(table)
+        if cfg.plots:
+            try:
+                plot_embedding(
+                    test_features.features,
+                    out / "plots" / PLOT_FILES["embedding"],
+                    targets=test_features.targets,
+                    classes=classes,
+                    title=f"{name} features of the test images "
+                    f"({'synthetic lesions' if cfg.synthetic else Path(str(cfg.data)).name}), PCA",
+                )
+            except Exception as exc:  # plots must not fail the job
+                warnings.warn(f"could not draw the embedding plot: {exc}", stacklevel=2)
+        if verbose:
+            print("\n" + table)
+        _say(verbose, f"wrote {out}/ (results.json, results.md, config.yaml, plots/)")
+    return results
+
+
+def _one_line(label: str, scores: Mapping[str, Any], prefix: str) -> str:
+    parts = [f"{label}:"]
+    for key, name in (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced accuracy"),
+        ("auc", "AUC"),
+    ):
+        value = scores.get(prefix + key)
+        if value is not None:
+            parts.append(f"{name} {value:.4f}")
+    return " ".join(parts)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    """The results of :func:`evaluate` as a Markdown table with a header paragraph."""
+    data = results["data"]
+    lines = [
+        f"# Evaluation of `{results['checkpoint']}`",
+        "",
+        f"- backbone: {results['backbone']}, input {results['input_size']} px",
+        f"- data: {data['source']}"
+        + (f", labels {data['labels']}" if data.get("labels") else "")
+        + (f", task {data['task']}" if data.get("task") else ""),
+        f"- {data['train_images']} training and {data['test_images']} test images, "
+        f"{len(data['classes'])} classes; {data['split']}",
+        "",
+        "| protocol | labelled training images | accuracy | balanced accuracy | AUC |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    knn = results["knn"]
+    lines.append(
+        f"| kNN (k={knn.get('knn_k')}, frozen) | {data['train_images']} | "
+        f"{_cell(knn.get('knn_accuracy'))} | {_cell(knn.get('knn_balanced_accuracy'))} | "
+        f"{_cell(knn.get('knn_auc'))} |"
+    )
+    linear = results["linear"]
+    lines.append(
+        f"| linear probe (frozen) | {data['train_images']} | "
+        f"{_cell(linear.get('linear_accuracy'))} | "
+        f"{_cell(linear.get('linear_balanced_accuracy'))} | "
+        f"{_cell(linear.get('linear_auc'))} |"
+    )
+    for fraction, scores in results.get("finetune", {}).items():
+        lines.append(
+            f"| fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
+            f"{scores.get('finetune_num_train')} | "
+            f"{_cell(scores.get('finetune_accuracy'))} | "
+            f"{_cell(scores.get('finetune_balanced_accuracy'))} | "
+            f"{_cell(scores.get('finetune_auc'))} |"
+        )
+    lines.append("")
+    lines.append("AUC only for two classes; – where it does not apply.")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "EvaluateConfig",
+    "LabelledSubset",
+    "evaluate",
+    "evaluation_datasets",
+    "resolve_evaluate_config",
+    "results_markdown",
+]

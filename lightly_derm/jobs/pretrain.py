@@ -1,0 +1,836 @@
+"""The pretraining job: any registered method on a data path or the built-in synthetic lesions.
+
+Builds on the plugin registry (``registry.create("method", ...)``), the method
+conventions of :class:`~lightly_derm.methods.SSLMethod` (``default_transform``,
+``default_collate``, ``train_loss``), :func:`~lightly_derm.data.make_dataset`, a torch
+``DataLoader`` and the Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
+job adds: defaults that depend on the data (a CPU-sized demo on synthetic data, the
+methods' own settings on real data), a run folder with everything a person looks at,
+and ``resume`` that refuses to continue a run under a different configuration.
+
+Example:
+    >>> from lightly_derm.jobs import pretrain
+    >>> result = pretrain(method="gravis", out="runs/demo")  # doctest: +SKIP
+    >>> result.backbone_path  # doctest: +SKIP
+    PosixPath('runs/demo/backbone.pt')
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from pytorch_lightning.callbacks import Callback
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
+from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
+from lightly_derm.jobs.config import JobConfig, check_kwargs
+from lightly_derm.jobs.plots import (
+    PLOT_FILES,
+    TrainingPlots,
+    plot_embedding,
+    plot_metrics,
+)
+from lightly_derm.jobs.trainer import (
+    CHECKPOINT_DIR,
+    TENSORBOARD_DIR,
+    build_trainer,
+    resolve_precision,
+)
+from lightly_derm.jobs.transforms import eval_transform
+
+#: Defaults with no data: the demo on built-in synthetic lesions, a minute or two on a
+#: laptop CPU (measured in docs/cli.rst).
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "backbone": "resnet18",
+    "input_size": 64,
+    "epochs": 4,
+    "batch_size": 32,
+    "synthetic_images": 256,
+    "synthetic_classes": 3,
+}
+#: Defaults with real data (the methods' own hyperparameters apply on top).
+DATA_DEFAULTS: dict[str, Any] = {
+    "input_size": 224,
+    "epochs": 100,
+    "batch_size": 32,
+}
+#: Options that must not change when a run is resumed.
+RESUME_FIXED: tuple[str, ...] = (
+    "method",
+    "method_args",
+    "data",
+    "labels",
+    "backbone",
+    "backbone_weights",
+    "input_size",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "seed",
+    "decode_size",
+    "synthetic_images",
+    "synthetic_classes",
+)
+#: Outputs of a run that ``overwrite`` removes.
+RUN_OUTPUTS: tuple[str, ...] = (
+    CHECKPOINT_DIR,
+    TENSORBOARD_DIR,
+    "plots",
+    "metrics.csv",
+    "hparams.yaml",
+    BACKBONE_FILE,
+    "summary.json",
+    CONFIG_FILE,
+)
+
+
+@dataclasses.dataclass
+class PretrainConfig(JobConfig):
+    """The options of :func:`pretrain`; ``None`` means the default described here.
+
+    Attributes:
+        method: A registered ``method`` plugin (``lightly-derm plugins --kind method``);
+            default ``"gravis"``.
+        method_args: Keyword arguments of the method's constructor (checked against its
+            signature), e.g. ``{"lr": 0.01}``.
+        data: A data path (see :func:`~lightly_derm.data.make_dataset`); ``None``: the
+            built-in synthetic lesions.
+        labels: A labels CSV for an image folder (optional for pretraining; used for
+            the embedding plot and AP-BYOL's same-label rate; required by ``classify``
+            methods).
+        backbone: A torchvision ResNet name; default ``resnet18`` on synthetic data,
+            else the method's default.
+        backbone_weights: A local checkpoint to start the backbone from.
+        input_size: The side of the views; default 64 on synthetic data, else 224.
+        epochs: Training epochs; default 4 on synthetic data, else 100.
+        max_steps: Stop after this many optimizer steps (default: no limit).
+        batch_size: Images per step per device; default 32.
+        num_workers: DataLoader workers; default ``min(8, CPUs - 1)``, 0 on synthetic
+            data (generating it costs less than a worker process).
+        accelerator: Lightning's accelerator; default ``"auto"``.
+        devices: Lightning's devices; default ``"auto"``.
+        strategy: Lightning's strategy; default ``"auto"``.
+        precision: Lightning's precision; default ``bf16-mixed`` on a CUDA GPU that
+            has it, else ``32-true``.
+        seed: Seeds everything (default 0).
+        strict: Unreadable images are an error instead of being skipped (default off).
+        decode_size: Decode JPEGs at reduced size with the shorter side at least this;
+            default twice the input size; 0: full size.
+        synthetic_images: Synthetic data: the number of images (default 256).
+        synthetic_classes: Synthetic data: the number of classes (default 3).
+        checkpoint_every_n_steps: Also write ``checkpoints/last.ckpt`` every this many
+            optimizer steps (default 200; every epoch end always).
+        log_every_n_steps: Logging interval (default ``min(50, steps per epoch)``).
+        plots: Draw the plots (default on).
+        embedding_images: At most this many images in the embedding plot (default 1000).
+        progress_bar: Show Lightning's progress bar (default on).
+        tensorboard: Write TensorBoard logs (default on).
+        out: The run folder; default ``runs/<method>``.
+    """
+
+    method: str | None = None
+    method_args: dict[str, Any] | None = None
+    data: str | None = None
+    labels: str | None = None
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    input_size: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    accelerator: str | None = None
+    devices: int | str | None = None
+    strategy: str | None = None
+    precision: str | None = None
+    seed: int | None = None
+    strict: bool | None = None
+    decode_size: int | None = None
+    synthetic_images: int | None = None
+    synthetic_classes: int | None = None
+    checkpoint_every_n_steps: int | None = None
+    log_every_n_steps: int | None = None
+    plots: bool | None = None
+    embedding_images: int | None = None
+    progress_bar: bool | None = None
+    tensorboard: bool | None = None
+    out: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the run uses the built-in synthetic lesions."""
+        return self.data is None
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    """What :func:`pretrain` produced.
+
+    Attributes:
+        out_dir: The run folder.
+        config: The effective configuration (also in ``config.yaml``).
+        model: The trained method (a LightningModule).
+        trainer: The Trainer.
+        last_checkpoint: ``checkpoints/last.ckpt``.
+        best_checkpoint: ``checkpoints/best.ckpt`` (lowest epoch-mean training loss), or
+            ``None``.
+        backbone_path: ``backbone.pt``: the backbone state dict with torchvision keys.
+        summary: The facts of ``summary.json`` (steps, losses, time, data).
+        plots: The PNG files written.
+    """
+
+    out_dir: Path
+    config: PretrainConfig
+    model: pl.LightningModule
+    trainer: pl.Trainer
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    backbone_path: Path | None
+    summary: dict[str, Any]
+    plots: list[Path]
+
+
+# ----------------------------------------------------------------------- checks
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_devices(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def check_backbone_name(name: Any) -> str:
+    """Raises ValueError unless ``name`` is a ResNet lightly-derm builds by name."""
+    from lightly_derm.models.backbones import RESNETS
+
+    if name not in RESNETS:
+        raise ValueError(
+            f"backbone {name!r} is not a known ResNet; choose one of {', '.join(RESNETS)}"
+        )
+    return str(name)
+
+
+def method_info(name: str) -> Any:
+    """The registry entry of a ``method`` plugin that pretrains or classifies.
+
+    Raises:
+        UnknownComponentError: No such method (the message lists the registered ones).
+        ValueError: The plugin declares another task.
+    """
+    from lightly_derm import registry
+
+    info = registry.info("method", name)
+    task = info.metadata.get("task")
+    if task not in ("pretrain", "classify"):
+        raise ValueError(
+            f"method {info.name!r} declares task {task!r}; pretrain runs methods with "
+            "task 'pretrain' or 'classify'"
+        )
+    return info
+
+
+def resolve_config(config: PretrainConfig) -> PretrainConfig:
+    """Fills every default of ``config`` and checks the options (no data is read).
+
+    Raises:
+        UnknownComponentError: The method is not registered.
+        ValueError: An option is out of range or a method argument unknown (named).
+    """
+    c = dataclasses.replace(config)
+    c.method = c.method or "gravis"
+    info = method_info(c.method)
+    c.method = info.name
+    c.method_args = dict(c.method_args or {})
+    check_kwargs(
+        info.load(),
+        c.method_args,
+        f"method {info.name!r}",
+        reserved={"backbone": "--backbone", "backbone_weights": "--backbone-weights"},
+    )
+    defaults = SYNTHETIC_DEFAULTS if c.synthetic else DATA_DEFAULTS
+    if c.synthetic:
+        if c.labels is not None:
+            raise ValueError(
+                "--labels needs --data: the built-in synthetic lesions carry their own "
+                "labels"
+            )
+        c.synthetic_images = _positive_int(
+            "synthetic_images",
+            c.synthetic_images
+            if c.synthetic_images is not None
+            else defaults["synthetic_images"],
+            2,
+        )
+        c.synthetic_classes = _positive_int(
+            "synthetic_classes",
+            c.synthetic_classes
+            if c.synthetic_classes is not None
+            else defaults["synthetic_classes"],
+        )
+        c.backbone = c.backbone or defaults["backbone"]
+    else:
+        c.data = os.fspath(c.data)  # type: ignore[arg-type]
+        if not Path(c.data).expanduser().exists():
+            raise FileNotFoundError(f"data not found: {c.data}")
+        if c.synthetic_images is not None or c.synthetic_classes is not None:
+            raise ValueError(
+                "synthetic_images and synthetic_classes apply to the built-in "
+                "synthetic data only; leave them out with --data"
+            )
+        if c.backbone is None:
+            default = inspect.signature(info.load()).parameters.get("backbone")
+            c.backbone = (
+                default.default
+                if default is not None and isinstance(default.default, str)
+                else "resnet50"
+            )
+    check_backbone_name(c.backbone)
+    c.input_size = _positive_int(
+        "input_size",
+        c.input_size if c.input_size is not None else defaults["input_size"],
+        8,
+    )
+    c.epochs = _positive_int(
+        "epochs", c.epochs if c.epochs is not None else defaults["epochs"]
+    )
+    if c.max_steps is not None and c.max_steps != -1:
+        _positive_int("max_steps", c.max_steps)
+    c.batch_size = _positive_int(
+        "batch_size",
+        c.batch_size if c.batch_size is not None else defaults["batch_size"],
+        2,
+    )
+    if c.num_workers is None:
+        cpus = os.cpu_count() or 1
+        c.num_workers = 0 if c.synthetic else min(8, max(0, cpus - 1))
+    _positive_int("num_workers", c.num_workers, 0)
+    c.accelerator = c.accelerator or "auto"
+    c.devices = _parse_devices(c.devices if c.devices is not None else "auto")
+    c.strategy = c.strategy or "auto"
+    c.precision = resolve_precision(c.precision, c.accelerator)
+    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
+    c.strict = bool(c.strict)
+    if c.decode_size is None:
+        c.decode_size = 2 * c.input_size
+    _positive_int("decode_size", c.decode_size, 0)
+    c.checkpoint_every_n_steps = _positive_int(
+        "checkpoint_every_n_steps",
+        200 if c.checkpoint_every_n_steps is None else c.checkpoint_every_n_steps,
+        0,
+    )
+    if c.log_every_n_steps is not None:
+        _positive_int("log_every_n_steps", c.log_every_n_steps)
+    c.plots = True if c.plots is None else bool(c.plots)
+    c.embedding_images = _positive_int(
+        "embedding_images",
+        1000 if c.embedding_images is None else c.embedding_images,
+        0,
+    )
+    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
+    c.tensorboard = True if c.tensorboard is None else bool(c.tensorboard)
+    c.out = os.fspath(c.out) if c.out is not None else f"runs/{c.method}"
+    return c
+
+
+def resume_config(config: PretrainConfig) -> PretrainConfig:
+    """The configuration of the run in ``config.out``, with the options given now.
+
+    Options of :data:`RESUME_FIXED` must equal the saved ones; the others (hardware,
+    logging, plots) may change.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no run or no ``checkpoints/last.ckpt``.
+        ValueError: A fixed option differs (named, with both values).
+    """
+    if config.out is None:
+        raise ValueError("resume needs the run folder: give --out DIR")
+    out = Path(config.out)
+    saved_path = out / CONFIG_FILE
+    if not saved_path.is_file():
+        raise FileNotFoundError(
+            f"nothing to resume: {out} holds no lightly-derm pretraining run "
+            f"(no {CONFIG_FILE})"
+        )
+    if not (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"nothing to resume in {out}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} (the "
+            "run stopped before its first checkpoint); start it again without --resume"
+        )
+    saved = PretrainConfig.load(saved_path)
+    given = config.given()
+    given.pop("out", None)
+    for key in RESUME_FIXED:
+        if key not in given:
+            continue
+        now, then = given[key], getattr(saved, key)
+        if key == "method_args":
+            now = {**(then or {}), **now}
+        if key == "devices":
+            now, then = _parse_devices(now), _parse_devices(then)
+        if key in ("data", "labels", "backbone_weights") and now is not None:
+            same = (
+                then is not None
+                and Path(now).expanduser().resolve()
+                == Path(then).expanduser().resolve()
+            )
+        else:
+            same = now == then
+        if not same:
+            raise ValueError(
+                f"cannot resume {out} with {key}={now!r}: the run was started with "
+                f"{key}={then!r}; resume without it, or start a new run (another --out)"
+            )
+    merged = saved.updated(given, source=str(saved_path))
+    merged.out = os.fspath(out)
+    return resolve_config(merged)
+
+
+def _resume_state(path: Path) -> tuple[int | None, int | None]:
+    """``(global_step, logging step)`` stored in a Lightning checkpoint."""
+    from lightly_derm.models.checkpoints import load_checkpoint_file
+
+    try:
+        checkpoint = load_checkpoint_file(path)
+    except ValueError:
+        return None, None
+    step = checkpoint.get("global_step")
+    try:
+        log_step = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"][
+            "_batches_that_stepped"
+        ]
+    except (KeyError, TypeError):
+        log_step = None
+    return (
+        int(step) if step is not None else None,
+        int(log_step) if log_step is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------- data
+def pretrain_dataset(
+    config: PretrainConfig, transform: Any, split: str = "train"
+) -> Dataset[Any]:
+    """The dataset of a resolved configuration, with ``transform``."""
+    from lightly_derm.data import make_dataset
+
+    assert config.input_size is not None
+    return make_dataset(
+        config.data,
+        config.labels,
+        transform=transform,
+        strict=bool(config.strict),
+        split=split,
+        decode_size=config.decode_size or None,
+        num_images=config.synthetic_images or 1,
+        image_size=max(config.input_size, 16),
+        num_classes=config.synthetic_classes or 1,
+        seed=config.seed or 0,
+    )
+
+
+def with_transform(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
+    """A shallow copy of a lightly-derm dataset with another ``transform`` (files are not read again)."""
+    if not hasattr(dataset, "transform"):
+        raise TypeError(
+            f"{type(dataset).__name__} has no transform attribute to replace"
+        )
+    copied = copy.copy(dataset)
+    copied.transform = transform  # type: ignore[attr-defined]
+    return copied
+
+
+def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
+    classes = getattr(dataset, "classes", None) or []
+    targets = np.asarray(getattr(dataset, "targets", []))
+    labelled = int((targets >= 0).sum()) if targets.size else 0
+    if config.synthetic:
+        return (
+            f"built-in SYNTHETIC lesions (procedurally generated, not patient data): "
+            f"{len(dataset)} images of {config.input_size} px, "  # type: ignore[arg-type]
+            f"{len(classes)} classes ({', '.join(classes)}), seed {config.seed}"
+        )
+    label_text = (
+        f", {labelled} labelled in {len(classes)} classes"
+        if labelled
+        else ", unlabelled"
+    )
+    return f"{config.data}: {len(dataset)} images{label_text}"  # type: ignore[arg-type]
+
+
+def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.LightningModule:
+    from lightly_derm import registry
+
+    info = method_info(str(config.method))
+    kwargs = dict(config.method_args or {})
+    if info.metadata.get("task") == "classify":
+        targets = np.asarray(getattr(dataset, "targets", []))
+        if not targets.size or not (targets >= 0).any():
+            raise ValueError(
+                f"method {info.name!r} is a classifier (task 'classify') and needs "
+                "labelled data: give --labels CSV or a folder with class subfolders"
+            )
+        accepts = inspect.signature(info.load()).parameters
+        if "num_classes" in accepts and "num_classes" not in kwargs:
+            kwargs["num_classes"] = int(
+                len(getattr(dataset, "classes", []) or []) or targets.max() + 1
+            )
+    kwargs["backbone"] = config.backbone
+    if config.backbone_weights is not None:
+        kwargs["backbone_weights"] = config.backbone_weights
+    return registry.create("method", info.name, **kwargs)
+
+
+# ----------------------------------------------------------------------- the job
+def _say(verbose: bool, message: str) -> None:
+    if verbose and rank_zero_only.rank == 0:
+        print(f"lightly-derm pretrain: {message}", flush=True)
+
+
+def _clear_outputs(out: Path) -> None:
+    for name in RUN_OUTPUTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def pretrain(
+    config: PretrainConfig | Mapping[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    verbose: bool = True,
+    callbacks: Sequence[Callback] = (),
+    **options: Any,
+) -> PretrainResult:
+    """Pretrains a registered method and writes a run folder.
+
+    The run folder ``out`` gets ``config.yaml`` (the effective configuration),
+    ``checkpoints/last.ckpt`` (every ``checkpoint_every_n_steps`` steps and every epoch)
+    and ``checkpoints/best.ckpt`` (lowest epoch-mean ``train_loss``), ``metrics.csv``
+    and ``hparams.yaml``, ``tensorboard/``, ``backbone.pt`` (the backbone's state dict
+    with torchvision key names, for torchvision and MONAI), ``summary.json``, and
+    ``plots/``: ``loss.png``, ``views.png`` (the first batch as the method sees it),
+    ``jigsaws.png`` (FG-SSL), ``mined_pairs.png`` (AP-BYOL), ``embedding.png`` (PCA of
+    the backbone's features, coloured by label).
+
+    Args:
+        config: A :class:`PretrainConfig` or a mapping of its options.
+        resume: Continue the run in ``out`` from ``checkpoints/last.ckpt`` with its
+            saved configuration; options given now must not change what the run is
+            (see :data:`RESUME_FIXED`).
+        overwrite: Replace the outputs of an earlier run in ``out`` (otherwise an
+            earlier run there is an error).
+        verbose: Print what was chosen and what was written.
+        callbacks: More Lightning callbacks for the Trainer.
+        **options: Options of :class:`PretrainConfig`; they override ``config``.
+
+    Returns:
+        A :class:`PretrainResult`.
+
+    Raises:
+        UnknownComponentError: The method is not registered (the message lists the
+            registered ones).
+        FileNotFoundError: The data, labels or the run to resume do not exist.
+        ValueError: A bad option, an empty dataset, an unreadable image with
+            ``strict``, a run already in ``out``, or a resume that changes the run.
+    """
+    base = (
+        config
+        if isinstance(config, PretrainConfig)
+        else PretrainConfig.from_mapping(config or {})
+    )
+    requested = base.updated(options, source="pretrain options")
+    is_zero = rank_zero_only.rank == 0
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
+    if resume:
+        cfg = resume_config(requested)
+    else:
+        cfg = resolve_config(requested)
+    out = Path(str(cfg.out))
+    last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not resume and is_zero:
+        if (out / CONFIG_FILE).is_file() or last.is_file():
+            if not overwrite:
+                raise ValueError(
+                    f"{out} already holds a pretraining run; continue it with --resume, "
+                    "replace it with --overwrite, or choose another --out"
+                )
+            _clear_outputs(out)
+
+    pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
+    assert cfg.input_size is not None and cfg.batch_size is not None
+    # The labels decide some method arguments (classifiers), the method decides the
+    # views: read the data once, then give it the method's transform.
+    untransformed = pretrain_dataset(cfg, transform=None)
+    method = _create_method(cfg, untransformed)
+    dataset = with_transform(
+        untransformed, method.default_transform(input_size=cfg.input_size)
+    )
+    if len(dataset) < 2:  # type: ignore[arg-type]
+        raise ValueError(
+            f"pretraining needs at least 2 images; the data has {len(dataset)}"  # type: ignore[arg-type]
+        )
+    batch_size = cfg.batch_size
+    if len(dataset) < batch_size:  # type: ignore[arg-type]
+        batch_size = len(dataset)  # type: ignore[arg-type]
+        _say(
+            verbose,
+            f"batch size lowered to {batch_size}: the data has only {batch_size} images",
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=int(cfg.num_workers or 0),
+        collate_fn=method.default_collate(),
+        persistent_workers=bool(cfg.num_workers),
+        pin_memory=torch.cuda.is_available() and cfg.accelerator != "cpu",
+    )
+    steps_per_epoch = len(loader)
+    resume_step = log_step = None
+    if resume:
+        resume_step, log_step = _resume_state(last)
+
+    _say(verbose, f"data: {_describe_data(cfg, dataset)}")
+    chosen = (
+        f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
+        f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
+        f"batch size {batch_size}, precision {cfg.precision}"
+    )
+    if cfg.method_args:
+        chosen += f", method args {cfg.method_args}"
+    _say(
+        verbose,
+        ("demo defaults for synthetic data: " if cfg.synthetic else "") + chosen,
+    )
+    if resume:
+        _say(verbose, f"resuming {out} from {last} (step {resume_step})")
+    if is_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILE)
+
+    plots = TrainingPlots(out / "plots", classes=getattr(dataset, "classes", None))
+    command = f"lightly-derm pretrain --out {out} --resume"
+    trainer = build_trainer(
+        out,
+        max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
+        accelerator=str(cfg.accelerator),
+        devices=cfg.devices,  # type: ignore[arg-type]
+        strategy=str(cfg.strategy),
+        precision=cfg.precision,
+        monitor="train_loss_epoch",
+        mode="min",
+        checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
+        log_every_n_steps=cfg.log_every_n_steps or max(1, min(50, steps_per_epoch)),
+        progress_bar=bool(cfg.progress_bar),
+        tensorboard=bool(cfg.tensorboard),
+        resume_log_step=log_step,
+        callbacks=[
+            *([plots] if cfg.plots else []),
+            ResumeHint(last, command),
+            *callbacks,
+        ],
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # A mid-epoch resume continues at the saved step; the rest of that epoch is a
+        # fresh shuffle (documented), which is what this Lightning warning is about.
+        warnings.filterwarnings(
+            "ignore", message=".*resuming from a checkpoint that ended before the epoch"
+        )
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(method, loader, ckpt_path=last if resume else None)
+    seconds = time.perf_counter() - started
+
+    best = out / CHECKPOINT_DIR / BEST_CHECKPOINT
+    written: list[Path] = list(plots.written)
+    backbone_path: Path | None = None
+    summary: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        backbone = getattr(method, "backbone", None)
+        if isinstance(backbone, torch.nn.Module):
+            backbone_path = out / BACKBONE_FILE
+            state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+            torch.save(state, backbone_path)
+        if cfg.plots:
+            written += _final_plots(cfg, method, dataset, out, trainer)
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if isinstance(v, torch.Tensor) and v.numel() == 1
+        }
+        summary = {
+            "method": cfg.method,
+            "synthetic_data": cfg.synthetic,
+            "images": len(dataset),  # type: ignore[arg-type]
+            "steps_per_epoch": steps_per_epoch,
+            "global_step": trainer.global_step,
+            "epochs_completed": trainer.current_epoch,
+            "resumed_from_step": resume_step,
+            "seconds": round(seconds, 2),
+            "metrics": metrics,
+            "last_checkpoint": str(last),
+            "best_checkpoint": str(best) if best.is_file() else None,
+            "best_train_loss_epoch": _best_score(trainer),
+            "backbone": str(backbone_path) if backbone_path else None,
+            "device": str(trainer.strategy.root_device),
+            "precision": cfg.precision,
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        loss = metrics.get("train_loss_epoch", metrics.get("train_loss"))
+        _say(
+            verbose,
+            f"done: {trainer.global_step} steps in {seconds:.0f} s"
+            + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
+            + f"; wrote {out}/ ({', '.join(_listing(out))})",
+        )
+        _say(verbose, f"next: lightly-derm evaluate --checkpoint {out}")
+    return PretrainResult(
+        out_dir=out,
+        config=cfg,
+        model=method,
+        trainer=trainer,
+        last_checkpoint=last,
+        best_checkpoint=best if best.is_file() else None,
+        backbone_path=backbone_path,
+        summary=summary,
+        plots=written,
+    )
+
+
+def _best_score(trainer: pl.Trainer) -> float | None:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for callback in trainer.checkpoint_callbacks:
+        if (
+            isinstance(callback, ModelCheckpoint)
+            and callback.best_model_score is not None
+        ):
+            return float(callback.best_model_score)
+    return None
+
+
+def _listing(out: Path) -> list[str]:
+    names = []
+    for name in (
+        f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+        f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}",
+        BACKBONE_FILE,
+        "metrics.csv",
+        f"{TENSORBOARD_DIR}/",
+        CONFIG_FILE,
+    ):
+        if (out / name.rstrip("/")).exists():
+            names.append(name)
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    if plots:
+        names.append(f"plots/: {', '.join(plots)}")
+    return names
+
+
+def _final_plots(
+    cfg: PretrainConfig,
+    method: pl.LightningModule,
+    data: Dataset[Any],
+    out: Path,
+    trainer: pl.Trainer,
+) -> list[Path]:
+    """Loss curves and the embedding plot; failures become warnings."""
+    written: list[Path] = []
+    plot_dir = out / "plots"
+    try:
+        written.append(
+            plot_metrics(
+                out / "metrics.csv",
+                plot_dir / PLOT_FILES["metrics"],
+                title=f"{cfg.method} on {'synthetic lesions' if cfg.synthetic else cfg.data}",
+            )
+        )
+    except Exception as exc:  # plots must not fail the run
+        warnings.warn(
+            f"could not draw the loss curves: {exc}", UserWarning, stacklevel=2
+        )
+    if cfg.embedding_images:
+        try:
+            written.append(_embedding_plot(cfg, method, data, plot_dir, trainer))
+        except Exception as exc:
+            warnings.warn(
+                f"could not draw the embedding plot: {exc}", UserWarning, stacklevel=2
+            )
+    return written
+
+
+def _embedding_plot(
+    cfg: PretrainConfig,
+    method: pl.LightningModule,
+    data: Dataset[Any],
+    plot_dir: Path,
+    trainer: pl.Trainer,
+) -> Path:
+    from lightly_derm.evaluation import extract_features
+
+    assert cfg.input_size is not None
+    dataset = with_transform(data, eval_transform(cfg.input_size))
+    size = len(dataset)  # type: ignore[arg-type]
+    count = min(size, int(cfg.embedding_images or 0))
+    indices = np.sort(
+        np.random.default_rng(cfg.seed).choice(size, size=count, replace=False)
+    )
+    subset = Subset(dataset, indices.tolist())
+    device = trainer.strategy.root_device
+    features = extract_features(
+        method,
+        subset,
+        batch_size=128,
+        num_workers=int(cfg.num_workers or 0),
+        device=device,
+        autocast_dtype=torch.bfloat16 if "bf16" in str(cfg.precision) else None,
+    )
+    targets = features.targets if features.targets.ndim == 1 else None
+    source = "synthetic lesions" if cfg.synthetic else Path(str(cfg.data)).name
+    return plot_embedding(
+        features.features,
+        plot_dir / PLOT_FILES["embedding"],
+        targets=targets,
+        classes=getattr(dataset, "classes", None),
+        title=f"{cfg.method} {cfg.backbone} features of {count} images ({source}), PCA",
+    )
+
+
+__all__ = [
+    "DATA_DEFAULTS",
+    "PretrainConfig",
+    "PretrainResult",
+    "RESUME_FIXED",
+    "SYNTHETIC_DEFAULTS",
+    "method_info",
+    "pretrain",
+    "pretrain_dataset",
+    "resolve_config",
+    "resume_config",
+    "with_transform",
+]

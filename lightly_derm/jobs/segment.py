@@ -1,0 +1,738 @@
+"""The segmentation job: fine-tune a MONAI FlexibleUNet from an SSL checkpoint, report Dice/Jaccard.
+
+Builds on :class:`~lightly_derm.segmentation.LesionSegmentation` (FlexibleUNet,
+DiceCELoss, the ISIC 2017 scores), :class:`~lightly_derm.data.ISICSegmentationDataModule`
+(pairs, low-label subsets, MONAI transforms), :func:`~lightly_derm.data.find_isic_pairs`,
+the overlays of :mod:`lightly_derm.segmentation.overlays` and the Trainer of
+:func:`~lightly_derm.jobs.build_trainer`. What the job adds: the encoder from any
+checkpoint or run folder (its architecture found from the checkpoint), the built-in
+synthetic lesions with masks when no data is given, optional k-fold cross-validation
+and a random-init baseline trained on the same data with the same seed, and the scores
+as ``results.json`` and a Markdown table.
+
+Example:
+    >>> from lightly_derm.jobs import segment
+    >>> results = segment(checkpoint="runs/demo")  # doctest: +SKIP
+    >>> results["results"]["pretrained"]["val_dice"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from pytorch_lightning.callbacks import Callback
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightly_derm.jobs.checkpoints import (
+    CONFIG_FILE,
+    backbone_name,
+    find_checkpoint,
+)
+from lightly_derm.jobs.config import JobConfig
+from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE, _run_folder
+from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
+from lightly_derm.jobs.pretrain import _positive_int
+from lightly_derm.jobs.trainer import build_trainer, resolve_precision
+from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
+
+#: The encoders LesionSegmentation has (``lightly-derm-<name>`` FlexibleUNet backbones).
+ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+#: The validation scores reported (LesionSegmentation's names).
+SCORES: tuple[str, ...] = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
+#: The test scores reported with ``test_data``.
+TEST_SCORES: tuple[str, ...] = ("test_dice", "test_jaccard", "test_jaccard_thresholded")
+
+
+@dataclasses.dataclass
+class SegmentConfig(JobConfig):
+    """The options of :func:`segment`; ``None`` means the default described here.
+
+    Attributes:
+        checkpoint: The SSL checkpoint (file or ``pretrain`` run folder) whose backbone
+            initialises the encoder; ``None``: a random encoder.
+        data: An ISIC folder (images and masks, see
+            :func:`~lightly_derm.data.find_isic_pairs`); default the built-in synthetic
+            lesions with masks.
+        test_data: An ISIC folder scored once at the end (e.g. the official test set).
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50``; default the checkpoint's,
+            else resnet18 on synthetic data and resnet50 on real data.
+        image_size: Image side (default 256; 64 on synthetic data).
+        epochs: Fine-tuning epochs (default 20; 3 on synthetic data).
+        batch_size: Batch size (default 16).
+        lr: AdamW learning rate of decoder and head (default 1e-3).
+        encoder_lr: Learning rate of the encoder (default ``lr``).
+        freeze_encoder_epochs: Train only the decoder for this many epochs first (0).
+        label_fraction: Share of the training masks used, in (0, 1] (default 1).
+        val_fraction: Share held out for validation (default 0.2; not with ``folds``).
+        folds: k-fold cross-validation over the pairs (k ≥ 2); default none.
+        limit: Use only the first N pairs (by id): tiny runs.
+        cache_rate: Share of the decoded pairs kept in memory (default 0).
+        baseline: Also fine-tune from a random encoder (same data, same seed).
+        synthetic_images: Synthetic data: training images (default 128).
+        synthetic_val_images: Synthetic data: validation images (default 48).
+        num_workers: DataLoader workers (default ``min(8, CPUs - 1)``; 0 synthetic).
+        accelerator: Lightning's accelerator (``"auto"``).
+        devices: Lightning's devices (``"auto"``).
+        strategy: Lightning's strategy (``"auto"``).
+        precision: Lightning's precision (bf16-mixed on a CUDA GPU, else 32-true).
+        seed: Seeds split, subsets, decoder initialisation and batches (0).
+        checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (default 200).
+        plots: Draw loss curves and overlays (default on).
+        progress_bar: Lightning's progress bar (default on).
+        tensorboard: TensorBoard logs (default on).
+        out: The output folder; default ``<run folder>/segmentation`` for a run's
+            checkpoint, else ``segmentation``.
+    """
+
+    checkpoint: str | None = None
+    data: str | None = None
+    test_data: str | None = None
+    backbone: str | None = None
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    encoder_lr: float | None = None
+    freeze_encoder_epochs: int | None = None
+    label_fraction: float | None = None
+    val_fraction: float | None = None
+    folds: int | None = None
+    limit: int | None = None
+    cache_rate: float | None = None
+    baseline: bool | None = None
+    synthetic_images: int | None = None
+    synthetic_val_images: int | None = None
+    num_workers: int | None = None
+    accelerator: str | None = None
+    devices: int | str | None = None
+    strategy: str | None = None
+    precision: str | None = None
+    seed: int | None = None
+    checkpoint_every_n_steps: int | None = None
+    plots: bool | None = None
+    progress_bar: bool | None = None
+    tensorboard: bool | None = None
+    out: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the job uses the built-in synthetic lesions."""
+        return self.data is None
+
+
+def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
+    """Fills the defaults of ``config`` and checks its options (reads no images).
+
+    Raises:
+        FileNotFoundError: The checkpoint or a data folder do not exist.
+        ValueError: An option out of range or a backbone without a segmentation encoder.
+    """
+    c = dataclasses.replace(config)
+    if c.checkpoint is not None:
+        c.checkpoint = os.fspath(c.checkpoint)
+        find_checkpoint(c.checkpoint)
+    for name in ("data", "test_data"):
+        value = getattr(c, name)
+        if value is not None:
+            if not Path(value).expanduser().is_dir():
+                raise FileNotFoundError(f"{name} folder not found: {value}")
+            setattr(c, name, os.fspath(value))
+    if c.synthetic and c.test_data is not None:
+        raise ValueError("--test-data needs --data (an ISIC folder)")
+    if c.backbone is None and c.checkpoint is not None:
+        c.backbone = backbone_name(find_checkpoint(c.checkpoint))
+        if c.backbone is None:
+            raise ValueError(
+                f"cannot tell which ResNet the backbone in {c.checkpoint} is; pass "
+                f"--backbone ({', '.join(ENCODERS)})"
+            )
+    c.backbone = c.backbone or ("resnet18" if c.synthetic else "resnet50")
+    if c.backbone not in ENCODERS:
+        raise ValueError(
+            f"backbone {c.backbone!r} has no segmentation encoder; choose one of "
+            f"{', '.join(ENCODERS)}"
+        )
+    c.image_size = _positive_int(
+        "image_size",
+        c.image_size if c.image_size is not None else (64 if c.synthetic else 256),
+        16,
+    )
+    c.epochs = _positive_int(
+        "epochs", c.epochs if c.epochs is not None else (3 if c.synthetic else 20)
+    )
+    c.batch_size = _positive_int(
+        "batch_size", c.batch_size if c.batch_size is not None else 16, 1
+    )
+    c.lr = float(c.lr if c.lr is not None else 1e-3)
+    if not c.lr > 0:
+        raise ValueError(f"lr must be > 0, got {c.lr}")
+    if c.encoder_lr is not None:
+        c.encoder_lr = float(c.encoder_lr)
+    c.freeze_encoder_epochs = _positive_int(
+        "freeze_encoder_epochs",
+        c.freeze_encoder_epochs if c.freeze_encoder_epochs is not None else 0,
+        0,
+    )
+    c.label_fraction = float(1.0 if c.label_fraction is None else c.label_fraction)
+    if not 0 < c.label_fraction <= 1:
+        raise ValueError(f"label_fraction must be in (0, 1], got {c.label_fraction}")
+    if c.folds is not None and c.folds != 1:
+        _positive_int("folds", c.folds, 2)
+        if c.synthetic:
+            raise ValueError(
+                "--folds needs --data: cross-validation splits a fixed set of ISIC "
+                "pairs (the synthetic lesions have their own validation stream)"
+            )
+        if c.val_fraction is not None:
+            raise ValueError("--val-fraction and --folds exclude each other")
+    else:
+        c.folds = None
+        c.val_fraction = float(0.2 if c.val_fraction is None else c.val_fraction)
+        if not 0 < c.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {c.val_fraction}")
+    if c.limit is not None:
+        _positive_int("limit", c.limit, 2)
+    c.cache_rate = float(c.cache_rate if c.cache_rate is not None else 0.0)
+    c.baseline = bool(c.baseline)
+    if c.synthetic:
+        c.synthetic_images = _positive_int(
+            "synthetic_images",
+            c.synthetic_images if c.synthetic_images is not None else 128,
+            2,
+        )
+        c.synthetic_val_images = _positive_int(
+            "synthetic_val_images",
+            c.synthetic_val_images if c.synthetic_val_images is not None else 48,
+            1,
+        )
+    elif c.synthetic_images is not None or c.synthetic_val_images is not None:
+        raise ValueError(
+            "the synthetic_* options apply to the built-in synthetic data only; leave "
+            "them out with --data"
+        )
+    if c.num_workers is None:
+        c.num_workers = 0 if c.synthetic else min(8, max(0, (os.cpu_count() or 1) - 1))
+    _positive_int("num_workers", c.num_workers, 0)
+    c.accelerator = c.accelerator or "auto"
+    c.devices = c.devices if c.devices is not None else "auto"
+    if isinstance(c.devices, str) and c.devices.isdigit():
+        c.devices = int(c.devices)
+    c.strategy = c.strategy or "auto"
+    c.precision = resolve_precision(c.precision, c.accelerator)
+    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
+    c.checkpoint_every_n_steps = _positive_int(
+        "checkpoint_every_n_steps",
+        200 if c.checkpoint_every_n_steps is None else c.checkpoint_every_n_steps,
+        0,
+    )
+    c.plots = True if c.plots is None else bool(c.plots)
+    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
+    c.tensorboard = True if c.tensorboard is None else bool(c.tensorboard)
+    if c.out is None:
+        run = _run_folder(c.checkpoint) if c.checkpoint is not None else None
+        c.out = os.fspath(run / "segmentation") if run is not None else "segmentation"
+    return c
+
+
+class SyntheticSegmentationData(pl.LightningDataModule):
+    """Synthetic lesions with masks for :class:`~lightly_derm.segmentation.LesionSegmentation`.
+
+    Training items from the ``train`` stream of
+    :class:`~lightly_derm.data.SyntheticLesions` (``return_mask=True``, augmented),
+    validation items from its ``val`` stream; batches are dictionaries ``image``,
+    ``label``, ``id`` as :class:`~lightly_derm.data.ISICSegmentationDataModule` gives.
+    Synthetic data, not patient data.
+
+    Args:
+        train_images: Training images before ``label_fraction``.
+        val_images: Validation images.
+        image_size: Image side.
+        label_fraction: Share of the training images used (a seeded subset).
+        batch_size: Batch size.
+        num_workers: DataLoader workers.
+        seed: Seeds the images and the subset.
+    """
+
+    def __init__(
+        self,
+        train_images: int = 128,
+        val_images: int = 48,
+        image_size: int = 64,
+        label_fraction: float = 1.0,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        from lightly_derm.data import SyntheticLesions
+
+        common = {"image_size": image_size, "seed": seed, "return_mask": True}
+        train = SyntheticLesions(
+            train_images,
+            transform=SyntheticSegmentationTransform(train=True),
+            split="train",
+            **common,
+        )
+        keep = max(1, round(label_fraction * train_images))
+        order = np.random.default_rng(seed).permutation(train_images)
+        self.train_dataset: Dataset[Any] = Subset(train, sorted(order[:keep].tolist()))
+        self.val_dataset: Dataset[Any] = SyntheticLesions(
+            val_images,
+            transform=SyntheticSegmentationTransform(train=False),
+            split="val",
+            **common,
+        )
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def _loader(self, dataset: Dataset[Any], train: bool) -> DataLoader[Any]:
+        size = len(dataset)  # type: ignore[arg-type]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # a last batch of one image breaks BatchNorm in training mode
+            drop_last=train and size > self.batch_size and size % self.batch_size == 1,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Shuffled, augmented training items."""
+        return self._loader(self.train_dataset, True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation items, not augmented."""
+        return self._loader(self.val_dataset, False)
+
+
+def _folds(
+    pairs: Sequence[Any], k: int, seed: int
+) -> list[tuple[list[Any], list[Any]]]:
+    if len(pairs) < k:
+        raise ValueError(f"{k} folds need at least {k} pairs, got {len(pairs)}")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    folds = []
+    for i in range(k):
+        held_out = set(order[i::k])
+        folds.append(
+            (
+                [p for j, p in enumerate(pairs) if j not in held_out],
+                [p for j, p in enumerate(pairs) if j in held_out],
+            )
+        )
+    return folds
+
+
+def segmentation_data(
+    config: SegmentConfig,
+) -> tuple[list[pl.LightningDataModule], str]:
+    """One data module per fold (one without ``folds``) and a description of the split."""
+    from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
+
+    if config.synthetic:
+        data = SyntheticSegmentationData(
+            train_images=int(config.synthetic_images or 2),
+            val_images=int(config.synthetic_val_images or 1),
+            image_size=int(config.image_size or 64),
+            label_fraction=float(config.label_fraction or 1.0),
+            batch_size=int(config.batch_size or 16),
+            num_workers=int(config.num_workers or 0),
+            seed=int(config.seed or 0),
+        )
+        return [data], (
+            f"{len(data.train_dataset)} training and "  # type: ignore[arg-type]
+            f"{len(data.val_dataset)} validation images"  # type: ignore[arg-type]
+        )
+    pairs = find_isic_pairs(config.data)
+    if config.limit is not None:
+        pairs = sorted(pairs, key=lambda p: p.get("id", p["image"]))[: config.limit]
+    test_pairs = find_isic_pairs(config.test_data) if config.test_data else None
+    common: dict[str, Any] = {
+        "label_fraction": config.label_fraction,
+        "seed": config.seed,
+        "image_size": config.image_size,
+        "batch_size": config.batch_size,
+        "num_workers": config.num_workers,
+        "cache_rate": config.cache_rate,
+        "test_pairs": test_pairs,
+    }
+    if config.folds:
+        modules: list[pl.LightningDataModule] = [
+            ISICSegmentationDataModule(pairs=train, val_pairs=val, **common)
+            for train, val in _folds(pairs, config.folds, int(config.seed or 0))
+        ]
+        split = f"{config.folds}-fold cross-validation over {len(pairs)} pairs"
+    else:
+        module = ISICSegmentationDataModule(
+            pairs=pairs, val_fraction=config.val_fraction, **common
+        )
+        modules = [module]
+        split = (
+            f"{len(module.all_train_pairs)} training pairs ({len(module.train_pairs)} "
+            f"with masks used), {len(module.val_pairs)} validation pairs"
+        )
+    if test_pairs:
+        split += f"; {len(test_pairs)} test pairs"
+    return modules, split
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose and rank_zero_only.rank == 0:
+        print(f"lightly-derm segment: {message}", flush=True)
+
+
+def _overlays(
+    model: pl.LightningModule, data: pl.LightningDataModule, path: Path, count: int = 6
+) -> Path:
+    from lightly_derm.segmentation import render_overlays, save_overlays
+
+    batch = next(iter(data.val_dataloader()))
+    images, labels = batch["image"][:count], batch["label"][:count]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            probabilities = torch.sigmoid(model(images.to(device)).float()).cpu()
+    finally:
+        model.train(was_training)
+    grid = render_overlays(images, labels, probabilities)
+    return save_overlays(grid, path)
+
+
+def finetune_segmentation(
+    data: pl.LightningDataModule,
+    checkpoint: str | os.PathLike[str] | None,
+    backbone: str = "resnet50",
+    out_dir: str | os.PathLike[str] = "segmentation",
+    epochs: int = 20,
+    lr: float = 1e-3,
+    encoder_lr: float | None = None,
+    freeze_encoder_epochs: int = 0,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    checkpoint_every_n_steps: int | None = 200,
+    progress_bar: bool = True,
+    tensorboard: bool = True,
+    plots: bool = True,
+    test: bool = False,
+    name: str = "",
+    verbose: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, float]:
+    """Fine-tunes one :class:`~lightly_derm.segmentation.LesionSegmentation` and scores it.
+
+    Seeds everything with ``seed`` first, so runs from different encoders see the same
+    decoder initialisation and batches. Writes the run folder of
+    :func:`~lightly_derm.jobs.build_trainer` (best checkpoint by ``val_dice``) and, with
+    ``plots``, ``plots/loss.png`` and ``plots/overlays.png``.
+
+    Args:
+        data: A data module with training and validation (and, for ``test``, test)
+            batches of ``image``/``label`` dictionaries.
+        checkpoint: SSL weights for the encoder (any format
+            :func:`~lightly_derm.segmentation.load_ssl_encoder` reads); ``None``: random.
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50``.
+        out_dir: The run folder.
+        epochs: Training epochs.
+        lr: Learning rate of decoder and head.
+        encoder_lr: Learning rate of the encoder (default ``lr``).
+        freeze_encoder_epochs: Epochs that train the decoder only.
+        seed: The seed.
+        accelerator: Lightning's accelerator.
+        devices: Lightning's devices.
+        strategy: Lightning's strategy.
+        precision: Lightning's precision (default: see
+            :func:`~lightly_derm.jobs.resolve_precision`).
+        checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps.
+        progress_bar: Lightning's progress bar.
+        tensorboard: TensorBoard logs.
+        plots: Draw the loss curves and overlays.
+        test: Also run ``Trainer.test`` (the data module needs test batches).
+        name: Names the run in printed lines.
+        verbose: Print the transfer report and the scores.
+        callbacks: More Lightning callbacks.
+
+    Returns:
+        ``val_dice``, ``val_jaccard``, ``val_jaccard_thresholded`` of the final model
+        (and the ``test_`` scores with ``test``).
+    """
+    from lightly_derm.segmentation import LesionSegmentation
+
+    if backbone not in ENCODERS:
+        raise ValueError(
+            f"backbone {backbone!r} has no segmentation encoder; choose one of "
+            f"{', '.join(ENCODERS)}"
+        )
+    run_dir = Path(out_dir)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = LesionSegmentation(
+        backbone=f"lightly-derm-{backbone}",
+        pretrained=checkpoint,
+        lr=lr,
+        encoder_lr=encoder_lr,
+        freeze_encoder_epochs=freeze_encoder_epochs,
+    )
+    label = f"[{name}] " if name else ""
+    if model.transfer_report is not None:
+        _say(verbose, f"{label}encoder from {checkpoint}: {model.transfer_report}")
+    steps = max(1, len(data.train_dataloader()))
+    trainer = build_trainer(
+        run_dir,
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        monitor="val_dice",
+        mode="max",
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+        log_every_n_steps=max(1, min(50, steps)),
+        progress_bar=progress_bar,
+        tensorboard=tensorboard,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(model, datamodule=data)
+        (scores,) = trainer.validate(model, datamodule=data, verbose=False)
+        if test:
+            (test_scores,) = trainer.test(model, datamodule=data, verbose=False)
+            scores = {**scores, **test_scores}
+    fields = SCORES + (TEST_SCORES if test else ())
+    result = {k: float(scores[k]) for k in fields if k in scores}
+    _say(
+        verbose,
+        label + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items()),
+    )
+    if plots and trainer.is_global_zero:
+        for what, draw in (
+            (
+                "the loss curves",
+                lambda: plot_metrics(
+                    run_dir / "metrics.csv",
+                    run_dir / "plots" / PLOT_FILES["metrics"],
+                    title=f"lesion segmentation{', ' + name if name else ''}",
+                ),
+            ),
+            (
+                "the overlays",
+                lambda: _overlays(
+                    model, data, run_dir / "plots" / PLOT_FILES["overlays"]
+                ),
+            ),
+        ):
+            try:
+                draw()
+            except Exception as exc:  # plots must not fail the job
+                warnings.warn(f"could not draw {what}: {exc}", stacklevel=2)
+    return result
+
+
+def segment(
+    config: SegmentConfig | Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    verbose: bool = True,
+    callbacks: Sequence[Callback] = (),
+    **options: Any,
+) -> dict[str, Any]:
+    """Fine-tunes lesion segmentation from an SSL checkpoint and reports its scores.
+
+    For each encoder (``pretrained`` from ``checkpoint``; ``random-init`` without one or
+    with ``baseline``) and each fold, ``out/<encoder>/[fold_<k>/]`` gets the run folder
+    of :func:`~lightly_derm.jobs.build_trainer` (``checkpoints/last.ckpt``,
+    ``checkpoints/best.ckpt`` by ``val_dice``, ``metrics.csv``, ``tensorboard/``) and
+    ``plots/loss.png`` and ``plots/overlays.png`` (image, ground truth in green,
+    prediction in red, for the first validation images). ``out`` gets
+    ``results.json``, ``results.md`` and ``config.yaml``. The scores are those of the
+    final model on the validation images (no selection on them), averaged over folds.
+
+    Args:
+        config: A :class:`SegmentConfig` or a mapping of its options.
+        overwrite: Replace the results of an earlier run in ``out``.
+        verbose: Print progress and the table.
+        callbacks: More Lightning callbacks for every fine-tuning run.
+        **options: Options of :class:`SegmentConfig`; they override ``config``.
+
+    Returns:
+        The content of ``results.json``: ``checkpoint``, ``backbone``, ``image_size``,
+        ``epochs``, ``data`` (source, split, label fraction, folds), ``results`` (per
+        encoder, ``"pretrained"`` and/or ``"random-init"``: the mean ``val_dice``,
+        ``val_jaccard``, ``val_jaccard_thresholded`` (and ``test_*``), ``std`` over
+        folds, and the per-fold scores under ``folds``) and ``out``.
+
+    Raises:
+        FileNotFoundError: The checkpoint or data do not exist, or images lack masks.
+        ValueError: A bad option, checkpoint weights that do not fit the encoder, or
+            results already in ``out`` (without ``overwrite``).
+    """
+    base = (
+        config
+        if isinstance(config, SegmentConfig)
+        else SegmentConfig.from_mapping(config or {})
+    )
+    cfg = resolve_segment_config(base.updated(options, source="segment options"))
+    out = Path(str(cfg.out))
+    encoders: list[tuple[str, Path | None]] = []
+    if cfg.checkpoint is not None:
+        encoders.append(("pretrained", find_checkpoint(cfg.checkpoint)))
+    if cfg.checkpoint is None or cfg.baseline:
+        encoders.append(("random-init", None))
+    if rank_zero_only.rank == 0:
+        if (out / "results.json").is_file() and not overwrite:
+            raise ValueError(
+                f"{out} already holds segmentation results; pass --overwrite or choose "
+                "another --out"
+            )
+        for name in ("pretrained", "random-init", "results.json", "results.md"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    modules, split = segmentation_data(cfg)
+    source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
+    _say(verbose, f"data: {source}; {split}")
+    if cfg.checkpoint is None:
+        _say(verbose, "no --checkpoint: the encoder starts from random weights")
+    results: dict[str, Any] = {}
+    for label, checkpoint in encoders:
+        runs: list[dict[str, float]] = []
+        for fold, data in enumerate(modules):
+            runs.append(
+                finetune_segmentation(
+                    data,
+                    checkpoint,
+                    backbone=str(cfg.backbone),
+                    out_dir=out / label / (f"fold_{fold}" if len(modules) > 1 else ""),
+                    epochs=int(cfg.epochs or 1),
+                    lr=float(cfg.lr or 1e-3),
+                    encoder_lr=cfg.encoder_lr,
+                    freeze_encoder_epochs=int(cfg.freeze_encoder_epochs or 0),
+                    seed=int(cfg.seed or 0),
+                    accelerator=str(cfg.accelerator),
+                    devices=cfg.devices,  # type: ignore[arg-type]
+                    strategy=str(cfg.strategy),
+                    precision=cfg.precision,
+                    checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
+                    progress_bar=bool(cfg.progress_bar),
+                    tensorboard=bool(cfg.tensorboard),
+                    plots=bool(cfg.plots),
+                    test=bool(cfg.test_data),
+                    name=f"{label}{f' fold {fold}' if len(modules) > 1 else ''}",
+                    verbose=verbose,
+                    callbacks=callbacks,
+                )
+            )
+        summary: dict[str, Any] = {
+            k: float(np.mean([r[k] for r in runs])) for k in runs[0]
+        }
+        if len(runs) > 1:
+            summary["std"] = {
+                k: float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]
+            }
+        summary["folds"] = runs
+        results[label] = summary
+    report: dict[str, Any] = {
+        "checkpoint": cfg.checkpoint,
+        "backbone": cfg.backbone,
+        "image_size": cfg.image_size,
+        "epochs": cfg.epochs,
+        "data": {
+            "source": source,
+            "synthetic": cfg.synthetic,
+            "split": split,
+            "label_fraction": cfg.label_fraction,
+            "folds": cfg.folds,
+            "test_data": cfg.test_data,
+        },
+        "results": results,
+        "out": str(out),
+    }
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CONFIG_FILE)
+        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+        table = segmentation_markdown(report)
+        (out / "results.md").write_text(table)
+        if verbose:
+            print("\n" + table)
+        _say(
+            verbose,
+            f"wrote {out}/ (results.json, results.md, config.yaml, "
+            f"{', '.join(label + '/' for label, _ in encoders)})",
+        )
+    return report
+
+
+def segmentation_markdown(report: Mapping[str, Any]) -> str:
+    """The report of :func:`segment` as a Markdown table with a header paragraph."""
+    data = report["data"]
+    results = report["results"]
+    first = next(iter(results.values()))
+    keys = [k for k in first if k not in ("std", "folds")]
+    names = {
+        "val_dice": "Dice",
+        "val_jaccard": "Jaccard",
+        "val_jaccard_thresholded": "thresholded Jaccard (ISIC 2017)",
+        "test_dice": "test Dice",
+        "test_jaccard": "test Jaccard",
+        "test_jaccard_thresholded": "test thresholded Jaccard",
+    }
+    lines = [
+        "# Lesion segmentation (MONAI FlexibleUNet)",
+        "",
+        f"- encoder: {report['backbone']}"
+        + (
+            f", pretrained from `{report['checkpoint']}`"
+            if report["checkpoint"]
+            else ""
+        ),
+        f"- data: {data['source']}; {data['split']}; label fraction "
+        f"{data['label_fraction']:g}",
+        f"- {report['epochs']} epochs at {report['image_size']} px; validation scores of "
+        "the final model" + (", mean ± std over folds" if data.get("folds") else ""),
+        "",
+        "| encoder | " + " | ".join(names.get(k, k) for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for label, summary in results.items():
+        cells = []
+        for key in keys:
+            cell = f"{summary[key]:.4f}"
+            if "std" in summary:
+                cell += f" ± {summary['std'][key]:.4f}"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "ENCODERS",
+    "SegmentConfig",
+    "SyntheticSegmentationData",
+    "resolve_segment_config",
+    "finetune_segmentation",
+    "segment",
+    "segmentation_data",
+    "segmentation_markdown",
+]

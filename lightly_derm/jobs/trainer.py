@@ -1,0 +1,230 @@
+"""The one place where the jobs construct their Lightning ``Trainer``.
+
+Builds on :class:`pytorch_lightning.Trainer`, its ``ModelCheckpoint``, loggers
+(:class:`~lightly_derm.jobs.csv_logger.ContinuingCSVLogger`, ``TensorBoardLogger``) and
+progress bar. :func:`trainer_options` holds what every training run of lightly-derm
+gets (hardware options and :func:`default_callbacks`); :func:`build_trainer` adds the
+output folder: checkpoints, metrics and TensorBoard logs. Pretraining, segmentation
+fine-tuning and the fine-tuning of ``evaluate`` all go through here, so a callback that
+every run should have is added once, in :func:`default_callbacks`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
+
+from lightly_derm.jobs.callbacks import (
+    BEST_CHECKPOINT,
+    EpochMeanLoss,
+    PeriodicCheckpoint,
+)
+from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
+
+#: Subfolder of the run folder for checkpoints.
+CHECKPOINT_DIR = "checkpoints"
+#: Subfolder of the run folder for TensorBoard event files.
+TENSORBOARD_DIR = "tensorboard"
+
+
+def default_callbacks() -> list[Callback]:
+    """The callbacks every lightly-derm training run gets (pretraining and fine-tuning).
+
+    The extension point for run-wide safety callbacks (e.g. stopping on a non-finite
+    loss): add them here and every job has them.
+    """
+    return []
+
+
+def resolve_precision(precision: str | int | None, accelerator: str = "auto") -> str:
+    """``precision``, or for ``None``: ``"bf16-mixed"`` on a CUDA GPU that supports it, else ``"32-true"``.
+
+    Example:
+        >>> resolve_precision(None, "cpu")
+        '32-true'
+        >>> resolve_precision("16-mixed")
+        '16-mixed'
+
+    Raises:
+        ValueError: ``precision`` is not one of Lightning's precision settings.
+    """
+    if precision is not None:
+        value = str(precision)
+        try:  # Lightning's own list of settings (a private module: checked if present)
+            from typing import get_args
+
+            from lightning_fabric.plugins.precision.precision import (
+                _PRECISION_INPUT_STR,
+                _PRECISION_INPUT_STR_ALIAS_CONVERSION,
+            )
+        except ImportError:  # pragma: no cover - other Lightning versions
+            return value
+        value = _PRECISION_INPUT_STR_ALIAS_CONVERSION.get(value, value)
+        allowed = get_args(_PRECISION_INPUT_STR)
+        if value not in allowed:
+            raise ValueError(
+                f"precision {precision!r} is not a Lightning precision; choose one of "
+                f"{', '.join(allowed)} (or 16, 32, 64, bf16)"
+            )
+        return value
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def tensorboard_available() -> bool:
+    """Whether TensorBoard logging can be used (``tensorboard`` or ``tensorboardX``)."""
+    return any(
+        importlib.util.find_spec(name) is not None
+        for name in ("tensorboard", "tensorboardX")
+    )
+
+
+def trainer_options(
+    accelerator: str = "auto",
+    devices: int | str | Sequence[int] = "auto",
+    strategy: str = "auto",
+    precision: str | int | None = None,
+    progress_bar: bool = True,
+    callbacks: Sequence[Callback] = (),
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`pytorch_lightning.Trainer` shared by every job.
+
+    Includes :func:`default_callbacks` and, by default, no logger and no checkpoints
+    (:func:`build_trainer` adds those); ``kwargs`` override everything.
+
+    Returns:
+        A dictionary for ``pl.Trainer(**options)`` (or ``finetune_evaluate``'s
+        ``trainer_kwargs``).
+    """
+    options: dict[str, Any] = {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "precision": resolve_precision(precision, accelerator),
+        "enable_progress_bar": progress_bar,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "callbacks": [*default_callbacks(), *callbacks],
+    }
+    options.update(kwargs)
+    return options
+
+
+def build_trainer(
+    out_dir: str | Path,
+    max_epochs: int | None = None,
+    max_steps: int = -1,
+    accelerator: str = "auto",
+    devices: int | str | Sequence[int] = "auto",
+    strategy: str = "auto",
+    precision: str | int | None = None,
+    monitor: str | None = "train_loss_epoch",
+    mode: str = "min",
+    checkpoint_every_n_steps: int | None = None,
+    log_every_n_steps: int = 50,
+    progress_bar: bool = True,
+    tensorboard: bool = True,
+    resume_log_step: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    **kwargs: Any,
+) -> pl.Trainer:
+    """The Trainer of a job that writes a run folder.
+
+    ``out_dir`` gets:
+
+    - ``checkpoints/last.ckpt``: the full training state, every
+      ``checkpoint_every_n_steps`` optimizer steps and at every epoch end
+      (:class:`~lightly_derm.jobs.callbacks.PeriodicCheckpoint`);
+    - ``checkpoints/best.ckpt``: the best state by ``monitor`` (Lightning's
+      ``ModelCheckpoint``; by default the epoch-mean training loss that
+      :class:`~lightly_derm.jobs.callbacks.EpochMeanLoss` logs);
+    - ``metrics.csv`` and ``hparams.yaml``
+      (:class:`~lightly_derm.jobs.csv_logger.ContinuingCSVLogger`);
+    - ``tensorboard/``: TensorBoard event files (when TensorBoard is installed and
+      ``tensorboard`` is true).
+
+    Args:
+        out_dir: The run folder.
+        max_epochs: Training epochs.
+        max_steps: Optimizer-step limit (-1: none).
+        accelerator: Lightning's ``accelerator`` (``"auto"``, ``"cpu"``, ``"gpu"``, …).
+        devices: Lightning's ``devices``.
+        strategy: Lightning's ``strategy`` (``"auto"``, ``"ddp"``, …).
+        precision: Lightning's ``precision``; ``None``: see :func:`resolve_precision`.
+        monitor: The metric of ``best.ckpt`` (``None``: no best checkpoint).
+        mode: ``"min"`` or ``"max"`` for ``monitor``.
+        checkpoint_every_n_steps: Also write ``last.ckpt`` every this many steps.
+        log_every_n_steps: Lightning's logging interval.
+        progress_bar: Show Lightning's progress bar.
+        tensorboard: Also log to TensorBoard.
+        resume_log_step: When resuming: the checkpoint's logging step, so that
+            ``metrics.csv`` continues where the checkpoint was written.
+        callbacks: More callbacks.
+        **kwargs: Passed to :class:`pytorch_lightning.Trainer` (override the above).
+
+    Example:
+        >>> from lightly_derm.jobs import build_trainer
+        >>> trainer = build_trainer("runs/demo", max_epochs=5, accelerator="cpu")
+        >>> # trainer.fit(model, loader)
+    """
+    out = Path(out_dir)
+    checkpoints = out / CHECKPOINT_DIR
+    loggers: list[Logger] = [
+        ContinuingCSVLogger(out, keep_through_step=resume_log_step)
+    ]
+    if tensorboard:
+        if tensorboard_available():
+            from pytorch_lightning.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(out, name="", version=TENSORBOARD_DIR))
+        else:
+            warnings.warn(
+                "TensorBoard is not installed, so only metrics.csv is written "
+                "(pip install tensorboard for TensorBoard logs)",
+                UserWarning,
+                stacklevel=2,
+            )
+    job_callbacks: list[Callback] = [
+        PeriodicCheckpoint(checkpoints, checkpoint_every_n_steps)
+    ]
+    if monitor is not None:
+        if monitor == "train_loss_epoch":
+            job_callbacks.append(EpochMeanLoss("train_loss"))
+        job_callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename=Path(BEST_CHECKPOINT).stem,
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                save_last=False,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+        )
+    options = trainer_options(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        progress_bar=progress_bar,
+        callbacks=[*job_callbacks, *callbacks],
+        logger=loggers,
+        enable_checkpointing=True,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        log_every_n_steps=log_every_n_steps,
+        default_root_dir=out,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)

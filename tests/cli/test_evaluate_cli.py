@@ -1,0 +1,167 @@
+"""``lightly-derm evaluate``: end to end on tiny synthetic data and an image folder, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from lightly_derm.data import SyntheticLesions
+from lightly_derm.evaluation import extract_features, knn_evaluate
+from lightly_derm.jobs.transforms import eval_transform
+from lightly_derm.models import resnet
+from tests.cli.test_pretrain_cli import one_error_line, run
+
+TINY = [
+    "--synthetic-images",
+    "24",
+    "--synthetic-test-images",
+    "12",
+    "--input-size",
+    "32",
+    "--finetune-epochs",
+    "1",
+    "--finetune-batch-size",
+    "8",
+    "--no-progress-bar",
+]
+
+
+@pytest.fixture
+def state_dict_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def test_evaluate_synthetic_from_a_state_dict(
+    state_dict_file, tmp_path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    code, stdout, _ = run(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(state_dict_file),
+        "--out",
+        str(out),
+        "--fractions",
+        "0.5",
+        "1",
+        *TINY,
+    )
+    assert code == 0
+    assert "backbone resnet18" in stdout  # told from the tensors' layout
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["synthetic"] is True
+    assert "synthetic" in results["data"]["source"]
+    assert (
+        results["data"]["train_images"] == 24 and results["data"]["test_images"] == 12
+    )
+    assert set(results["finetune"]) == {"0.5", "1"}
+    assert results["finetune"]["0.5"]["finetune_num_train"] == 12
+    for scores in (results["knn"], results["linear"], *results["finetune"].values()):
+        for key, value in scores.items():
+            if key.endswith("accuracy"):
+                assert 0.0 <= value <= 1.0, key
+    # wiring: the job's kNN equals kNN on the features of the same images, computed here
+    backbone = resnet("resnet18", weights=state_dict_file)
+    transform = eval_transform(32)
+    train = SyntheticLesions(24, 32, num_classes=3, split="train", transform=transform)
+    test = SyntheticLesions(12, 32, num_classes=3, split="test", transform=transform)
+    expected = knn_evaluate(
+        extract_features(backbone, train), extract_features(backbone, test), 3
+    )
+    assert results["knn"]["knn_accuracy"] == pytest.approx(expected["knn_accuracy"])
+    table = (out / "results.md").read_text()
+    for row in (
+        "| kNN (k=20, frozen) | 24 |",
+        "| linear probe (frozen) | 24 |",
+        "| fine-tune 50% (1 epochs) | 12 |",
+    ):
+        assert row in table
+    assert "synthetic" in table
+    assert (out / "plots" / "embedding.png").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["fractions"] == [0.5, 1.0]
+
+
+def test_evaluate_a_run_folder_binary_auc(tiny_run, capsys) -> None:
+    """A pretrain run folder: its backbone, input size; two classes give an AUC."""
+    code, _, _ = run(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(tiny_run),
+        "--synthetic-classes",
+        "2",
+        "--fractions",
+        *TINY[:4],
+        "--no-progress-bar",
+        "--no-plots",
+    )
+    assert code == 0
+    results = json.loads((tiny_run / "evaluation" / "results.json").read_text())
+    assert results["checkpoint"].endswith("backbone.pt")
+    assert results["input_size"] == 32 and results["finetune"] == {}
+    assert results["knn"]["knn_auc"] is not None
+    assert 0.0 <= results["linear"]["linear_auc"] <= 1.0
+
+
+def test_evaluate_an_image_folder_with_a_stratified_split(
+    image_folder, state_dict_file, tmp_path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        code, _, _ = run(
+            capsys,
+            "evaluate",
+            "--checkpoint",
+            str(state_dict_file),
+            "--data",
+            str(image_folder),
+            "--input-size",
+            "32",
+            "--fractions",
+            "--out",
+            str(out),
+            "--test-fraction",
+            "0.2",
+            "--no-progress-bar",
+            "--no-plots",
+        )
+    assert code == 0
+    data = json.loads((out / "results.json").read_text())["data"]
+    assert "stratified" in data["split"] and data["classes"] == ["a", "b"]
+    # 5 readable images of a, 6 of b: one of each held out
+    assert (data["train_images"], data["test_images"]) == (9, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "evaluate needs --checkpoint"),
+        (["--checkpoint", "{tmp}/nope.ckpt"], "checkpoint not found"),
+        (["--checkpoint", "{tmp}"], "no checkpoint in the folder"),
+        (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which ResNet"),
+        (["--checkpoint", "{tmp}/r18.pt", "--data", "{tmp}/flat"], "has no labels"),
+        (
+            ["--checkpoint", "{tmp}/junk.pt", "--fractions", "0"],
+            "fraction must be in (0, 1]",
+        ),
+    ],
+)
+def test_evaluate_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
+    torch.save({"weight": torch.zeros(2, 2)}, tmp_path / "junk.pt")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pt")
+    from tests.data.images import save_rgb
+
+    for i in range(4):
+        save_rgb(tmp_path / "flat" / f"{i}.png", seed=i)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, "evaluate", *args, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert message in one_error_line(err)

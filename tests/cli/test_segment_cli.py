@@ -1,0 +1,115 @@
+"""``lightly-derm segment``: end to end on tiny synthetic data and the ISIC subset, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.test_pretrain_cli import one_error_line, run
+
+TINY = [
+    "--synthetic-images",
+    "8",
+    "--synthetic-val-images",
+    "4",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--no-progress-bar",
+    "--no-tensorboard",
+]
+
+
+def test_segment_synthetic_from_a_run_with_a_baseline(tiny_run, capsys) -> None:
+    code, stdout, _ = run(
+        capsys, "segment", "--checkpoint", str(tiny_run), "--baseline", *TINY
+    )
+    assert code == 0
+    assert "loaded 120 of 120 encoder tensors" in stdout
+    out = tiny_run / "segmentation"
+    report = json.loads((out / "results.json").read_text())
+    assert report["backbone"] == "resnet18" and report["data"]["synthetic"] is True
+    assert set(report["results"]) == {"pretrained", "random-init"}
+    for label, scores in report["results"].items():
+        for key in ("val_dice", "val_jaccard", "val_jaccard_thresholded"):
+            assert 0.0 <= scores[key] <= 1.0, (label, key)
+        for name in (
+            "checkpoints/last.ckpt",
+            "checkpoints/best.ckpt",
+            "metrics.csv",
+            "plots/loss.png",
+            "plots/overlays.png",
+        ):
+            assert (out / label / name).is_file(), (label, name)
+    # the SSL encoder is used: its run differs from the random-init run
+    assert (
+        report["results"]["pretrained"]["val_dice"]
+        != report["results"]["random-init"]["val_dice"]
+    )
+    table = (out / "results.md").read_text()
+    assert (
+        "| pretrained |" in table
+        and "| random-init |" in table
+        and "synthetic" in table
+    )
+    # a second run into the same folder needs --overwrite
+    code, _, err = run(capsys, "segment", "--checkpoint", str(tiny_run), *TINY)
+    assert code == 2 and "already holds segmentation results" in one_error_line(err)
+
+
+@pytest.mark.slow
+def test_segment_isic_cross_validation(isic_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "seg"
+    code, _, _ = run(
+        capsys,
+        "segment",
+        "--data",
+        str(isic_dir),
+        "--limit",
+        "6",
+        "--folds",
+        "2",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--backbone",
+        "resnet18",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--no-progress-bar",
+        "--no-tensorboard",
+    )
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    scores = report["results"]["random-init"]
+    assert len(scores["folds"]) == 2 and "std" in scores
+    assert scores["val_dice"] == pytest.approx(
+        sum(f["val_dice"] for f in scores["folds"]) / 2
+    )
+    assert (out / "random-init" / "fold_1" / "checkpoints" / "last.ckpt").is_file()
+    assert "±" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--folds", "3"], "--folds needs --data"),
+        (["--backbone", "resnet101"], "has no segmentation encoder"),
+        (["--data", "{tmp}/nope"], "data folder not found"),
+        (["--label-fraction", "0"], "label_fraction must be in (0, 1]"),
+        (["--test-data", "{tmp}"], "--test-data needs --data"),
+    ],
+)
+def test_segment_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, "segment", *args, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert message in one_error_line(err)

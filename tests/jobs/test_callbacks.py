@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import types
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightly_derm.jobs.callbacks import EpochMeanLoss, PeriodicCheckpoint
+
+
+class Tiny(pl.LightningModule):
+    """Logs train_loss = a known value per step (the batch index)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = (
+            self.layer(batch[0]).sum() * 0.0
+            + float(batch_idx)
+            + 10 * self.current_epoch
+        )
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(callbacks, epochs: int = 2, batches: int = 5) -> pl.Trainer:
+    loader = DataLoader(TensorDataset(torch.randn(batches * 2, 2)), batch_size=2)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Tiny(), loader)
+    return trainer
+
+
+def test_periodic_checkpoint_every_n_steps_and_every_epoch(
+    tmp_path, monkeypatch
+) -> None:
+    saved: list[int] = []
+    original = pl.Trainer.save_checkpoint
+
+    def record(self, path, *args, **kwargs):
+        saved.append(self.global_step)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+    callback = PeriodicCheckpoint(tmp_path / "checkpoints", every_n_steps=3)
+    fit([callback])
+    # 5 steps per epoch: step 3, the epoch end (5), 3 steps later (8), the epoch end (10)
+    assert saved == [3, 5, 8, 10]
+    state = torch.load(callback.path, weights_only=False)
+    assert state["global_step"] == 10
+    with pytest.raises(ValueError, match="every_n_steps"):
+        PeriodicCheckpoint(tmp_path, every_n_steps=-1)
+
+
+def test_epoch_mean_loss_is_the_mean_of_the_steps() -> None:
+    means = []
+
+    class Record(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            means.append(float(trainer.callback_metrics["train_loss_epoch"]))
+
+    fit([EpochMeanLoss(), Record()])
+    # reference: steps log 0..4 (+10 in the second epoch); the callback logs before
+    # Record reads (callbacks run in order)
+    assert means == pytest.approx([sum(range(5)) / 5, 10 + sum(range(5)) / 5])
+
+
+def test_epoch_mean_loss_survives_a_mid_epoch_checkpoint() -> None:
+    """State saved after 3 steps and restored: the epoch mean covers all 5 steps."""
+    logged = {}
+    module = types.SimpleNamespace(
+        device=torch.device("cpu"),
+        log=lambda name, value, **kw: logged.update({name: float(value)}),
+    )
+
+    def trainer_at(value: float) -> types.SimpleNamespace:
+        return types.SimpleNamespace(
+            callback_metrics={"train_loss": torch.tensor(value)}
+        )
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0]
+    first = EpochMeanLoss()
+    first.on_train_epoch_start(None, module)
+    for v in values[:3]:
+        first.on_train_batch_end(trainer_at(v), module, None, None, 0)
+    state = first.state_dict()
+    resumed = EpochMeanLoss()
+    resumed.load_state_dict(state)  # a mid-epoch resume: no on_train_epoch_start
+    for v in values[3:]:
+        resumed.on_train_batch_end(trainer_at(v), module, None, None, 0)
+    resumed.on_train_epoch_end(types.SimpleNamespace(callback_metrics={}), module)
+    assert logged["train_loss_epoch"] == pytest.approx(sum(values) / len(values))
+    assert (
+        resumed.state_dict()["count"] == 0
+    )  # an epoch-end checkpoint holds no partial sum

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from lightly_derm.data import SyntheticLesions
+from lightly_derm.jobs.pretrain import (
+    PretrainConfig,
+    resolve_config,
+    resume_config,
+    with_transform,
+)
+
+
+def test_defaults_depend_on_the_data(tmp_path) -> None:
+    demo = resolve_config(PretrainConfig(method="fgssl"))
+    assert (demo.backbone, demo.input_size, demo.epochs, demo.batch_size) == (
+        "resnet18",
+        64,
+        4,
+        32,
+    )
+    assert demo.synthetic_images == 256 and demo.num_workers == 0
+    assert demo.out == "runs/fgssl" and demo.decode_size == 128
+    real = resolve_config(PretrainConfig(method="byol", data=str(tmp_path)))
+    assert (real.backbone, real.input_size, real.epochs) == ("resnet50", 224, 100)
+    assert real.synthetic_images is None
+    with pytest.raises(ValueError, match="apply to the built-in synthetic data only"):
+        resolve_config(PretrainConfig(data=str(tmp_path), synthetic_images=8))
+    with pytest.raises(ValueError, match="input_size must be an integer >= 8"):
+        resolve_config(PretrainConfig(input_size=4))
+
+
+def test_a_classifier_needs_labels(tmp_path) -> None:
+    from lightly_derm.jobs.pretrain import _create_method
+
+    config = resolve_config(PretrainConfig(method="fgssl_classifier"))
+    unlabelled = SyntheticLesions(4, 32)
+    unlabelled.targets[:] = -1
+    with pytest.raises(ValueError, match="is a classifier .* needs labelled data"):
+        _create_method(config, unlabelled)
+    model = _create_method(config, SyntheticLesions(4, 32, num_classes=4))
+    assert model.num_classes == 4  # from the data
+
+
+def test_with_transform_copies() -> None:
+    data = SyntheticLesions(4, 32)
+    copied = with_transform(data, len)
+    assert copied.transform is len and data.transform is None
+    with pytest.raises(TypeError, match="no transform attribute"):
+        with_transform([1, 2], len)  # type: ignore[arg-type]
+
+
+def test_resume_config_allows_hardware_changes_only(tmp_path) -> None:
+    saved = resolve_config(
+        PretrainConfig(method="gravis", out=str(tmp_path), method_args={"lr": 0.1})
+    )
+    saved.save(tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    merged = resume_config(
+        PretrainConfig(out=str(tmp_path), precision="bf16-mixed", num_workers=2)
+    )
+    assert merged.precision == "bf16-mixed" and merged.num_workers == 2
+    assert merged.method_args == {"lr": 0.1} and merged.epochs == saved.epochs
+    # the same values again are fine; a change of what the run is is not
+    resume_config(
+        PretrainConfig(out=str(tmp_path), method="gravis", method_args={"lr": 0.1})
+    )
+    with pytest.raises(
+        ValueError, match=r"cannot resume .* with method_args=\{'lr': 0.2\}"
+    ):
+        resume_config(PretrainConfig(out=str(tmp_path), method_args={"lr": 0.2}))
+    with pytest.raises(ValueError, match="epochs=9: the run was started with epochs=4"):
+        resume_config(PretrainConfig(out=str(tmp_path), epochs=9))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["method"] == "gravis"
