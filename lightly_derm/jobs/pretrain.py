@@ -2,8 +2,8 @@
 
 Builds on the plugin registry (``registry.create("method", ...)``), the method
 conventions of :class:`~lightly_derm.methods.SSLMethod` (``default_transform``,
-``default_collate``, ``train_loss``), :func:`~lightly_derm.data.make_dataset`, a torch
-``DataLoader`` and the Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
+``default_collate``, ``train_loss``), :func:`~lightly_derm.data.make_dataset`,
+:class:`~lightly_derm.data.ResumableDataLoader` and the Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
 job adds: defaults that depend on the data (a CPU-sized demo on synthetic data, the
 methods' own settings on real data), a run folder with everything a person looks at,
 and ``resume`` that refuses to continue a run under a different configuration.
@@ -34,8 +34,9 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
+from lightly_derm.data import ResumableDataLoader
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
 from lightly_derm.jobs.config import JobConfig, check_kwargs
@@ -599,10 +600,13 @@ def pretrain(
             verbose,
             f"batch size lowered to {batch_size}: the data has only {batch_size} images",
         )
-    loader = DataLoader(
+    # Resumable: a run continued with --resume picks up at the next batch of the same
+    # epoch order, and every sample is augmented under a (seed, epoch, index) seed.
+    loader = ResumableDataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=True,
+        seed=int(cfg.seed or 0),
         drop_last=True,
         num_workers=int(cfg.num_workers or 0),
         collate_fn=method.default_collate(),
@@ -634,13 +638,17 @@ def pretrain(
 
     plots = TrainingPlots(out / "plots", classes=getattr(dataset, "classes", None))
     command = f"lightly-derm pretrain --out {out} --resume"
+    strategy = str(cfg.strategy)
+    if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
+        # e.g. FG-SSL's progressive steps leave parameters without gradient
+        strategy = "ddp_find_unused_parameters_true"
     trainer = build_trainer(
         out,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
         accelerator=str(cfg.accelerator),
         devices=cfg.devices,  # type: ignore[arg-type]
-        strategy=str(cfg.strategy),
+        strategy=strategy,
         precision=cfg.precision,
         monitor="train_loss_epoch",
         mode="min",
@@ -657,13 +665,16 @@ def pretrain(
     )
     started = time.perf_counter()
     with warnings.catch_warnings():
-        # A mid-epoch resume continues at the saved step; the rest of that epoch is a
-        # fresh shuffle (documented), which is what this Lightning warning is about.
+        # A mid-epoch resume continues at the saved step and the ResumableDataLoader
+        # at the next batch of the epoch; this Lightning warning assumes a plain
+        # DataLoader that would restart the epoch.
         warnings.filterwarnings(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(method, loader, ckpt_path=last if resume else None)
+        trainer.fit(
+            method, loader, ckpt_path=last if resume else None, weights_only=True
+        )
     seconds = time.perf_counter() - started
 
     best = out / CHECKPOINT_DIR / BEST_CHECKPOINT

@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
+from lightly_derm.callbacks import AtomicCheckpointIO, ExactResume, NonFiniteLossGuard
 from lightly_derm.jobs.callbacks import (
     BEST_CHECKPOINT,
     EpochMeanLoss,
@@ -38,10 +39,26 @@ TENSORBOARD_DIR = "tensorboard"
 def default_callbacks() -> list[Callback]:
     """The callbacks every lightly-derm training run gets (pretraining and fine-tuning).
 
-    The extension point for run-wide safety callbacks (e.g. stopping on a non-finite
-    loss): add them here and every job has them.
+    - :class:`~lightly_derm.callbacks.NonFiniteLossGuard`: a NaN or infinite training
+      loss stops the run, naming the step and the last good checkpoint (checked on the
+      device, without a host synchronisation per step);
+    - :class:`~lightly_derm.callbacks.ExactResume`: random states and the data position
+      go into every checkpoint, so a resumed run continues as the interrupted one.
+
+    The extension point for run-wide safety callbacks: add them here and every job has
+    them.
     """
-    return []
+    return [NonFiniteLossGuard(), ExactResume()]
+
+
+def default_plugins() -> list[Any]:
+    """The Trainer plugins every lightly-derm training run gets.
+
+    :class:`~lightly_derm.callbacks.AtomicCheckpointIO`: checkpoints are written to a
+    temporary file and renamed, so a kill never leaves a half-written ``last.ckpt``;
+    they are read back with ``torch.load(weights_only=True)``.
+    """
+    return [AtomicCheckpointIO()]
 
 
 def resolve_precision(precision: str | int | None, accelerator: str = "auto") -> str:
@@ -98,8 +115,9 @@ def trainer_options(
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`pytorch_lightning.Trainer` shared by every job.
 
-    Includes :func:`default_callbacks` and, by default, no logger and no checkpoints
-    (:func:`build_trainer` adds those); ``kwargs`` override everything.
+    Includes :func:`default_callbacks`, :func:`default_plugins` and, by default, no
+    logger and no checkpoints (:func:`build_trainer` adds those); ``kwargs`` override
+    everything.
 
     Returns:
         A dictionary for ``pl.Trainer(**options)`` (or ``finetune_evaluate``'s
@@ -115,6 +133,7 @@ def trainer_options(
         "logger": False,
         "enable_checkpointing": False,
         "callbacks": [*default_callbacks(), *callbacks],
+        "plugins": default_plugins(),
     }
     options.update(kwargs)
     return options

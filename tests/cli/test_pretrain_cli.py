@@ -331,6 +331,14 @@ def test_resume_continues_from_the_saved_step(tmp_path, capsys) -> None:
     steps = [int(r["step"]) for r in rows if r.get("train_loss")]
     assert steps == list(range(8))
     assert len([r for r in rows if r.get("train_loss_epoch")]) == 2
+    # ... and ends with the weights of an uninterrupted run (ResumableDataLoader +
+    # ExactResume: the same batches, augmentations and random states after step 6)
+    pretrain(**{**options, "out": str(tmp_path / "uninterrupted")})
+    resumed = torch.load(out / "backbone.pt", weights_only=True)
+    straight = torch.load(tmp_path / "uninterrupted/backbone.pt", weights_only=True)
+    assert resumed.keys() == straight.keys()
+    for key, value in straight.items():
+        assert torch.equal(resumed[key], value), key
 
 
 def test_resume_needs_a_run(tmp_path, capsys) -> None:

@@ -285,21 +285,8 @@ def test_cli_plugins_runs_offline(no_network, capsys) -> None:
     assert no_network == []
 
 
-def _has_pretrain() -> bool:
-    from lightly_derm.cli import build_parser
-
-    try:
-        build_parser().parse_args(["pretrain", "--help"])
-    except SystemExit as exit_:
-        return exit_.code == 0
-    return True
-
-
-@pytest.mark.skipif(
-    not _has_pretrain(), reason="pretrain subcommand not merged yet (branch cli)"
-)
 def test_cli_pretrain_runs_offline(no_network, tmp_path, capsys) -> None:
-    """Enable after the CLI merges: one GraVIS epoch on a tiny folder, no network."""
+    """One GraVIS epoch from the command line on a tiny folder, no network."""
     import numpy as np
     from PIL import Image
 
@@ -321,7 +308,7 @@ def test_cli_pretrain_runs_offline(no_network, tmp_path, capsys) -> None:
             "1",
             "--data",
             str(folder),
-            "--output",
+            "--out",
             str(tmp_path / "run"),
             "--backbone",
             "resnet18",
@@ -338,8 +325,8 @@ def test_cli_pretrain_runs_offline(no_network, tmp_path, capsys) -> None:
 
 
 def test_training_and_checkpointing_run_offline(no_network, tmp_path) -> None:
-    """Until the pretrain CLI is merged: what it runs — registry, data, Lightning fit
-    with checkpoints and a resume, MONAI — under the same guard."""
+    """The building blocks outside the CLI — registry, data, Lightning fit with
+    checkpoints and a resume, MONAI — under the same guard."""
     from monai.networks.nets import FlexibleUNet
     from pytorch_lightning.callbacks import ModelCheckpoint
 
