@@ -82,7 +82,8 @@ class PeriodicCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.global_step == self._last_saved_step:
             return
-        trainer.save_checkpoint(self.path)
+        # the full training state (weights_only=False here means "not only weights")
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._last_saved_step = trainer.global_step
 
     def on_train_start(
