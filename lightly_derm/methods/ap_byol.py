@@ -273,7 +273,11 @@ class APBYOL(BYOL):
         loss_byol = loss_per_sample.mean()
         lam = self.lambda_add_now()
         size = batch.batch_size
-        self.log("train_lambda_add", lam, batch_size=size)
+        self.log(  # a device tensor: see BYOL.training_step
+            "train_lambda_add",
+            torch.full((), lam, device=loss_byol.device),
+            batch_size=size,
+        )
         if lam == 0.0:
             return loss_byol
         loss_add, indices, _ = self.additional_positive_loss(

@@ -200,7 +200,13 @@ class BYOL(SSLMethod):
         size = batch.batch_size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_loss_byol", loss_per_sample.mean().detach(), batch_size=size)
-        self.log("train_ema_momentum", tau, batch_size=size)
+        # A device tensor: self.log() of a Python float copies it to the device with a
+        # host synchronisation every step.
+        self.log(
+            "train_ema_momentum",
+            torch.full((), tau, device=loss.device),
+            batch_size=size,
+        )
         return loss
 
     def configure_optimizers(self) -> Any:

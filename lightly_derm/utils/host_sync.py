@@ -13,10 +13,11 @@ live on a GPU*:
   assignment with a boolean mask (``x[mask]``, ``x[mask] = v``), ``masked_select``,
   ``unique``, ``bincount``, ``repeat_interleave`` with a tensor of repeats and no
   ``output_size``, ``torch.equal``;
-- (``factories=True``) tensors created without a ``device`` from Python data or by a
-  factory function (``torch.tensor([...])``, ``torch.zeros(n)``): on the host, so each
-  one costs a pageable host-to-device copy (which synchronises) when it meets device
-  tensors.
+- (``factories=True``) tensors made from Python data (``torch.tensor(x, device=d)``
+  copies from the host, synchronously on a GPU; Lightning's ``self.log`` of a Python
+  float does this), and tensors created by a factory function without ``device=``
+  (``torch.zeros(n)``): on the host, so moving them to the GPU costs a synchronising
+  copy from pageable memory.
 
 Every record names the operator, the reason and the first source line outside torch.
 """
@@ -40,6 +41,12 @@ _DATA_DEPENDENT = "output size depends on device values (the host waits for them
 _HOST_TENSOR = (
     "creates a tensor on the host without device=; moving it to the GPU is a "
     "synchronising copy from pageable memory"
+)
+
+_FROM_PYTHON = (
+    "copies Python data from the host; with device= a GPU that is a synchronising "
+    "copy (e.g. self.log() of a Python float); use torch.full(..., device=) or keep "
+    "the value on the device"
 )
 
 #: ATen operators (overload packets) that always synchronise on CUDA.
@@ -77,6 +84,10 @@ _FACTORIES = {
 }
 
 
+#: Frames never named as the location: torch and Lightning internals (the caller is).
+_SKIPPED = ("/torch/", "/pytorch_lightning/", "/lightning_fabric/", "/contextlib.py")
+
+
 @dataclass(frozen=True)
 class HostSync:
     """One recorded operation that synchronises (or would, on a GPU).
@@ -109,11 +120,11 @@ class HostSyncRecorder:
 
     def syncs(self) -> list[HostSync]:
         """The records that synchronise by themselves (no host-tensor warnings)."""
-        return [r for r in self.records if r.reason != _HOST_TENSOR]
+        return [r for r in self.records if r.reason not in (_HOST_TENSOR, _FROM_PYTHON)]
 
     def host_tensors(self) -> list[HostSync]:
-        """The device-less tensor creations (``factories=True``)."""
-        return [r for r in self.records if r.reason == _HOST_TENSOR]
+        """The tensor creations on or from the host (``factories=True``)."""
+        return [r for r in self.records if r.reason in (_HOST_TENSOR, _FROM_PYTHON)]
 
     def summary(self) -> str:
         """One line per distinct record, with its count."""
@@ -129,7 +140,7 @@ class HostSyncRecorder:
 def _location(skip: tuple[str, ...]) -> str:
     for frame in reversed(traceback.extract_stack()):
         name = frame.filename.replace("\\", "/")
-        if "/torch/" in name or name.endswith(skip) or "/contextlib.py" in name:
+        if name.endswith(skip) or any(part in name for part in _SKIPPED):
             continue
         return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "<unknown>"
@@ -182,16 +193,18 @@ class _FunctionRecorder(TorchFunctionMode):
                 self.add(f"Tensor.{name}", "copies device data to the host")
             elif name == "to" and _to_host(args, kwargs):
                 self.add("Tensor.to('cpu')", "copies device data to the host")
-        elif (
-            self.factories
-            and name in _FACTORIES
-            and getattr(func, "__module__", "")
-            in ("torch", "torch._C._VariableFunctions")
-            and kwargs.get("device") is None
-            and not (name == "as_tensor" and args and isinstance(args[0], torch.Tensor))
-        ):
-            self.add(f"torch.{name}", _HOST_TENSOR)
+        elif self.factories and name in _FACTORIES and _is_torch_function(func):
+            data = args[0] if args else kwargs.get("data")
+            if name in ("tensor", "as_tensor"):
+                if not isinstance(data, torch.Tensor):
+                    self.add(f"torch.{name}(<Python data>)", _FROM_PYTHON)
+            elif kwargs.get("device") is None:
+                self.add(f"torch.{name}", _HOST_TENSOR)
         return func(*args, **kwargs)
+
+
+def _is_torch_function(func: Any) -> bool:
+    return getattr(func, "__module__", "") in ("torch", "torch._C._VariableFunctions")
 
 
 def _to_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
