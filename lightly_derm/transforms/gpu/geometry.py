@@ -237,9 +237,12 @@ def resized_crop(
     vflip_t = _as_views(vflip, n, views, "vflip", device, torch.bool)
 
     # Output pixel coordinates (N, V, S, S), x along the width, y along the height.
+    # x varies along the width only and y along the height only until a rotation
+    # mixes them: (N, V, 1, S) and (N, V, S, 1), so the coordinate arithmetic costs
+    # O(S) per view, not O(S²).
     coords = torch.arange(size, device=device, dtype=dtype)
-    x = coords.view(1, 1, 1, size).expand(n, views, size, size)
-    y = coords.view(1, 1, size, 1).expand(n, views, size, size)
+    x = coords.view(1, 1, 1, size).expand(n, views, 1, size)
+    y = coords.view(1, 1, size, 1).expand(n, views, size, 1)
     last = float(size - 1)
 
     def flip(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,7 +274,8 @@ def resized_crop(
     xs = left + ((x + 0.5) * (box_w / size) - 0.5).clamp(min=0).minimum(box_w - 1)
     ys = top + ((y + 0.5) * (box_h / size) - 0.5).clamp(min=0).minimum(box_h - 1)
     grid = torch.stack(
-        [(2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1], dim=-1
+        torch.broadcast_tensors((2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1),
+        dim=-1,
     )  # (N, V, S, S, 2)
     # uint8: sample the 0…255 values and scale the (smaller) output instead.
     source_images = images if images.dtype == dtype else images.to(dtype)

@@ -206,14 +206,17 @@ class GPUViewTransform:
     def _normalize_tensors(
         self, device: torch.device, dtype: torch.dtype
     ) -> tuple[Tensor, Tensor]:
-        """Mean and std (1, 3, 1, 1), made once per device (no copy per batch)."""
+        """−mean/std and 1/std (1, 3, 1, 1), made once per device (no copy per batch)."""
         key = (str(device), dtype)
         cache = self.__dict__.setdefault("_normalize_cache", {})
         if key not in cache:
             assert self.normalize is not None
-            cache[key] = tuple(
-                torch.tensor(v, dtype=dtype).view(1, -1, 1, 1).to(device)
+            mean, std = (
+                torch.tensor(v, dtype=torch.float64).view(1, -1, 1, 1)
                 for v in self.normalize
+            )
+            cache[key] = tuple(
+                t.to(device=device, dtype=dtype) for t in (-mean / std, 1 / std)
             )
         return cache[key]
 
@@ -285,19 +288,39 @@ class GPUViewTransform:
             x = solarize(x, self.solarize_threshold, u[:, 3] < self.solarize_prob)
         return x
 
-    def finish(self, views: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Normalisation and Cutout, in place on (N, 3, S, S) float views."""
+    def finish(
+        self,
+        views: Tensor,
+        generator: torch.Generator | None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """Normalisation and Cutout of (…, 3, S, S) float views.
+
+        Normalisation is one fused multiply-add, x·(1/std) − mean/std, written straight
+        into ``out`` (any dtype and strides of the views' shape, e.g. a bf16
+        channels-last slot of the batch) or in place.
+        """
+        target = views if out is None else out
+        if target.shape != views.shape:
+            raise ValueError(
+                f"out must be {tuple(views.shape)}, got {tuple(target.shape)}"
+            )
         if self.normalize is not None:
-            mean, std = self._normalize_tensors(views.device, views.dtype)
-            views = views.sub_(mean).div_(std)
+            shift, scale = self._normalize_tensors(views.device, views.dtype)
+            torch.addcmul(shift, views, scale, out=target)
+        elif out is not None:
+            out.copy_(views)
         if self.cutout_holes > 0 and self.cutout_length > 0:
-            n, _, height, width = views.shape
+            height, width = views.shape[-2:]
+            n = views[..., 0, 0, 0].numel()
             centres = sample_cutout(
                 n, height, width, self.cutout_holes, views.device, generator
             )
             mask = cutout_mask(centres, self.cutout_length, height, width)
-            views = views.masked_fill_(mask[:, None], self.cutout_value)
-        return views
+            target.masked_fill_(
+                mask.view(*views.shape[:-3], 1, height, width), self.cutout_value
+            )
+        return target
 
     def __call__(
         self,
@@ -305,6 +328,7 @@ class GPUViewTransform:
         sizes: Tensor | None = None,
         num_views: int = 1,
         generator: torch.Generator | None = None,
+        out: Tensor | None = None,
     ) -> Tensor:
         """Makes ``num_views`` views of every image.
 
@@ -315,10 +339,12 @@ class GPUViewTransform:
                 (the top-left region); default the whole tensor.
             num_views: Views per image, each with its own parameters.
             generator: Random generator on the images' device (default: global).
+            out: Optional (B, V, C, S, S) tensor (any dtype and strides) to write the
+                views into.
 
         Returns:
             Float views (B, C, S, S) for one view, (B, V, C, S, S) for several
-            (image-major); float32 (float64 for float64 input).
+            (image-major); float32 (float64 for float64 input); or ``out``.
         """
         check_images(images)
         if images.shape[1] == 1:
@@ -328,12 +354,22 @@ class GPUViewTransform:
                 f"images must have 1 or 3 channels, got shape {tuple(images.shape)}"
             )
         n = images.shape[0]
+        size = self.input_size
+        if out is not None and tuple(out.shape) != (n, num_views, 3, size, size):
+            raise ValueError(
+                f"out must be {(n, num_views, 3, size, size)}, got {tuple(out.shape)}"
+            )
         with torch.autocast(images.device.type, enabled=False):
             views = self.geometry(images, sizes, num_views, generator)
             flat = views.view(n * num_views, *views.shape[2:])
-            flat = self.finish(self.color(flat, generator), generator)
-        out = flat.view(n, num_views, *flat.shape[1:])
-        return out if num_views > 1 else out[:, 0]
+            flat = self.color(flat, generator)
+            if out is not None:
+                # The coloured views (color() returns new tensors), shaped as ``out``.
+                self.finish(flat.view(views.shape), generator, out)
+                return out
+            flat = self.finish(flat, generator)
+        result = flat.view(n, num_views, *flat.shape[1:])
+        return result if num_views > 1 else result[:, 0]
 
 
 class GPUMultiViewTransform:
@@ -423,8 +459,11 @@ class GPUMultiViewTransform:
         )
         slots = out.unflatten(0, (n, views))  # a view: (B, K, C, S, S)
         for transform, first, count in self.groups:
-            made = transform(images, sizes, num_views=count, generator=generator)
-            if count == 1:
-                made = made[:, None]
-            slots[:, first : first + count].copy_(made)
+            transform(
+                images,
+                sizes,
+                num_views=count,
+                generator=generator,
+                out=slots[:, first : first + count],
+            )
         return out

@@ -239,6 +239,39 @@ def test_multi_view_layout_dtype_and_format() -> None:
     assert contiguous.is_contiguous() and contiguous.dtype == torch.float32
 
 
+def test_out_writes_the_same_views() -> None:
+    """``out=`` (how the multi-view transform fills its batch) gives the full pipeline.
+
+    Colour, normalisation and Cutout must all reach ``out``, in its dtype and layout,
+    with the same random draws as the returned tensor.
+    """
+    view = GPUViewTransform(
+        16,
+        rr_prob=0.5,
+        rr_degrees=30,
+        solarization_prob=0.5,
+        random_gray_scale=0.5,
+        cutout_holes=1,
+        cutout_length=5,
+    )
+    images = _images(6)
+    ref = view(images, num_views=2, generator=torch.Generator().manual_seed(3))
+    out = torch.zeros(6, 2, 3, 16, 16)
+    made = view(
+        images, num_views=2, generator=torch.Generator().manual_seed(3), out=out
+    )
+    assert made is out
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    slots = torch.zeros(6, 3, 3, 16, 16, dtype=torch.bfloat16)[:, 1:]
+    view(images, num_views=2, generator=torch.Generator().manual_seed(3), out=slots)
+    torch.testing.assert_close(slots.float(), ref, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="out must be"):
+        view(images, num_views=2, out=torch.zeros(6, 3, 3, 16, 16))
+    multi = GPUMultiViewTransform([view, view])
+    batch = multi(images, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(batch.unflatten(0, (6, 2)), ref, rtol=0, atol=1e-6)
+
+
 def test_no_host_syncs() -> None:
     method = registry.create("method", "gravis", backbone="resnet18", augment="gpu")
     pipeline = method.gpu_view_transform(32)
