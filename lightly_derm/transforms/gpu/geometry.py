@@ -94,7 +94,7 @@ def sample_resized_crop(
         generator: Random generator on the images' device (default: the global one).
 
     Returns:
-        float32 boxes (N, num_views, 4): (top, left, height, width), integers.
+        Boxes (N, ``num_views``, 4) as float32 (top, left, height, width), integers.
 
     Example:
         >>> import torch
