@@ -1,5 +1,7 @@
 """Data: collates for multi-view batches, datasets, synthetic lesions."""
 
+from lightly_derm.data.canvas_collate import CanvasBatch, CanvasCollate
+from lightly_derm.data.decoded_image_cache import DecodedImageCache
 from lightly_derm.data.dermamnist_jpeg import DermaMNISTJPEGDataset
 from lightly_derm.data.grouped_view_collate import (
     GroupedBatch,
@@ -53,6 +55,9 @@ __all__ = [
     "EXCLUDE_PATTERNS",
     "IMAGE_EXTENSIONS",
     "SYNTHETIC_CLASSES",
+    "CanvasBatch",
+    "CanvasCollate",
+    "DecodedImageCache",
     "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",

@@ -153,6 +153,11 @@ class AdditionalPositiveLoss(nn.Module):
                     )
                 chosen = z_hat[:, indices.to(z.device)]  # (V, B, k, D)
                 cos = torch.einsum("sbd,tbkd->stbk", p_hat, chosen)
-            off_diagonal = ~torch.eye(views, dtype=torch.bool, device=p.device)
-            per_sample = -cos[off_diagonal].mean(dim=(0, 2))  # (B,)
+            # Mean over the V(V-1) ordered pairs s != t and the k targets, as one
+            # weighted sum: a boolean-mask index (cos[off_diagonal]) would cost two
+            # host synchronisations per call on a GPU (nonzero forward and backward).
+            weight = (1.0 - torch.eye(views, dtype=cos.dtype, device=cos.device)) / (
+                views * (views - 1) * cos.shape[-1]
+            )
+            per_sample = -torch.einsum("st,stbk->b", weight, cos)  # (B,)
         return per_sample.mean() if reduction == "mean" else per_sample

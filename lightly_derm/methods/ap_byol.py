@@ -18,6 +18,7 @@ from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch
+from lightly_derm.methods.base import Augment
 from lightly_derm.methods.byol import BYOL
 from lightly_derm.miners.tracin import TracInPositiveMiner
 
@@ -96,6 +97,8 @@ class APBYOL(BYOL):
         top_k: Positives mined per sample (L_add averages over them).
         exclude_duplicates: Never mine a sample with the same file name.
         gather_distributed: Mine over the global batch under DDP.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -127,6 +130,7 @@ class APBYOL(BYOL):
         top_k: int = 1,
         exclude_duplicates: bool = True,
         gather_distributed: bool = True,
+        augment: Augment = "cpu",
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -139,6 +143,7 @@ class APBYOL(BYOL):
             weight_decay=weight_decay,
             ema_start=ema_start,
             ema_end=ema_end,
+            augment=augment,
         )
         if lambda_add < 0:
             raise ValueError(f"lambda_add must be >= 0, got {lambda_add}")
@@ -268,7 +273,11 @@ class APBYOL(BYOL):
         loss_byol = loss_per_sample.mean()
         lam = self.lambda_add_now()
         size = batch.batch_size
-        self.log("train_lambda_add", lam, batch_size=size)
+        self.log(  # a device tensor: see BYOL.training_step
+            "train_lambda_add",
+            torch.full((), lam, device=loss_byol.device),
+            batch_size=size,
+        )
         if lam == 0.0:
             return loss_byol
         loss_add, indices, _ = self.additional_positive_loss(

@@ -23,7 +23,9 @@ from lightly.transforms.byol_transform import (
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
-from lightly_derm.methods.base import SSLMethod
+from lightly_derm.methods.base import Augment, SSLMethod
+from lightly_derm.methods.byol import byol_gpu_views
+from lightly_derm.transforms.gpu import GPUMultiViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 __all__ = ["BarlowTwins"]
@@ -51,6 +53,8 @@ class BarlowTwins(SSLMethod):
         lr, momentum, weight_decay: SGD (lr 0.06 as in lightly's Barlow Twins example).
         max_epochs: Length of the cosine schedule; default the trainer's.
         gather_distributed: Average the cross-correlation over processes (lightly's option).
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import torch
@@ -72,8 +76,11 @@ class BarlowTwins(SSLMethod):
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
         gather_distributed: bool = False,
+        augment: Augment = "cpu",
     ) -> None:
-        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        super().__init__(
+            backbone=backbone, backbone_weights=backbone_weights, augment=augment
+        )
         self.save_hyperparameters(
             ignore=["backbone_weights"]
             + ([] if isinstance(backbone, str) else ["backbone"])
@@ -123,7 +130,7 @@ class BarlowTwins(SSLMethod):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
 
-    def default_transform(self, input_size: int = 224) -> RGBInput:
+    def cpu_view_transform(self, input_size: int = 224) -> RGBInput:
         """The two-view ``BYOLTransform`` of lightly at ``input_size``.
 
         Wrapped in :class:`~lightly_derm.transforms.RGBInput`, so that grayscale,
@@ -135,3 +142,7 @@ class BarlowTwins(SSLMethod):
                 view_2_transform=BYOLView2Transform(input_size=input_size),
             )
         )
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """Lightly's BYOL views on the device (see :func:`~lightly_derm.methods.byol.byol_gpu_views`)."""
+        return byol_gpu_views(input_size)

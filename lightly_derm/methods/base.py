@@ -1,22 +1,31 @@
 """The interface every lightly-derm pretraining method offers.
 
-Builds on :class:`pytorch_lightning.LightningModule`. The command line, evaluation and
-the segmentation transfer rely on these members only, so any ``method`` plugin that
-subclasses :class:`SSLMethod` works with them.
+Builds on :class:`pytorch_lightning.LightningModule` (and its
+``on_after_batch_transfer`` hook, where GPU views are made). The command line,
+evaluation and the segmentation transfer rely on these members only, so any ``method``
+plugin that subclasses :class:`SSLMethod` works with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor, nn
 
 from lightly_derm._version import __version__
-from lightly_derm.data.grouped_view_collate import GroupedViewCollate
+from lightly_derm.data.canvas_collate import CanvasBatch, CanvasCollate
+from lightly_derm.data.grouped_view_collate import GroupedBatch, GroupedViewCollate
 from lightly_derm.models.backbones import feature_dim, resnet
+from lightly_derm.transforms.gpu.canvas import CanvasTransform
+from lightly_derm.transforms.gpu.view_transform import GPUMultiViewTransform
+
+#: Where the views are made: ``"cpu"`` in the DataLoader workers, ``"gpu"`` on the device.
+Augment = Literal["cpu", "gpu"]
+AUGMENT: tuple[str, ...] = ("cpu", "gpu")
 
 #: Key of the checkpoint entry that names the method which wrote it.
 CHECKPOINT_KEY = "lightly_derm"
@@ -42,11 +51,30 @@ class SSLMethod(pl.LightningModule):
       of torch's ``RuntimeError`` (Lightning's ``fit(ckpt_path=...)`` and
       ``load_from_checkpoint`` both load through it).
 
+    **Where views are made** (``augment``). ``"cpu"``: :meth:`default_transform` is the
+    method's view transform (:meth:`cpu_view_transform`), run per image in the
+    DataLoader workers, and :meth:`default_collate` a
+    :class:`~lightly_derm.data.GroupedViewCollate`. ``"gpu"``:
+    :meth:`default_transform` only resizes each image onto a uint8 canvas
+    (:class:`~lightly_derm.transforms.gpu.CanvasTransform`; cache it with
+    :class:`~lightly_derm.data.DecodedImageCache`), :meth:`default_collate` stacks the
+    canvases (:class:`~lightly_derm.data.CanvasCollate`), and after the batch reaches
+    the device Lightning's ``on_after_batch_transfer`` makes the views for the whole
+    batch with :meth:`gpu_view_transform` — the same augmentations with the same
+    distributions, per-image random parameters — and hands ``training_step`` the same
+    :class:`~lightly_derm.data.GroupedBatch` as the CPU path would. The views come in
+    the trainer's precision (bfloat16 under ``"bf16-mixed"``) and in channels-last
+    layout when the backbone is. Their random numbers come from a generator of the
+    method on the device, seeded from ``torch.initial_seed()`` and the global rank (so
+    ``seed_everything`` makes them reproducible and DDP ranks differ); its state is
+    not checkpointed.
+
     Args:
         backbone: A torchvision ResNet name (see :data:`~lightly_derm.models.RESNETS`) or
             any module mapping images to features.
         backbone_weights: Local checkpoint path or state dict to initialise a named
             ResNet from (never downloaded).
+        augment: ``"cpu"`` or ``"gpu"`` (see above).
 
     Attributes:
         ddp_find_unused_parameters: Whether a training step leaves parameters without
@@ -62,8 +90,22 @@ class SSLMethod(pl.LightningModule):
         self,
         backbone: str | nn.Module = "resnet50",
         backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
+        augment: Augment = "cpu",
     ) -> None:
         super().__init__()
+        if augment not in AUGMENT:
+            raise ValueError(f"augment must be 'cpu' or 'gpu', got {augment!r}")
+        if (
+            augment == "gpu"
+            and type(self).gpu_view_transform is SSLMethod.gpu_view_transform
+        ):
+            raise ValueError(
+                f"{type(self).__name__} has no GPU view pipeline (gpu_view_transform); "
+                "use augment='cpu'"
+            )
+        self.augment: str = augment
+        self._gpu_views: dict[tuple[int, bool], GPUMultiViewTransform] = {}
+        self._augment_generator: torch.Generator | None = None
         if isinstance(backbone, str):
             self.backbone: nn.Module = resnet(backbone, weights=backbone_weights)
         elif isinstance(backbone, nn.Module):
@@ -84,14 +126,40 @@ class SSLMethod(pl.LightningModule):
         return self.backbone(images).flatten(1)
 
     def default_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
-        """The view transform this method's data needs (image → list of views)."""
+        """The transform this method's data needs.
+
+        With ``augment="cpu"`` the view transform (image → list of views, see
+        :meth:`cpu_view_transform`); with ``augment="gpu"`` a
+        :class:`~lightly_derm.transforms.gpu.CanvasTransform` (image → one uint8
+        canvas; the views of ``input_size`` pixels are made on the device).
+        """
+        if self.augment == "gpu":
+            return CanvasTransform(view_size=input_size)
+        return self.cpu_view_transform(input_size)
+
+    def cpu_view_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
+        """The per-image view transform (image → list of views) of ``augment="cpu"``."""
         raise NotImplementedError(
-            f"{type(self).__name__} does not define default_transform"
+            f"{type(self).__name__} does not define cpu_view_transform"
         )
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """The batched device form of :meth:`cpu_view_transform` (``augment="gpu"``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no GPU view pipeline; use augment='cpu'"
+        )
+
+    def gpu_eval_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """The device views of batches outside training (validation, test, predict).
+
+        Default: :meth:`gpu_view_transform` (an SSL validation loss needs the same
+        views); classifiers return a deterministic one.
+        """
+        return self.gpu_view_transform(input_size)
 
     def default_collate(self) -> Callable[[list[Any]], Any]:
         """The collate function for batches of :meth:`default_transform` samples."""
-        return GroupedViewCollate()
+        return CanvasCollate() if self.augment == "gpu" else GroupedViewCollate()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Records which method (class, module, lightly-derm version) wrote the checkpoint."""
@@ -163,6 +231,80 @@ class SSLMethod(pl.LightningModule):
                 + "."
             )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ------------------------------------------------------------------ GPU views
+    def augment_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the GPU views on ``device`` (made on first use)."""
+        generator = self._augment_generator
+        if generator is None or generator.device != device:
+            rank = self.global_rank if self._trainer is not None else 0
+            generator = torch.Generator(device=device)
+            generator.manual_seed((torch.initial_seed() + 1_000_003 * rank) % 2**63)
+            self._augment_generator = generator
+        return generator
+
+    def view_dtype(self) -> torch.dtype:
+        """The dtype of GPU views: the trainer's half type under mixed precision."""
+        trainer = self._trainer
+        precision = str(trainer.precision) if trainer is not None else "32"
+        if precision.startswith("bf16"):
+            return torch.bfloat16
+        if precision.startswith("16"):
+            return torch.float16
+        if precision.startswith("64"):
+            return torch.float64
+        return torch.float32
+
+    def view_memory_format(self) -> torch.memory_format:
+        """``torch.channels_last`` when the backbone's first convolution is, else contiguous."""
+        for parameter in self.backbone.parameters():
+            if parameter.ndim == 4 and parameter.shape[-1] > 1:
+                if (
+                    parameter.is_contiguous(memory_format=torch.channels_last)
+                    and not parameter.is_contiguous()
+                ):
+                    return torch.channels_last
+                break
+        return torch.contiguous_format
+
+    def make_views(self, batch: CanvasBatch, training: bool = True) -> GroupedBatch:
+        """Makes the views of a :class:`~lightly_derm.data.CanvasBatch` on its device.
+
+        Returns the image-major :class:`~lightly_derm.data.GroupedBatch` that the CPU
+        path's collate would give (views in :meth:`view_dtype` and
+        :meth:`view_memory_format`), from :meth:`gpu_view_transform` (or
+        :meth:`gpu_eval_view_transform` when not ``training``). No host
+        synchronisation.
+        """
+        if not isinstance(batch, CanvasBatch):
+            raise TypeError(
+                f"make_views needs a CanvasBatch, got {type(batch).__name__}"
+            )
+        key = (batch.view_size, training)
+        pipeline = self._gpu_views.get(key)
+        if pipeline is None:
+            make = self.gpu_view_transform if training else self.gpu_eval_view_transform
+            pipeline = make(batch.view_size)
+            self._gpu_views[key] = pipeline
+        images = batch.images
+        views = pipeline(
+            images,
+            batch.sizes,
+            generator=self.augment_generator(images.device),
+            dtype=self.view_dtype(),
+            memory_format=self.view_memory_format(),
+        )
+        k = pipeline.num_views
+        group_ids = torch.arange(views.shape[0], device=images.device) // k
+        return GroupedBatch(views, group_ids, batch.targets, list(batch.filenames))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turns a :class:`~lightly_derm.data.CanvasBatch` into views (``augment="gpu"``)."""
+        if isinstance(batch, CanvasBatch):
+            trainer = self._trainer
+            training = trainer is None or bool(trainer.training)
+            return self.make_views(batch, training=training)
+        return batch
 
 
 def _few(keys: list[str], count: int = 4) -> str:

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batch
 from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
 from lightly_derm.methods._optim import hparams_ignore
-from lightly_derm.methods.base import SSLMethod
+from lightly_derm.methods.base import Augment, SSLMethod
+from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 
@@ -64,6 +65,8 @@ class BYOL(SSLMethod):
         weight_decay: SGD weight decay.
         ema_start: Target-network momentum at the first step (paper: 0.996).
         ema_end: Target-network momentum at the last step (paper: 1.0).
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -88,8 +91,11 @@ class BYOL(SSLMethod):
         weight_decay: float = 5e-4,
         ema_start: float = 0.996,
         ema_end: float = 1.0,
+        augment: Augment = "cpu",
     ) -> None:
-        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        super().__init__(
+            backbone=backbone, backbone_weights=backbone_weights, augment=augment
+        )
         if not 0.0 <= ema_start <= ema_end <= 1.0:
             raise ValueError(
                 f"need 0 <= ema_start <= ema_end <= 1, got ema_start={ema_start}, "
@@ -189,7 +195,13 @@ class BYOL(SSLMethod):
         size = batch.batch_size
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_loss_byol", loss_per_sample.mean().detach(), batch_size=size)
-        self.log("train_ema_momentum", tau, batch_size=size)
+        # A device tensor: self.log() of a Python float copies it to the device with a
+        # host synchronisation every step.
+        self.log(
+            "train_ema_momentum",
+            torch.full((), tau, device=loss.device),
+            batch_size=size,
+        )
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -211,7 +223,7 @@ class BYOL(SSLMethod):
         }
 
     # ------------------------------------------------------------------ data
-    def default_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
+    def cpu_view_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
         """The view transform: lightly's :class:`~lightly.transforms.BYOLTransform`.
 
         Wrapped in :class:`~lightly_derm.transforms.RGBInput`, so that grayscale,
@@ -223,3 +235,25 @@ class BYOL(SSLMethod):
                 view_2_transform=BYOLView2Transform(input_size=input_size),
             )
         )
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """Lightly's ``BYOLView1Transform`` and ``BYOLView2Transform`` on the device."""
+        return byol_gpu_views(input_size)
+
+
+def byol_gpu_views(input_size: int = 224) -> GPUMultiViewTransform:
+    """BYOL's two views with lightly's defaults, as a GPU pipeline.
+
+    View 1: RandomResizedCrop (scale 0.08–1), flip 0.5, colour jitter 0.8
+    (0.4, 0.4, 0.2, 0.1), grayscale 0.2, blur 1.0 (σ 0.1–2); view 2: the same with blur
+    0.1 and solarisation 0.2 — :class:`~lightly_derm.transforms.gpu.GPUViewTransform`'s
+    defaults are view 1's.
+    """
+    return GPUMultiViewTransform(
+        [
+            GPUViewTransform(input_size=input_size),
+            GPUViewTransform(
+                input_size=input_size, gaussian_blur=0.1, solarization_prob=0.2
+            ),
+        ]
+    )

@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.barlow_twins_frobenius_loss import BarlowTwinsFrobeniusLoss
+from lightly_derm.methods.base import Augment
 from lightly_derm.methods.pmg import PMGMethod
-from lightly_derm.transforms.fgssl_transform import FGSSLTransform
+from lightly_derm.transforms.fgssl_transform import FGSSLTransform, check_input_size
+from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 
 __all__ = ["FGSSL", "LOSSES"]
 
@@ -91,6 +93,8 @@ class FGSSL(PMGMethod):
         max_epochs: Length of the cosine schedule; default the trainer's.
         exclude_identity: Never feed an unshuffled jigsaw.
         gather_distributed: See above.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -120,6 +124,7 @@ class FGSSL(PMGMethod):
         max_epochs: int | None = None,
         exclude_identity: bool = False,
         gather_distributed: bool = False,
+        augment: Augment = "cpu",
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -136,6 +141,7 @@ class FGSSL(PMGMethod):
             weight_decay=weight_decay,
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
+            augment=augment,
         )
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights)
@@ -224,6 +230,25 @@ class FGSSL(PMGMethod):
             self.log(f"train_loss_{part}", value, batch_size=batch_size)
         return total
 
-    def default_transform(self, input_size: int = 224) -> FGSSLTransform:
+    def cpu_view_transform(self, input_size: int = 224) -> FGSSLTransform:
         """:class:`~lightly_derm.transforms.FGSSLTransform` with this method's grids."""
         return FGSSLTransform(input_size=input_size, grids=self.grids)
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """FG-SSL's views a = T1(x), b = T2(x) on the device (the jigsaws follow in the step).
+
+        As :class:`~lightly_derm.transforms.FGSSLView1Transform` /
+        :class:`~lightly_derm.transforms.FGSSLView2Transform`: the whole image resized
+        to a square; T1: flip 0.5, grayscale 0.2, blur always; T2: grayscale 0.2, blur
+        0.1, solarisation 0.2 (σ 0.1–2, no colour jitter).
+        """
+        check_input_size(input_size, self.grids)
+        common = {"input_size": input_size, "crop": "resize", "cj_prob": 0.0}
+        return GPUMultiViewTransform(
+            [
+                GPUViewTransform(**common, hf_prob=0.5, gaussian_blur=1.0),
+                GPUViewTransform(
+                    **common, hf_prob=0.0, gaussian_blur=0.1, solarization_prob=0.2
+                ),
+            ]
+        )

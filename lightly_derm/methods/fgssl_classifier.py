@@ -19,10 +19,12 @@ from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batch
+from lightly_derm.methods.base import Augment
 from lightly_derm.methods.fgssl import PARTS
 from lightly_derm.methods.pmg import PMGMethod
 from lightly_derm.models.checkpoints import load_checkpoint_file
 from lightly_derm.transforms.fgssl_transform import _ToRGB, check_input_size
+from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 
 __all__ = ["FGSSLClassifier"]
 
@@ -68,6 +70,8 @@ class FGSSLClassifier(PMGMethod):
         label_smoothing: Of the cross-entropy.
         blocks_weights: Path or state dict of an FGSSL checkpoint (``blocks.*`` keys) or
             of a HierarchicalBlocks.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import torch
@@ -95,6 +99,7 @@ class FGSSLClassifier(PMGMethod):
         exclude_identity: bool = False,
         label_smoothing: float = 0.0,
         blocks_weights: str | Path | Mapping[str, Tensor] | None = None,
+        augment: Augment = "cpu",
     ) -> None:
         if (
             isinstance(num_classes, bool)
@@ -117,6 +122,7 @@ class FGSSLClassifier(PMGMethod):
             weight_decay=weight_decay,
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
+            augment=augment,
         )
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights) + ["blocks_weights"]
@@ -276,7 +282,40 @@ class FGSSLClassifier(PMGMethod):
         images = batch if isinstance(batch, Tensor) else self.labelled_batch(batch)[0]
         return self.predict_logits(images)
 
-    def default_transform(self, input_size: int = 224) -> MultiViewTransform:
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """:meth:`cpu_view_transform` on the device: resize, flips, normalisation."""
+        check_input_size(input_size, self.grids)
+        return GPUMultiViewTransform(
+            [
+                GPUViewTransform(
+                    input_size=input_size,
+                    crop="resize",
+                    hf_prob=0.5,
+                    vf_prob=0.5,
+                    cj_prob=0.0,
+                    random_gray_scale=0.0,
+                    gaussian_blur=0.0,
+                )
+            ]
+        )
+
+    def gpu_eval_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """Evaluation views on the device: the image resized to a square, normalised."""
+        check_input_size(input_size, self.grids)
+        return GPUMultiViewTransform(
+            [
+                GPUViewTransform(
+                    input_size=input_size,
+                    crop="resize",
+                    hf_prob=0.0,
+                    cj_prob=0.0,
+                    random_gray_scale=0.0,
+                    gaussian_blur=0.0,
+                )
+            ]
+        )
+
+    def cpu_view_transform(self, input_size: int = 224) -> MultiViewTransform:
         """One training view per image: RGB, Resize to a square, flips, ImageNet normalisation.
 
         Returns a list with one view (lightly's multi-view contract), for

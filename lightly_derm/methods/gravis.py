@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
 from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
-from lightly_derm.methods.base import SSLMethod
+from lightly_derm.methods.base import Augment, SSLMethod
+from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.gravis_transform import GraVISTransform
 
 
@@ -82,6 +83,8 @@ class GraVIS(SSLMethod):
         lr: SGD learning rate.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -110,8 +113,11 @@ class GraVIS(SSLMethod):
         lr: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        augment: Augment = "cpu",
     ) -> None:
-        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        super().__init__(
+            backbone=backbone, backbone_weights=backbone_weights, augment=augment
+        )
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.num_views = num_views
         self.projection_head = GraVISProjectionHead(
@@ -148,6 +154,27 @@ class GraVIS(SSLMethod):
             weight_decay=self.hparams["weight_decay"],
         )
 
-    def default_transform(self, input_size: int = 224) -> GraVISTransform:
+    def cpu_view_transform(self, input_size: int = 224) -> GraVISTransform:
         """:class:`~lightly_derm.transforms.GraVISTransform` with ``num_views`` views."""
         return GraVISTransform(num_views=self.num_views, input_size=input_size)
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """The GraVIS views on the device: ``num_views`` views in one pass.
+
+        :class:`~lightly_derm.transforms.GraVISViewTransform`'s defaults:
+        RandomResizedCrop (scale 0.2–1), rotation ±10° (always), colour jitter always
+        (0.4, 0.4, 0.4, 0.1), grayscale 0.2, blur 0.5 (σ 0.1–2, kernel 13), flip 0.5
+        (after the rotation), ImageNet normalisation, Cutout 3 × round(32·S/224) px.
+        """
+        view = GPUViewTransform(
+            input_size=input_size,
+            min_scale=0.2,
+            rr_prob=1.0,
+            rr_degrees=10.0,
+            flip_first=False,
+            cj_prob=1.0,
+            cj_sat=0.4,
+            gaussian_blur=0.5,
+            cutout_holes=3,
+        )
+        return GPUMultiViewTransform([view] * self.num_views)

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightly_derm.methods.base import SSLMethod
+from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.models.backbones import feature_dim
 from lightly_derm.models.hierarchical_blocks import HierarchicalBlocks
+from lightly_derm.transforms.fgssl_transform import check_input_size
 from lightly_derm.transforms.jigsaw import _check_grids, check_grid, jigsaw_shuffle
 
 __all__ = ["PMGMethod", "SCHEDULES"]
@@ -56,6 +57,8 @@ class PMGMethod(SSLMethod):
         concat_weight: Weight of the concatenation block's loss (PMG: 2).
         lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (above).
         exclude_identity: Never feed an unshuffled jigsaw.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
     """
 
     def __init__(
@@ -74,8 +77,11 @@ class PMGMethod(SSLMethod):
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
         exclude_identity: bool = False,
+        augment: Augment = "cpu",
     ) -> None:
-        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        super().__init__(
+            backbone=backbone, backbone_weights=backbone_weights, augment=augment
+        )
         grids = _check_grids(grids)
         if len(grids) != 3:
             raise ValueError(
@@ -118,6 +124,15 @@ class PMGMethod(SSLMethod):
         return ["backbone_weights"] + (
             [] if isinstance(backbone, str) else ["backbone"]
         )
+
+    def default_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
+        """As :meth:`SSLMethod.default_transform`; ``input_size`` must fit every grid.
+
+        Raises:
+            ValueError: A grid does not divide ``input_size``.
+        """
+        check_input_size(input_size, self.grids)
+        return super().default_transform(input_size)
 
     def jigsaws(self, images: Tensor) -> list[Tensor]:
         """J_n(images) for every grid n, each shuffled in one pass on the batch's device."""

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
-from lightly_derm.methods.base import SSLMethod
+from lightly_derm.methods.base import Augment, SSLMethod
+from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 
@@ -42,6 +43,8 @@ class SimCLR(SSLMethod):
         lr: SGD learning rate.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
+            (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
     Example:
         >>> from lightly_derm.methods import SimCLR
@@ -60,8 +63,11 @@ class SimCLR(SSLMethod):
         lr: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        augment: Augment = "cpu",
     ) -> None:
-        super().__init__(backbone=backbone, backbone_weights=backbone_weights)
+        super().__init__(
+            backbone=backbone, backbone_weights=backbone_weights, augment=augment
+        )
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = SimCLRProjectionHead(
             self.feature_dim, hidden_dim, output_dim
@@ -94,6 +100,22 @@ class SimCLR(SSLMethod):
             weight_decay=self.hparams["weight_decay"],
         )
 
-    def default_transform(self, input_size: int = 224) -> RGBInput:
+    def cpu_view_transform(self, input_size: int = 224) -> RGBInput:
         """The two-view ``SimCLRTransform`` of lightly, accepting any image mode."""
         return RGBInput(SimCLRTransform(input_size=input_size))
+
+    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
+        """Lightly's ``SimCLRViewTransform`` defaults on the device, twice.
+
+        RandomResizedCrop (scale 0.08–1), flip 0.5, colour jitter 0.8 (0.8, 0.8, 0.8,
+        0.2), grayscale 0.2, blur 0.5 (σ 0.1–2); both views in one pass.
+        """
+        view = GPUViewTransform(
+            input_size=input_size,
+            cj_bright=0.8,
+            cj_contrast=0.8,
+            cj_sat=0.8,
+            cj_hue=0.2,
+            gaussian_blur=0.5,
+        )
+        return GPUMultiViewTransform([view, view])

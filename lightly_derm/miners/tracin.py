@@ -648,12 +648,7 @@ class TracInPositiveMiner(nn.Module):
     ) -> Tensor:
         """The (B, B_global) mask of pairs never chosen: self, same source, ``exclude``."""
         if group_ids is None and exclude is None:
-            blocked = torch.zeros(
-                batch_size, global_size, dtype=torch.bool, device=device
-            )
-            rows = torch.arange(batch_size, device=device)
-            blocked[rows, rows + rank * batch_size] = True
-            return blocked
+            return _self_pairs(batch_size, global_size, rank, device)
         if exclude is not None and (
             not isinstance(exclude, Tensor)
             or exclude.dtype != torch.bool
@@ -678,9 +673,7 @@ class TracInPositiveMiner(nn.Module):
             if exclude is not None and ids is None
             else device
         )
-        blocked = torch.zeros(batch_size, global_size, dtype=torch.bool, device=where)
-        rows = torch.arange(batch_size, device=where)
-        blocked[rows, rows + rank * batch_size] = True
+        blocked = _self_pairs(batch_size, global_size, rank, where)
         if ids is not None:
             if distributed:
                 all_ids = torch.cat(lightly_dist.gather(ids.to(device)))
@@ -696,6 +689,19 @@ class TracInPositiveMiner(nn.Module):
                 f"top_k = {self.top_k}; the batch needs more distinct source images"
             )
         return blocked.to(device, non_blocking=True)
+
+
+def _self_pairs(
+    batch_size: int, global_size: int, rank: int, device: torch.device
+) -> Tensor:
+    """The (B, B_global) mask of (i, rank·B + i): elementwise, so no host sync.
+
+    (An indexed assignment ``mask[rows, cols] = True`` copies its value to the device
+    first, a synchronising copy from pageable host memory on CUDA.)
+    """
+    columns = torch.arange(global_size, device=device)
+    rows = torch.arange(batch_size, device=device) + rank * batch_size
+    return columns[None, :] == rows[:, None]
 
 
 def _as_views(x: Tensor, batch_size: int) -> Tensor:

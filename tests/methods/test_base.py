@@ -81,3 +81,72 @@ def test_resuming_from_another_methods_checkpoint_names_it(tmp_path) -> None:
     gravis = GraVIS(backbone=tiny(), hidden_dim=16, output_dim=4)
     with pytest.raises(ValueError, match=r"fit GraVIS: it was written by SimCLR"):
         trainer().fit(gravis, loader, ckpt_path=tmp_path / "simclr.ckpt")
+
+
+def test_augment_selects_transform_and_collate() -> None:
+    from lightly_derm.data import CanvasBatch, CanvasCollate, GroupedBatch
+    from lightly_derm.methods import BYOL
+    from lightly_derm.transforms.gpu import CanvasTransform
+
+    cpu = BYOL(backbone="resnet18")
+    gpu = BYOL(backbone="resnet18", augment="gpu")
+    assert gpu.hparams["augment"] == "gpu" and cpu.augment == "cpu"
+    assert isinstance(cpu.default_collate(), GroupedViewCollate)
+    assert isinstance(gpu.default_collate(), CanvasCollate)
+    transform = gpu.default_transform(32)
+    assert isinstance(transform, CanvasTransform) and transform.view_size == 32
+    images = torch.randint(0, 256, (3, 3, 41, 41), dtype=torch.uint8)
+    batch = CanvasBatch(
+        images,
+        torch.tensor([[36, 41]] * 3),
+        torch.tensor([0, 1, -1]),
+        ["a", "b", None],
+        32,
+    )
+    grouped = gpu.on_after_batch_transfer(batch, 0)
+    assert isinstance(grouped, GroupedBatch)
+    assert (
+        grouped.views.shape == (6, 3, 32, 32) and grouped.views.dtype == torch.float32
+    )
+    assert grouped.group_ids.tolist() == [0, 0, 1, 1, 2, 2]
+    assert grouped.targets.tolist() == [0, 1, -1] and grouped.filenames == [
+        "a",
+        "b",
+        None,
+    ]
+    assert grouped.num_views == 2 and grouped.batch_size == 3
+    other = gpu.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(other.views, grouped.views)  # fresh random views per batch
+    # channels_last when the backbone is
+    gpu.to(memory_format=torch.channels_last)
+    views = gpu.make_views(batch).views
+    assert views.is_contiguous(memory_format=torch.channels_last)
+    assert cpu.on_after_batch_transfer("unchanged", 0) == "unchanged"
+
+
+def test_augment_errors() -> None:
+    from lightly_derm.methods import BYOL
+
+    with pytest.raises(ValueError, match="augment must be"):
+        BYOL(backbone="resnet18", augment="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no GPU view pipeline"):
+        SSLMethod(backbone="resnet18", augment="gpu")
+    with pytest.raises(TypeError, match="CanvasBatch"):
+        BYOL(backbone="resnet18", augment="gpu").make_views(torch.zeros(1))  # type: ignore[arg-type]
+
+
+def test_gpu_views_reproducible_under_seed() -> None:
+    import pytorch_lightning as pl
+
+    from lightly_derm.data import CanvasBatch
+    from lightly_derm.methods import SimCLR
+
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    batch = CanvasBatch(
+        images, torch.tensor([[40, 40]] * 2), torch.tensor([0, 1]), [None] * 2, 32
+    )
+    views = []
+    for _ in range(2):
+        pl.seed_everything(7, verbose=False)
+        views.append(SimCLR(backbone="resnet18", augment="gpu").make_views(batch).views)
+    assert torch.equal(views[0], views[1])

@@ -25,6 +25,16 @@ IDS = [f"{i.kind}/{i.name}" for i in COMPONENTS]
 KIND_CONTRACTS: dict[str, Callable[[ComponentInfo, Any], None]] = {}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One OpenMP thread: a tiny training step takes 0.6 s instead of 8–11 s on a busy
+    2-core machine (two threads wait for each other; measured on the BYOL contract)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def contract(
     kind: str,
 ) -> Callable[
@@ -174,9 +184,12 @@ def miner_contract(info: ComponentInfo, miner: Any) -> None:
 
 @contract("method")
 def method_contract(info: ComponentInfo, method: Any) -> None:
-    """A method trains one step on CPU from its own transform and collate."""
-    import pytorch_lightning as pl
+    """A method trains one step on CPU from its own transform and collate.
 
+    Methods with a GPU view pipeline (``gpu_view_transform``) train the step a second
+    time with ``augment="gpu"``: canvases from ``default_transform``, views made in
+    ``on_after_batch_transfer`` (on CPU tensors here), under bf16 mixed precision.
+    """
     from lightly_derm.methods import SSLMethod
 
     assert isinstance(method, SSLMethod), (
@@ -185,11 +198,20 @@ def method_contract(info: ComponentInfo, method: Any) -> None:
     assert info.metadata.get("task") in ("pretrain", "classify"), (
         f"method {info.name!r} must declare metadata task='pretrain' or 'classify'"
     )
-    small = registry.create("method", info.name, backbone="resnet18")
+    _train_one_step(registry.create("method", info.name, backbone="resnet18"))
+    if type(method).gpu_view_transform is not SSLMethod.gpu_view_transform:
+        small = registry.create("method", info.name, backbone="resnet18", augment="gpu")
+        assert small.augment == "gpu"
+        _train_one_step(small, precision="bf16-mixed")
+
+
+def _train_one_step(small: Any, precision: str = "32-true") -> None:
+    import pytorch_lightning as pl
+
     transform = small.default_transform(input_size=64)
-    samples = [
-        (transform(image), i % 2, f"{i}.png") for i, image in enumerate(_pil_images())
-    ]
+    images = _pil_images()
+    images[1] = images[1].convert("L")  # any mode: the transforms convert to RGB
+    samples = [(transform(image), i % 2, f"{i}.png") for i, image in enumerate(images)]
     loader = torch.utils.data.DataLoader(
         samples, batch_size=4, collate_fn=small.default_collate()
     )
@@ -197,6 +219,7 @@ def method_contract(info: ComponentInfo, method: Any) -> None:
     trainer = pl.Trainer(
         fast_dev_run=1,
         accelerator="cpu",
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
