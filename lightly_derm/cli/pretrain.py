@@ -110,6 +110,18 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="DataLoader workers (default: 0 synthetic, else min(8, CPUs - 1))",
     )
+    group.add_argument(
+        "--augment",
+        choices=("cpu", "gpu"),
+        help="where the views are made: cpu (DataLoader workers, default) or gpu "
+        "(batched on the device after the transfer; the workers only decode and resize)",
+    )
+    _options.bool_option(
+        group,
+        "--cache-images",
+        "with --augment gpu: decode and resize every image once and keep it in memory "
+        "(small datasets; default off)",
+    )
     group = parser.add_argument_group("training")
     group.add_argument(
         "--epochs", type=int, metavar="N", help="default 4 synthetic, else 100"

@@ -132,6 +132,12 @@ class PretrainConfig(JobConfig):
         strict: Unreadable images are an error instead of being skipped (default off).
         decode_size: Decode JPEGs at reduced size with the shorter side at least this;
             default twice the input size; 0: full size.
+        augment: Where the views are made: ``"cpu"`` (per image in the DataLoader
+            workers, default) or ``"gpu"`` (batched on the device, see
+            :class:`~lightly_derm.methods.SSLMethod`); the method's ``augment``.
+        cache_images: With ``augment="gpu"``: decode and resize every image once and
+            serve it from memory (:class:`~lightly_derm.data.DecodedImageCache`;
+            default off).
         synthetic_images: Synthetic data: the number of images (default 256).
         synthetic_classes: Synthetic data: the number of classes (default 3).
         checkpoint_every_n_steps: Also write ``checkpoints/last.ckpt`` every this many
@@ -162,6 +168,8 @@ class PretrainConfig(JobConfig):
     seed: int | None = None
     strict: bool | None = None
     decode_size: int | None = None
+    augment: str | None = None
+    cache_images: bool | None = None
     synthetic_images: int | None = None
     synthetic_classes: int | None = None
     checkpoint_every_n_steps: int | None = None
@@ -330,6 +338,23 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
     c.precision = resolve_precision(c.precision, c.accelerator)
     c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
     c.strict = bool(c.strict)
+    c.augment = c.augment or c.method_args.pop("augment", None) or "cpu"
+    if c.augment not in ("cpu", "gpu"):
+        raise ValueError(f"augment must be 'cpu' or 'gpu', got {c.augment!r}")
+    if (
+        c.augment == "gpu"
+        and "augment" not in inspect.signature(info.load()).parameters
+    ):
+        raise ValueError(
+            f"method {info.name!r} has no GPU view pipeline (no 'augment' argument); "
+            "use --augment cpu"
+        )
+    c.cache_images = bool(c.cache_images)
+    if c.cache_images and c.augment != "gpu":
+        raise ValueError(
+            "--cache-images keeps decoded canvases for --augment gpu; with --augment "
+            "cpu every epoch needs new random crops of the full image"
+        )
     if c.decode_size is None:
         c.decode_size = 2 * c.input_size
     _positive_int("decode_size", c.decode_size, 0)
@@ -495,6 +520,8 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.Lightnin
                 len(getattr(dataset, "classes", []) or []) or targets.max() + 1
             )
     kwargs["backbone"] = config.backbone
+    if config.augment == "gpu":
+        kwargs["augment"] = "gpu"
     if config.backbone_weights is not None:
         kwargs["backbone_weights"] = config.backbone_weights
     return registry.create("method", info.name, **kwargs)
@@ -586,9 +613,17 @@ def pretrain(
     # views: read the data once, then give it the method's transform.
     untransformed = pretrain_dataset(cfg, transform=None)
     method = _create_method(cfg, untransformed)
-    dataset = with_transform(
-        untransformed, method.default_transform(input_size=cfg.input_size)
-    )
+    if cfg.cache_images:
+        from lightly_derm.data import DecodedImageCache
+
+        _say(verbose, "decoding every image once (--cache-images)")
+        dataset: Dataset[Any] = DecodedImageCache(
+            untransformed, method.default_transform(input_size=cfg.input_size)
+        )
+    else:
+        dataset = with_transform(
+            untransformed, method.default_transform(input_size=cfg.input_size)
+        )
     if len(dataset) < 2:  # type: ignore[arg-type]
         raise ValueError(
             f"pretraining needs at least 2 images; the data has {len(dataset)}"  # type: ignore[arg-type]
@@ -618,7 +653,7 @@ def pretrain(
     if resume:
         resume_step, log_step = _resume_state(last)
 
-    _say(verbose, f"data: {_describe_data(cfg, dataset)}")
+    _say(verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
@@ -636,7 +671,9 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
 
-    plots = TrainingPlots(out / "plots", classes=getattr(dataset, "classes", None))
+    plots = TrainingPlots(
+        out / "plots", classes=getattr(untransformed, "classes", None)
+    )
     command = f"lightly-derm pretrain --out {out} --resume"
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
@@ -688,7 +725,7 @@ def pretrain(
             state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
             torch.save(state, backbone_path)
         if cfg.plots:
-            written += _final_plots(cfg, method, dataset, out, trainer)
+            written += _final_plots(cfg, method, untransformed, out, trainer)
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()

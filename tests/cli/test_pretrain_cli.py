@@ -130,6 +130,49 @@ def test_image_folder_with_an_unreadable_image(image_folder, tmp_path, capsys) -
     assert config["synthetic_images"] is None
 
 
+def test_gpu_augmentation_from_decoded_images(image_folder, tmp_path, capsys) -> None:
+    """--augment gpu --cache-images: images decoded once, views made after the transfer
+    (on the CPU here); the method gets augment='gpu' and the plots still work."""
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        code, stdout, err = run(
+            capsys,
+            "pretrain",
+            "--method",
+            "byol",
+            "--data",
+            str(image_folder),
+            "--augment",
+            "gpu",
+            "--cache-images",
+            "--backbone",
+            "resnet18",
+            "--out",
+            str(out),
+            "--input-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--embedding-images",
+            "8",
+            "--no-progress-bar",
+            "--no-tensorboard",
+            "--num-workers",
+            "0",
+        )
+    assert code == 0, err
+    assert "decoding every image once" in stdout
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["augment"] == "gpu" and config["cache_images"] is True
+    saved = torch.load(out / "checkpoints/last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["augment"] == "gpu"
+    assert saved["global_step"] == 2  # 11 readable images, batches of 4, drop_last
+    for name in ("views.png", "embedding.png", "loss.png"):
+        assert (out / "plots" / name).stat().st_size > 0, name
+
+
 # ------------------------------------------------------------------ errors
 def test_unknown_method_lists_the_registered_ones(tmp_path, capsys) -> None:
     code, _, err = run(capsys, "pretrain", "--method", "gravs", "--out", str(tmp_path))
@@ -174,6 +217,8 @@ def test_unknown_method_argument_names_the_valid_ones(tmp_path, capsys) -> None:
         (["--precision", "17"], "precision '17' is not a Lightning precision"),
         (["--batch-size", "1"], "batch_size must be an integer >= 2"),
         (["--method-args", "lr"], "--method-args takes key=value pairs"),
+        (["--cache-images"], "--cache-images keeps decoded canvases for --augment gpu"),
+        (["--method-args", "augment=tpu"], "augment must be 'cpu' or 'gpu'"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
