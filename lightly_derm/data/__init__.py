@@ -6,6 +6,12 @@ from lightly_derm.data.grouped_view_collate import (
     GroupedViewCollate,
     to_grouped_batch,
 )
+from lightly_derm.data.idx import (
+    FASHION_MNIST_CLASSES,
+    IDXImageDataset,
+    is_idx_folder,
+    read_idx,
+)
 from lightly_derm.data.image_file_dataset import ImageFileDataset
 from lightly_derm.data.image_folder import (
     EXCLUDE_PATTERNS,
@@ -46,11 +52,13 @@ __all__ = [
     "DATA_SOURCES",
     "DERMAMNIST_CLASSES",
     "EXCLUDE_PATTERNS",
+    "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "SYNTHETIC_CLASSES",
     "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",
+    "IDXImageDataset",
     "ISICClassificationDataset",
     "ImageFileDataset",
     "ImageFolderDataset",
@@ -61,8 +69,10 @@ __all__ = [
     "UnreadableImageError",
     "check_image",
     "find_image_files",
+    "is_idx_folder",
     "load_image",
     "make_dataset",
+    "read_idx",
     "read_labels_csv",
     "to_grouped_batch",
     "to_rgb8",
