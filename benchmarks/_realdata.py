@@ -101,9 +101,34 @@ def _call(job_id: str, fn: Callable[..., Any], spec: dict[str, Any]) -> dict[str
     }
 
 
+def _die_with_parent() -> None:
+    """Ends this process when the parent dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``).
+
+    A watchdog thread checking the parent's pid covers other systems.
+    """
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(2)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker(inbox: Any, outbox: Any, log_path: str) -> None:
     """Worker process: own process group, output to a log file, jobs from ``inbox``."""
     os.setpgrp()  # the parent ends the whole group (DataLoader workers included)
+    _die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -146,6 +171,7 @@ def run_jobs(
     Returns:
         Job id → result.
     """
+    job_dir = Path(job_dir)
     ids = [job.id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("job ids must be unique")
@@ -241,11 +267,12 @@ def run_jobs(
             record(_call(job.id, job.fn, job.spec))
         return results
 
-    log_dir = log_dir or job_dir
+    log_dir = Path(log_dir or job_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     outbox = ctx.Queue()
     pool: list[dict[str, Any]] = []
+    stop = [False]
 
     def start_worker(index: int) -> dict[str, Any]:
         inbox = ctx.Queue()
@@ -257,6 +284,10 @@ def run_jobs(
         process.start()
         return {"process": process, "inbox": inbox, "job": None, "index": index}
 
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt) if _main_thread() else None
     pool = [start_worker(i) for i in range(workers)]
     try:
         while True:
@@ -272,7 +303,7 @@ def run_jobs(
                 finish_unstarted(SKIPPED, "its dependencies never finished")
                 break
             remaining = deadline - time.time()
-            if remaining <= 0:
+            if remaining <= 0 or stop[0]:
                 for slot in busy:
                     _end_group(slot["process"])
                     job = slot["job"]
@@ -280,16 +311,29 @@ def run_jobs(
                         {
                             "id": job.id,
                             "status": TIMEOUT,
-                            "error": "killed at the time budget",
+                            "error": "interrupted"
+                            if stop[0]
+                            else "killed at the time budget",
                             "spec": job.spec,
                             "result": None,
                         }
                     )
                     slot["job"] = None
-                finish_unstarted(NOT_RUN, "time budget spent before it started")
+                finish_unstarted(
+                    NOT_RUN,
+                    "interrupted before it started"
+                    if stop[0]
+                    else "time budget spent before it started",
+                )
                 break
             try:
                 result = outbox.get(timeout=min(1.0, remaining))
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop as at the deadline
+                echo(
+                    "interrupted: stopping the running jobs, keeping the finished ones"
+                )
+                stop[0] = True
+                continue
             except Empty:
                 for i, slot in enumerate(pool):
                     if slot["job"] is not None and not slot["process"].is_alive():
@@ -317,7 +361,15 @@ def run_jobs(
         for slot in pool:
             slot["process"].join(timeout=10)
             _end_group(slot["process"])
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return results
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 # ------------------------------------------------------------------------ environment

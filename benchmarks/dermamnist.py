@@ -990,7 +990,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="DataLoader workers per job, or 'auto' (by augmentation cost)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
-    parser.add_argument("--time-budget-minutes", type=float, default=7.5)
+    parser.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of the whole run; default 7.5 (--smoke: 60)",
+    )
     parser.add_argument(
         "--eval-reserve-s",
         type=float,
@@ -1048,6 +1053,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rewrite the tables from OUT/jobs and exit",
     )
     args = parser.parse_args(argv)
+    if args.time_budget_minutes is None:
+        args.time_budget_minutes = 60.0 if args.smoke else 7.5
     if args.smoke:
         args.limit_train = args.limit_train or 320
         args.limit_eval = args.limit_eval or 128

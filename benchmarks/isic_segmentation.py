@@ -892,7 +892,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="DataLoader workers per fine-tune; default 2 on cuda, 0 on cpu",
     )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--time-budget-minutes", type=float, default=7.0)
+    parser.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of the whole run; default 7.0 (--smoke: 60)",
+    )
     parser.add_argument(
         "--limit", type=int, default=None, help="use the first N pairs (by id)"
     )
@@ -917,6 +922,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--aggregate-only", action="store_true")
     args = parser.parse_args(argv)
+    if args.time_budget_minutes is None:
+        args.time_budget_minutes = 60.0 if args.smoke else 7.0
     if args.smoke:
         args.limit = args.limit or 36
         args.folds = 2 if args.folds == 3 else args.folds

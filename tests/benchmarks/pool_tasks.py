@@ -22,3 +22,10 @@ def sleep(spec: dict[str, Any]) -> dict[str, Any]:
 
 def die(spec: dict[str, Any]) -> dict[str, Any]:
     os._exit(3)
+
+
+def record_pid_and_sleep(spec: dict[str, Any]) -> dict[str, Any]:
+    with open(spec["pidfile"], "w") as file:
+        file.write(str(os.getpid()))
+    time.sleep(spec["seconds"])
+    return {}

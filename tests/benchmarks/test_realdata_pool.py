@@ -152,3 +152,52 @@ def test_table_helpers() -> None:
         "   * - 1.235",
         "     - —",
     ]
+
+
+SIGTERM_SCRIPT = """
+import sys, time
+sys.path[:0] = {paths!r}
+from _realdata import Job, run_jobs
+from tests.benchmarks import pool_tasks
+jobs = [Job("long", pool_tasks.record_pid_and_sleep, {{"pidfile": {pidfile!r}, "seconds": 120}})]
+results = run_jobs(jobs, 1, time.time() + 120, {job_dir!r}, echo=lambda _: None)
+print("finished", results["long"]["status"])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_parent_takes_its_workers_along(tmp_path: Path, signum: str) -> None:
+    """SIGTERM (a time-limited command) ends the workers and keeps the records; even
+    after SIGKILL, which runs no cleanup, the workers do not outlive the parent."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.benchmarks.conftest import BENCHMARKS
+
+    repo = str(BENCHMARKS.parent)
+    pidfile = tmp_path / "worker.pid"
+    script = SIGTERM_SCRIPT.format(paths=[str(BENCHMARKS), repo], pidfile=str(pidfile), job_dir=str(tmp_path / "jobs"))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=repo)
+    deadline = time.time() + 30
+    while not pidfile.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    worker = int(pidfile.read_text())
+    parent.send_signal(getattr(signal, signum))
+    out, _ = parent.communicate(timeout=30)
+    if signum == "SIGTERM":
+        assert "finished timeout" in out
+        assert json.loads((tmp_path / "jobs" / "long.json").read_text())["error"] == "interrupted"
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)
