@@ -502,6 +502,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def rst_preamble(header: dict[str, Any], smoke_text: str) -> list[str]:
+    """The lines that open a results fragment: smoke warning, command, environment."""
+    lines = []
+    if header.get("smoke"):
+        lines += [".. warning::", "", f"   {smoke_text}", ""]
+    lines += ["Command::", "", f"    {header['command']}", ""]
+    lines += [f"Environment: {describe_environment(header['environment'])}.", ""]
+    if header.get("total_wall_s"):
+        lines += [f"Total wall time of the run: {header['total_wall_s']:.0f} s.", ""]
+    return lines
+
+
 def rst_table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
 ) -> str:

@@ -85,6 +85,7 @@ from _realdata import (  # noqa: E402
     fmt,
     markdown_table,
     read_results,
+    rst_preamble,
     rst_table,
     run_jobs,
     write_json,
@@ -663,8 +664,9 @@ def plan(
 
     A dataset's epoch costs, over all its jobs, G = Σ steps × device s/step of the
     device and C = Σ images × CPU s/image of augmentation. An epoch of all jobs takes
-    max(G / gpu_efficiency, C / (cpus · cpu_efficiency)); the datasets share the
-    available time equally; no single job may need more than 90 % of it alone.
+    max(G / gpu_efficiency, C / (cpus · cpu_efficiency)); Fashion-MNIST gets
+    ``fashion_share`` of the available time when both datasets run, DermaMNIST the
+    rest; no single job may need more than 90 % of it alone.
     """
     trained = [
         m
@@ -674,8 +676,17 @@ def plan(
     cpus = os.cpu_count() or 1
     epochs: dict[str, int] = {}
     estimate: dict[str, Any] = {}
-    share = 1.0 / len(args.datasets)
+    both = len(args.datasets) > 1
     for name in args.datasets:
+        share = (
+            1.0
+            if not both
+            else (
+                args.fashion_share
+                if name == "fashion_mnist"
+                else 1 - args.fashion_share
+            )
+        )
         n = data[name]["sizes"]["train"]
         steps = n // args.batch_size
         fixed = args.epochs if name == "dermamnist" else args.fashion_epochs
@@ -785,24 +796,26 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     """Reads the job results and writes the Markdown, reStructuredText and JSON tables."""
     results = read_results(out / "jobs")
     order = {m: i for i, m in enumerate((*SSL_METHODS, *BASELINES))}
+    smoke_text = "CPU smoke run, not a result: a few hundred images and one epoch, to check the pipeline end to end."
     md = [f"# {header.get('title', 'DermaMNIST / Fashion-MNIST')}", ""]
     if header.get("smoke"):
-        md += [
-            "**CPU smoke run, not a result**: a few hundred images and one epoch, to check the pipeline end to end.",
-            "",
-        ]
+        md += [f"**{smoke_text.replace(': ', '**: ', 1)}", ""]
     md += [
         f"Command: `{header['command']}`",
         "",
         f"Environment: {describe_environment(header['environment'])}.",
         "",
     ]
+    if header.get("total_wall_s"):
+        md += [f"Total wall time of the run: {header['total_wall_s']:.0f} s.", ""]
     if header.get("plan"):
         md += [
             f"Epochs: {json.dumps(header['plan']['epochs'])} ({header.get('epochs_mode')}); batch {header['batch_size']}; lr {header['lr']:g} (0.06 · batch/128), weight decay {header['weight_decay']:g}, SGD momentum 0.9, cosine; ResNet-18 with a CIFAR-style stem at 28 px.",
             "",
         ]
-    rst = []
+    rst = rst_preamble(header, smoke_text)
+    if header.get("plan"):
+        rst += [md[-2].replace("`", "``"), ""]
     summary: dict[str, Any] = {}
     for dataset in header["datasets"]:
         rows = [r for r in results.values() if r["spec"].get("dataset") == dataset]

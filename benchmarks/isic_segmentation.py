@@ -78,6 +78,7 @@ from _realdata import (  # noqa: E402
     markdown_table,
     mean_std,
     read_results,
+    rst_preamble,
     rst_table,
     run_jobs,
     write_json,
@@ -672,7 +673,8 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     ]
     if header.get("smoke"):
         md += [
-            "**CPU smoke run, not a result**: a few dozen pairs, one pretraining epoch and a few fine-tuning steps, to check the pipeline end to end.",
+            "**CPU smoke run, not a result**: a few dozen pairs, one pretraining epoch and a "
+            "few fine-tuning steps, to check the pipeline end to end.",
             "",
         ]
     md += [
@@ -681,10 +683,19 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
         f"Environment: {describe_environment(header['environment'])}.",
         "",
     ]
+    if header.get("total_wall_s"):
+        md += [f"Total wall time of the run: {header['total_wall_s']:.0f} s.", ""]
     md += [header["protocol"], ""]
     title = f"Test-fold scores, mean ± std over {header['folds']} folds × {len(header['seeds'])} seeds"
     md += [f"## {title}", "", markdown_table(headers, rows), ""]
-    rst = [rst_table(headers, rows, title=title), ""]
+    smoke_text = "CPU smoke run, not a result: a few dozen pairs, one pretraining epoch and a few fine-tuning steps, to check the pipeline end to end."
+    rst = [
+        *rst_preamble(header, smoke_text),
+        header["protocol"],
+        "",
+        rst_table(headers, rows, title=title),
+        "",
+    ]
 
     # tuning
     tune_rows = []

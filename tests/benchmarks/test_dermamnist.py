@@ -101,7 +101,7 @@ def test_plan_fits_the_budget() -> None:
     args = argparse.Namespace(
         methods=["simclr", "gravis"], baselines=["random"], datasets=["dermamnist", "fashion_mnist"],
         batch_size=100, epochs="auto", fashion_epochs="auto", max_epochs=200, gpu_efficiency=0.5,
-        cpu_efficiency=1.0, loader_workers="auto",
+        cpu_efficiency=1.0, loader_workers="auto", fashion_share=0.5,
     )  # fmt: skip
     data = {
         "dermamnist": {"sizes": {"train": 1000}},

@@ -186,8 +186,14 @@ def test_a_stopped_parent_takes_its_workers_along(tmp_path: Path, signum: str) -
 
     repo = str(BENCHMARKS.parent)
     pidfile = tmp_path / "worker.pid"
-    script = SIGTERM_SCRIPT.format(paths=[str(BENCHMARKS), repo], pidfile=str(pidfile), job_dir=str(tmp_path / "jobs"))
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=repo)
+    script = SIGTERM_SCRIPT.format(
+        paths=[str(BENCHMARKS), repo],
+        pidfile=str(pidfile),
+        job_dir=str(tmp_path / "jobs"),
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=repo
+    )
     deadline = time.time() + 30
     while not pidfile.exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -196,7 +202,10 @@ def test_a_stopped_parent_takes_its_workers_along(tmp_path: Path, signum: str) -
     out, _ = parent.communicate(timeout=30)
     if signum == "SIGTERM":
         assert "finished timeout" in out
-        assert json.loads((tmp_path / "jobs" / "long.json").read_text())["error"] == "interrupted"
+        assert (
+            json.loads((tmp_path / "jobs" / "long.json").read_text())["error"]
+            == "interrupted"
+        )
     deadline = time.time() + 10
     while _alive(worker) and time.time() < deadline:
         time.sleep(0.2)
