@@ -214,6 +214,10 @@ def prepare_data(args: argparse.Namespace, cache: Path) -> dict[str, dict[str, A
             "sizes": sizes,
             "majority_test_accuracy": float((test_labels == majority).mean()),
             "majority_test_balanced_accuracy": 1.0 / len(np.unique(test_labels)),
+            # two random training images share a label: AP-BYOL's mining baseline
+            "same_label_chance": float(
+                ((np.bincount(train_labels) / len(train_labels)) ** 2).sum()
+            ),
         }
     return info
 
@@ -730,7 +734,7 @@ def plan(
 
 
 # ------------------------------------------------------------------------- reporting
-def _row(result: dict[str, Any]) -> list[Any]:
+def _row(result: dict[str, Any], chance: float | None = None) -> list[Any]:
     r = result.get("result") or {}
     method = result["spec"]["method"]
     status = result["status"]
@@ -766,8 +770,10 @@ def _row(result: dict[str, Any]) -> list[Any]:
     note = status if status != OK else ""
     if r.get("mined_same_label_rate") is not None:
         note = (
-            note + "; " if note else ""
-        ) + f"mined same-label rate {r['mined_same_label_rate']:.3f}"
+            (note + "; " if note else "")
+            + f"mined same-label rate {r['mined_same_label_rate']:.3f}"
+            + (f" (chance {chance:.3f})" if chance is not None else "")
+        )
     return [
         ORIGIN.get(method, method),
         epochs if method != "random" else 0,
@@ -820,8 +826,8 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     for dataset in header["datasets"]:
         rows = [r for r in results.values() if r["spec"].get("dataset") == dataset]
         rows.sort(key=lambda r: order.get(r["spec"]["method"], 99))
-        table = [_row(r) for r in rows]
         info = header["data"][dataset]
+        table = [_row(r, info.get("same_label_chance")) for r in rows]
         table.append(
             [
                 "majority class (computed, train majority)",
@@ -1024,13 +1030,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--gpu-efficiency",
         type=float,
-        default=0.7,
+        default=0.5,
         help="planning: share of the device the concurrent jobs keep busy",
     )
     parser.add_argument(
         "--cpu-efficiency",
         type=float,
-        default=0.7,
+        default=0.6,
         help="planning: share of the CPUs the augmentations get",
     )
     parser.add_argument("--calibration-steps", type=int, default=6)

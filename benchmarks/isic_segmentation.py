@@ -454,7 +454,8 @@ def build_jobs(
             if method == "gravis"
             else (1 if method == "fgssl" else 2)
         )
-        return max(1, min(10, 1 + views))
+        # about one loader process per view, at most half the machine's cores per job
+        return max(1, min(1 + views, (os.cpu_count() or 2) // 2))
 
     # tuning: fold 0's training folds → inner-train / inner-val
     from lightly_derm.data import split_pairs
@@ -932,6 +933,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU smoke run: 36 pairs, 64 px, 2 folds, 1 seed, 1 epoch, 3 steps",
     )
     parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the pretrained backbones (CACHE_DIR/checkpoints/run*/) after the run",
+    )
     args = parser.parse_args(argv)
     if args.time_budget_minutes is None:
         args.time_budget_minutes = 60.0 if args.smoke else 7.0
@@ -1053,6 +1059,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_jobs(
         jobs, workers, deadline, out / "jobs", log_dir=out / "logs", on_result=on_result
     )
+    if not args.keep_checkpoints:
+        import shutil
+
+        for job in jobs:
+            if job.spec.get("kind") == "pretrain":
+                shutil.rmtree(Path(job.spec["checkpoint"]).parent, ignore_errors=True)
+                break
     header["total_wall_s"] = round(time.time() - start, 1)
     write_json(header_path, header)
     summary = report(out, header)
