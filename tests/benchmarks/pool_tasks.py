@@ -25,7 +25,10 @@ def die(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_pid_and_sleep(spec: dict[str, Any]) -> dict[str, Any]:
-    with open(spec["pidfile"], "w") as file:
+    # write then rename: the test polls for the file and must never read it half-written
+    tmp = f"{spec['pidfile']}.tmp"
+    with open(tmp, "w") as file:
         file.write(str(os.getpid()))
+    os.replace(tmp, spec["pidfile"])
     time.sleep(spec["seconds"])
     return {}
