@@ -739,7 +739,9 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
                     f"{key}={value}",
                     mean_std(dice),
                     len(dice),
-                    (pre or {}).get("result", {}) and pre["result"]["pretrain_wall_s"],
+                    f"{pre['result']['pretrain_wall_s']:.1f}"
+                    if pre and pre.get("result")
+                    else None,
                     "✓" if chosen == value else "",
                 ]
             )
@@ -747,7 +749,7 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
         t_headers = [
             "method",
             "variant",
-            "inner-val Dice (10 % labels)",
+            f"inner-val Dice ({header.get('sweep_fraction', 0.1):.0%} labels)",
             "runs",
             "pretrain s",
             "chosen",
@@ -777,7 +779,7 @@ def report(out: Path, header: dict[str, Any]) -> dict[str, Any]:
                 f"{len(done)}/{header['folds']}",
                 mean_std((d["epochs_done"] for d in done), 1),
                 mean_std((d["pretrain_wall_s"] for d in done), 1),
-                mean_std((d["images_per_s"] for d in done if d["images_per_s"]), 0),
+                mean_std((d["images_per_s"] for d in done if d["images_per_s"]), 1),
                 next((d["views_per_image"] for d in done), None),
                 ", ".join(sorted({r["status"] for r in pre if r["status"] != OK}))
                 or None,
@@ -1035,6 +1037,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "fractions": args.fractions,
         "sweep": sweep,
+        "sweep_fraction": args.sweep_fraction,
         "inner": {
             "train": len(inner["train_ids"]) if inner else 0,
             "val": len(inner["test_ids"]) if inner else 0,
