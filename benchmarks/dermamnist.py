@@ -438,6 +438,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     eval_reserve = spec["eval_reserve_s"]
     max_time = max(1.0, spec["deadline"] - time.time() - eval_reserve)
+    if spec.get("max_train_s"):  # the CPU plan's cap: the budget stays split
+        max_time = min(max_time, spec["max_train_s"])
 
     if kind == "random":
         torch.manual_seed(spec["seed"])
@@ -601,7 +603,9 @@ def calibrate(
 
     The step time (only with ``args.measure_steps``) comes from a short Lightning fit on
     one batch of ready-made views (no data loading), synchronised; the first two steps
-    (cuDNN autotuning) are not counted.
+    (cuDNN autotuning) are not counted. ``"eval"`` holds the device seconds per image of
+    the frozen backbone's forward pass (feature extraction for kNN and the probe), which
+    the CPU plan needs: there the evaluation competes with training for the same cores.
     """
     from PIL import Image
     from torch.utils.data import DataLoader
@@ -646,6 +650,19 @@ def calibrate(
         del model, loader
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.measure_steps:
+        backbone = small_resnet(args.backbone).to(device).eval()
+        batch = torch.stack([eval_transform()(image) for image in images[:64]])
+        times = []
+        with torch.no_grad():
+            for _ in range(3):
+                _sync(device)
+                start = time.perf_counter()
+                backbone(batch.to(device))
+                _sync(device)
+                times.append(time.perf_counter() - start)
+        measured["eval"] = {"device_s_per_image": min(times[1:]) / len(batch)}
+        del backbone
     if "supervised" in args.baselines:
         step = measured.get("simclr", next(iter(measured.values()), {})).get(
             "device_s_per_step"
@@ -667,10 +684,20 @@ def plan(
     """Epochs per dataset (``auto``: the most that fit) and loader workers per job.
 
     A dataset's epoch costs, over all its jobs, G = Σ steps × device s/step of the
-    device and C = Σ images × CPU s/image of augmentation. An epoch of all jobs takes
-    max(G / gpu_efficiency, C / (cpus · cpu_efficiency)); Fashion-MNIST gets
-    ``fashion_share`` of the available time when both datasets run, DermaMNIST the
-    rest; no single job may need more than 90 % of it alone.
+    device and C = Σ images × CPU s/image of augmentation. On a GPU, an epoch of all
+    jobs takes max(G / gpu_efficiency, C / (cpus · cpu_efficiency)). On the CPU
+    (``--device cpu``), G was measured on one thread and the training steps, the
+    augmentations and the evaluations all share the cores: an epoch takes
+    (G + C) / (cpus · cpu_efficiency), and the feature extraction of every job
+    (train, val and test images through the frozen backbone) is taken off the
+    available time first. Fashion-MNIST gets ``fashion_share`` of the available time
+    when both datasets run, DermaMNIST the rest; no single job may need more than 90 %
+    of it alone.
+
+    On the CPU, the plan also gives each job a training-time cap (``max_train_s``:
+    twice its own predicted training time, at least a minute), so that one job running
+    slower than measured cannot eat the time of the jobs queued behind it: the budget
+    stays split across the methods.
     """
     trained = [
         m
@@ -678,9 +705,18 @@ def plan(
         if m in cost and (m in args.methods or m in args.baselines)
     ]
     cpus = os.cpu_count() or 1
+    on_cpu = not str(getattr(args, "device", "cuda")).startswith("cuda")
     epochs: dict[str, int] = {}
     estimate: dict[str, Any] = {}
     both = len(args.datasets) > 1
+    eval_s = (cost.get("eval") or {}).get("device_s_per_image") or 0.0
+    jobs_per_dataset = len(trained) + ("random" in args.baselines)
+    eval_total = {
+        name: jobs_per_dataset * sum(data[name]["sizes"].values()) * eval_s
+        for name in args.datasets
+    }
+    if on_cpu:
+        available_s -= sum(eval_total.values()) / (cpus * args.cpu_efficiency)
     for name in args.datasets:
         share = (
             1.0
@@ -696,15 +732,18 @@ def plan(
         fixed = args.epochs if name == "dermamnist" else args.fashion_epochs
         gpu = sum(steps * (cost[m].get("device_s_per_step") or 0.0) for m in trained)
         cpu = sum(n * cost[m]["cpu_s_per_image"] for m in trained)
-        epoch_s = max(
-            gpu / args.gpu_efficiency, cpu / (cpus * args.cpu_efficiency), 1e-9
-        )
+        if on_cpu:
+            epoch_s = max((gpu + cpu) / (cpus * args.cpu_efficiency), 1e-9)
+        else:
+            epoch_s = max(
+                gpu / args.gpu_efficiency, cpu / (cpus * args.cpu_efficiency), 1e-9
+            )
         longest = max(
             (steps * (cost[m].get("device_s_per_step") or 0.0) for m in trained),
             default=0.0,
         )
         if fixed == "auto":
-            value = math.floor(share * available_s / epoch_s)
+            value = math.floor(share * max(available_s, 0.0) / epoch_s)
             if longest > 0:
                 value = min(value, math.floor(0.9 * available_s / longest))
             value = max(1, min(args.max_epochs, value))
@@ -716,6 +755,7 @@ def plan(
             "cpu_core_s_per_epoch_all_jobs": round(cpu, 2),
             "epoch_s_estimate": round(epoch_s, 2),
             "predicted_s": round(epoch_s * value, 1),
+            "eval_device_s_all_jobs": round(eval_total[name], 1),
         }
     # Loader workers in proportion to each job's augmentation work, about 1.5 per core.
     work = {
@@ -730,7 +770,22 @@ def plan(
             workers[key] = max(1, min(12, round(1.5 * cpus * value / total)))
         else:
             workers[key] = int(args.loader_workers)
-    return {"epochs": epochs, "estimate": estimate, "workers": workers}
+    caps = {}
+    if on_cpu:
+        for d in args.datasets:
+            steps = data[d]["sizes"]["train"] // args.batch_size
+            for m in trained:
+                own = epochs[d] * (
+                    steps * (cost[m].get("device_s_per_step") or 0.0)
+                    + data[d]["sizes"]["train"] * cost[m]["cpu_s_per_image"]
+                )
+                caps[(d, m)] = round(max(60.0, 2.0 * own), 1)
+    return {
+        "epochs": epochs,
+        "estimate": estimate,
+        "workers": workers,
+        "max_train_s": caps,
+    }
 
 
 # ------------------------------------------------------------------------- reporting
@@ -956,16 +1011,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument(
         "--epochs",
-        default="auto",
-        help="DermaMNIST pretraining epochs, or 'auto' (fit the time budget)",
+        default=None,
+        help="DermaMNIST pretraining epochs, or 'auto' (fit the time budget; the "
+        "default, --smoke: 1)",
     )
     parser.add_argument(
         "--fashion-epochs",
-        default="auto",
-        help="Fashion-MNIST pretraining epochs, or 'auto'",
+        default=None,
+        help="Fashion-MNIST pretraining epochs, or 'auto' (default; --smoke: 1)",
     )
     parser.add_argument(
         "--max-epochs", type=int, default=200, help="cap of --epochs auto"
+    )
+    parser.add_argument(
+        "--fashion-share",
+        type=float,
+        default=0.35,
+        help="share of the time budget for Fashion-MNIST when both datasets run "
+        "(--epochs auto)",
     )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
@@ -1001,7 +1064,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jobs",
         type=int,
         default=None,
-        help="concurrent worker processes (0: in this process); default all jobs on cuda, 1 on cpu",
+        help="concurrent worker processes (0: in this process); default all jobs on "
+        "cuda, cores / --threads on cpu",
     )
     parser.add_argument(
         "--loader-workers",
@@ -1011,15 +1075,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument(
         "--time-budget-minutes",
+        "--budget-minutes",
+        dest="time_budget_minutes",
         type=float,
         default=None,
-        help="wall-clock budget of the whole run; default 7.5 (--smoke: 60)",
+        help="wall-clock budget of the whole run; default 7.5 (--smoke: 60); with "
+        "--epochs auto the epochs are chosen to fit it, on the CPU as on a GPU",
     )
     parser.add_argument(
         "--eval-reserve-s",
         type=float,
         default=None,
-        help="seconds kept for evaluation after training; default 45 on cuda",
+        help="seconds kept for evaluation after training; default 45 on cuda, on cpu "
+        "1.5 × the job's measured feature-extraction time (at least 10)",
     )
     parser.add_argument(
         "--startup-reserve-s",
@@ -1077,14 +1145,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.limit_train = args.limit_train or 320
         args.limit_eval = args.limit_eval or 128
-        args.epochs = args.epochs if args.epochs != "auto" else "1"
-        args.fashion_epochs = (
-            args.fashion_epochs if args.fashion_epochs != "auto" else "1"
-        )
+        args.epochs = args.epochs or "1"
+        args.fashion_epochs = args.fashion_epochs or "1"
         args.batch_size = 32 if args.batch_size == 256 else args.batch_size
         args.probe_iters = min(args.probe_iters, 100)
+    if not 0 < args.fashion_share < 1:
+        parser.error(f"--fashion-share must be in (0, 1), got {args.fashion_share}")
     for name in ("epochs", "fashion_epochs"):
-        value = getattr(args, name)
+        value = getattr(args, name) or "auto"
+        setattr(args, name, value)
         if value != "auto" and not (value.isdigit() and int(value) >= 1):
             parser.error(
                 f"--{name.replace('_', '-')} must be a positive int or 'auto', got {value!r}"
@@ -1143,6 +1212,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     available = deadline - time.time() - startup - base["eval_reserve_s"]
     setup = plan(args, data, cost, available)
+    eval_s = (cost.get("eval") or {}).get("device_s_per_image")
+    if not cuda and args.eval_reserve_s is None and eval_s:
+        base["eval_reserve_s"] = max(
+            10.0,
+            1.5 * eval_s * max(sum(d["sizes"].values()) for d in data.values()),
+        )
     print(
         f"plan: epochs {setup['epochs']}; estimate {json.dumps(setup['estimate'])}",
         flush=True,
@@ -1166,6 +1241,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "epochs": setup["epochs"],
             "estimate": setup["estimate"],
             "workers": {f"{d}/{m}": w for (d, m), w in setup["workers"].items()},
+            "max_train_s": {
+                f"{d}/{m}": s for (d, m), s in setup["max_train_s"].items()
+            },
         },
         "time_budget_minutes": args.time_budget_minutes,
     }
@@ -1186,6 +1264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "data": data[dataset],
                 "epochs": epochs,
                 "loader_workers": workers if kind != "random" else 0,
+                "max_train_s": setup["max_train_s"].get((dataset, name)),
                 "eval_workers": 2 if cuda else 0,
             }
             predicted = (
@@ -1201,7 +1280,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     priority=(kind == "random", -predicted),
                 )
             )
-    workers = args.jobs if args.jobs is not None else (len(jobs) if cuda else 1)
+    workers = (
+        args.jobs
+        if args.jobs is not None
+        else (len(jobs) if cuda else max(1, (os.cpu_count() or 1) // args.threads))
+    )
     print(
         f"{len(jobs)} jobs on {workers} worker processes; budget ends {time.strftime('%H:%M:%S', time.localtime(deadline))}",
         flush=True,

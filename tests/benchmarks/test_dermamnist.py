@@ -52,7 +52,8 @@ def test_smoke_run_end_to_end(tmp_path: Path, dermamnist_dir: Path, one_thread) 
         "--smoke", "--device", "cpu", "--jobs", "0", "--loader-workers", "0",
         "--dermamnist", str(dermamnist_dir), "--fashion-mnist", str(fashion_folder(tmp_path / "fmnist")),
         "--fashion-val", "20", "--methods", "fgssl", "--limit-train", "16", "--limit-eval", "20",
-        "--batch-size", "8", "--probe-iters", "20", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+        "--batch-size", "8", "--probe-iters", "20",
+        "--epochs", "auto", "--max-epochs", "1", "--calibration-steps", "3", "--time-budget-minutes", "20", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
     summary = dermamnist.main(argv)
     for dataset in ("dermamnist", "fashion_mnist"):
@@ -74,6 +75,16 @@ def test_smoke_run_end_to_end(tmp_path: Path, dermamnist_dir: Path, one_thread) 
         assert fgssl["linear"]["weight_decay"] in dermamnist.PROBE_WEIGHT_DECAY
         assert 0 <= summary[dataset]["supervised"]["finetune"]["test"]["accuracy"] <= 1
     saved = json.loads((out / "dermamnist_results.json").read_text())
+    # --epochs auto measured the method's step on the device and its augmentation cost
+    assert saved["epochs_mode"].startswith("chosen by --epochs auto")
+    assert saved["calibration"]["fgssl"]["device_s_per_step"] > 0
+    assert saved["calibration"]["fgssl"]["cpu_s_per_image"] > 0
+    assert saved["calibration"]["eval"]["device_s_per_image"] > 0
+    assert saved["plan"]["max_train_s"]["dermamnist/fgssl"] >= 60  # the CPU caps
+    assert saved["plan"]["epochs"] == {
+        "dermamnist": 1,
+        "fashion_mnist": 1,
+    }  # --max-epochs
     # stratified caps: 40 training images (4 per class) → 2 per class of the 16 asked;
     # DermaMNIST keeps at least one image of each of its 7 classes
     assert saved["data"]["fashion_mnist"]["sizes"] == {
@@ -131,6 +142,36 @@ def test_plan_fits_the_budget() -> None:
     )
 
 
+def test_cpu_plan_shares_the_cores_and_caps_each_job(monkeypatch) -> None:
+    """On the CPU, steps, augmentation and evaluation share the cores; jobs get caps."""
+    monkeypatch.setattr(dermamnist.os, "cpu_count", lambda: 2)
+    args = argparse.Namespace(
+        methods=["simclr", "gravis"], baselines=["random"], datasets=["dermamnist"], device="cpu",
+        batch_size=100, epochs="auto", fashion_epochs="auto", max_epochs=1000, gpu_efficiency=0.5,
+        cpu_efficiency=1.0, loader_workers="auto", fashion_share=0.5,
+    )  # fmt: skip
+    data = {"dermamnist": {"sizes": {"train": 1000, "val": 100, "test": 100}}}
+    cost = {
+        "simclr": {"cpu_s_per_image": 1e-4, "device_s_per_step": 0.01},
+        "gravis": {"cpu_s_per_image": 3e-4, "device_s_per_step": 0.03},
+        "eval": {"device_s_per_image": 1e-3},
+    }
+    plan = dermamnist.plan(args, data, cost, available_s=100.0)
+    # evaluation: 3 jobs × 1,200 images × 1 ms = 3.6 core-s → 1.8 s on 2 cores;
+    # an epoch: (10 steps × 0.04 s + 1,000 × 4e-4 s) / 2 cores = 0.4 s → 98.2 / 0.4
+    assert plan["epochs"]["dermamnist"] == 245
+    assert plan["estimate"]["dermamnist"]["eval_device_s_all_jobs"] == 3.6
+    # caps: twice the job's own work (simclr 245 × 0.2 s, gravis 245 × 0.6 s), ≥ 60 s
+    assert plan["max_train_s"] == {
+        ("dermamnist", "simclr"): 98.0,
+        ("dermamnist", "gravis"): 294.0,
+    }
+    # on a GPU the same costs are device-bound (0.4 s / 50 %) and nothing is capped
+    args.device = "cuda"
+    gpu = dermamnist.plan(args, data, cost, available_s=100.0)
+    assert gpu["epochs"]["dermamnist"] == 125 and gpu["max_train_s"] == {}
+
+
 def test_small_resnet_keeps_spatial_detail() -> None:
     model = dermamnist.small_resnet("resnet18")
     maps = model.layer1(
@@ -143,3 +184,17 @@ def test_small_resnet_keeps_spatial_detail() -> None:
 def test_bad_epochs_argument() -> None:
     with pytest.raises(SystemExit):
         dermamnist.parse_args(["--epochs", "many"])
+    with pytest.raises(SystemExit):
+        dermamnist.parse_args(["--fashion-share", "1.5"])
+
+
+def test_epochs_defaults_and_budget_alias() -> None:
+    args = dermamnist.parse_args(["--device", "cpu", "--budget-minutes", "40"])
+    assert (args.epochs, args.fashion_epochs, args.time_budget_minutes) == (
+        "auto",
+        "auto",
+        40.0,
+    )
+    smoke = dermamnist.parse_args(["--smoke"])
+    assert (smoke.epochs, smoke.fashion_epochs) == ("1", "1")
+    assert dermamnist.parse_args(["--smoke", "--epochs", "auto"]).epochs == "auto"
