@@ -51,6 +51,12 @@ CPU smoke run (not a result; checks the whole path)::
     python benchmarks/dermamnist.py --smoke --device cpu --jobs 2 \\
         --out benchmarks/results/dermamnist_cpu_smoke
 
+CPU with a fixed budget (no GPU; the same epochs for every method, chosen to fit; see
+``plan``; ``--plan-only`` prints the plan and exits)::
+
+    python benchmarks/dermamnist.py --device cpu --datasets dermamnist --epochs auto \\
+        --budget-minutes 120 --out benchmarks/results/dermamnist_cpu
+
 GPU (one H100, ~7.5 minutes, data copied into the run folder)::
 
     python benchmarks/dermamnist.py --device cuda --epochs auto --time-budget-minutes 7.5 \\
@@ -76,6 +82,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _calibration import step_time  # noqa: E402
+from _calibration import sync as _sync  # noqa: E402
+from _calibration import transform_cost as _transform_cost  # noqa: E402
 from _realdata import (  # noqa: E402
     OK,
     Job,
@@ -301,11 +310,6 @@ def _runtime(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         "num_sanity_val_steps": 0,
     }
     return (device, torch.bfloat16 if bf16 else None), trainer_kwargs
-
-
-def _sync(device: Any) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -552,50 +556,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- calibration
-def _transform_cost(transform: Any, images: list[Any], repeats: int = 1) -> float:
-    """CPU seconds per image of a transform (one thread, after a warm-up)."""
-    for image in images[:4]:
-        transform(image)
-    start = time.process_time()
-    for _ in range(repeats):
-        for image in images:
-            transform(image)
-    return (time.process_time() - start) / (repeats * len(images))
-
-
-class RepeatedSamples(torch.utils.data.Dataset):
-    """``repeats`` passes over a fixed list of ready-made samples (no augmentation cost)."""
-
-    def __init__(self, samples: list[Any], repeats: int) -> None:
-        self.samples, self.repeats = samples, repeats
-
-    def __len__(self) -> int:
-        return len(self.samples) * self.repeats
-
-    def __getitem__(self, index: int) -> Any:
-        return self.samples[index % len(self.samples)]
-
-
-class StepClock(pl.Callback):
-    """Synchronised seconds of each training step after the first ``skip``."""
-
-    def __init__(self, device: torch.device, skip: int = 2) -> None:
-        self.device, self.skip, self.times, self.start = device, skip, [], 0.0
-
-    def on_train_batch_start(
-        self, trainer: Any, module: Any, batch: Any, index: int
-    ) -> None:
-        _sync(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int
-    ) -> None:
-        _sync(self.device)
-        if index >= self.skip:
-            self.times.append(time.perf_counter() - self.start)
-
-
 def calibrate(
     args: argparse.Namespace, data: dict[str, Any], spec: dict[str, Any]
 ) -> dict[str, dict[str, float]]:
@@ -608,7 +568,6 @@ def calibrate(
     the CPU plan needs: there the evaluation competes with training for the same cores.
     """
     from PIL import Image
-    from torch.utils.data import DataLoader
 
     from lightly_derm import registry
 
@@ -633,21 +592,27 @@ def calibrate(
         measured[name] = {"cpu_s_per_image": _transform_cost(transform, images[:48])}
         if not args.measure_steps:
             continue
-        samples = [(transform(image), 0, f"{i}") for i, image in enumerate(images)]
+        # on the CPU a step's time is proportional to the batch: measure 32 images
+        # (a full batch of 256 takes tens of seconds on one core) and scale
+        few = images if device.type == "cuda" else images[:32]
+        samples = [(transform(image), 0, f"{i}") for i, image in enumerate(few)]
         if spec["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
-        clock = StepClock(device)
-        loader = DataLoader(
-            RepeatedSamples(samples, args.calibration_steps),
-            batch_size=len(samples),
+        seconds = step_time(
+            model,
+            samples,
+            max(1, args.calibration_steps - 2),
+            device,
+            trainer_kwargs,
             collate_fn=model.default_collate(),
-            pin_memory=device.type == "cuda",
+            skip=2 if device.type == "cuda" else 1,
         )
-        pl.Trainer(max_epochs=1, callbacks=[clock], **trainer_kwargs).fit(model, loader)
         measured[name].update(
-            device_s_per_step=float(np.median(clock.times)), batch=len(samples)
+            device_s_per_step=seconds * len(images) / len(samples),
+            batch=len(images),
+            measured_batch=len(samples),
         )
-        del model, loader
+        del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.measure_steps:
@@ -1135,6 +1100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU smoke run: a few hundred images, 1 epoch, batch 32",
     )
     parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="measure, print the epochs that fit the budget, and exit (nothing is run)",
+    )
+    parser.add_argument(
         "--aggregate-only",
         action="store_true",
         help="rewrite the tables from OUT/jobs and exit",
@@ -1222,6 +1192,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"plan: epochs {setup['epochs']}; estimate {json.dumps(setup['estimate'])}",
         flush=True,
     )
+    if args.plan_only:
+        print(f"calibration: {json.dumps(cost)}", flush=True)
+        return {"plan": setup, "calibration": cost}
 
     header = {
         "title": "DermaMNIST / Fashion-MNIST: SSL pretraining, kNN and linear probe",

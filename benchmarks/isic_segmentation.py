@@ -44,6 +44,13 @@ CPU smoke run (not a result)::
     python benchmarks/isic_segmentation.py --smoke --device cpu --jobs 2 \\
         --out benchmarks/results/isic_segmentation_cpu_smoke
 
+CPU with a fixed budget (``--pretrain-epochs auto``: the same epochs for every method,
+chosen to fit after the fine-tunes; see ``plan_epochs``)::
+
+    python benchmarks/isic_segmentation.py --device cpu --pretrain-epochs auto \\
+        --image-size 64 --seeds 0 --sweep none --finetune-steps 100 \\
+        --budget-minutes 60 --out benchmarks/results/isic_segmentation_cpu
+
 GPU (one H100, ~7 minutes, the shared ISIC subset copied into the run folder)::
 
     python benchmarks/isic_segmentation.py --device cuda --time-budget-minutes 7 \\
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -69,6 +77,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _calibration import step_time, transform_cost  # noqa: E402
 from _realdata import (  # noqa: E402
     OK,
     Job,
@@ -276,6 +285,8 @@ def pretrain_job(spec: dict[str, Any]) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     clock = EpochCounter()
     max_time = max(1.0, spec["deadline"] - time.time() - 30.0)
+    if spec.get("max_train_s"):  # the CPU plan's cap: the budget stays split
+        max_time = min(max_time, spec["max_train_s"])
     trainer = pl.Trainer(
         max_epochs=spec["epochs"],
         max_time=timedelta(seconds=max_time),
@@ -372,6 +383,153 @@ def finetune_job(spec: dict[str, Any]) -> dict[str, Any]:
         if model.transfer_report is None
         else str(model.transfer_report),
         **{m: float(scores[f"test_{m}"]) for m in METRICS},
+    }
+
+
+# ---------------------------------------------------------------- budget planning
+def _variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """Every (method, constructor arguments) a pretraining job may use."""
+    sweep = parse_sweep(args.sweep)
+    found: list[tuple[str, dict[str, Any]]] = []
+    for method in args.methods:
+        found.append((method, {}))
+        if method in sweep:
+            key, values = sweep[method]
+            found.extend((method, {key: value}) for value in values)
+    return found
+
+
+def calibrate(
+    args: argparse.Namespace, pairs: list[dict[str, str]], base: dict[str, Any]
+) -> dict[str, Any]:
+    """Seconds per image of each pretraining variant and per fine-tuning step.
+
+    On one thread (a job's setting): a method's view transform on the decoded images
+    (CPU s/image) and its training step on ready-made views (device s/step, a batch of
+    at most 8 images); a fine-tuning step of ``LesionSegmentation`` at the working size
+    and batch. Used by :func:`plan_epochs` for ``--pretrain-epochs auto``.
+    """
+    from PIL import Image
+
+    from lightly_derm import registry
+    from lightly_derm.segmentation import LesionSegmentation
+
+    threads = torch.get_num_threads()
+    device, trainer_kwargs = _runtime({**base, "threads": 1})
+    size = args.pretrain_size or args.image_size
+    images = [Image.open(p["image"]).convert("RGB") for p in pairs[:8]]
+    measured: dict[str, Any] = {"pretrain": {}}
+    for method, variant in _variants(args):
+        model = registry.create(
+            "method",
+            method,
+            backbone=args.backbone,
+            **method_kwargs(method, 0.01, args.weight_decay),
+            **variant,
+        )
+        transform = model.default_transform(input_size=size)
+        samples = [(transform(image), 0, f"{i}") for i, image in enumerate(images)]
+        if base["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        seconds = step_time(
+            model,
+            samples,
+            args.calibration_steps,
+            device,
+            trainer_kwargs,
+            collate_fn=model.default_collate(),
+            skip=1,
+        )
+        measured["pretrain"][_variant_key(method, variant)] = {
+            "cpu_s_per_image": transform_cost(transform, images),
+            "device_s_per_image": seconds / len(samples),
+        }
+    model = LesionSegmentation(f"lightly-derm-{args.backbone}", lr=1e-3, num_overlays=0)
+    if base["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    batch = args.finetune_batch_size
+    sample = {
+        "image": torch.rand(3, args.image_size, args.image_size),
+        "label": (torch.rand(1, args.image_size, args.image_size) > 0.5).float(),
+    }
+    measured["finetune_s_per_step"] = step_time(
+        model, [sample] * batch, args.calibration_steps, device, trainer_kwargs, skip=1
+    )
+    torch.set_num_threads(threads)
+    return measured
+
+
+def _variant_key(method: str, variant: dict[str, Any]) -> str:
+    return method + "".join(f":{k}={json.dumps(v)}" for k, v in variant.items())
+
+
+def plan_epochs(
+    args: argparse.Namespace,
+    jobs: list[Job],
+    cost: dict[str, Any],
+    available_s: float,
+) -> dict[str, Any]:
+    """Pretraining epochs that fit the budget, and each pretraining job's time cap.
+
+    Core-seconds: a fine-tune costs its steps plus scoring its test fold (counted as a
+    third of a step per image); a pretraining epoch costs its images × (device s/image +
+    CPU s/image of augmentation) — on the CPU all of it runs on the same cores, on a GPU
+    the device part runs ``gpu_efficiency`` times as fast as measured alone; a main job
+    of a swept method is costed at its most expensive variant. Epochs = (available ×
+    cores × ``cpu_efficiency`` − fine-tunes) / (pretraining per epoch), between 1 and
+    ``--max-pretrain-epochs``. Each pretraining job's training is capped at twice its
+    predicted time (at least a minute), so the budget stays split across methods.
+    """
+    cpus = os.cpu_count() or 1
+    on_cpu = not args.device.startswith("cuda")
+    step = cost["finetune_s_per_step"]
+    finetune = sum(
+        j.spec["steps"] * step
+        + len(j.spec["test_ids"]) * step / j.spec["batch_size"] / 3
+        for j in jobs
+        if j.spec["kind"] == "finetune"
+    )
+    per_image: dict[str, float] = {}
+    for job in jobs:
+        spec = job.spec
+        if spec["kind"] != "pretrain":
+            continue
+        keys = (
+            [_variant_key(spec["method"], spec["variant"])]
+            if spec["variant"] or spec["phase"] == "tune"
+            else [
+                k
+                for k in cost["pretrain"]
+                if k == spec["method"] or k.startswith(spec["method"] + ":")
+            ]
+        )
+        device = max(cost["pretrain"][k]["device_s_per_image"] for k in keys)
+        cpu = max(cost["pretrain"][k]["cpu_s_per_image"] for k in keys)
+        per_image[job.id] = device + cpu if on_cpu else device / args.gpu_efficiency
+    per_epoch = sum(
+        per_image[j.id] * len(j.spec["train_ids"])
+        for j in jobs
+        if j.spec["kind"] == "pretrain"
+    )
+    capacity = max(available_s, 0.0) * cpus * args.cpu_efficiency
+    if not on_cpu:  # the device runs the jobs side by side; the CPUs only augment
+        capacity = max(available_s, 0.0)
+        finetune /= args.gpu_efficiency
+    epochs = math.floor((capacity - finetune) / max(per_epoch, 1e-9))
+    epochs = max(1, min(args.max_pretrain_epochs, epochs))
+    caps = {
+        job.id: round(
+            max(60.0, 2.0 * epochs * per_image[job.id] * len(job.spec["train_ids"])), 1
+        )
+        for job in jobs
+        if job.id in per_image
+    }
+    return {
+        "epochs": epochs,
+        "core_s_finetune": round(finetune, 1),
+        "core_s_pretrain_per_epoch": round(per_epoch, 1),
+        "capacity_core_s": round(capacity, 1),
+        "max_train_s": caps,
     }
 
 
@@ -860,7 +1018,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="pretraining view size; default --image-size",
     )
-    parser.add_argument("--pretrain-epochs", type=int, default=40)
+    parser.add_argument(
+        "--pretrain-epochs",
+        default="40",
+        help="pretraining epochs, or 'auto': measure every method's step and the "
+        "fine-tuning step, then take the most epochs that fit the budget",
+    )
+    parser.add_argument(
+        "--max-pretrain-epochs", type=int, default=40, help="cap of 'auto'"
+    )
+    parser.add_argument(
+        "--calibration-steps", type=int, default=2, help="measured steps of 'auto'"
+    )
+    parser.add_argument(
+        "--cpu-efficiency",
+        type=float,
+        default=0.8,
+        help="planning ('auto'): share of the CPUs the jobs keep busy",
+    )
+    parser.add_argument(
+        "--gpu-efficiency",
+        type=float,
+        default=0.5,
+        help="planning ('auto'): share of the device the concurrent jobs keep busy",
+    )
     parser.add_argument("--pretrain-batch-size", type=int, default=32)
     parser.add_argument("--lr-per-128", type=float, default=0.06)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
@@ -892,7 +1073,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jobs",
         type=int,
         default=None,
-        help="worker processes (0: in this process); default 8 on cuda, 1 on cpu",
+        help="worker processes (0: in this process); default 8 on cuda, cores / "
+        "--threads on cpu",
     )
     parser.add_argument(
         "--pretrain-workers",
@@ -908,6 +1090,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--time-budget-minutes",
+        "--budget-minutes",
+        dest="time_budget_minutes",
         type=float,
         default=None,
         help="wall-clock budget of the whole run; default 7.0 (--smoke: 60)",
@@ -936,6 +1120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="with --pretrain-epochs auto: measure, print the plan and exit",
+    )
+    parser.add_argument(
         "--keep-checkpoints",
         action="store_true",
         help="keep the pretrained backbones (CACHE_DIR/checkpoints/run*/) after the run",
@@ -949,7 +1138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds = [0] if args.seeds == [0, 1, 2] else args.seeds
         args.sweep_seeds = [0] if args.sweep_seeds == [0, 1] else args.sweep_seeds
         args.image_size = 64 if args.image_size == 128 else args.image_size
-        args.pretrain_epochs = 1 if args.pretrain_epochs == 40 else args.pretrain_epochs
+        args.pretrain_epochs = (
+            "1" if args.pretrain_epochs == "40" else args.pretrain_epochs
+        )
         args.pretrain_batch_size = (
             8 if args.pretrain_batch_size == 32 else args.pretrain_batch_size
         )
@@ -961,6 +1152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--image-size must be a multiple of 32 (FlexibleUNet), got {args.image_size}"
         )
+    if args.pretrain_epochs != "auto":
+        if not (args.pretrain_epochs.isdigit() and int(args.pretrain_epochs) >= 1):
+            parser.error(
+                "--pretrain-epochs must be a positive int or 'auto', got "
+                f"{args.pretrain_epochs!r}"
+            )
+        args.pretrain_epochs = int(args.pretrain_epochs)
     if args.folds < 2:
         parser.error("--folds must be at least 2")
     if args.data is None:
@@ -1002,7 +1200,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "deadline": deadline,
     }
-    jobs = build_jobs(args, pairs, base)
+    auto = args.pretrain_epochs == "auto"
+    planning: dict[str, Any] = {}
+    if auto:
+        cost = calibrate(args, pairs, base)
+        args.pretrain_epochs = args.max_pretrain_epochs  # placeholder until planned
+        jobs = build_jobs(args, pairs, base)
+        available = deadline - time.time() - (40.0 if cuda else 15.0)
+        planning = plan_epochs(args, jobs, cost, available)
+        args.pretrain_epochs = planning["epochs"]
+        for job in jobs:
+            if job.spec["kind"] == "pretrain":
+                job.spec["epochs"] = args.pretrain_epochs
+                if not cuda:
+                    job.spec["max_train_s"] = planning["max_train_s"][job.id]
+        planning["calibration"] = cost
+        print(
+            f"plan: {json.dumps({k: v for k, v in planning.items() if k != 'max_train_s'})}",
+            flush=True,
+        )
+        if args.plan_only:
+            return {"plan": planning}
+    else:
+        jobs = build_jobs(args, pairs, base)
     sweep = {m: v for m, v in parse_sweep(args.sweep).items() if m in args.methods}
     inner = next(
         (
@@ -1043,9 +1263,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "val": len(inner["test_ids"]) if inner else 0,
         },
         "time_budget_minutes": args.time_budget_minutes,
+        "epochs_mode": "chosen by --pretrain-epochs auto to fit the time budget"
+        if auto
+        else "fixed",
+        "plan": planning,
     }
     write_json(header_path, header)
-    workers = args.jobs if args.jobs is not None else (8 if cuda else 1)
+    workers = (
+        args.jobs
+        if args.jobs is not None
+        else (8 if cuda else max(1, (os.cpu_count() or 1) // args.threads))
+    )
     print(
         f"{len(jobs)} jobs on {workers} worker processes; budget ends {time.strftime('%H:%M:%S', time.localtime(deadline))}",
         flush=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,6 +30,7 @@ def test_smoke_run_end_to_end(tmp_path: Path, isic_dir: Path, one_thread) -> Non
         "--smoke", "--device", "cpu", "--jobs", "0", "--data", str(isic_dir), "--limit", "12",
         "--methods", "ap_byol", "--fractions", "0.5", "1.0", "--sweep", "ap_byol:normalize=false,true",
         "--finetune-steps", "2", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+        "--pretrain-epochs", "auto", "--max-pretrain-epochs", "1", "--calibration-steps", "1",
     ]  # fmt: skip
     summary = isic.main(argv)
     statuses = {
@@ -63,6 +66,18 @@ def test_smoke_run_end_to_end(tmp_path: Path, isic_dir: Path, one_thread) -> Non
         ]["transfer"]
         is None
     )
+    # --pretrain-epochs auto measured every variant and the fine-tuning step
+    header = json.loads((out / "isic_segmentation_header.json").read_text())
+    assert header["epochs_mode"].startswith("chosen by --pretrain-epochs auto")
+    calibration = header["plan"]["calibration"]
+    assert set(calibration["pretrain"]) == {
+        "ap_byol",
+        "ap_byol:normalize=false",
+        "ap_byol:normalize=true",
+    }
+    assert calibration["finetune_s_per_step"] > 0
+    assert header["plan"]["epochs"] == 1 and tuned["spec"]["epochs"] == 1
+    assert tuned["spec"]["max_train_s"] >= 60
     markdown = (out / "isic_segmentation_results.md").read_text()
     assert "CPU smoke run, not a result" in markdown and "normalize=True" in markdown
     assert ".. list-table::" in (out / "isic_segmentation_results.rst").read_text()
@@ -132,3 +147,55 @@ def test_select_variant_uses_inner_validation_means() -> None:
 def test_image_size_must_suit_the_unet() -> None:
     with pytest.raises(SystemExit):
         isic.parse_args(["--image-size", "100", "--data", "."])
+
+
+def _job(job_id: str, kind: str, method: str, phase: str = "main", **spec) -> Any:
+    return isic.Job(
+        job_id,
+        isic.pretrain_job,
+        {"kind": kind, "method": method, "phase": phase, **spec},
+    )
+
+
+def test_plan_epochs_fits_the_budget(monkeypatch) -> None:
+    monkeypatch.setattr(isic.os, "cpu_count", lambda: 2)
+    args = argparse.Namespace(
+        device="cpu", cpu_efficiency=1.0, gpu_efficiency=0.5, max_pretrain_epochs=100
+    )
+    ids = [f"{i}" for i in range(10)]
+    jobs = [
+        _job("tune_g8", "pretrain", "gravis", "tune", variant={"num_views": 8}, train_ids=ids),
+        _job("g", "pretrain", "gravis", variant={}, train_ids=ids),
+        _job("b", "pretrain", "byol", variant={}, train_ids=ids),
+        _job("ft", "finetune", "byol", steps=10, batch_size=4, test_ids=ids[:6], train_ids=ids),
+    ]  # fmt: skip
+    cost = {
+        "pretrain": {
+            "gravis": {"device_s_per_image": 0.2, "cpu_s_per_image": 0.05},
+            "gravis:num_views=8": {"device_s_per_image": 0.4, "cpu_s_per_image": 0.1},
+            "byol": {"device_s_per_image": 0.1, "cpu_s_per_image": 0.02},
+        },
+        "finetune_s_per_step": 1.0,
+    }
+    plan = isic.plan_epochs(args, jobs, cost, available_s=100.0)
+    # fine-tune: 10 steps + 6 test images / batch 4 / 3 = 10.5 core-s; an epoch: 10
+    # images × (0.5 tune + 0.5 main gravis at its dearest variant + 0.12 byol) = 11.2;
+    # 2 cores × 100 s = 200 → (200 − 10.5) / 11.2 = 16.9 → 16 epochs
+    assert plan["core_s_finetune"] == 10.5 and plan["core_s_pretrain_per_epoch"] == 11.2
+    assert plan["epochs"] == 16
+    # caps: twice the job's own predicted time, at least a minute
+    assert plan["max_train_s"] == {"tune_g8": 160.0, "g": 160.0, "b": 60.0}
+    assert isic.plan_epochs(args, jobs, cost, available_s=1.0)["epochs"] == 1
+    args.max_pretrain_epochs = 5
+    assert isic.plan_epochs(args, jobs, cost, available_s=100.0)["epochs"] == 5
+
+
+def test_pretrain_epochs_argument() -> None:
+    assert isic.parse_args(["--data", "."]).pretrain_epochs == 40
+    assert isic.parse_args(["--data", ".", "--smoke"]).pretrain_epochs == 1
+    args = isic.parse_args(
+        ["--data", ".", "--pretrain-epochs", "auto", "--budget-minutes", "30"]
+    )
+    assert (args.pretrain_epochs, args.time_budget_minutes) == ("auto", 30.0)
+    with pytest.raises(SystemExit):
+        isic.parse_args(["--data", ".", "--pretrain-epochs", "0"])
