@@ -27,7 +27,6 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 #: Job states in the results.
@@ -126,7 +125,13 @@ def _die_with_parent() -> None:
 
 
 def _worker(inbox: Any, outbox: Any, log_path: str) -> None:
-    """Worker process: own process group, output to a log file, jobs from ``inbox``."""
+    """Worker process: own process group, output to a log file, jobs from ``inbox``.
+
+    Results go back through the worker's own pipe (``outbox``), written synchronously:
+    a shared ``multiprocessing.Queue`` writes from a feeder thread under a lock shared by
+    all workers, and a worker that dies right after a put (a crash, the OOM killer) can
+    take the lock with it and block every other worker's results.
+    """
     os.setpgrp()  # the parent ends the whole group (DataLoader workers included)
     _die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -138,7 +143,7 @@ def _worker(inbox: Any, outbox: Any, log_path: str) -> None:
             return
         job_id, fn, spec = item
         print(f"=== {time.strftime('%H:%M:%S')} start {job_id}", flush=True)
-        outbox.put(_call(job_id, fn, spec))
+        outbox.send(_call(job_id, fn, spec))
         print(f"=== {time.strftime('%H:%M:%S')} end {job_id}", flush=True)
 
 
@@ -269,20 +274,46 @@ def run_jobs(
 
     log_dir = Path(log_dir or job_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    from multiprocessing.connection import wait
+
     ctx = mp.get_context("spawn")
-    outbox = ctx.Queue()
     pool: list[dict[str, Any]] = []
     stop = [False]
 
     def start_worker(index: int) -> dict[str, Any]:
         inbox = ctx.Queue()
+        results_in, results_out = ctx.Pipe(duplex=False)
         process = ctx.Process(
             target=_worker,
-            args=(inbox, outbox, str(log_dir / f"worker{index}.log")),
+            args=(inbox, results_out, str(log_dir / f"worker{index}.log")),
             daemon=False,
         )
         process.start()
-        return {"process": process, "inbox": inbox, "job": None, "index": index}
+        results_out.close()  # the child's end only: its death reads as EOF here
+        return {
+            "process": process,
+            "inbox": inbox,
+            "conn": results_in,
+            "job": None,
+            "index": index,
+        }
+
+    def worker_died(i: int) -> None:
+        slot = pool[i]
+        slot["process"].join(timeout=5)
+        code = slot["process"].exitcode
+        job = slot["job"]
+        record(
+            {
+                "id": job.id,
+                "status": FAILED,
+                "error": f"worker process died (exit code {code}); see {log_dir}/worker{slot['index']}.log",
+                "spec": job.spec,
+                "result": None,
+            }
+        )
+        slot["conn"].close()
+        pool[i] = start_worker(slot["index"] + workers)
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -327,33 +358,26 @@ def run_jobs(
                 )
                 break
             try:
-                result = outbox.get(timeout=min(1.0, remaining))
+                ready = wait([slot["conn"] for slot in busy], min(1.0, remaining))
+                for i, slot in enumerate(pool):
+                    if slot["job"] is None or slot["conn"] not in ready:
+                        continue
+                    try:
+                        result = slot["conn"].recv()
+                    except (EOFError, OSError):  # the worker died mid-job
+                        worker_died(i)
+                        continue
+                    slot["job"] = None
+                    record(result)
+                if not ready:  # a worker that died without closing its pipe yet
+                    for i, slot in enumerate(pool):
+                        if slot["job"] is not None and not slot["process"].is_alive():
+                            worker_died(i)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop as at the deadline
                 echo(
                     "interrupted: stopping the running jobs, keeping the finished ones"
                 )
                 stop[0] = True
-                continue
-            except Empty:
-                for i, slot in enumerate(pool):
-                    if slot["job"] is not None and not slot["process"].is_alive():
-                        job = slot["job"]
-                        code = slot["process"].exitcode
-                        record(
-                            {
-                                "id": job.id,
-                                "status": FAILED,
-                                "error": f"worker process died (exit code {code}); see {log_dir}/worker{slot['index']}.log",
-                                "spec": job.spec,
-                                "result": None,
-                            }
-                        )
-                        pool[i] = start_worker(slot["index"] + workers)
-                continue
-            for slot in pool:
-                if slot["job"] is not None and slot["job"].id == result["id"]:
-                    slot["job"] = None
-            record(result)
     finally:
         for slot in pool:
             if slot["process"].is_alive() and slot["job"] is None:
