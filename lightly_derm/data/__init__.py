@@ -8,6 +8,12 @@ from lightly_derm.data.grouped_view_collate import (
     GroupedViewCollate,
     to_grouped_batch,
 )
+from lightly_derm.data.idx import (
+    FASHION_MNIST_CLASSES,
+    IDXImageDataset,
+    is_idx_folder,
+    read_idx,
+)
 from lightly_derm.data.image_file_dataset import ImageFileDataset
 from lightly_derm.data.image_folder import (
     EXCLUDE_PATTERNS,
@@ -53,6 +59,7 @@ __all__ = [
     "DATA_SOURCES",
     "DERMAMNIST_CLASSES",
     "EXCLUDE_PATTERNS",
+    "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "SYNTHETIC_CLASSES",
     "CanvasBatch",
@@ -61,6 +68,7 @@ __all__ = [
     "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",
+    "IDXImageDataset",
     "ISICClassificationDataset",
     "ImageFileDataset",
     "ImageFolderDataset",
@@ -75,8 +83,10 @@ __all__ = [
     "check_image",
     "dataset_splits",
     "find_image_files",
+    "is_idx_folder",
     "load_image",
     "make_dataset",
+    "read_idx",
     "read_labels_csv",
     "to_grouped_batch",
     "to_rgb8",

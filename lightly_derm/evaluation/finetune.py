@@ -38,6 +38,8 @@ def finetune_evaluate(
     seed: int = 0,
     num_workers: int = 0,
     trainer_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a copy of ``backbone`` with a linear head on a labelled fraction.
 
@@ -59,6 +61,10 @@ def finetune_evaluate(
         trainer_kwargs: Passed to :class:`pytorch_lightning.Trainer` (``accelerator``,
             ``devices``, ``precision``, ``enable_progress_bar``, …); by default no logger
             and no checkpoints.
+        device: Where to score ``test_dataset`` (e.g. ``"cuda"``); default the CPU,
+            where Lightning leaves the model after training.
+        autocast_dtype: Score under :func:`torch.autocast` with this dtype (e.g.
+            ``torch.bfloat16`` on a GPU).
 
     Returns:
         ``{"finetune_accuracy", "finetune_balanced_accuracy", "finetune_auc" (binary),
@@ -111,7 +117,12 @@ def finetune_evaluate(
         trainer = pl.Trainer(**options)
         trainer.fit(classifier, loader)
     logits = extract_features(
-        classifier, test_dataset, batch_size=batch_size, num_workers=num_workers
+        classifier,
+        test_dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        autocast_dtype=autocast_dtype,
     )
     result = classification_metrics(
         logits.features.softmax(dim=1), logits.targets, prefix="finetune_"

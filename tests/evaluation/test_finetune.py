@@ -63,3 +63,35 @@ def test_needs_targets() -> None:
     with pytest.raises(ValueError, match="fraction"):
         data = SyntheticLesions(4, 16, transform=TO_TENSOR)
         finetune_evaluate(resnet("resnet18"), data, data, fraction=np.float64(2.0))
+
+
+def test_scores_on_the_requested_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """device and autocast_dtype reach the scoring pass (Lightning leaves the model on the CPU)."""
+    import lightly_derm.evaluation.finetune as finetune
+
+    calls = []
+    real = finetune.extract_features
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs.get("device"), kwargs.get("autocast_dtype")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "extract_features", recording)
+    data = SyntheticLesions(
+        num_images=8, image_size=16, num_classes=2, transform=TO_TENSOR
+    )
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    result = finetune_evaluate(
+        backbone,
+        data,
+        data,
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        autocast_dtype=torch.bfloat16,
+        trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
+    )
+    assert calls == [("cpu", torch.bfloat16)]
+    assert result["finetune_num_samples"] == 8
