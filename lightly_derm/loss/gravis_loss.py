@@ -137,13 +137,21 @@ class GraVISLoss(nn.Module):
             f"gather_distributed={self.gather_distributed}"
         )
 
-    def forward(self, embeddings: Tensor, group_ids: Tensor) -> Tensor:
+    def forward(
+        self, embeddings: Tensor, group_ids: Tensor, group_size: int | None = None
+    ) -> Tensor:
         """Returns the loss of ``embeddings`` (N, D) grouped by ``group_ids`` (N,).
 
         Args:
             embeddings: (N, D) floating-point embeddings of N views, in any order.
             group_ids: (N,) integer group of every view (the source image); groups may
                 differ in size but need two views or more.
+            group_size: Optional: every group has exactly this many views (K views per
+                image, as :class:`~lightly_derm.data.GroupedBatch` gives). Then the
+                group sizes need not be read back to the host (one synchronisation per
+                step less on a GPU); they are checked on the device instead
+                (``torch._assert_async``: a ``RuntimeError``, on a GPU at a later
+                synchronisation). The loss is the same.
 
         Returns:
             The scalar loss (float32, or float64 for float64 embeddings).
@@ -151,9 +159,24 @@ class GraVISLoss(nn.Module):
         Raises:
             TypeError: ``embeddings`` is not a floating-point tensor or ``group_ids``
                 not an integer tensor.
-            ValueError: Wrong shapes, or a group with a single view (named by its id).
+            ValueError: Wrong shapes, a group with a single view (named by its id), or
+                a ``group_size`` below 2 or not dividing N.
         """
         _check_inputs(embeddings, group_ids)
+        if group_size is not None:
+            if (
+                isinstance(group_size, bool)
+                or not isinstance(group_size, int)
+                or group_size < 2
+            ):
+                raise ValueError(
+                    f"group_size must be an int >= 2 or None, got {group_size!r}"
+                )
+            if group_ids.shape[0] % group_size:
+                raise ValueError(
+                    f"group_size={group_size} does not divide the number of views "
+                    f"N={group_ids.shape[0]}"
+                )
         group_ids = group_ids.to(embeddings.device)
         exclude_self = self.exclude_self or self.variant == "attention"
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
@@ -165,7 +188,7 @@ class GraVISLoss(nn.Module):
             if self.gather_distributed and dist.world_size() > 1:
                 z_all = torch.cat(dist.gather(z), dim=0)
                 offset = dist.rank() * z.shape[0]
-            same, pos_idx, pos_mask = _positives(group_ids, exclude_self)
+            same, pos_idx, pos_mask = _positives(group_ids, exclude_self, group_size)
             sim = z @ z_all.T  # (N, M)
             if self.variant == "smooth_ap":
                 self_idx = None
@@ -219,8 +242,12 @@ def _check_inputs(embeddings: Tensor, group_ids: Tensor) -> None:
         )
 
 
-def _positives(group_ids: Tensor, exclude_self: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _positives(
+    group_ids: Tensor, exclude_self: bool, group_size: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Padded positive indices of every view.
+
+    With ``group_size`` the sizes are checked on the device, without a host sync.
 
     Returns:
         ``same`` (N, N): views share a group (the diagonal included);
@@ -230,7 +257,15 @@ def _positives(group_ids: Tensor, exclude_self: bool) -> tuple[Tensor, Tensor, T
     n = group_ids.shape[0]
     same = group_ids.unsqueeze(1) == group_ids.unsqueeze(0)
     counts = same.sum(dim=1)
-    smallest, largest = torch.stack([counts.min(), counts.max()]).tolist()
+    if group_size is not None:
+        torch._assert_async(
+            (counts == group_size).all(),
+            f"GraVISLoss: group_size={group_size} was given, but not every group of "
+            f"group_ids has {group_size} views",
+        )
+        smallest = largest = group_size
+    else:
+        smallest, largest = torch.stack([counts.min(), counts.max()]).tolist()
     if smallest < 2:
         lonely = group_ids[counts < 2][0].item()
         raise ValueError(

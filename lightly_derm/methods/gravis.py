@@ -140,7 +140,8 @@ class GraVIS(SSLMethod):
         """Loss of one batch of K-view samples; logs ``train_loss``."""
         batch = to_grouped_batch(batch)
         embeddings = self.forward_projection(batch.views)
-        loss = self.criterion(embeddings, batch.group_ids)
+        # K views per image: the loss needs no host sync for the group sizes
+        loss = self.criterion(embeddings, batch.group_ids, group_size=batch.num_views)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.batch_size)
         return loss
 

@@ -199,6 +199,45 @@ def test_variable_group_sizes_in_any_order(variant, exclude_self) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("batch_size,num_views,dim", SHAPES)
+@pytest.mark.parametrize(
+    "variant,exclude_self",
+    [("smooth_ap", False), ("smooth_ap", True), ("attention", False)],
+)
+def test_group_size_hint_gives_the_same_loss_and_gradients(
+    batch_size, num_views, dim, variant, exclude_self
+) -> None:
+    """group_size (K views per image, known to the caller) skips the host read-back of
+    the group sizes; loss and gradients equal the loop reference, in any view order."""
+    z, g = _inputs(batch_size, num_views, dim, seed=dim + 7)
+    perm = torch.randperm(g.shape[0], generator=torch.Generator().manual_seed(dim))
+    z, g = z[perm].clone().requires_grad_(True), g[perm]
+    loss_fn = GraVISLoss(variant, exclude_self=exclude_self)
+    got = loss_fn(z, g, group_size=num_views)
+    if variant == "smooth_ap":
+        expected = loop_smooth_ap(z, g, exclude_self=exclude_self)
+    else:
+        expected = loop_attention(z, g)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    (grad,) = torch.autograd.grad(got, z)
+    (expected_grad,) = torch.autograd.grad(expected, z)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_group_size_hint_errors() -> None:
+    z, g = _inputs(3, 4, 8, seed=0)
+    with pytest.raises(RuntimeError, match="not every group of group_ids has 3 views"):
+        GraVISLoss()(z, torch.arange(12) // 3 % 3, group_size=3)  # sizes 6, 3, 3
+    z6, _ = _inputs(2, 3, 4, seed=1)
+    with pytest.raises(RuntimeError, match="not every group"):
+        GraVISLoss()(z6, torch.tensor([0, 0, 0, 0, 1, 1]), group_size=3)
+    with pytest.raises(ValueError, match="does not divide"):
+        GraVISLoss()(z, g, group_size=5)
+    for bad in (1, 0, 2.0, True):
+        with pytest.raises(ValueError, match="group_size must be an int >= 2"):
+            GraVISLoss()(z, g, group_size=bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -21,9 +21,6 @@ from lightly_derm.utils import record_host_syncs
 
 #: Known and accepted, per method: (file, reason).
 ALLOWED = {
-    # GraVISLoss reads the largest group size to pad its positive indices (groups may
-    # differ in size): one sync per step, after the forward has been queued.
-    "gravis": ["gravis_loss.py"],
     # The index range check of AdditionalPositiveLoss runs for CPU tensors only.
     "ap_byol": ["additional_positive_loss.py"],
 }
