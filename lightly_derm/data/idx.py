@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+
+from lightly_derm.data.array_image_dataset import ArrayImageDataset
 
 #: Fashion-MNIST's class names (Xiao, Rasul, Vollgraf, arXiv:1708.07747), label order.
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
@@ -128,7 +129,7 @@ def is_idx_folder(path: str | os.PathLike[str]) -> bool:
     )
 
 
-class IDXImageDataset(Dataset[tuple[Any, int, str]]):
+class IDXImageDataset(ArrayImageDataset):
     """One split of an MNIST-layout folder of IDX files; items ``(image, target, filename)``.
 
     The folder holds ``{train,t10k}-images-idx3-ubyte`` and ``{train,t10k}-labels-idx1-ubyte``,
@@ -214,29 +215,6 @@ class IDXImageDataset(Dataset[tuple[Any, int, str]]):
         self.split = split
         self.transform = transform
         self._prefix = f"{prefix}_"
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes."""
-        return len(self.classes)
-
-    def get_filenames(self) -> list[str]:
-        """``"<train|t10k>_<index:05d>"`` for every item."""
-        return [f"{self._prefix}{i:05d}" for i in range(len(self))]
-
-    def __getitem__(self, index: int) -> tuple[Any, int, str]:
-        """``(transform(image), target, filename)``."""
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for {n} images")
-        index %= n
-        image = Image.fromarray(self.images[index]).convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index]), f"{self._prefix}{index:05d}"
 
     def __repr__(self) -> str:
         return (

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+
+from lightly_derm.data.array_image_dataset import ArrayImageDataset
 
 #: DermaMNIST's class order (MedMNIST label index → HAM10000 ``dx`` code).
 DERMAMNIST_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -26,7 +27,7 @@ DERMAMNIST_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv",
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class MedMNISTDataset(Dataset[tuple[Any, Any, str]]):
+class MedMNISTDataset(ArrayImageDataset):
     """One split of an official MedMNIST ``.npz`` file; items ``(image, target, filename)``.
 
     The split's arrays are read into memory once (28×28 DermaMNIST train: 16 MB; the
@@ -142,36 +143,11 @@ class MedMNISTDataset(Dataset[tuple[Any, Any, str]]):
             )
         self._prefix = f"{self.path.stem}_{split}_"
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes."""
-        return len(self.classes)
-
-    def get_filenames(self) -> list[str]:
-        """``"<file stem>_<split>_<index:05d>"`` for every item."""
-        return [f"{self._prefix}{i:05d}" for i in range(len(self))]
-
-    def __getitem__(self, index: int) -> tuple[Any, Any, str]:
-        """``(transform(image), target, filename)``."""
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for {n} images")
-        index %= n
-        array = self.images[index]
-        image = Image.fromarray(array)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        target: Any = (
-            torch.from_numpy(self.targets[index].copy())
-            if self.multi_label
-            else int(self.targets[index])
-        )
-        return image, target, f"{self._prefix}{index:05d}"
+    def target(self, index: int) -> Any:
+        """An int, or a (K,) int64 tensor for multi-label sets."""
+        if self.multi_label:
+            return torch.from_numpy(self.targets[index].copy())
+        return int(self.targets[index])
 
     def __repr__(self) -> str:
         return (
