@@ -40,7 +40,6 @@ fed as (a) two contiguous batches, (b) two strided views of an image-major (B·2
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -57,98 +56,14 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightly.loss import (  # noqa: E402
-    BarlowTwinsLoss,
-    NegativeCosineSimilarity,
-    NTXentLoss,
-)
-from lightly.models.modules import (  # noqa: E402
-    BarlowTwinsProjectionHead,
-    BYOLPredictionHead,
-    BYOLProjectionHead,
-    SimCLRProjectionHead,
-)
-from lightly.models.utils import (  # noqa: E402
-    deactivate_requires_grad,
-    update_momentum,
-)
-from lightly.utils.scheduler import cosine_schedule  # noqa: E402
 
 from lightly_derm.data import GroupedBatch  # noqa: E402
 from lightly_derm.methods import APBYOL, BYOL, FGSSL, GraVIS  # noqa: E402
 from lightly_derm.models import resnet  # noqa: E402
 from lightly_derm.utils import record_host_syncs  # noqa: E402
 
-
-# ---------------------------------------------------------------- lightly's examples
-class LightlyBYOL(nn.Module):
-    """lightly's examples/pytorch_lightning/byol.py as a plain module (heads 4096/256)."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = BYOLProjectionHead(feature_dim, 4096, 256)
-        self.prediction_head = BYOLPredictionHead(256, 4096, 256)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-        self.criterion = NegativeCosineSimilarity()
-        self.current_epoch = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.backbone(x).flatten(start_dim=1)
-        z = self.projection_head(y)
-        return self.prediction_head(z)
-
-    def forward_momentum(self, x: Tensor) -> Tensor:
-        y = self.backbone_momentum(x).flatten(start_dim=1)
-        return self.projection_head_momentum(y).detach()
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        momentum = cosine_schedule(self.current_epoch, 10, 0.996, 1)
-        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
-        x0, x1 = batch[0]
-        p0 = self.forward(x0)
-        z0 = self.forward_momentum(x0)
-        p1 = self.forward(x1)
-        z1 = self.forward_momentum(x1)
-        return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-
-
-class LightlySimCLR(nn.Module):
-    """lightly's examples/pytorch_lightning/simclr.py as a plain module."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = SimCLRProjectionHead(feature_dim, 2048, 2048)
-        self.criterion = NTXentLoss()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projection_head(self.backbone(x).flatten(start_dim=1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x0, x1 = batch[0]
-        return self.criterion(self.forward(x0), self.forward(x1))
-
-
-class LightlyBarlowTwins(nn.Module):
-    """lightly's examples/pytorch_lightning/barlowtwins.py as a plain module."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = BarlowTwinsProjectionHead(feature_dim, 2048, 2048)
-        self.criterion = BarlowTwinsLoss()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projection_head(self.backbone(x).flatten(start_dim=1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x0, x1 = batch[0]
-        return self.criterion(self.forward(x0), self.forward(x1))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lightly_examples import LightlyBarlowTwins, LightlyBYOL, LightlySimCLR  # noqa: E402
 
 
 # ---------------------------------------------------------------- the models

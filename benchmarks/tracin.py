@@ -25,7 +25,6 @@ On CUDA: bf16 autocast, channels_last, CUDA-synchronised timing.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing as mp
 import platform
@@ -44,14 +43,13 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightly.loss import NegativeCosineSimilarity  # noqa: E402
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead  # noqa: E402
-from lightly.models.utils import deactivate_requires_grad, update_momentum  # noqa: E402
-from lightly.utils.scheduler import cosine_schedule  # noqa: E402
 
 from lightly_derm.methods import APBYOL, BYOL  # noqa: E402
 from lightly_derm.miners import pairwise_tracin  # noqa: E402
 from lightly_derm.models import resnet  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lightly_examples import LightlyBYOL  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -211,42 +209,6 @@ def part_scores(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- part 2: steps
-class LightlyBYOL(nn.Module):
-    """lightly's BYOL example (examples/pytorch_lightning/byol.py) as a plain module."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, hidden: int, out: int):
-        super().__init__()
-        self.backbone = backbone
-        self.projection_head = BYOLProjectionHead(feature_dim, hidden, out)
-        self.prediction_head = BYOLPredictionHead(out, hidden, out)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-        self.criterion = NegativeCosineSimilarity()
-        self.current_epoch = 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.backbone(x).flatten(start_dim=1)
-        z = self.projection_head(y)
-        return self.prediction_head(z)
-
-    def forward_momentum(self, x: Tensor) -> Tensor:
-        y = self.backbone_momentum(x).flatten(start_dim=1)
-        return self.projection_head_momentum(y).detach()
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        momentum = cosine_schedule(self.current_epoch, 10, 0.996, 1)
-        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
-        x0, x1 = batch[0]
-        p0 = self.forward(x0)
-        z0 = self.forward_momentum(x0)
-        p1 = self.forward(x1)
-        z1 = self.forward_momentum(x1)
-        return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-
-
 def part_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
