@@ -1,5 +1,6 @@
 """Data: collates for multi-view batches, datasets, synthetic lesions."""
 
+from lightly_derm.data.array_image_dataset import ArrayImageDataset
 from lightly_derm.data.canvas_collate import CanvasBatch, CanvasCollate
 from lightly_derm.data.decoded_image_cache import DecodedImageCache
 from lightly_derm.data.dermamnist_jpeg import DermaMNISTJPEGDataset
@@ -56,6 +57,7 @@ from lightly_derm.data.synthetic_lesions import (
 )
 
 __all__ = [
+    "ArrayImageDataset",
     "DATA_SOURCES",
     "DERMAMNIST_CLASSES",
     "EXCLUDE_PATTERNS",
