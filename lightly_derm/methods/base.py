@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lightly_derm._version import __version__
 from lightly_derm.data.canvas_collate import CanvasBatch, CanvasCollate
 from lightly_derm.data.grouped_view_collate import GroupedBatch, GroupedViewCollate
-from lightly_derm.models.backbones import feature_dim, resnet
+from lightly_derm.models.backbones import build_backbone, feature_dim
 from lightly_derm.transforms.gpu.canvas import CanvasTransform
 from lightly_derm.transforms.gpu.view_transform import GPUMultiViewTransform
 
@@ -37,9 +37,10 @@ class SSLMethod(pl.LightningModule):
     Conventions every method follows:
 
     - ``self.backbone`` is the encoder being trained, mapping (B, C, H, W) images to
-      (B, ``feature_dim``) features; for ResNets its state-dict keys are torchvision's
-      (``conv1``, ``bn1``, ``layer1`` … ``layer4``), so the checkpoint's ``backbone.*``
-      weights move into MONAI encoders and torchvision models.
+      (B, ``feature_dim``) features; its state-dict keys are its library's own
+      (torchvision's ``conv1`` … ``layer4`` for ResNets, MONAI's and timm's for
+      theirs), so the checkpoint's ``backbone.*`` weights move into the FlexibleUNet
+      encoder of the same network (:func:`~lightly_derm.segmentation.load_ssl_encoder`).
     - :meth:`default_transform` gives the view transform of the method's data, and
       :meth:`default_collate` the collate function; ``training_step`` accepts its
       output and lightly's ``MultiViewCollate`` output (see
@@ -70,10 +71,12 @@ class SSLMethod(pl.LightningModule):
     not checkpointed.
 
     Args:
-        backbone: A torchvision ResNet name (see :data:`~lightly_derm.models.RESNETS`) or
-            any module mapping images to features.
-        backbone_weights: Local checkpoint path or state dict to initialise a named
-            ResNet from (never downloaded).
+        backbone: A backbone name for :func:`~lightly_derm.models.build_backbone`
+            (``"resnet50"``, ``"monai:efficientnet-b0"``, ``"timm:convnext_tiny"``,
+            ``"efficientnet-lite0"``, ...) or any module mapping images to features.
+        backbone_weights: Local checkpoint path, state dict or named weights
+            (``"imagenet:efficientnet-lite0"``) to initialise a named backbone from
+            (never downloaded).
         augment: ``"cpu"`` or ``"gpu"`` (see above).
 
     Attributes:
@@ -107,7 +110,9 @@ class SSLMethod(pl.LightningModule):
         self._gpu_views: dict[tuple[int, bool], GPUMultiViewTransform] = {}
         self._augment_generator: torch.Generator | None = None
         if isinstance(backbone, str):
-            self.backbone: nn.Module = resnet(backbone, weights=backbone_weights)
+            self.backbone: nn.Module = build_backbone(
+                backbone, weights=backbone_weights
+            )
         elif isinstance(backbone, nn.Module):
             if backbone_weights is not None:
                 raise ValueError(
@@ -117,7 +122,7 @@ class SSLMethod(pl.LightningModule):
             self.backbone = backbone
         else:
             raise TypeError(
-                f"backbone must be a ResNet name or an nn.Module, got {type(backbone).__name__}"
+                f"backbone must be a backbone name or an nn.Module, got {type(backbone).__name__}"
             )
         self.feature_dim = feature_dim(self.backbone)
 

@@ -1,10 +1,14 @@
-"""Backbones and model parts: torchvision ResNets, checkpoints, hierarchical blocks."""
+"""Backbones and model parts: backbones by name, checkpoints, hierarchical blocks."""
 
 from lightly_derm.models.backbones import (
+    BACKBONE_ALIASES,
     RESNETS,
+    build_backbone,
     feature_dim,
     load_backbone_weights,
     resnet,
+    split_backbone_name,
+    torchvision_backbone,
 )
 from lightly_derm.models.checkpoints import (
     extract_backbone_state_dict,
@@ -15,15 +19,45 @@ from lightly_derm.models.hierarchical_blocks import (
     HierarchicalOutput,
     stage_channels,
 )
+from lightly_derm.models.imagenet import (
+    IMAGENET_LITE0,
+    LITE0_NORMALIZE,
+    NAMED_WEIGHTS,
+    NamedWeights,
+    imagenet_efficientnet_lite0,
+    lite0_state_dict_to_timm,
+    lite0_weights_path,
+    named_weights,
+)
+from lightly_derm.models.monai_backbones import MONAI_EFFICIENTNETS, monai_backbone
+from lightly_derm.models.stages import HierarchicalStages, hierarchical_stages
+from lightly_derm.models.timm_backbones import timm_backbone
 
 __all__ = [
+    "BACKBONE_ALIASES",
+    "IMAGENET_LITE0",
+    "LITE0_NORMALIZE",
+    "MONAI_EFFICIENTNETS",
+    "NAMED_WEIGHTS",
     "RESNETS",
     "HierarchicalBlocks",
     "HierarchicalOutput",
+    "HierarchicalStages",
+    "NamedWeights",
+    "build_backbone",
     "extract_backbone_state_dict",
     "feature_dim",
+    "hierarchical_stages",
+    "imagenet_efficientnet_lite0",
+    "lite0_state_dict_to_timm",
+    "lite0_weights_path",
     "load_backbone_weights",
     "load_checkpoint_file",
+    "monai_backbone",
+    "named_weights",
     "resnet",
+    "split_backbone_name",
     "stage_channels",
+    "timm_backbone",
+    "torchvision_backbone",
 ]

@@ -1,21 +1,44 @@
-"""torchvision ResNet backbones whose state dicts keep torchvision key names.
+"""Backbones by name: torchvision ResNets, MONAI EfficientNets, timm models, plugins.
 
-Builds on :mod:`torchvision.models`: the classifier ``fc`` becomes ``nn.Identity`` so
-that ``conv1``, ``bn1`` and ``layer1`` … ``layer4`` keep the names MONAI encoders and
-torchvision checkpoints use. Weights only come from local files or state dicts; nothing
-is downloaded.
+:func:`build_backbone` turns a name into a module that maps images to features:
+
+- ``"resnet50"`` (or ``"torchvision:resnet50"``): a torchvision ResNet
+  (:func:`resnet`, built on :mod:`torchvision.models`; the classifier ``fc`` becomes
+  ``nn.Identity`` so that ``conv1``, ``bn1`` and ``layer1`` … ``layer4`` keep the
+  names MONAI encoders and torchvision checkpoints use);
+- ``"monai:efficientnet-b0"``: MONAI's EfficientNetBN
+  (:func:`~lightly_derm.models.monai_backbone`);
+- ``"timm:convnext_tiny"``, ``"timm:efficientnet_b0"``,
+  ``"timm:vit_small_patch16_224"``, …: any timm model
+  (:func:`~lightly_derm.models.timm_backbone`; ``pip install lightly-derm[timm]``);
+- ``"efficientnet-lite0"``: timm's ``tf_efficientnet_lite0``, the network of the
+  ImageNet weights ``"imagenet:efficientnet-lite0"``
+  (:mod:`lightly_derm.models.imagenet`);
+- ``"<family>:<name>"`` for a ``backbone`` family that a plugin registers.
+
+The families are ``backbone`` components of the registry (``lightly-derm plugins
+--kind backbone``). Weights only come from local files, state dicts or the named
+weights of locally installed packages; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from lightly_derm.models.checkpoints import extract_backbone_state_dict
+
+#: Short names for ``family:name`` backbones.
+BACKBONE_ALIASES: dict[str, str] = {
+    "efficientnet-lite0": "timm:tf_efficientnet_lite0",
+}
+#: The family of a backbone name without ``family:``.
+DEFAULT_FAMILY = "torchvision"
 
 #: The torchvision ResNet constructors lightly-derm accepts by name.
 RESNETS: tuple[str, ...] = (
@@ -66,6 +89,93 @@ def resnet(
     width = model.fc.in_features
     model.fc = nn.Identity()
     model.feature_dim = width  # type: ignore[assignment]
+    if weights is not None:
+        load_backbone_weights(model, weights, strict=strict)
+    return model
+
+
+def torchvision_backbone(name: str) -> torchvision.models.ResNet:
+    """The ``torchvision`` backbone family: a torchvision ResNet by name (:func:`resnet`)."""
+    return resnet(name)
+
+
+def split_backbone_name(name: str) -> tuple[str, str]:
+    """Splits a backbone name into its family and the family's model name.
+
+    Aliases (:data:`BACKBONE_ALIASES`) are resolved first; a name without ``family:``
+    is a torchvision name.
+
+    Example:
+        >>> from lightly_derm.models import split_backbone_name
+        >>> split_backbone_name("resnet50"), split_backbone_name("timm:convnext_tiny")
+        (('torchvision', 'resnet50'), ('timm', 'convnext_tiny'))
+        >>> split_backbone_name("efficientnet-lite0")
+        ('timm', 'tf_efficientnet_lite0')
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"backbone must be a non-empty name, got {name!r}")
+    name = BACKBONE_ALIASES.get(name.strip(), name.strip())
+    family, sep, model = name.partition(":")
+    if not sep:
+        return DEFAULT_FAMILY, name
+    if not family or not model:
+        raise ValueError(
+            f"backbone {name!r} must look like 'family:model', e.g. 'timm:convnext_tiny'"
+        )
+    return family, model
+
+
+def build_backbone(
+    name: str,
+    weights: str | Path | Mapping[str, Tensor] | None = None,
+    strict: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """Creates a backbone by name, optionally with local or named weights.
+
+    Args:
+        name: ``"resnet50"``, ``"monai:efficientnet-b0"``, ``"timm:convnext_tiny"``,
+            ``"efficientnet-lite0"``, ... (see the module docstring).
+        weights: A local checkpoint path or state dict in any format that
+            :func:`~lightly_derm.models.extract_backbone_state_dict` understands, or a
+            named weight set such as ``"imagenet:efficientnet-lite0"``
+            (:data:`~lightly_derm.models.NAMED_WEIGHTS`). Never downloaded.
+        strict: Raise when a backbone key is missing or unexpected.
+        **kwargs: Passed to the family's factory (e.g. ``img_size=64`` for a timm ViT).
+
+    Returns:
+        The backbone, mapping (B, 3, H, W) images to (B, ``model.feature_dim``)
+        features.
+
+    Raises:
+        ValueError: The family or the model is unknown, or the weights do not fit.
+        ImportError: The family's library is not installed (the message names the
+            extra to install).
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.models import build_backbone
+        >>> model = build_backbone("timm:convnext_atto")
+        >>> model(torch.randn(2, 3, 64, 64)).shape
+        torch.Size([2, 320])
+    """
+    from lightly_derm import registry
+    from lightly_derm.plugins.errors import UnknownComponentError
+
+    family, model_name = split_backbone_name(name)
+    try:
+        factory = registry.get("backbone", family)
+    except UnknownComponentError as exc:
+        raise ValueError(
+            f"backbone {name!r}: unknown backbone family {family!r}; the families are "
+            f"{', '.join(registry.names('backbone'))} (or a torchvision ResNet name: "
+            f"{', '.join(RESNETS)})"
+        ) from exc
+    model: nn.Module = factory(model_name, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"backbone family {family!r} returned {type(model).__name__}, not an nn.Module"
+        )
     if weights is not None:
         load_backbone_weights(model, weights, strict=strict)
     return model

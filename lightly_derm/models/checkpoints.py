@@ -9,7 +9,9 @@ the torchvision ResNet key names. Understood formats:
 - lightly's examples' ``nn.Sequential(*list(resnet.children())[:-1])`` backbone, whose
   keys are numbered (``0.weight`` is ``conv1.weight``, ``4.0.conv1.weight`` is
   ``layer1.0.conv1.weight``);
-- any of these behind the prefixes ``module.`` (DDP) or ``_orig_mod.`` (torch.compile).
+- any of these behind the prefixes ``module.`` (DDP) or ``_orig_mod.`` (torch.compile);
+- a named weight set instead of a path, e.g. ``"imagenet:efficientnet-lite0"``
+  (:data:`~lightly_derm.models.NAMED_WEIGHTS`, read from a locally installed package).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def extract_backbone_state_dict(
     """Returns the backbone weights of ``checkpoint`` with torchvision ResNet key names.
 
     Args:
-        checkpoint: A path (loaded with ``weights_only=True``) or an already loaded
-            checkpoint or state dict in one of the formats of this module.
+        checkpoint: A path (loaded with ``weights_only=True``), a named weight set
+            (``"imagenet:efficientnet-lite0"``), or an already loaded checkpoint or
+            state dict in one of the formats of this module.
 
     Returns:
         A state dict whose keys start with ``conv1.``, ``bn1.`` or ``layer1.`` …
@@ -91,6 +94,20 @@ def extract_backbone_state_dict(
         >>> sorted(extract_backbone_state_dict(state))[:2]
         ['bn1.bias', 'bn1.num_batches_tracked']
     """
+    if isinstance(checkpoint, str) and not Path(checkpoint).exists():
+        from lightly_derm.models.imagenet import named_weights
+
+        named = named_weights(checkpoint)
+        if named is not None:
+            return named.load()
+        if checkpoint.lower().startswith("imagenet:"):
+            from lightly_derm.models.imagenet import NAMED_WEIGHTS
+
+            raise ValueError(
+                f"unknown named weights {checkpoint!r}; the named weights are "
+                f"{', '.join(NAMED_WEIGHTS)} (ImageNet weights of other backbones: pass "
+                "a local file)"
+            )
     obj: Mapping[str, Any] = (
         load_checkpoint_file(checkpoint)
         if isinstance(checkpoint, (str, Path))

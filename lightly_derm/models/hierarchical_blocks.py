@@ -1,11 +1,14 @@
-"""FG-SSL's hierarchical blocks on ResNet stages layer2, layer3 and layer4 (PMG's heads).
+"""FG-SSL's hierarchical blocks on a backbone's last three stages (PMG's heads).
 
-Builds on torchvision's ResNets (:func:`lightly_derm.models.resnet`, key names kept so
-``backbone.*`` weights move into MONAI and torchvision) and
+Builds on :func:`lightly_derm.models.build_backbone` (torchvision ResNets, MONAI
+EfficientNets, timm models; key names kept so ``backbone.*`` weights move into MONAI),
+:func:`lightly_derm.models.hierarchical_stages` (which finds the stages: ``layer2`` …
+``layer4`` of a ResNet, the stride-8/16/32 stacks of an EfficientNet, the last three
+``feature_info`` entries of a timm model) and
 :class:`torchvision.ops.Conv2dNormActivation`. What it adds: the three per-stage blocks
 and the concatenation block of PMG (Du et al., ECCV 2020, arXiv:2003.03836) as used by
-FG-SSL (Park and Ryu, arXiv:2308.05770), for any torchvision ResNet, with a forward that
-runs the backbone only as deep as the requested block needs.
+FG-SSL (Park and Ryu, arXiv:2308.05770), with a forward that runs the backbone only as
+deep as the requested block needs.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from lightly_derm.models.backbones import resnet
+from lightly_derm.models.backbones import build_backbone
+from lightly_derm.models.stages import RESNET_STAGES, hierarchical_stages
 
 __all__ = ["HierarchicalBlocks", "HierarchicalOutput", "stage_channels"]
 
-#: The ResNet stages the three blocks read, shallowest first.
-STAGES: tuple[str, ...] = ("layer2", "layer3", "layer4")
+#: The ResNet stages the three blocks read, shallowest first (other backbones: the
+#: last three stages, see :func:`~lightly_derm.models.hierarchical_stages`).
+STAGES: tuple[str, ...] = RESNET_STAGES
 
 
 class HierarchicalOutput(NamedTuple):
@@ -46,29 +51,16 @@ class HierarchicalOutput(NamedTuple):
 
 
 def stage_channels(model: nn.Module) -> tuple[int, int, int]:
-    """Output channels of ``layer2``, ``layer3`` and ``layer4`` of a torchvision ResNet.
+    """Output channels of the last three stages of a backbone, shallowest first.
 
-    Read from the last BatchNorm of each stage (``bn2`` of a BasicBlock, ``bn3`` of a
-    Bottleneck): resnet18/34 give (128, 256, 512), resnet50 and wider (512, 1024, 2048).
+    ResNet-18/34 give (128, 256, 512) (``layer2`` … ``layer4``), ResNet-50 and wider
+    (512, 1024, 2048), EfficientNet-B0 and -Lite0 (40, 112, 320), ConvNeXt-T
+    (192, 384, 768). See :func:`~lightly_derm.models.hierarchical_stages`.
 
     Raises:
-        TypeError: ``model`` has no ``layer2`` … ``layer4`` with BatchNorms.
+        TypeError: ``model`` exposes no three stages lightly-derm can read.
     """
-    channels = []
-    for name in STAGES:
-        stage = getattr(model, name, None)
-        norms = (
-            [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
-            if isinstance(stage, nn.Module)
-            else []
-        )
-        if not norms:
-            raise TypeError(
-                f"expected a torchvision ResNet with stages {', '.join(STAGES)}; "
-                f"{type(model).__name__} has no BatchNorm2d in {name!r}"
-            )
-        channels.append(norms[-1].num_features)
-    return channels[0], channels[1], channels[2]
+    return hierarchical_stages(model).channels
 
 
 def _embedding_block(in_dim: int, feature_dim: int) -> nn.Sequential:
@@ -83,8 +75,8 @@ def _embedding_block(in_dim: int, feature_dim: int) -> nn.Sequential:
 class HierarchicalBlocks(nn.Module):
     """The FG-SSL / PMG model: a ResNet with one block per stage and a concatenation block.
 
-    For the outputs of stages k = 1, 2, 3 (``layer2``, ``layer3``, ``layer4``, with C_k
-    channels) and F = ``feature_dim``, D = ``block_dim``::
+    For the outputs of stages k = 1, 2, 3 (the backbone's last three, at strides 8, 16
+    and 32: ``layer2``, ``layer3``, ``layer4`` of a ResNet; with C_k channels) and F = ``feature_dim``, D = ``block_dim``::
 
         h_k = GlobalMaxPool(ConvBNReLU3x3(F→D)(ConvBNReLU1x1(C_k→F)(stage_k)))
         e_k = ELU(BN(Linear_{D→F}(BN(h_k))))           y_k = Linear_{F→C}(e_k)
@@ -96,24 +88,28 @@ class HierarchicalBlocks(nn.Module):
     pmg.py``): blocks 2 and 3 read h_2 and h_3 (the authors feed h_1 to all three
     embedding blocks, a bug); the global max pool is adaptive, so any input size works
     (the authors' fixed 28/14/7 kernels are global only at 224 px); D is a parameter,
-    by default half of layer4's channels as the authors' ``num_ftrs // 2`` is for
-    ResNet-50 (1024), so that other ResNets get blocks in proportion. As in PMG, the
+    by default half of the last stage's channels as the authors' ``num_ftrs // 2`` is
+    for ResNet-50 (1024), so that other backbones get blocks in proportion. As in PMG, the
     conv blocks' BatchNorms have momentum 0.01.
 
     Args:
-        backbone: A :data:`~lightly_derm.models.RESNETS` name or a torchvision ResNet
-            module (its ``fc`` is replaced by ``nn.Identity``; other modules are used as
+        backbone: A backbone name (:func:`~lightly_derm.models.build_backbone`:
+            ``"resnet50"``, ``"monai:efficientnet-b0"``, ``"timm:convnext_tiny"``,
+            ``"efficientnet-lite0"``, ...) or a module whose last three stages
+            :func:`~lightly_derm.models.hierarchical_stages` can read (a torchvision
+            ResNet's ``fc`` is replaced by ``nn.Identity``; other modules are used as
             they are, so a shared backbone stays shared).
         feature_dim: F, the width of every embedding (authors: 512).
         num_classes: Adds the four classifiers y_k when set.
         block_dim: D, the channels of the conv blocks' 3×3 layer; default half the
-            channels of layer4, which is the authors' 1024 for ResNet-50 (their
-            ``num_ftrs // 2``) and 256 for ResNet-18/34.
-        backbone_weights: Local checkpoint or state dict for a backbone given by name
-            (never downloaded).
+            channels of the last stage, which is the authors' 1024 for ResNet-50
+            (their ``num_ftrs // 2``) and 256 for ResNet-18/34.
+        backbone_weights: Local checkpoint, state dict or named weights
+            (``"imagenet:efficientnet-lite0"``) for a backbone given by name (never
+            downloaded).
 
     Attributes:
-        backbone: The torchvision ResNet (``conv1`` … ``layer4`` names kept).
+        backbone: The backbone (its own key names kept).
         conv_blocks, embedding_blocks: The three per-stage blocks.
         concat_block: The concatenation block.
         classifiers: The four linear classifiers, or ``None``.
@@ -152,7 +148,9 @@ class HierarchicalBlocks(nn.Module):
                 f"num_classes must be a positive int or None, got {num_classes!r}"
             )
         if isinstance(backbone, str):
-            self.backbone: nn.Module = resnet(backbone, weights=backbone_weights)
+            self.backbone: nn.Module = build_backbone(
+                backbone, weights=backbone_weights
+            )
         elif isinstance(backbone, nn.Module):
             if backbone_weights is not None:
                 raise ValueError(
@@ -166,10 +164,11 @@ class HierarchicalBlocks(nn.Module):
             self.backbone = backbone
         else:
             raise TypeError(
-                f"backbone must be a ResNet name or a torchvision ResNet, got "
+                f"backbone must be a backbone name or an nn.Module, got "
                 f"{type(backbone).__name__}"
             )
-        self.stage_channels = stage_channels(self.backbone)
+        self._stages = hierarchical_stages(self.backbone)
+        self.stage_channels = self._stages.channels
         if block_dim is None:
             block_dim = max(1, self.stage_channels[-1] // 2)
         self.feature_dim = feature_dim
@@ -197,19 +196,12 @@ class HierarchicalBlocks(nn.Module):
         )
 
     def stage_features(self, images: Tensor, depth: int = 3) -> list[Tensor]:
-        """The outputs of the first ``depth`` of layer2, layer3, layer4 (stops there)."""
+        """The outputs of the first ``depth`` of the last three stages (stops there)."""
         if images.ndim != 4:
             raise ValueError(
                 f"images must be a batch (B, C, H, W), got shape {tuple(images.shape)}"
             )
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
-        x = b.layer1(x)
-        features = []
-        for name in STAGES[:depth]:
-            x = getattr(b, name)(x)
-            features.append(x)
-        return features
+        return self._stages.read(self.backbone, images, depth)
 
     def _h(self, k: int, feature: Tensor) -> Tensor:
         return self.pool(self.conv_blocks[k](feature)).flatten(1)

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The kinds of component a plugin can provide.
-KINDS: tuple[str, ...] = ("loss", "transform", "collate", "miner", "encoder", "method")
+KINDS: tuple[str, ...] = (
+    "loss",
+    "transform",
+    "collate",
+    "miner",
+    "backbone",
+    "encoder",
+    "method",
+)
 
 #: What each kind is, for documentation and ``lightly-derm plugins``.
 KIND_DESCRIPTIONS: dict[str, str] = {
@@ -17,6 +25,8 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "transform": "maps one image (PIL or tensor) to a list of views",
     "collate": "turns a list of samples into a batch",
     "miner": "called under no_grad, returns indices into the batch",
+    "backbone": "a backbone family: factory(model_name, **kwargs) -> nn.Module that "
+    "maps images to features (backbone='family:model_name')",
     "encoder": "a MONAI FlexibleUNet backbone (monai.networks.nets.flexible_unet.BaseEncoder)",
     "method": "a LightningModule that trains or fine-tunes a model",
 }
