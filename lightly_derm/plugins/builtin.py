@@ -124,8 +124,74 @@ SEGMENTATION: tuple[Component, ...] = tuple(
 )
 
 
+# timm CNNs as FlexibleUNet backbones "timm-<model>" (lightly_derm.segmentation.timm_encoders);
+# their keys are those of the timm backbone of the same model.
+TIMM_ENCODER_MODELS: tuple[str, ...] = (
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "tf_efficientnet_lite0",
+    "convnext_atto",
+    "convnext_nano",
+    "convnext_tiny",
+    "convnext_small",
+    "regnety_016",
+    "mobilenetv3_large_100",
+)
+
+
+def timm_encoder_class_name(model: str) -> str:
+    """The class of the FlexibleUNet encoder ``timm-<model>``, e.g. ``TimmConvnextTinyEncoder``."""
+    return "Timm" + "".join(p.capitalize() for p in model.split("_")) + "Encoder"
+
+
+TIMM_SEGMENTATION: tuple[Component, ...] = tuple(
+    Component(
+        "encoder",
+        f"timm-{model}",
+        f"lightly_derm.segmentation.timm_encoders:{timm_encoder_class_name(model)}",
+        description=f"timm {model} as a MONAI FlexibleUNet encoder (timm key names; "
+        f"SSL checkpoints of backbone='timm:{model}' load as they are)",
+        metadata={"spatial_dims": 2, "in_channels": 3, "requires": "timm"},
+    )
+    for model in TIMM_ENCODER_MODELS
+)
+
+
+# ------------------------------------------------------------------------- backbones
+# Backbone families: backbone="family:model" (no family: torchvision).
+BACKBONES: tuple[Component, ...] = (
+    Component(
+        "backbone",
+        "torchvision",
+        "lightly_derm.models.backbones:torchvision_backbone",
+        description="torchvision ResNets (resnet18 … resnet152, resnext50_32x4d, "
+        "wide_resnet50_2), torchvision key names",
+        metadata={"example": "resnet18"},
+    ),
+    Component(
+        "backbone",
+        "monai",
+        "lightly_derm.models.monai_backbones:monai_backbone",
+        description="MONAI EfficientNetBN (efficientnet-b0 … b8, l2); moves into "
+        "FlexibleUNet(backbone='efficientnet-bN')",
+        metadata={"example": "efficientnet-b0"},
+    ),
+    Component(
+        "backbone",
+        "timm",
+        "lightly_derm.models.timm_backbones:timm_backbone",
+        description="any timm model (lightly-derm[timm]); CNNs move into "
+        "FlexibleUNet(backbone='timm-<name>')",
+        metadata={"example": "convnext_atto"},
+    ),
+)
+
 #: All built-in components.
-COMPONENTS: tuple[Component, ...] = GRAVIS + FGSSL + APBYOL + SEGMENTATION
+COMPONENTS: tuple[Component, ...] = (
+    GRAVIS + FGSSL + APBYOL + BACKBONES + SEGMENTATION + TIMM_SEGMENTATION
+)
 
 
 @hookimpl

@@ -3,6 +3,11 @@
 - :class:`ResNet18Encoder`, :class:`ResNet34Encoder`, :class:`ResNet50Encoder`: torchvision
   ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered when
   ``lightly_derm`` is imported, see :mod:`lightly_derm.plugins.flexunet`);
+- :class:`TimmEncoder` and its subclasses: timm CNNs as FlexibleUNet backbones
+  ``timm-<model>`` (``timm-efficientnet_b0``, ``timm-tf_efficientnet_lite0``,
+  ``timm-convnext_tiny``, …);
+- MONAI's own ``efficientnet-b0`` … ``b8`` encoders take ``"monai:efficientnet-bN"``
+  backbones; :func:`flexunet_backbone` names the encoder of any backbone;
 - :func:`load_ssl_encoder`: SSL checkpoint → FlexibleUNet encoder, with a report;
 - :class:`LesionSegmentation`: the Lightning module; :class:`LesionSegmentationMetric`:
   Dice, Jaccard and the ISIC 2017 thresholded Jaccard.
@@ -18,6 +23,7 @@ from lightly_derm.plugins import flexunet as _flexunet
 # The encoder modules import MONAI; the post-import hook must not register them while
 # they are half-defined, so registration waits until this package is complete.
 with _flexunet.defer_registration():
+    from lightly_derm.segmentation.encoder_names import flexunet_backbone
     from lightly_derm.segmentation.encoders import (
         RESNET_FEATURE_CHANNELS,
         ResNet18Encoder,
@@ -33,6 +39,11 @@ with _flexunet.defer_registration():
         thresholded_jaccard,
     )
     from lightly_derm.segmentation.overlays import render_overlays, save_overlays
+    from lightly_derm.segmentation.timm_encoders import (
+        TIMM_ENCODER_CHANNELS,
+        TIMM_ENCODERS,
+        TimmEncoder,
+    )
     from lightly_derm.segmentation.transfer import (
         EncoderTransferReport,
         describe_resnet,
@@ -45,15 +56,19 @@ _flexunet.install_flexunet_hook()
 __all__ = [
     "ISIC2017_JACCARD_THRESHOLD",
     "RESNET_FEATURE_CHANNELS",
+    "TIMM_ENCODERS",
+    "TIMM_ENCODER_CHANNELS",
     "EncoderTransferReport",
     "LesionSegmentation",
     "LesionSegmentationMetric",
     "ResNet18Encoder",
     "ResNet34Encoder",
     "ResNet50Encoder",
+    "TimmEncoder",
     "TorchvisionResNetEncoder",
     "binary_dice_jaccard",
     "describe_resnet",
+    "flexunet_backbone",
     "load_ssl_encoder",
     "register_flexunet_backbones",
     "render_overlays",

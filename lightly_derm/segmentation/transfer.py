@@ -6,19 +6,30 @@ lightly-derm Lightning checkpoints, backbone and torchvision ResNet state dicts,
 ``torch.load(weights_only=True)``) and on MONAI's
 :func:`monai.networks.utils.copy_model_state` (which copies the matching tensors and
 reports the updated and unchanged keys). What it adds: shapes are checked first, so a
-checkpoint of another architecture is an error that says which, not a partial copy; and
-strict mode names the missing and unexpected keys.
+checkpoint of another architecture is an error that says which, not a partial copy;
+strict mode names the missing and unexpected keys; and tensors that one side has and
+the other has no use for are reported apart (``ignored``): the layers of an SSL
+backbone after the encoder's last feature map (EfficientNet's ``conv_head`` in a timm
+encoder) and the encoder's own layers that its forward never runs (the classifier
+``_fc`` of MONAI's EfficientNet encoders).
+
+Encoders: the ``lightly-derm-resnet*`` encoders (torchvision keys), MONAI's own
+``efficientnet-b0`` … ``b8``/``l2`` encoders (MONAI keys, the backbone
+``"monai:efficientnet-bN"``), the ``timm-<model>`` encoders (timm keys under the
+encoder's ``model.``; backbone ``"timm:<model>"``), and any encoder whose keys are
+those of its backbone. An encoder may declare ``backbone_prefix`` (where it holds the
+backbone's tensors) and ``unused_backbone_keys`` (backbone tensors it pruned).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai.networks.nets import FlexibleUNet
+from monai.networks.nets import EfficientNetEncoder, FlexibleUNet
 from monai.networks.utils import copy_model_state
 from torch import Tensor, nn
 
@@ -38,15 +49,21 @@ _RESNET_LAYOUTS: dict[tuple[tuple[int, ...], bool, int], str] = {
 class EncoderTransferReport:
     """What :func:`load_ssl_encoder` copied.
 
+    Keys are the backbone's (without the encoder's ``backbone_prefix``).
+
     Attributes:
         loaded: Encoder keys that now hold the checkpoint's tensors.
         missing: Encoder keys the checkpoint does not have (left as they were).
-        unexpected: Checkpoint keys the encoder does not have (ignored).
+        unexpected: Checkpoint keys the encoder does not have (not used).
+        ignored: Keys that one side has and the other has no use for, by design: the
+            checkpoint's layers after the encoder's last feature map, and encoder
+            layers its forward never runs (left as they were).
     """
 
     loaded: list[str]
     missing: list[str]
     unexpected: list[str]
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -58,7 +75,8 @@ class EncoderTransferReport:
         return (
             f"loaded {len(self.loaded)} of {total} encoder tensors; "
             f"{len(self.missing)} missing {_few(self.missing)}; "
-            f"{len(self.unexpected)} unexpected {_few(self.unexpected)}"
+            f"{len(self.unexpected)} unexpected {_few(self.unexpected)}; "
+            f"{len(self.ignored)} unused by design {_few(self.ignored)}"
         )
 
 
@@ -80,6 +98,18 @@ def _encoder_of(net: Any) -> nn.Module:
     raise TypeError(
         f"net must be a MONAI FlexibleUNet or an encoder nn.Module, got {type(net).__name__}"
     )
+
+
+def _backbone_part(encoder: nn.Module) -> tuple[nn.Module, set[str], set[str]]:
+    """The module holding the backbone's tensors, and the keys each side does not use."""
+    prefix = getattr(encoder, "backbone_prefix", "") or ""
+    target = encoder.get_submodule(prefix.rstrip(".")) if prefix else encoder
+    unused_theirs = set(getattr(encoder, "unused_backbone_keys", ()) or ())
+    unused_ours: set[str] = set()
+    if isinstance(encoder, EfficientNetEncoder):
+        # MONAI's EfficientNet encoder keeps the classifier, which its forward never runs.
+        unused_ours = {k for k in target.state_dict() if k.startswith("_fc.")}
+    return target, unused_theirs, unused_ours
 
 
 def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
@@ -114,11 +144,13 @@ def load_ssl_encoder(
     Args:
         net: A ``FlexibleUNet`` (its ``encoder`` is loaded), a module that holds one as
             ``net`` (:class:`~lightly_derm.segmentation.LesionSegmentation`), or an
-            encoder module itself (any module with torchvision ResNet key names).
-        checkpoint: A file path (read with ``torch.load(weights_only=True)``) or a loaded
-            mapping: a lightly-derm Lightning checkpoint (``state_dict`` with
-            ``backbone.*`` keys), a backbone or full torchvision ResNet state dict, or a
-            lightly-example ``nn.Sequential`` backbone (numbered keys).
+            encoder module itself (see the module docstring).
+        checkpoint: A file path (read with ``torch.load(weights_only=True)``), named
+            weights (``"imagenet:efficientnet-lite0"``) or a loaded mapping: a
+            lightly-derm Lightning checkpoint (``state_dict`` with ``backbone.*``
+            keys), a backbone state dict (torchvision, MONAI or timm keys), a full
+            torchvision ResNet state dict, or a lightly-example ``nn.Sequential``
+            ResNet backbone (numbered keys).
         strict: Raise when an encoder key is missing from the checkpoint or the
             checkpoint has keys the encoder lacks. When ``False``, the matching tensors
             are copied and the rest reported.
@@ -137,7 +169,7 @@ def load_ssl_encoder(
     Example:
         >>> import torchvision
         >>> import lightly_derm
-        >>> from monai.networks.nets import FlexibleUNet
+        >>> from monai.networks.nets import EfficientNetEncoder, FlexibleUNet
         >>> from lightly_derm.segmentation import load_ssl_encoder
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18")
         >>> report = load_ssl_encoder(net, torchvision.models.resnet18().state_dict())
@@ -145,8 +177,13 @@ def load_ssl_encoder(
         True
     """
     encoder = _encoder_of(net)
+    target, unused_theirs, unused_ours = _backbone_part(encoder)
     state = extract_backbone_state_dict(checkpoint)
-    own = encoder.state_dict()
+    ignored = sorted(k for k in state if k in unused_theirs)
+    state = {k: v for k, v in state.items() if k not in unused_theirs}
+    own = target.state_dict()
+    ignored += sorted(k for k in unused_ours if k not in state)
+    own = {k: v for k, v in own.items() if k in state or k not in unused_ours}
     source = (
         repr(str(checkpoint))
         if isinstance(checkpoint, (str, Path))
@@ -197,9 +234,12 @@ def load_ssl_encoder(
     level = monai_logger.level
     monai_logger.setLevel(logging.WARNING)
     try:
-        _, loaded, unchanged = copy_model_state(encoder, state, inplace=True)
+        _, loaded, _ = copy_model_state(target, state, inplace=True)
     finally:
         monai_logger.setLevel(level)
     return EncoderTransferReport(
-        loaded=sorted(loaded), missing=sorted(unchanged), unexpected=unexpected
+        loaded=sorted(loaded),
+        missing=missing,
+        unexpected=unexpected,
+        ignored=sorted(ignored),
     )

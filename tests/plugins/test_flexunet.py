@@ -24,7 +24,12 @@ from lightly_derm.plugins import (
 from lightly_derm.segmentation import register_flexunet_backbones
 
 REPO = Path(__file__).resolve().parents[2]
-OURS = ["lightly-derm-resnet18", "lightly-derm-resnet34", "lightly-derm-resnet50"]
+from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS  # noqa: E402
+
+OURS = sorted(
+    ["lightly-derm-resnet18", "lightly-derm-resnet34", "lightly-derm-resnet50"]
+    + [f"timm-{m}" for m in TIMM_ENCODER_MODELS]
+)
 
 
 def _run(script: str) -> str:
@@ -42,7 +47,9 @@ def _run(script: str) -> str:
 
 def _lightly_names() -> list[str]:
     return sorted(
-        k for k in FLEXUNET_BACKBONE.register_dict if k.startswith("lightly-derm-")
+        k
+        for k in FLEXUNET_BACKBONE.register_dict
+        if k.startswith(("lightly-derm-", "timm-"))
     )
 
 
@@ -69,8 +76,16 @@ def test_import_orders_reload_and_spawned_worker() -> None:
         import lightly_derm.data
         from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
         import torch
-        names = sorted(k for k in FLEXUNET_BACKBONE.register_dict if "lightly" in k)
-        assert names == [f"lightly-derm-resnet{d}" for d in (18, 34, 50)], names
+        names = sorted(
+            k for k in FLEXUNET_BACKBONE.register_dict
+            if k.startswith(("lightly-derm-", "timm-"))
+        )
+        from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS
+        assert names == sorted(
+            [f"lightly-derm-resnet{d}" for d in (18, 34, 50)]
+            + [f"timm-{m}" for m in TIMM_ENCODER_MODELS]
+        ), names
+        assert "timm" not in sys.modules  # registering imports no timm
         size = len(FLEXUNET_BACKBONE.register_dict)
         import lightly_derm
         importlib.reload(lightly_derm)
@@ -193,5 +208,5 @@ def test_registry_kind_lists_our_encoders() -> None:
     assert [
         n
         for n in lightly_derm.registry.names("encoder")
-        if n.startswith("lightly-derm")
+        if n.startswith(("lightly-derm", "timm-"))
     ] == OURS
