@@ -205,7 +205,7 @@ def method_contract(info: ComponentInfo, method: Any) -> None:
         _train_one_step(small, precision="bf16-mixed")
 
 
-def _train_one_step(small: Any, precision: str = "32-true") -> None:
+def _train_one_step(small: Any, precision: str = "32-true") -> Any:
     import pytorch_lightning as pl
 
     transform = small.default_transform(input_size=64)
@@ -235,6 +235,29 @@ def _train_one_step(small: Any, precision: str = "32-true") -> None:
         if not torch.equal(v, before[k])
     ]
     assert changed, "a training step changes the backbone"
+    return trainer
+
+
+@contract("backbone")
+def backbone_contract(info: ComponentInfo, factory: Any) -> None:
+    """A backbone family builds its example, by itself and through a backbone name."""
+    from lightly_derm.models import build_backbone
+
+    example = info.metadata.get("example")
+    assert isinstance(example, str), (
+        f"backbone family {info.name!r} must declare metadata example='<model name>'"
+    )
+    model = factory(example)
+    assert isinstance(model, torch.nn.Module)
+    assert isinstance(getattr(model, "feature_dim", None), int), (
+        "the backbone tells its feature_dim"
+    )
+    with torch.no_grad():
+        out = model.eval()(torch.randn(2, 3, 64, 64))
+    assert tuple(out.flatten(1).shape) == (2, model.feature_dim)
+    assert type(build_backbone(f"{info.name}:{example}")) is type(model)
+    with pytest.raises(ValueError):
+        factory("no-such-model-xyz")
 
 
 @contract("encoder")
@@ -290,7 +313,12 @@ def test_has_docstring(info: ComponentInfo) -> None:
 
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
 def test_kind_contract(info: ComponentInfo) -> None:
-    obj = registry.create(info.kind, info.name)
+    # a backbone family is a factory of named models: the contract calls it itself
+    obj = (
+        registry.get(info.kind, info.name)
+        if info.kind == "backbone"
+        else registry.create(info.kind, info.name)
+    )
     assert obj is not None
     check = KIND_CONTRACTS.get(info.kind)
     if check is not None:
