@@ -139,7 +139,7 @@ def build_backbone(
         weights: A local checkpoint path or state dict in any format that
             :func:`~lightly_derm.models.extract_backbone_state_dict` understands, or a
             named weight set such as ``"imagenet:efficientnet-lite0"``
-            (:data:`~lightly_derm.models.NAMED_WEIGHTS`). Never downloaded.
+            (:data:`~lightly_derm.models.imagenet.NAMED_WEIGHTS`). Never downloaded.
         strict: Raise when a backbone key is missing or unexpected.
         **kwargs: Passed to the family's factory (e.g. ``img_size=64`` for a timm ViT).
 

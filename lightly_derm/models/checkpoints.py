@@ -11,7 +11,7 @@ the torchvision ResNet key names. Understood formats:
   ``layer1.0.conv1.weight``);
 - any of these behind the prefixes ``module.`` (DDP) or ``_orig_mod.`` (torch.compile);
 - a named weight set instead of a path, e.g. ``"imagenet:efficientnet-lite0"``
-  (:data:`~lightly_derm.models.NAMED_WEIGHTS`, read from a locally installed package).
+  (:data:`~lightly_derm.models.imagenet.NAMED_WEIGHTS`, read from a locally installed package).
 """
 
 from __future__ import annotations

@@ -108,3 +108,40 @@ def test_pickled_code_is_refused(tmp_path) -> None:
     torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": Evil()}, path)
     with pytest.raises(ValueError, match="weights_only"):
         extract_backbone_state_dict(path)
+
+
+def test_build_backbone_names_and_errors() -> None:
+    from lightly_derm.models import build_backbone, split_backbone_name
+
+    assert split_backbone_name(" torchvision:resnet18 ") == ("torchvision", "resnet18")
+    model = build_backbone("torchvision:resnet18")
+    assert isinstance(model, torchvision.models.ResNet) and model.feature_dim == 512
+    with pytest.raises(ValueError, match="unknown backbone family 'keras'"):
+        build_backbone("keras:resnet50")
+    with pytest.raises(ValueError, match="must look like 'family:model'"):
+        build_backbone("timm:")
+    with pytest.raises(TypeError, match="non-empty name"):
+        build_backbone("")
+    with pytest.raises(ValueError, match="'monai:efficientnet-b9' is not a MONAI"):
+        build_backbone("monai:efficientnet-b9")
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match="'timm:convnext_tinyy' is not a timm model"):
+        build_backbone("timm:convnext_tinyy")
+    with pytest.raises(ValueError, match="pretrained is fixed"):
+        build_backbone("timm:convnext_atto", pretrained=True)
+
+
+def test_weights_of_a_named_backbone_load_strictly(tmp_path) -> None:
+    from lightly_derm.models import build_backbone
+
+    pytest.importorskip("timm")
+    source = build_backbone("timm:convnext_atto")
+    torch.save(
+        {"state_dict": {f"backbone.{k}": v for k, v in source.state_dict().items()}},
+        tmp_path / "ssl.ckpt",
+    )
+    model = build_backbone("timm:convnext_atto", weights=tmp_path / "ssl.ckpt")
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="do not fit the model"):
+        build_backbone("timm:convnext_nano", weights=tmp_path / "ssl.ckpt")
