@@ -142,3 +142,22 @@ def test_torchvision_feature_extractor_agrees_for_resnets() -> None:
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)
     assert isinstance(model, torchvision.models.ResNet)
+
+
+@pytest.mark.parametrize("name", ["timm:convnext_atto", "monai:efficientnet-b0"])
+def test_blocks_pickle_and_copy(name: str) -> None:
+    """The stage reader is no closure: the model pickles and deep-copies (DDP spawn, EMA)."""
+    import copy
+    import pickle
+
+    model = HierarchicalBlocks(name, feature_dim=8).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images).embeddings
+        for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+            for a, b in zip(other(images).embeddings, expected, strict=True):
+                torch.testing.assert_close(a, b)
+            assert (
+                other._stages.read(other.backbone, images, 1)[0].shape[1]
+                == (other.stage_channels[0])
+            )
