@@ -125,6 +125,54 @@ def split_backbone_name(name: str) -> tuple[str, str]:
     return family, model
 
 
+def check_backbone_name(name: str) -> str:
+    """Checks a backbone name without building the network; returns ``family:model``.
+
+    For configuration checks before a run (the command line): the family must be
+    registered, and for the built-in families the model must exist (a torchvision
+    ResNet, a MONAI EfficientNet, a timm model). Plugin families are checked when the
+    backbone is built.
+
+    Raises:
+        ValueError: The family or the model is unknown (the message lists choices).
+        ImportError: A timm name without timm installed.
+
+    Example:
+        >>> from lightly_derm.models import check_backbone_name
+        >>> check_backbone_name("resnet50"), check_backbone_name("efficientnet-lite0")
+        ('torchvision:resnet50', 'timm:tf_efficientnet_lite0')
+    """
+    from lightly_derm import registry
+
+    family, model = split_backbone_name(name)
+    if ("backbone", family) not in registry:
+        raise ValueError(
+            f"backbone {name!r}: unknown backbone family {family!r}; the families are "
+            f"{', '.join(registry.names('backbone'))} (or a torchvision ResNet name: "
+            f"{', '.join(RESNETS)})"
+        )
+    if family == "torchvision" and model not in RESNETS:
+        raise ValueError(
+            f"backbone {name!r} is not a known ResNet nor 'family:model' (e.g. "
+            f"'timm:convnext_tiny', 'monai:efficientnet-b0', 'efficientnet-lite0'); "
+            f"ResNets: {', '.join(RESNETS)}"
+        )
+    if family == "monai":
+        from lightly_derm.models.monai_backbones import MONAI_EFFICIENTNETS
+
+        if model not in MONAI_EFFICIENTNETS:
+            raise ValueError(
+                f"backbone {name!r} is not a MONAI EfficientNet; choose one of "
+                f"{', '.join(MONAI_EFFICIENTNETS)}"
+            )
+    if family == "timm":
+        from lightly_derm.models.timm_backbones import import_timm
+
+        if not import_timm().is_model(model):
+            raise ValueError(f"backbone {name!r} is not a timm model")
+    return f"{family}:{model}"
+
+
 def build_backbone(
     name: str,
     weights: str | Path | Mapping[str, Tensor] | None = None,

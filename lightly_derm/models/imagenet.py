@@ -48,6 +48,7 @@ __all__ = [
     "NAMED_WEIGHTS",
     "NamedWeights",
     "imagenet_efficientnet_lite0",
+    "input_normalization",
     "lite0_state_dict_to_timm",
     "lite0_weights_path",
     "named_weights",
@@ -231,3 +232,25 @@ def named_weights(name: str) -> NamedWeights | None:
     if not isinstance(name, str):
         return None
     return NAMED_WEIGHTS.get(name.strip().lower())
+
+
+def input_normalization(weights: object) -> dict[str, list[float]]:
+    """The input normalisation that backbone ``weights`` expect, for [0, 1] images.
+
+    Named weights give their own (:data:`LITE0_NORMALIZE` for
+    ``"imagenet:efficientnet-lite0"``); anything else (a local checkpoint, ``None``)
+    gives the ImageNet mean and standard deviation that lightly-derm's transforms use.
+
+    Example:
+        >>> from lightly_derm.models import input_normalization
+        >>> input_normalization("imagenet:efficientnet-lite0")["std"][0] == 128 / 255
+        True
+        >>> input_normalization(None)["mean"]
+        [0.485, 0.456, 0.406]
+    """
+    named = named_weights(weights) if isinstance(weights, str) else None
+    if named is not None:
+        return {k: list(v) for k, v in named.normalize.items()}
+    from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+    return {k: list(v) for k, v in IMAGENET_NORMALIZE.items()}

@@ -145,3 +145,21 @@ def test_weights_of_a_named_backbone_load_strictly(tmp_path) -> None:
         assert torch.equal(model.state_dict()[key], value), key
     with pytest.raises(ValueError, match="do not fit the model"):
         build_backbone("timm:convnext_nano", weights=tmp_path / "ssl.ckpt")
+
+
+def test_check_backbone_name_builds_nothing() -> None:
+    from lightly_derm.models import check_backbone_name
+
+    assert check_backbone_name("resnet18") == "torchvision:resnet18"
+    assert check_backbone_name("monai:efficientnet-b3") == "monai:efficientnet-b3"
+    for bad, message in [
+        ("vgg16", "'vgg16' is not a known ResNet nor 'family:model'"),
+        ("keras:resnet50", "unknown backbone family 'keras'"),
+        ("monai:resnet50", "not a MONAI EfficientNet"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_backbone_name(bad)
+    pytest.importorskip("timm")
+    assert check_backbone_name("timm:convnext_tiny") == "timm:convnext_tiny"
+    with pytest.raises(ValueError, match="'timm:convnext_huge_xyz' is not a timm"):
+        check_backbone_name("timm:convnext_huge_xyz")
