@@ -142,3 +142,11 @@ def test_ssl_checkpoint_moves_into_flexibleunet(name: str, tmp_path: Path) -> No
     assert set(trained) - set(state) == set(report.ignored) - set(state)
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize("name", [_maybe_slow(n) for n in BACKBONES])
+def test_gpu_view_pipeline_under_bf16(name: str) -> None:
+    """augment='gpu' (views made after the batch transfer, here on CPU tensors), bf16."""
+    torch.manual_seed(0)
+    method = registry.create("method", "gravis", backbone=_build(name), augment="gpu")
+    _train_one_step(method, precision="bf16-mixed")
