@@ -184,7 +184,9 @@ def build_jobs(study: dict[str, Any], prepared: dict[str, dict[str, Any]]) -> li
 
 
 def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
-    return dict((spec.get("method_args") or {}).get(method) or {})
+    """The dataset's ``method_args``: those under ``all``, then the method's own."""
+    args = spec.get("method_args") or {}
+    return {**(args.get("all") or {}), **(args.get(method) or {})}
 
 
 def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
@@ -735,7 +737,7 @@ def self_check(
         spec["segment_epochs"] = {}
         spec["evaluate"] = {**(spec.get("evaluate") or {}), "fractions": []}
     for job in build_jobs(check, prepared):
-        if job.fold in (None, prepared[job.dataset]["folds"][0]):
+        if job.fold is None or job.fold == prepared[job.dataset]["folds"][0]:
             jobs.append(job)
     check_out = out / "self_check"
     status = run_jobs(

@@ -152,8 +152,10 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             if not Path(value).expanduser().is_dir():
                 raise FileNotFoundError(f"{name} folder not found: {value}")
             setattr(c, name, os.fspath(value))
-    if c.synthetic and (c.test_data is not None or c.val_data is not None):
-        raise ValueError("--test-data and --val-data need --data (an ISIC folder)")
+    if c.synthetic and c.test_data is not None:
+        raise ValueError("--test-data needs --data (an ISIC folder)")
+    if c.synthetic and c.val_data is not None:
+        raise ValueError("--val-data needs --data (an ISIC folder)")
     if c.val_data is not None and (c.val_fraction is not None or c.folds):
         raise ValueError("--val-data excludes --val-fraction and --folds")
     if c.backbone is None and c.checkpoint is not None:
