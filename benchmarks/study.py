@@ -519,43 +519,46 @@ def job_payload(job: Job, study: dict[str, Any], out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- plan
 def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
-    """A rough wall time of one job from the scale's ``estimate`` constants."""
+    """A rough wall time of one job from the scale's ``estimate`` constants.
+
+    ``startup_s`` per job; ``pretrain_image_epoch_s`` per image and epoch of lightly BYOL
+    times the method's ``method_cost``; ``segment_image_epoch_s`` per training image and
+    epoch of a fine-tune (validation images count a third); ``feature_image_s`` per
+    image of a feature pass (a supervised epoch counts as half a BYOL image-epoch).
+    """
     est = study.get("estimate") or {}
     spec = job.spec
     seconds = float(est.get("startup_s", 15))
     pre = spec.get("pretrain") or {}
+    factor = float((est.get("method_cost") or {}).get(job.method, 1.0))
+    per_pretrain = factor * float(est.get("pretrain_image_epoch_s", 0.03))
     if job.task == "segmentation":
-        images = spec["fold_dirs"][job.fold]["train_pairs"]
+        fold = spec["fold_dirs"][job.fold]
         if job.method not in REFERENCES:
-            seconds += (
-                images * pre.get("epochs", 1) * est.get("pretrain_image_epoch_s", 0.03)
-            )
+            seconds += fold["train_pairs"] * pre.get("epochs", 1) * per_pretrain
         seg = spec.get("segment") or {}
         by_fraction = {
             float(k): v for k, v in (spec.get("segment_epochs") or {}).items()
         }
         for fraction in spec["label_fractions"]:
             epochs = by_fraction.get(float(fraction), seg.get("epochs", 20))
+            images = max(2, round(fold["train_pairs"] * float(fraction)))
             seconds += (
-                (images * float(fraction) + spec["fold_dirs"][job.fold]["val_pairs"])
+                (images + fold["val_pairs"] / 3)
                 * epochs
-                * est.get("segment_image_epoch_s", 0.03)
+                * float(est.get("segment_image_epoch_s", 0.03))
             )
     else:
         subset = spec.get("subset") or {"train": 7007, "val": 1003, "test": 2005}
         if job.method not in REFERENCES:
-            seconds += (
-                subset["train"]
-                * pre.get("epochs", 1)
-                * est.get("pretrain_image_epoch_s", 0.03)
-            )
-        seconds += sum(subset.values()) * est.get("feature_image_s", 0.002)
+            seconds += subset["train"] * pre.get("epochs", 1) * per_pretrain
+        seconds += sum(subset.values()) * float(est.get("feature_image_s", 0.002))
         if job.method == "random" and "supervised" in study.get("references", []):
             sup = spec.get("supervised") or {}
             seconds += (
                 subset["train"]
                 * sup.get("finetune_epochs", 20)
-                * est.get("pretrain_image_epoch_s", 0.03)
+                * float(est.get("pretrain_image_epoch_s", 0.03))
                 / 2
             )
     return seconds
@@ -635,6 +638,12 @@ def run_jobs(
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONUNBUFFERED", "1")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # the jobs run in their own sessions: a SIGTERM to the driver must stop them too
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         while pending or running:
             while pending and len(running) < parallel and time.time() < deadline:
@@ -706,6 +715,7 @@ def run_jobs(
         print("[study] interrupted: stopping the running jobs", flush=True)
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for process, _, _, _ in running.values():
             _kill(process)
     for job in pending:
