@@ -363,12 +363,16 @@ def default_roots() -> list[Path]:
 
 
 def _resize_pair(image: Path, mask: Path, out: Path, side: int | None) -> None:
+    """PNG copies of one pair, shorter side at most ``side`` (image: area, mask: nearest).
+
+    Written through temporary names, so an interrupted run leaves no truncated file.
+    """
     from PIL import Image
 
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     target_image = out / "images" / (image.stem + ".png")
-    target_mask = out / "masks" / mask.name
+    target_mask = out / "masks" / (mask.stem + ".png")
     if target_image.exists() and target_mask.exists():
         return
     with Image.open(image) as img, Image.open(mask) as msk:
@@ -382,8 +386,23 @@ def _resize_pair(image: Path, mask: Path, out: Path, side: int | None) -> None:
                 )
                 img = img.resize(size, Image.Resampling.BOX)
                 msk = msk.resize(size, Image.Resampling.NEAREST)
-        img.save(target_image)
-        msk.save(target_mask.with_suffix(".png"))
+        for picture, target in ((img, target_image), (msk, target_mask)):
+            tmp = target.with_name(target.stem + ".tmp.png")
+            picture.save(tmp)
+            tmp.replace(target)
+
+
+def _resize_pairs(pairs: list[dict[str, Any]], out: Path, side: int | None) -> None:
+    """:func:`_resize_pair` for every pair, in threads (PIL decodes without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(
+            pool.map(
+                lambda p: _resize_pair(Path(p["image"]), Path(p["label"]), out, side),
+                pairs,
+            )
+        )
 
 
 def _link_pairs(pairs: list[dict[str, Any]], folder: Path) -> None:
@@ -415,8 +434,7 @@ def prepare_isic(
         pairs = pairs[: int(spec["limit"])]
     side = spec.get("resize")
     cache = out / f"isic_{side or 'full'}_{len(pairs)}"
-    for pair in pairs:
-        _resize_pair(Path(pair["image"]), Path(pair["label"]), cache, side)
+    _resize_pairs(pairs, cache, side)
     decoded = {p["id"]: p for p in find_isic_pairs(cache)}
     k = int(spec.get("folds", 3))
     folds = isic_folds(list(decoded), k)
@@ -440,8 +458,7 @@ def prepare_isic(
     if test_data is not None:
         test_pairs = find_isic_pairs(test_data)
         test_cache = out / f"isic_test_{side or 'full'}_{len(test_pairs)}"
-        for pair in test_pairs:
-            _resize_pair(Path(pair["image"]), Path(pair["label"]), test_cache, side)
+        _resize_pairs(test_pairs, test_cache, side)
         prepared["test_data"] = str(test_cache)
     prepared["pairs"] = len(pairs)
     return prepared
@@ -519,15 +536,15 @@ def job_payload(job: Job, study: dict[str, Any], out: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- plan
 def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
-    """A rough wall time of one job from the scale's ``estimate`` constants.
+    """A rough wall time of one job from the ``estimate`` constants (scale, then dataset).
 
     ``startup_s`` per job; ``pretrain_image_epoch_s`` per image and epoch of lightly BYOL
     times the method's ``method_cost``; ``segment_image_epoch_s`` per training image and
     epoch of a fine-tune (validation images count a third); ``feature_image_s`` per
     image of a feature pass (a supervised epoch counts as half a BYOL image-epoch).
     """
-    est = study.get("estimate") or {}
     spec = job.spec
+    est = {**(study.get("estimate") or {}), **(spec.get("estimate") or {})}
     seconds = float(est.get("startup_s", 15))
     pre = spec.get("pretrain") or {}
     factor = float((est.get("method_cost") or {}).get(job.method, 1.0))
@@ -743,7 +760,7 @@ def self_check(
     for spec in check["datasets"].values():
         spec["pretrain"] = {**(spec.get("pretrain") or {}), "epochs": 1, "max_steps": 2}
         spec["label_fractions"] = spec.get("label_fractions", [1.0])[-1:]
-        spec["segment"] = {**(spec.get("segment") or {}), "epochs": 1}
+        spec["segment"] = {**(spec.get("segment") or {}), "epochs": 1, "limit": 16}
         spec["segment_epochs"] = {}
         spec["evaluate"] = {**(spec.get("evaluate") or {}), "fractions": []}
     for job in build_jobs(check, prepared):

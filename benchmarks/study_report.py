@@ -160,6 +160,15 @@ def classification_summary(
     return summary
 
 
+#: The note under the tables.
+NOTES = (
+    "Mean ± standard deviation over seeds (a seed's score: the mean over its folds). "
+    "Δ Jaccard vs random: the mean paired difference to random init (same seed, fold "
+    "and label fraction). The supervised row is a ResNet trained end to end on all "
+    "training labels, scored by its own classifier (in the linear columns)."
+)
+
+
 def failures(records: list[dict[str, Any]]) -> list[str]:
     """``id: status`` of the jobs that did not finish."""
     return [
@@ -272,10 +281,7 @@ def markdown(out: Path) -> str:
             "|---|" + "---:|" * (len(columns) - 1),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += [
-        "",
-        "Mean ± standard deviation over seeds (a seed's score: mean over its folds).",
-    ]
+    lines += ["", NOTES]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed)]
     if (out / "study.png").is_file():
@@ -302,10 +308,7 @@ def restructuredtext(out: Path, pending_command: str | None = None) -> str:
             lines.append(f"   * - {row[0]}")
             lines += [f"     - {cell}" for cell in row[1:]]
     if tables:
-        lines += [
-            "",
-            "Mean ± standard deviation over seeds (a seed's score: mean over its folds).",
-        ]
+        lines += ["", NOTES]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed) + "."]
     return "\n".join(lines) + "\n"
@@ -321,7 +324,14 @@ def plot(out: Path) -> Path | None:
 
     records = read_results(out)
     panels: list[tuple[str, dict[str, dict[int, float]], list[list[float]] | None]] = []
-    datasets = sorted({r["dataset"] for r in records if r.get("status") == "ok"})
+    finished = {r["dataset"] for r in records if r.get("status") == "ok"}
+    header = out / "study.json"
+    order = (
+        list(json.loads(header.read_text()).get("settings", {}).get("datasets", {}))
+        if header.is_file()
+        else []
+    )
+    datasets = [d for d in order if d in finished] + sorted(finished - set(order))
     for name in datasets:
         task = next(r["task"] for r in records if r.get("dataset") == name)
         if task == "segmentation":
