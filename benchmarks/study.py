@@ -70,6 +70,15 @@ REFERENCES: tuple[str, ...] = ("random", "supervised")
 FOLD_SEED = 0
 #: Options the driver sets for every job (quiet, no per-job plots).
 QUIET = {"progress_bar": False, "plots": False}
+#: The keys a study (after merging a scale) and each of its datasets may have.
+STUDY_KEYS = frozenset(
+    "name description methods references seeds datasets parallel threads "
+    "timeout_minutes budget_minutes self_check self_check_timeout_s estimate".split()
+)
+DATASET_KEYS = frozenset(
+    "task data folds only_folds label_fractions limit resize subset pretrain "
+    "method_args segment segment_epochs evaluate supervised estimate".split()
+)
 
 
 # ----------------------------------------------------------------------------- config
@@ -107,15 +116,23 @@ def load_study(path: str | Path, scale: str, tiny: bool = False) -> dict[str, An
     study = deep_merge(study, scales[scale])
     if tiny:
         study = deep_merge(study, raw.get("tiny", {}))
-    study["scale"] = scale
-    study["tiny"] = tiny
-    study["study_file"] = str(path)
+    unknown = set(study) - STUDY_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     for name, spec in study["datasets"].items():
+        unknown = set(spec) - DATASET_KEYS
+        if unknown:
+            raise ValueError(
+                f"{path}: dataset {name!r} has unknown key(s) {', '.join(sorted(unknown))}"
+            )
         if spec.get("task") not in ("segmentation", "classification"):
             raise ValueError(
                 f"dataset {name!r}: task must be 'segmentation' or 'classification', "
                 f"got {spec.get('task')!r}"
             )
+    study["scale"] = scale
+    study["tiny"] = tiny
+    study["study_file"] = str(path)
     return study
 
 
@@ -221,6 +238,9 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             k: result.summary.get(k)
             for k in ("images", "global_step", "seconds", "best_train_loss_epoch")
         }
+        record["pretrain"]["final_train_loss"] = (
+            result.summary.get("metrics") or {}
+        ).get("train_loss_epoch")
         record["pretrain"]["config"] = result.config.given()
     if job["task"] == "segmentation":
         epochs_by_fraction = spec.get("segment_epochs") or {}

@@ -98,6 +98,16 @@ def test_load_study_scales_and_errors(tmp_path: Path) -> None:
     bad.write_text("scales: {smoke: {}}\n")
     with pytest.raises(ValueError, match="defines no datasets"):
         study.load_study(bad, "smoke")
+    bad.write_text(
+        "datasets: {d: {task: segmentation, data: x, epochs: 3}}\nscales: {smoke: {}}\n"
+    )
+    with pytest.raises(ValueError, match="dataset 'd' has unknown key.s. epochs"):
+        study.load_study(bad, "smoke")
+    bad.write_text(
+        "datasets: {d: {task: segmentation, data: x}}\nscales: {smoke: {paralel: 2}}\n"
+    )
+    with pytest.raises(ValueError, match="unknown key.s. paralel"):
+        study.load_study(bad, "smoke")
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 3), (290, 3), (7, 2)])
