@@ -73,7 +73,8 @@ QUIET = {"progress_bar": False, "plots": False}
 #: The keys a study (after merging a scale) and each of its datasets may have.
 STUDY_KEYS = frozenset(
     "name description methods references seeds datasets parallel threads "
-    "timeout_minutes budget_minutes self_check self_check_timeout_s estimate".split()
+    "timeout_minutes budget_minutes self_check self_check_timeout_s estimate "
+    "keep_checkpoints".split()
 )
 DATASET_KEYS = frozenset(
     "task data folds only_folds label_fractions limit resize subset pretrain "
@@ -314,6 +315,11 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             )
     record["status"] = "ok"
     record["seconds"] = round(time.perf_counter() - started, 2)
+    if not job.get("keep_checkpoints"):
+        # Lightning checkpoints are ~100-200 MB each and 72 jobs would fill a disk;
+        # the backbones (backbone.pt), metrics and results stay
+        for path in job_dir.rglob("*.ckpt"):
+            path.unlink()
     return record
 
 
@@ -549,6 +555,7 @@ def job_payload(job: Job, study: dict[str, Any], out: Path) -> dict[str, Any]:
         "spec": spec,
         "references": list(study.get("references", [])),
         "threads": study.get("threads"),
+        "keep_checkpoints": bool(study.get("keep_checkpoints")),
         "job_dir": str(out / "jobs" / job.id),
         "result": str(out / "results" / f"{job.id}.json"),
     }

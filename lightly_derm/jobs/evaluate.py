@@ -222,12 +222,11 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     if isinstance(fractions, (int, float)):
         fractions = [fractions]
     c.fractions = [_fraction("each fine-tuning fraction", f) for f in fractions]
-    ks = _candidates(20 if c.knn_k is None else c.knn_k)
-    c.knn_k = (
-        [_positive_int("knn_k", k) for k in ks]
-        if len(ks) > 1
-        else (_positive_int("knn_k", ks[0]))
-    )
+    ks = [
+        _positive_int("knn_k", k)
+        for k in _candidates(20 if c.knn_k is None else c.knn_k)
+    ]
+    c.knn_k = ks if len(ks) > 1 else ks[0]
     c.knn_temperature = float(
         c.knn_temperature if c.knn_temperature is not None else 0.1
     )
@@ -552,11 +551,8 @@ def evaluate(
             "classes": classes,
         },
     }
-    knn_k, weight_decay, class_weight = (
-        cfg.knn_k,
-        cfg.linear_weight_decay,
-        (cfg.linear_class_weight),
-    )
+    knn_k, weight_decay = cfg.knn_k, cfg.linear_weight_decay
+    class_weight = cfg.linear_class_weight
     if any(isinstance(v, list) for v in (knn_k, weight_decay, class_weight)):
         results["selection"] = select_settings(
             cfg, backbone, train_features, num_classes, feature_options
@@ -773,6 +769,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         + (f", task {data['task']}" if data.get("task") else ""),
         f"- {data['train_images']} training and {data['test_images']} test images, "
         f"{len(data['classes'])} classes; {data['split']}",
+        *(
+            [
+                f"- kNN k, probe weight decay and class weight chosen on "
+                f"{results['selection']['data']} by {results['selection']['metric']}"
+            ]
+            if results.get("selection")
+            else []
+        ),
         "",
         "| protocol | labelled training images | accuracy | balanced accuracy | AUC |",
         "|---|---:|---:|---:|---:|",
@@ -810,4 +814,5 @@ __all__ = [
     "evaluation_datasets",
     "resolve_evaluate_config",
     "results_markdown",
+    "select_settings",
 ]
