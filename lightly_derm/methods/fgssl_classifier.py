@@ -65,13 +65,20 @@ class FGSSLClassifier(PMGMethod):
         schedule: ``"progressive"`` or ``"joint"``.
         concat_weight: Weight of step 4 (PMG: 2).
         lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (authors:
-            0.002, 0.0002, 0.9, 5e-4, cosine per epoch).
-        exclude_identity: Never feed an unshuffled jigsaw.
+            0.002, 0.0002, 0.9, 5e-4, cosine per epoch). ``backbone_lr=None``: ``lr``
+            / 10 when ``backbone_weights`` or ``blocks_weights`` are given (the authors'
+            split for a pretrained backbone), ``lr`` from scratch.
+        exclude_identity: Never feed an unshuffled jigsaw (only matters with
+            ``permutations="uniform"``).
         label_smoothing: Of the cross-entropy.
         blocks_weights: Path or state dict of an FGSSL checkpoint (``blocks.*`` keys) or
             of a HierarchicalBlocks.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
+        permutations: The jigsaws' permutations: ``"cycle"`` (PMG's, the default),
+            ``"derangement"`` or ``"uniform"``.
+        set_grads_to_none: ``False`` (PMG's loop): every parameter takes all 4 steps
+            of a batch; see :class:`~lightly_derm.methods.pmg.PMGMethod`.
 
     Example:
         >>> import torch
@@ -92,7 +99,7 @@ class FGSSLClassifier(PMGMethod):
         schedule: str = "progressive",
         concat_weight: float = 2.0,
         lr: float = 0.002,
-        backbone_lr: float = 0.0002,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
@@ -100,6 +107,8 @@ class FGSSLClassifier(PMGMethod):
         label_smoothing: float = 0.0,
         blocks_weights: str | Path | Mapping[str, Tensor] | None = None,
         augment: Augment = "cpu",
+        permutations: str = "cycle",
+        set_grads_to_none: bool = False,
     ) -> None:
         if (
             isinstance(num_classes, bool)
@@ -123,6 +132,13 @@ class FGSSLClassifier(PMGMethod):
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
             augment=augment,
+            permutations=permutations,
+            set_grads_to_none=set_grads_to_none,
+            pretrained=(
+                True
+                if blocks_weights is not None or backbone_weights is not None
+                else (False if isinstance(backbone, str) else None)
+            ),
         )
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights) + ["blocks_weights"]
