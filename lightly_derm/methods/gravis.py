@@ -66,7 +66,9 @@ class GraVIS(SSLMethod):
 
     The defaults are the authors' recipe (ResNet-50 from scratch, head
     2048→2048→ReLU→128, SGD lr 1e-3, momentum 0.9, no weight decay, cosine decay per
-    epoch over ``trainer.max_epochs``), except ``normalize=True`` and K = 4 views (see
+    epoch over ``trainer.max_epochs``), except cosine similarities at τ = 0.01
+    (``normalize=True``; the authors' raw dot products at 0.2 saturate as the embedding
+    norms grow) and K = 4 views (see
     :class:`~lightly_derm.loss.GraVISLoss` and :class:`~lightly_derm.transforms.GraVISTransform`).
     Runs on CPU and under ``Trainer(accelerator="gpu", devices=N, strategy="ddp",
     precision="bf16-mixed")``; the loss computes its similarities in float32.

@@ -55,7 +55,7 @@ def test_authors_architecture_and_defaults() -> None:
     assert isinstance(loss, GraVISLoss)
     assert (loss.variant, loss.temperature, loss.normalize, loss.exclude_self) == (
         "smooth_ap",
-        0.2,
+        0.01,
         True,
         False,
     )
