@@ -10,9 +10,16 @@ from lightly_derm.evaluation.metrics import (
     binary_auc,
     classification_metrics,
 )
+from lightly_derm.evaluation.selection import (
+    SELECTION_METRICS,
+    select_knn,
+    select_linear_probe,
+    selection_score,
+)
 from lightly_derm.evaluation.subsets import stratified_subset
 
 __all__ = [
+    "SELECTION_METRICS",
     "Features",
     "LinearProbe",
     "accuracy",
@@ -24,5 +31,8 @@ __all__ = [
     "knn_evaluate",
     "knn_scores",
     "linear_probe_evaluate",
+    "select_knn",
+    "select_linear_probe",
+    "selection_score",
     "stratified_subset",
 ]

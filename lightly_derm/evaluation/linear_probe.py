@@ -181,7 +181,8 @@ def linear_probe_evaluate(
 
     Returns:
         ``{"linear_accuracy", "linear_balanced_accuracy", "linear_auc" (binary),
-        "linear_num_samples", "linear_weight_decay", "linear_converged"}``.
+        "linear_num_samples", "linear_weight_decay", "linear_class_weight",
+        "linear_converged"}``.
     """
     bank = train.labelled()
     if bank.targets.numel() == 0:
@@ -194,5 +195,6 @@ def linear_probe_evaluate(
         probe.predict_proba(test.features).cpu(), test.targets, prefix="linear_"
     )
     result["linear_weight_decay"] = weight_decay
+    result["linear_class_weight"] = class_weight
     result["linear_converged"] = probe.converged
     return result

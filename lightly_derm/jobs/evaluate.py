@@ -34,6 +34,7 @@ import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
+from lightly_derm.evaluation.selection import SELECTION_METRICS
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     find_checkpoint,
@@ -73,9 +74,18 @@ class EvaluateConfig(JobConfig):
             out for testing (default 0.2).
         fractions: Labelled fractions for fine-tuning (default ``[0.01, 0.1, 1.0]``;
             ``[]``: no fine-tuning).
-        knn_k: Neighbours of the kNN classifier (default 20).
+        knn_k: Neighbours of the kNN classifier (default 20); a list: the candidates,
+            one chosen on validation data (see below).
         knn_temperature: Its temperature (default 0.1).
-        linear_weight_decay: L2 of the linear probe (default 1e-3).
+        linear_weight_decay: L2 of the linear probe (default 1e-3); a list: chosen on
+            validation data.
+        linear_class_weight: ``"none"`` or ``"balanced"`` (class-balanced loss) for the
+            linear probe (default ``"none"``); a list: chosen on validation data.
+        selection_metric: The validation criterion of the choices:
+            ``"accuracy"``, ``"balanced_accuracy"`` or ``"mean"`` of the two (default).
+            The validation data is the source's ``val`` split when it also has a
+            ``test`` split (DermaMNIST, MedMNIST), else a stratified ``test_fraction``
+            of the training images; the final scores refit on all training images.
         finetune_epochs: Fine-tuning epochs (default 20; 3 on synthetic data).
         finetune_batch_size: Fine-tuning batch size (default 64).
         finetune_lr: Fine-tuning base learning rate (default 0.05, lightly's scaling).
@@ -105,9 +115,11 @@ class EvaluateConfig(JobConfig):
     input_size: int | None = None
     test_fraction: float | None = None
     fractions: list[float] | None = None
-    knn_k: int | None = None
+    knn_k: int | list[int] | None = None
     knn_temperature: float | None = None
-    linear_weight_decay: float | None = None
+    linear_weight_decay: float | list[float] | None = None
+    linear_class_weight: str | list[str] | None = None
+    selection_metric: str | None = None
     finetune_epochs: int | None = None
     finetune_batch_size: int | None = None
     finetune_lr: float | None = None
@@ -210,15 +222,42 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     if isinstance(fractions, (int, float)):
         fractions = [fractions]
     c.fractions = [_fraction("each fine-tuning fraction", f) for f in fractions]
-    c.knn_k = _positive_int("knn_k", c.knn_k if c.knn_k is not None else 20)
+    ks = [
+        _positive_int("knn_k", k)
+        for k in _candidates(20 if c.knn_k is None else c.knn_k)
+    ]
+    c.knn_k = ks if len(ks) > 1 else ks[0]
     c.knn_temperature = float(
         c.knn_temperature if c.knn_temperature is not None else 0.1
     )
     if not c.knn_temperature > 0:
         raise ValueError(f"knn_temperature must be > 0, got {c.knn_temperature}")
-    c.linear_weight_decay = float(
-        1e-3 if c.linear_weight_decay is None else c.linear_weight_decay
-    )
+    decays = [
+        float(w)
+        for w in _candidates(
+            1e-3 if c.linear_weight_decay is None else c.linear_weight_decay
+        )
+    ]
+    if any(not w >= 0 for w in decays):
+        raise ValueError(f"linear_weight_decay must be >= 0, got {decays}")
+    c.linear_weight_decay = decays if len(decays) > 1 else decays[0]
+    weights = [
+        str(w).lower()
+        for w in _candidates(
+            "none" if c.linear_class_weight is None else c.linear_class_weight
+        )
+    ]
+    if any(w not in ("none", "balanced") for w in weights):
+        raise ValueError(
+            f"linear_class_weight must be 'none' or 'balanced', got {weights}"
+        )
+    c.linear_class_weight = weights if len(weights) > 1 else weights[0]
+    c.selection_metric = c.selection_metric or "mean"
+    if c.selection_metric not in SELECTION_METRICS:
+        raise ValueError(
+            f"selection_metric must be one of {', '.join(SELECTION_METRICS)}, got "
+            f"{c.selection_metric!r}"
+        )
     c.finetune_epochs = _positive_int(
         "finetune_epochs",
         c.finetune_epochs
@@ -255,6 +294,18 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
         run = _run_folder(c.checkpoint)
         c.out = os.fspath(run / "evaluation") if run is not None else "evaluation"
     return c
+
+
+def _candidates(value: Any) -> list[Any]:
+    """A list of the candidates of an option that takes one value or a list."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise ValueError("an option given as a list needs at least one value")
+    return values
+
+
+def _class_weight(name: str) -> str | None:
+    return None if name == "none" else name
 
 
 class LabelledSubset(Subset):  # type: ignore[type-arg]
@@ -500,18 +551,34 @@ def evaluate(
             "classes": classes,
         },
     }
+    knn_k, weight_decay = cfg.knn_k, cfg.linear_weight_decay
+    class_weight = cfg.linear_class_weight
+    if any(isinstance(v, list) for v in (knn_k, weight_decay, class_weight)):
+        results["selection"] = select_settings(
+            cfg, backbone, train_features, num_classes, feature_options
+        )
+        knn_k = results["selection"]["knn_k"]
+        weight_decay = results["selection"]["linear_weight_decay"]
+        class_weight = results["selection"]["linear_class_weight"]
+        _say(
+            verbose,
+            f"chosen on {results['selection']['data']} by {cfg.selection_metric}: "
+            f"kNN k={knn_k}, linear weight decay {weight_decay:g}, class weight "
+            f"{class_weight}",
+        )
     results["knn"] = knn_evaluate(
         train_features,
         test_features,
         num_classes=num_classes,
-        k=int(cfg.knn_k or 20),
+        k=int(knn_k),  # type: ignore[arg-type]
         temperature=float(cfg.knn_temperature or 0.1),
     )
     results["linear"] = linear_probe_evaluate(
         train_features,
         test_features,
         num_classes=num_classes,
-        weight_decay=float(cfg.linear_weight_decay or 0.0),
+        weight_decay=float(weight_decay),  # type: ignore[arg-type]
+        class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
     )
     _say(verbose, _one_line("kNN", results["knn"], "knn_"))
     _say(verbose, _one_line("linear probe", results["linear"], "linear_"))
@@ -571,6 +638,104 @@ def evaluate(
     return results
 
 
+def select_settings(
+    config: EvaluateConfig,
+    backbone: torch.nn.Module,
+    train_features: Any,
+    num_classes: int,
+    feature_options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Chooses kNN k, probe weight decay and class weight on validation data.
+
+    The validation data is the source's ``val`` split when it has ``val`` and ``test``
+    (the test split is then the scored one), else a stratified ``test_fraction`` of the
+    training features, fitted on the rest (see
+    :func:`~lightly_derm.evaluation.select_knn`,
+    :func:`~lightly_derm.evaluation.select_linear_probe`).
+
+    Returns:
+        ``{"knn_k", "linear_weight_decay", "linear_class_weight", "metric", "data",
+        "knn_scores", "linear_scores"}``.
+
+    Example:
+        >>> from lightly_derm.jobs import evaluate
+        >>> results = evaluate(checkpoint="runs/demo", data="dermamnist-jpg",  # doctest: +SKIP
+        ...                    knn_k=[10, 20, 50], linear_weight_decay=[1e-3, 1e-2])
+        >>> results["selection"]["knn_k"]  # doctest: +SKIP
+        20
+    """
+    from lightly_derm.data import dataset_splits, make_dataset
+    from lightly_derm.evaluation import (
+        Features,
+        extract_features,
+        select_knn,
+        select_linear_probe,
+        stratified_subset,
+    )
+
+    assert config.input_size is not None
+    splits = () if config.synthetic else dataset_splits(config.data)
+    if "val" in splits and "test" in splits:
+        val_set = _labelled(
+            make_dataset(
+                config.data,
+                config.labels,
+                split="val",
+                task=config.task,
+                strict=bool(config.strict),
+                decode_size=config.decode_size or None,
+                transform=eval_transform(config.input_size),
+            )
+        )
+        fit = train_features.labelled()
+        val = extract_features(backbone, val_set, **feature_options)
+        data = "the val split"
+    else:
+        labelled = train_features.labelled()
+        targets = labelled.targets.cpu().numpy()
+        held = stratified_subset(
+            targets, float(config.test_fraction or 0.2), seed=int(config.seed or 0)
+        )
+        rest = np.setdiff1d(np.arange(targets.size), held)
+
+        def pick(index: np.ndarray) -> Features:
+            ids = torch.as_tensor(index, dtype=torch.long)
+            return Features(
+                labelled.features[ids],
+                labelled.targets[ids],
+                [labelled.filenames[i] for i in index.tolist()],
+            )
+
+        fit, val = pick(rest), pick(held)
+        data = f"a stratified {config.test_fraction:.0%} of the training images"
+    ks = _candidates(config.knn_k)
+    knn = select_knn(
+        fit,
+        val,
+        ks,
+        num_classes,
+        float(config.knn_temperature or 0.1),
+        config.selection_metric,  # type: ignore[arg-type]
+    )
+    linear = select_linear_probe(
+        fit,
+        val,
+        [float(w) for w in _candidates(config.linear_weight_decay)],
+        [_class_weight(str(w)) for w in _candidates(config.linear_class_weight)],  # type: ignore[misc]
+        num_classes,
+        config.selection_metric,  # type: ignore[arg-type]
+    )
+    return {
+        "knn_k": knn["knn_k"],
+        "linear_weight_decay": linear["linear_weight_decay"],
+        "linear_class_weight": linear["linear_class_weight"] or "none",
+        "metric": config.selection_metric,
+        "data": data,
+        "knn_scores": {str(k): v for k, v in knn["scores"].items()},
+        "linear_scores": linear["scores"],
+    }
+
+
 def _one_line(label: str, scores: Mapping[str, Any], prefix: str) -> str:
     parts = [f"{label}:"]
     for key, name in (
@@ -604,6 +769,14 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         + (f", task {data['task']}" if data.get("task") else ""),
         f"- {data['train_images']} training and {data['test_images']} test images, "
         f"{len(data['classes'])} classes; {data['split']}",
+        *(
+            [
+                f"- kNN k, probe weight decay and class weight chosen on "
+                f"{results['selection']['data']} by {results['selection']['metric']}"
+            ]
+            if results.get("selection")
+            else []
+        ),
         "",
         "| protocol | labelled training images | accuracy | balanced accuracy | AUC |",
         "|---|---:|---:|---:|---:|",
@@ -641,4 +814,5 @@ __all__ = [
     "evaluation_datasets",
     "resolve_evaluate_config",
     "results_markdown",
+    "select_settings",
 ]

@@ -65,6 +65,8 @@ class SegmentConfig(JobConfig):
         data: An ISIC folder (images and masks, see
             :func:`~lightly_derm.data.find_isic_pairs`); default the built-in synthetic
             lesions with masks.
+        val_data: An ISIC folder that is the validation set (instead of a split of
+            ``data``; not with ``val_fraction`` or ``folds``), e.g. a held-out fold.
         test_data: An ISIC folder scored once at the end (e.g. the official test set).
         backbone: ``resnet18``, ``resnet34`` or ``resnet50``; default the checkpoint's,
             else resnet18 on synthetic data and resnet50 on real data.
@@ -98,6 +100,7 @@ class SegmentConfig(JobConfig):
 
     checkpoint: str | None = None
     data: str | None = None
+    val_data: str | None = None
     test_data: str | None = None
     backbone: str | None = None
     image_size: int | None = None
@@ -143,7 +146,7 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     if c.checkpoint is not None:
         c.checkpoint = os.fspath(c.checkpoint)
         find_checkpoint(c.checkpoint)
-    for name in ("data", "test_data"):
+    for name in ("data", "val_data", "test_data"):
         value = getattr(c, name)
         if value is not None:
             if not Path(value).expanduser().is_dir():
@@ -151,6 +154,10 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             setattr(c, name, os.fspath(value))
     if c.synthetic and c.test_data is not None:
         raise ValueError("--test-data needs --data (an ISIC folder)")
+    if c.synthetic and c.val_data is not None:
+        raise ValueError("--val-data needs --data (an ISIC folder)")
+    if c.val_data is not None and (c.val_fraction is not None or c.folds):
+        raise ValueError("--val-data excludes --val-fraction and --folds")
     if c.backbone is None and c.checkpoint is not None:
         c.backbone = backbone_name(find_checkpoint(c.checkpoint))
         if c.backbone is None:
@@ -197,6 +204,8 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             )
         if c.val_fraction is not None:
             raise ValueError("--val-fraction and --folds exclude each other")
+    elif c.val_data is not None:
+        c.folds = None
     else:
         c.folds = None
         c.val_fraction = float(0.2 if c.val_fraction is None else c.val_fraction)
@@ -376,6 +385,16 @@ def segmentation_data(
             for train, val in _folds(pairs, config.folds, int(config.seed or 0))
         ]
         split = f"{config.folds}-fold cross-validation over {len(pairs)} pairs"
+    elif config.val_data:
+        module = ISICSegmentationDataModule(
+            pairs=pairs, val_pairs=find_isic_pairs(config.val_data), **common
+        )
+        modules = [module]
+        split = (
+            f"{len(module.all_train_pairs)} training pairs ({len(module.train_pairs)} "
+            f"with masks used), {len(module.val_pairs)} validation pairs from "
+            f"{config.val_data}"
+        )
     else:
         module = ISICSegmentationDataModule(
             pairs=pairs, val_fraction=config.val_fraction, **common

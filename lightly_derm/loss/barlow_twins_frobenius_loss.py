@@ -28,7 +28,8 @@ class BarlowTwinsFrobeniusLoss(nn.Module):
         L = λ² Σ_ij (C − I)²_ij
 
     As the authors, the variance is unbiased (``torch.std``); ``eps`` (absent in their
-    code) keeps constant dimensions finite. Computed in float32 with autocast off.
+    code) keeps constant dimensions finite. Computed in float32 (float64 inputs in
+    float64) with autocast off.
 
     Args:
         lambda_param: λ (authors: 5e-3).
@@ -93,7 +94,9 @@ class BarlowTwinsFrobeniusLoss(nn.Module):
                 f"the batch must hold at least 2 samples to standardise, got {z_a.shape[0]}"
             )
         with torch.autocast(device_type=z_a.device.type, enabled=False):
-            a, b = self._standardise(z_a.float()), self._standardise(z_b.float())
+            if z_a.dtype != torch.float64:  # half types (and float32) in float32
+                z_a, z_b = z_a.float(), z_b.float()
+            a, b = self._standardise(z_a), self._standardise(z_b.to(z_a.dtype))
             c = a.T @ b / a.shape[0]
             if self.gather_distributed and dist.is_initialized():
                 world_size = dist.get_world_size()

@@ -23,10 +23,19 @@ from lightly_derm.methods.pmg import PMGMethod
 from lightly_derm.transforms.fgssl_transform import FGSSLTransform, check_input_size
 from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 
-__all__ = ["FGSSL", "LOSSES"]
+__all__ = ["FGSSL", "LEARNING_RATES", "LOSSES"]
 
 #: FG-SSL's pair losses: Barlow Twins (lightly) and the authors' λ²‖C − I‖² form.
 LOSSES: tuple[str, ...] = ("barlow_twins", "authors")
+
+#: The new layers' learning rate of each loss's preset (``FGSSL(lr=None)``). The two
+#: losses' gradients differ by about 2·10⁴ (the authors' λ² = 2.5e-5 weights the
+#: diagonal, λ = 5e-3 less than Barlow Twins' the off-diagonal), so each needs its own
+#: rate: ``"authors"`` — the FG-SSL authors' 0.002, tuned for their loss;
+#: ``"barlow_twins"`` — measured (``benchmarks/fgssl_learning_rates.py``, results in
+#: ``benchmarks/results/fgssl_learning_rates_cpu.md``): half the largest rate at which
+#: the first batches train stably on ISIC images.
+LEARNING_RATES: dict[str, float] = {"authors": 0.002, "barlow_twins": 1e-4}
 
 #: The step names, as in the logged ``train_loss_<part>``.
 PARTS: tuple[str, ...] = ("block1", "block2", "block3", "concat")
@@ -58,10 +67,25 @@ class FGSSL(PMGMethod):
     order ``[a, b, J_{n_1}(a), J_{n_2}(a), J_{n_3}(a)]``) they are taken from the
     batch. lightly's ``MultiViewCollate`` output is accepted as well.
 
-    **Loss.** ``loss="barlow_twins"``: :class:`lightly.loss.BarlowTwinsLoss` with
-    λ = 0.0051 (Barlow Twins' value); ``loss="authors"``:
-    :class:`~lightly_derm.loss.BarlowTwinsFrobeniusLoss`, λ²‖C − I‖² with λ = 5e-3 as in
-    the authors' code. Always computed in float32, also under mixed precision.
+    **Loss and learning rates: two presets.** ``loss`` picks the loss and, unless
+    ``lr`` is given, its learning rate (:data:`LEARNING_RATES`):
+
+    - ``loss="authors"`` (default; the FG-SSL authors' preset):
+      :class:`~lightly_derm.loss.BarlowTwinsFrobeniusLoss`, λ²‖C − I‖² with λ = 5e-3,
+      at their ``lr`` 0.002.
+    - ``loss="barlow_twins"`` (standard Barlow Twins): :class:`lightly.loss.BarlowTwinsLoss`
+      with λ = 0.0051, at ``lr`` 1e-4, chosen by measurement. Its gradient is about
+      2·10⁴ times the authors' loss's, so the authors' 0.002 moves the weights by
+      several times their norm within a few batches.
+
+    The backbone's rate is ``lr`` / 10 when ``backbone_weights`` are given (the
+    authors start from ImageNet weights), and ``lr`` from scratch (see
+    :class:`~lightly_derm.methods.pmg.PMGMethod`). The loss is always computed in
+    float32, also under mixed precision.
+
+    **Jigsaws.** By default the authors' permutations (``permutations="cycle"``, from
+    PMG: one grid²-cycle per image, so no tile stays in place); ``"derangement"`` and
+    ``"uniform"`` are the alternatives.
 
     **Logging.** ``train_loss`` (the sum of the step losses, as weighted) and
     ``train_loss_block1``, ``train_loss_block2``, ``train_loss_block3``,
@@ -76,25 +100,33 @@ class FGSSL(PMGMethod):
     Args:
         backbone: A torchvision ResNet name or module (authors: ImageNet-pretrained
             ResNet-50, given here by ``backbone_weights``).
-        backbone_weights: Local checkpoint or state dict of the backbone.
+        backbone_weights: Local checkpoint or state dict of the backbone, e.g. the
+            file of torchvision's ``ResNet50_Weights.IMAGENET1K_V1`` (nothing is
+            downloaded).
         grids: Jigsaw grids of blocks 1, 2, 3, finest first (authors' ISIC: (16, 8, 4);
             APTOS (32, 16, 8)). Must divide the views' sides.
         embedding_dim: F, width of the embeddings (authors: 512).
         block_dim: D, channels of the blocks' 3×3 convolutions; default half of
             layer4's channels (the authors' 1024 for ResNet-50).
         schedule: ``"progressive"`` or ``"joint"``.
-        loss: ``"barlow_twins"`` or ``"authors"``.
-        lambda_param: λ of the loss; default 0.0051 or 5e-3 as above.
+        loss: ``"authors"`` or ``"barlow_twins"`` (the presets above).
+        lambda_param: λ of the loss; default 5e-3 or 0.0051 as above.
         concat_weight: Weight of step 4 (PMG: 2).
-        lr: Learning rate of the new layers (authors: 0.002).
-        backbone_lr: Learning rate of the backbone (authors: 0.0002).
+        lr: Learning rate of the new layers; default the loss's preset.
+        backbone_lr: Learning rate of the backbone; default ``lr`` / 10 with
+            ``backbone_weights``, ``lr`` from scratch.
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (5e-4).
         max_epochs: Length of the cosine schedule; default the trainer's.
-        exclude_identity: Never feed an unshuffled jigsaw.
+        exclude_identity: Never feed an unshuffled jigsaw (only matters with
+            ``permutations="uniform"``).
         gather_distributed: See above.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
+        permutations: The jigsaws' permutations (above).
+        set_grads_to_none: ``False`` (PMG's loop): every parameter takes all 4 steps
+            of a batch, momentum and weight decay included; see
+            :class:`~lightly_derm.methods.pmg.PMGMethod`.
 
     Example:
         >>> import pytorch_lightning as pl
@@ -114,18 +146,22 @@ class FGSSL(PMGMethod):
         embedding_dim: int = 512,
         block_dim: int | None = None,
         schedule: str = "progressive",
-        loss: str = "barlow_twins",
+        loss: str = "authors",
         lambda_param: float | None = None,
         concat_weight: float = 2.0,
-        lr: float = 0.002,
-        backbone_lr: float = 0.0002,
+        lr: float | None = None,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
         exclude_identity: bool = False,
         gather_distributed: bool = False,
         augment: Augment = "cpu",
+        permutations: str = "cycle",
+        set_grads_to_none: bool = False,
     ) -> None:
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         super().__init__(
             backbone=backbone,
             backbone_weights=backbone_weights,
@@ -135,13 +171,15 @@ class FGSSL(PMGMethod):
             num_classes=None,
             schedule=schedule,
             concat_weight=concat_weight,
-            lr=lr,
+            lr=LEARNING_RATES[loss] if lr is None else lr,
             backbone_lr=backbone_lr,
             momentum=momentum,
             weight_decay=weight_decay,
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
             augment=augment,
+            permutations=permutations,
+            set_grads_to_none=set_grads_to_none,
         )
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights)
@@ -151,18 +189,18 @@ class FGSSL(PMGMethod):
                 lambda_param=0.0051 if lambda_param is None else lambda_param,
                 gather_distributed=gather_distributed,
             )
-        elif loss == "authors":
+        else:
             self.criterion = BarlowTwinsFrobeniusLoss(
                 lambda_param=5e-3 if lambda_param is None else lambda_param,
                 gather_distributed=gather_distributed,
             )
-        else:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
 
     def pair_loss(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        """The Barlow Twins loss of two embedding batches, in float32 with autocast off."""
+        """The Barlow Twins loss of two embedding batches, in float32 (or float64) with autocast off."""
         with torch.autocast(device_type=z_a.device.type, enabled=False):
-            loss: Tensor = self.criterion(z_a.float(), z_b.float())
+            loss: Tensor = self.criterion(
+                _at_least_float32(z_a), _at_least_float32(z_b)
+            )
         return loss
 
     def split_batch(self, batch: Any) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -232,7 +270,9 @@ class FGSSL(PMGMethod):
 
     def cpu_view_transform(self, input_size: int = 224) -> FGSSLTransform:
         """:class:`~lightly_derm.transforms.FGSSLTransform` with this method's grids."""
-        return FGSSLTransform(input_size=input_size, grids=self.grids)
+        return FGSSLTransform(
+            input_size=input_size, grids=self.grids, permutations=self.permutations
+        )
 
     def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
         """FG-SSL's views a = T1(x), b = T2(x) on the device (the jigsaws follow in the step).
@@ -252,3 +292,8 @@ class FGSSL(PMGMethod):
                 ),
             ]
         )
+
+
+def _at_least_float32(z: Tensor) -> Tensor:
+    """Half-precision embeddings as float32; float32 and float64 as they are."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()

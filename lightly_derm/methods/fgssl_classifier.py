@@ -26,7 +26,11 @@ from lightly_derm.models.checkpoints import load_checkpoint_file
 from lightly_derm.transforms.fgssl_transform import _ToRGB, check_input_size
 from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 
-__all__ = ["FGSSLClassifier"]
+__all__ = ["EVAL_RESIZE_RATIO", "FGSSLClassifier"]
+
+#: Resize side / crop side of the evaluation views: the authors' Resize(256) +
+#: CenterCrop(224), kept in proportion at other input sizes.
+EVAL_RESIZE_RATIO = 256 / 224
 
 
 class FGSSLClassifier(PMGMethod):
@@ -45,6 +49,14 @@ class FGSSLClassifier(PMGMethod):
     ``val_loss``/``val_acc``/``val_acc_concat`` and the ``test_`` equivalents).
     Targets of -1 (unlabelled, as :class:`~lightly_derm.data.GroupedViewCollate` marks
     them) are ignored by the loss.
+
+    **Views (the authors' ISIC recipe).** Training (:meth:`cpu_view_transform`):
+    ``RandomResizedCrop(input_size)``, horizontal and vertical flips, torchvision's
+    ``AugMix``, ImageNet normalisation. Evaluation (:meth:`eval_transform`):
+    ``Resize(round(input_size · 256/224))`` of the shorter side, then
+    ``CenterCrop(input_size)`` — Resize(256) + CenterCrop(224) at 224 px. The GPU path
+    (``augment="gpu"``) has the random resized crop and flips but no AugMix, and
+    evaluates on the whole image resized to a square.
 
     **Batches.** ``(images (B, C, H, W), targets[, filenames])`` as torch's default
     collate makes them, or a :class:`~lightly_derm.data.GroupedBatch` (its first view is
@@ -65,13 +77,20 @@ class FGSSLClassifier(PMGMethod):
         schedule: ``"progressive"`` or ``"joint"``.
         concat_weight: Weight of step 4 (PMG: 2).
         lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (authors:
-            0.002, 0.0002, 0.9, 5e-4, cosine per epoch).
-        exclude_identity: Never feed an unshuffled jigsaw.
+            0.002, 0.0002, 0.9, 5e-4, cosine per epoch). ``backbone_lr=None``: ``lr``
+            / 10 when ``backbone_weights`` or ``blocks_weights`` are given (the authors'
+            split for a pretrained backbone), ``lr`` from scratch.
+        exclude_identity: Never feed an unshuffled jigsaw (only matters with
+            ``permutations="uniform"``).
         label_smoothing: Of the cross-entropy.
         blocks_weights: Path or state dict of an FGSSL checkpoint (``blocks.*`` keys) or
             of a HierarchicalBlocks.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
+        permutations: The jigsaws' permutations: ``"cycle"`` (PMG's, the default),
+            ``"derangement"`` or ``"uniform"``.
+        set_grads_to_none: ``False`` (PMG's loop): every parameter takes all 4 steps
+            of a batch; see :class:`~lightly_derm.methods.pmg.PMGMethod`.
 
     Example:
         >>> import torch
@@ -92,7 +111,7 @@ class FGSSLClassifier(PMGMethod):
         schedule: str = "progressive",
         concat_weight: float = 2.0,
         lr: float = 0.002,
-        backbone_lr: float = 0.0002,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
@@ -100,6 +119,8 @@ class FGSSLClassifier(PMGMethod):
         label_smoothing: float = 0.0,
         blocks_weights: str | Path | Mapping[str, Tensor] | None = None,
         augment: Augment = "cpu",
+        permutations: str = "cycle",
+        set_grads_to_none: bool = False,
     ) -> None:
         if (
             isinstance(num_classes, bool)
@@ -123,6 +144,13 @@ class FGSSLClassifier(PMGMethod):
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
             augment=augment,
+            permutations=permutations,
+            set_grads_to_none=set_grads_to_none,
+            pretrained=(
+                True
+                if blocks_weights is not None or backbone_weights is not None
+                else (False if isinstance(backbone, str) else None)
+            ),
         )
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights) + ["blocks_weights"]
@@ -283,13 +311,14 @@ class FGSSLClassifier(PMGMethod):
         return self.predict_logits(images)
 
     def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """:meth:`cpu_view_transform` on the device: resize, flips, normalisation."""
+        """:meth:`cpu_view_transform` on the device without AugMix: crop, flips, normalisation."""
         check_input_size(input_size, self.grids)
         return GPUMultiViewTransform(
             [
                 GPUViewTransform(
                     input_size=input_size,
-                    crop="resize",
+                    crop="random_resized",
+                    min_scale=0.08,
                     hf_prob=0.5,
                     vf_prob=0.5,
                     cj_prob=0.0,
@@ -316,10 +345,13 @@ class FGSSLClassifier(PMGMethod):
         )
 
     def cpu_view_transform(self, input_size: int = 224) -> MultiViewTransform:
-        """One training view per image: RGB, Resize to a square, flips, ImageNet normalisation.
+        """One training view per image, the authors' recipe.
 
-        Returns a list with one view (lightly's multi-view contract), for
-        :meth:`default_collate`. ``input_size`` must be divisible by every grid.
+        RGB, ``RandomResizedCrop(input_size)``, horizontal and vertical flips,
+        torchvision's ``AugMix`` (default severity 3, width 3), ``ToTensor`` and
+        ImageNet normalisation. Returns a list with one view (lightly's multi-view
+        contract), for :meth:`default_collate`. ``input_size`` must be divisible by
+        every grid.
         """
         check_input_size(input_size, self.grids)
         return MultiViewTransform(
@@ -327,9 +359,42 @@ class FGSSLClassifier(PMGMethod):
                 T.Compose(
                     [
                         _ToRGB(),
-                        T.Resize((input_size, input_size)),
+                        T.RandomResizedCrop(input_size),
                         T.RandomHorizontalFlip(),
                         T.RandomVerticalFlip(),
+                        T.AugMix(),
+                        T.ToTensor(),
+                        T.Normalize(
+                            mean=IMAGENET_NORMALIZE["mean"],
+                            std=IMAGENET_NORMALIZE["std"],
+                        ),
+                    ]
+                )
+            ]
+        )
+
+    def eval_transform(self, input_size: int = 224) -> MultiViewTransform:
+        """One evaluation view per image: the authors' Resize(256) + CenterCrop(224), scaled.
+
+        RGB, ``Resize(round(input_size · 256/224))`` of the shorter side,
+        ``CenterCrop(input_size)``, ``ToTensor``, ImageNet normalisation; a one-view
+        list like :meth:`cpu_view_transform`, for :meth:`default_collate`.
+
+        Example:
+            >>> from PIL import Image
+            >>> from lightly_derm.methods import FGSSLClassifier
+            >>> model = FGSSLClassifier(backbone="resnet18", grids=(8, 4, 2))
+            >>> [tuple(v.shape) for v in model.eval_transform(64)(Image.new("RGB", (90, 70)))]
+            [(3, 64, 64)]
+        """
+        check_input_size(input_size, self.grids)
+        return MultiViewTransform(
+            [
+                T.Compose(
+                    [
+                        _ToRGB(),
+                        T.Resize(round(input_size * EVAL_RESIZE_RATIO)),
+                        T.CenterCrop(input_size),
                         T.ToTensor(),
                         T.Normalize(
                             mean=IMAGENET_NORMALIZE["mean"],

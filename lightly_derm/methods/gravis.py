@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
+import torch.distributed as dist
 from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
@@ -19,8 +21,13 @@ from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
 from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
 from lightly_derm.methods.base import Augment, SSLMethod
+from lightly_derm.methods.cross_rank_shuffle import cross_rank_shuffled
 from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.gravis_transform import GraVISTransform
+
+#: How BatchNorm sees the views under DDP: shuffled across ranks, synchronised, or per rank.
+DDPBatchNorm = Literal["shuffle", "sync", "local"]
+DDP_BATCHNORM: tuple[str, ...] = ("shuffle", "sync", "local")
 
 
 class GraVISProjectionHead(ProjectionHead):
@@ -59,10 +66,25 @@ class GraVIS(SSLMethod):
 
     The defaults are the authors' recipe (ResNet-50 from scratch, head
     2048→2048→ReLU→128, SGD lr 1e-3, momentum 0.9, no weight decay, cosine decay per
-    epoch over ``trainer.max_epochs``), except ``normalize=True`` and K = 4 views (see
+    epoch over ``trainer.max_epochs``), except cosine similarities at τ = 0.01
+    (``normalize=True``; the authors' raw dot products at 0.2 saturate as the embedding
+    norms grow) and K = 4 views (see
     :class:`~lightly_derm.loss.GraVISLoss` and :class:`~lightly_derm.transforms.GraVISTransform`).
     Runs on CPU and under ``Trainer(accelerator="gpu", devices=N, strategy="ddp",
     precision="bf16-mixed")``; the loss computes its similarities in float32.
+
+    **BatchNorm under DDP** (``ddp_batchnorm``). Each rank forwards its own B·K views
+    and the loss gathers the other ranks' views as negatives, so without a remedy an
+    image's positives always share a BatchNorm batch and the gathered negatives never
+    do — a shortcut contrastive methods can learn (MoCo's shuffle-BN exists for it; the
+    GraVIS authors shuffle views across DataParallel replicas). ``"shuffle"``
+    (default): the views of all ranks are shuffled across ranks before the forward and
+    the embeddings returned to their rank
+    (:func:`~lightly_derm.methods.cross_rank_shuffle.cross_rank_shuffled`; one
+    all-gather of the views per step). ``"sync"``: BatchNorm layers become
+    :class:`torch.nn.SyncBatchNorm` when the run has more than one process (CUDA only,
+    as SyncBatchNorm). ``"local"``: neither (per-rank statistics). No effect on one
+    process.
 
     Args:
         backbone: A torchvision ResNet name or any module mapping images to features
@@ -85,6 +107,7 @@ class GraVIS(SSLMethod):
         weight_decay: SGD weight decay.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
+        ddp_batchnorm: ``"shuffle"``, ``"sync"`` or ``"local"`` (see above).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -114,10 +137,18 @@ class GraVIS(SSLMethod):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         augment: Augment = "cpu",
+        ddp_batchnorm: DDPBatchNorm = "shuffle",
     ) -> None:
+        if ddp_batchnorm not in DDP_BATCHNORM:
+            raise ValueError(
+                f"ddp_batchnorm must be one of {', '.join(DDP_BATCHNORM)}, got "
+                f"{ddp_batchnorm!r}"
+            )
         super().__init__(
             backbone=backbone, backbone_weights=backbone_weights, augment=augment
         )
+        self.ddp_batchnorm = ddp_batchnorm
+        self._shuffle_generator: torch.Generator | None = None
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.num_views = num_views
         self.projection_head = GraVISProjectionHead(
@@ -136,10 +167,43 @@ class GraVIS(SSLMethod):
         """Head embeddings (B, ``output_dim``) of images (B, C, H, W)."""
         return self.projection_head(self.forward(images))
 
+    def embed_views(
+        self, views: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Head embeddings of a batch of views, shuffled across ranks with ``"shuffle"``.
+
+        Args:
+            views: (N, C, H, W), the same N on every process.
+            generator: Generator of the cross-rank permutation (rank 0's is used);
+                default one of the method, seeded from ``torch.initial_seed()``.
+        """
+        if self.ddp_batchnorm != "shuffle":
+            return self.forward_projection(views)
+        if generator is None and dist.is_available() and dist.is_initialized():
+            generator = self._shuffle_generator
+            if generator is None or generator.device != views.device:
+                generator = torch.Generator(device=views.device)
+                generator.manual_seed(torch.initial_seed() % 2**63)
+                self._shuffle_generator = generator
+        return cross_rank_shuffled(self.forward_projection, views, generator)
+
+    def setup(self, stage: str) -> None:
+        """With ``ddp_batchnorm="sync"`` and several processes: SyncBatchNorm layers."""
+        trainer = self._trainer
+        if (
+            self.ddp_batchnorm == "sync"
+            and trainer is not None
+            and trainer.world_size > 1
+        ):
+            self.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(self.backbone)
+            self.projection_head = nn.SyncBatchNorm.convert_sync_batchnorm(
+                self.projection_head
+            )
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Loss of one batch of K-view samples; logs ``train_loss``."""
         batch = to_grouped_batch(batch)
-        embeddings = self.forward_projection(batch.views)
+        embeddings = self.embed_views(batch.views)
         # K views per image: the loss needs no host sync for the group sizes
         loss = self.criterion(embeddings, batch.group_ids, group_size=batch.num_views)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.batch_size)

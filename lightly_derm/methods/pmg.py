@@ -17,18 +17,53 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.models.backbones import feature_dim
 from lightly_derm.models.hierarchical_blocks import HierarchicalBlocks
 from lightly_derm.transforms.fgssl_transform import check_input_size
-from lightly_derm.transforms.jigsaw import _check_grids, check_grid, jigsaw_shuffle
+from lightly_derm.transforms.jigsaw import (
+    _check_grids,
+    check_grid,
+    check_permutations,
+    jigsaw_shuffle,
+)
 
-__all__ = ["PMGMethod", "SCHEDULES"]
+__all__ = ["PMGMethod", "SCHEDULES", "backbone_learning_rate"]
 
 #: The training schedules: PMG's progressive one and the cheaper joint one.
 SCHEDULES: tuple[str, ...] = ("progressive", "joint")
+
+#: backbone_lr / lr when the backbone starts from given weights (the FG-SSL authors'
+#: 0.0002 / 0.002 on ImageNet weights).
+PRETRAINED_BACKBONE_LR_RATIO = 0.1
+
+
+def backbone_learning_rate(
+    lr: float, backbone_lr: float | None, pretrained: bool | None, owner: str
+) -> float:
+    """The backbone's learning rate: ``backbone_lr``, or chosen by where the backbone starts.
+
+    Given weights (``pretrained``): ``lr`` × 0.1, the FG-SSL authors' split (their
+    ImageNet-initialised backbone learns 10× slower than the new layers). From scratch
+    (``pretrained=False``): ``lr`` — a randomly initialised backbone is as new as the
+    blocks, and slowing it down is not the authors' method. Unknown (a module was
+    passed, ``pretrained=None``): ``lr``, with a warning that says how to get the split.
+    """
+    if backbone_lr is not None:
+        return backbone_lr
+    if pretrained is None:
+        rank_zero_warn(
+            f"{owner}: the backbone is a module, so whether it is pretrained is unknown; "
+            f"backbone_lr defaults to lr = {lr:g} (from-scratch training). For a "
+            f"pretrained module pass backbone_lr={lr * PRETRAINED_BACKBONE_LR_RATIO:g} "
+            "(the authors' 10x smaller backbone rate)."
+        )
+    if pretrained:
+        return lr * PRETRAINED_BACKBONE_LR_RATIO
+    return lr
 
 
 class PMGMethod(SSLMethod):
@@ -41,9 +76,14 @@ class PMGMethod(SSLMethod):
     and ``max_steps`` counts those); ``schedule="joint"`` takes one step on the sum.
 
     Optimiser (the FG-SSL authors' defaults): SGD with momentum 0.9 and weight decay
-    5e-4 on two parameter groups, the new layers at ``lr`` (0.002) and the backbone at
-    ``backbone_lr`` (0.0002), each annealed per epoch by a cosine over ``max_epochs``
-    (by default the trainer's ``max_epochs``; constant when that is unbounded).
+    5e-4 on two parameter groups, the new layers at ``lr`` and the backbone at
+    ``backbone_lr``, each annealed per epoch by a cosine over ``max_epochs`` (by
+    default the trainer's ``max_epochs``; constant when that is unbounded). The
+    authors start from ImageNet weights with ``backbone_lr`` = ``lr`` / 10; by
+    default (``backbone_lr=None``) that split is taken only when the backbone starts
+    from given weights, and from scratch the backbone learns at ``lr`` (see
+    :func:`backbone_learning_rate`). The rates in use are ``self.lr`` and
+    ``self.backbone_lr``.
 
     Args:
         backbone: A torchvision ResNet name or module.
@@ -55,10 +95,25 @@ class PMGMethod(SSLMethod):
         num_classes: Classifiers of the blocks (``None``: none).
         schedule: ``"progressive"`` or ``"joint"``.
         concat_weight: Weight of the concatenation block's loss (PMG: 2).
-        lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (above).
-        exclude_identity: Never feed an unshuffled jigsaw.
+        lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (above);
+            ``backbone_lr=None`` chooses it by ``pretrained``.
+        exclude_identity: Never feed an unshuffled jigsaw (only matters with
+            ``permutations="uniform"``).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
+        permutations: How the jigsaws' tile permutations are drawn: ``"cycle"`` (PMG's
+            and the FG-SSL authors': one grid²-cycle per image, no tile in place),
+            ``"derangement"`` or ``"uniform"``; see
+            :func:`~lightly_derm.transforms.random_tile_permutations`.
+        set_grads_to_none: How the progressive schedule clears gradients between its
+            steps. ``False`` (PMG's loop: ``zero_grad()`` with zeros): every parameter
+            takes all 4 optimizer steps of a batch — a parameter the step's loss does
+            not reach still gets its momentum and weight-decay update, as in PMG.
+            ``True``: such parameters are skipped by SGD in that step (cheaper, not
+            PMG's dynamics).
+        pretrained: Whether the backbone starts from trained weights, for
+            ``backbone_lr=None``; default: whether ``backbone_weights`` was given
+            (unknown for a module backbone).
     """
 
     def __init__(
@@ -72,12 +127,15 @@ class PMGMethod(SSLMethod):
         schedule: str = "progressive",
         concat_weight: float = 2.0,
         lr: float = 0.002,
-        backbone_lr: float = 0.0002,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
         exclude_identity: bool = False,
         augment: Augment = "cpu",
+        permutations: str = "cycle",
+        set_grads_to_none: bool = False,
+        pretrained: bool | None = None,
     ) -> None:
         super().__init__(
             backbone=backbone, backbone_weights=backbone_weights, augment=augment
@@ -100,12 +158,18 @@ class PMGMethod(SSLMethod):
         self.grids = grids
         self.schedule = schedule
         self.concat_weight = concat_weight
+        if pretrained is None and isinstance(backbone, str):
+            pretrained = backbone_weights is not None
         self.lr = lr
-        self.backbone_lr = backbone_lr
+        self.backbone_lr = backbone_learning_rate(
+            lr, backbone_lr, pretrained, type(self).__name__
+        )
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.exclude_identity = exclude_identity
+        self.permutations = check_permutations(permutations, grids)
+        self.set_grads_to_none = set_grads_to_none
         self.blocks = HierarchicalBlocks(
             self.backbone,
             feature_dim=embedding_dim,
@@ -137,7 +201,12 @@ class PMGMethod(SSLMethod):
     def jigsaws(self, images: Tensor) -> list[Tensor]:
         """J_n(images) for every grid n, each shuffled in one pass on the batch's device."""
         return [
-            jigsaw_shuffle(images, grid, exclude_identity=self.exclude_identity)[0]
+            jigsaw_shuffle(
+                images,
+                grid,
+                exclude_identity=self.exclude_identity,
+                permutations=self.permutations,
+            )[0]
             for grid in self.grids
         ]
 
@@ -167,15 +236,16 @@ class PMGMethod(SSLMethod):
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)
         losses: list[Tensor] = []
+        to_none = self.set_grads_to_none
         if self.schedule == "progressive":
             for step_loss in step_losses:
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=to_none)
                 loss = step_loss()
                 self.manual_backward(loss)
                 optimizer.step()
                 losses.append(loss.detach())
         else:
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=to_none)
             parts = joint_loss()
             self.manual_backward(torch.stack(parts).sum())
             optimizer.step()

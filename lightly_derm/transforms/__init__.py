@@ -20,8 +20,11 @@ from lightly_derm.transforms.gravis_transform import (
     GraVISViewTransform,
 )
 from lightly_derm.transforms.jigsaw import (
+    PERMUTATIONS,
     HierarchicalJigsaw,
     check_grid,
+    check_permutations,
+    cycle_from_order,
     jigsaw_shuffle,
     jigsaw_unshuffle,
     permute_tiles,
@@ -30,6 +33,7 @@ from lightly_derm.transforms.jigsaw import (
 from lightly_derm.transforms.rgb import RGBInput, to_rgb
 
 __all__ = [
+    "PERMUTATIONS",
     "Cutout",
     "FGSSLTransform",
     "FGSSLView1Transform",
@@ -41,6 +45,8 @@ __all__ = [
     "RandHierarchicalJigsawd",
     "check_grid",
     "check_input_size",
+    "check_permutations",
+    "cycle_from_order",
     "jigsaw_shuffle",
     "jigsaw_unshuffle",
     "permute_tiles",

@@ -206,6 +206,10 @@ class FGSSLTransform(MultiViewTransform):
         grids: The jigsaw grids, finest first (authors' ISIC setting (16, 8, 4)).
         cpu_jigsaw: Make the jigsaw views here, per image (see above).
         exclude_identity: With ``cpu_jigsaw``, never return an unshuffled jigsaw.
+        permutations: With ``cpu_jigsaw``, how the jigsaws' permutations are drawn:
+            ``"cycle"`` (the authors', from PMG: one grid²-cycle per image, no tile
+            in place), ``"derangement"`` or ``"uniform"``; see
+            :func:`~lightly_derm.transforms.random_tile_permutations`.
         view_1_transform: Transform for view a; default
             ``FGSSLView1Transform(input_size)``.
         view_2_transform: Transform for view b; default
@@ -232,11 +236,14 @@ class FGSSLTransform(MultiViewTransform):
         exclude_identity: bool = False,
         view_1_transform: Any = None,
         view_2_transform: Any = None,
+        permutations: str = "cycle",
     ) -> None:
         self.grids = _check_grids(grids)
         self.input_size = check_input_size(input_size, self.grids)
         self.cpu_jigsaw = cpu_jigsaw
-        self.jigsaw = HierarchicalJigsaw(self.grids, exclude_identity=exclude_identity)
+        self.jigsaw = HierarchicalJigsaw(
+            self.grids, exclude_identity=exclude_identity, permutations=permutations
+        )
         super().__init__(
             transforms=[
                 view_1_transform or FGSSLView1Transform(input_size=input_size),

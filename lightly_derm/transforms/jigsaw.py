@@ -54,8 +54,11 @@ from PIL.Image import Image
 from torch import Tensor
 
 __all__ = [
+    "PERMUTATIONS",
     "HierarchicalJigsaw",
     "check_grid",
+    "check_permutations",
+    "cycle_from_order",
     "jigsaw_shuffle",
     "jigsaw_unshuffle",
     "permute_tiles",
@@ -104,6 +107,77 @@ def _check_images(images: Any, fn: str) -> Tensor:
     return images
 
 
+#: How the tile permutations are drawn: ``"uniform"`` (every permutation of the grid²
+#: tiles alike), ``"derangement"`` (uniform over the permutations that move every tile)
+#: and ``"cycle"`` (uniform over the grid²-cycles: PMG's and FG-SSL's generator).
+PERMUTATIONS: tuple[str, ...] = ("uniform", "derangement", "cycle")
+
+#: Rejection rounds of ``"derangement"`` between two checks whether every row is done.
+_DERANGEMENT_ROUNDS = 8
+
+
+def check_permutations(permutations: Any, grids: Sequence[int] = ()) -> str:
+    """Checks a permutation kind (one of :data:`PERMUTATIONS`) for ``grids``; returns it.
+
+    Raises:
+        ValueError: An unknown kind, or ``"derangement"`` with a grid of 1 (one tile has
+            no derangement).
+    """
+    if permutations not in PERMUTATIONS:
+        raise ValueError(
+            f"permutations must be one of {', '.join(PERMUTATIONS)}, got {permutations!r}"
+        )
+    if permutations == "derangement" and 1 in grids:
+        raise ValueError(
+            f"permutations='derangement' needs every grid >= 2 (one tile cannot move), "
+            f"got grids {tuple(grids)}"
+        )
+    return str(permutations)
+
+
+def cycle_from_order(order: Tensor) -> Tensor:
+    """The n-cycle that PMG's tile-swap loop makes from a visiting order of the n tiles.
+
+    PMG (Du et al., ECCV 2020, ``jigsaw_generator``) shuffles the list of the n tiles and
+    swaps tile 0 with each listed tile in turn. Listing the non-zero tiles in that
+    order, a_1, …, a_{n−1}, the swaps leave tile a_{k−1} at position a_k (a_0 = 0) and
+    a_{n−1} at position 0: one cycle through all n tiles, whatever the order. A uniform
+    order makes a uniform n-cycle ((n − 1)! of them, each from n orders).
+
+    Args:
+        order: (B, n) integer tensor, each row a permutation of 0 … n − 1 (the
+            shuffled list; tile 0 may be anywhere in it).
+
+    Returns:
+        (B, n) int64 permutations in :func:`permute_tiles`' convention: position p of
+        the result holds tile ``perm[b, p]``.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.transforms.jigsaw import cycle_from_order
+        >>> cycle_from_order(torch.tensor([[2, 0, 3, 1]])).tolist()
+        [[1, 3, 0, 2]]
+    """
+    order = order.long()
+    # the visiting order with tile 0 first: 0, a_1, ..., a_{n-1}
+    zero_first = torch.gather(
+        order, 1, (order != 0).to(torch.int8).argsort(dim=1, stable=True)
+    )
+    # position a_k receives a_{k-1}
+    return torch.empty_like(zero_first).scatter_(
+        1, zero_first, zero_first.roll(1, dims=1)
+    )
+
+
+def _uniform_orders(
+    batch_size: int, num_tiles: int, generator: torch.Generator | None, device: Any
+) -> Tensor:
+    keys = torch.rand(
+        batch_size, num_tiles, generator=generator, device=device, dtype=torch.float64
+    )
+    return keys.argsort(dim=1)
+
+
 def random_tile_permutations(
     batch_size: int,
     grid: int,
@@ -111,19 +185,35 @@ def random_tile_permutations(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     exclude_identity: bool = False,
+    permutations: str = "uniform",
 ) -> Tensor:
     """Draws one random permutation of the ``grid²`` tiles per sample.
 
-    Each row is the argsort of ``grid²`` uniform float64 keys, so every permutation is
-    equally likely (ties have probability below 2⁻³³ even for grid 32). Nothing is
-    looped over in Python and nothing synchronises with the host.
+    ``permutations`` chooses the distribution (n = grid²):
 
-    With ``exclude_identity``, rows that came out as the identity are drawn once more
-    (vectorised), and rows that are the identity again (probability 1/(grid²)!² per
-    row) are composed with a uniformly random transposition. The result is never the
-    identity; every other permutation has probability (1 + 1/n!)/n! with n = grid²,
-    except the transpositions, which have an extra 1/(n!²·n(n−1)/2) — 0.7 % more
-    than the others for grid 2, and less than 10⁻¹⁰ % for grid ≥ 3.
+    - ``"uniform"``: each row is the argsort of n uniform float64 keys, so every
+      permutation is equally likely (ties have probability below 2⁻³³ even for grid
+      32). With ``grid`` 2, 1 row in 24 is the identity (an unshuffled image).
+    - ``"cycle"`` (PMG's and FG-SSL's generator): the argsort of n keys is taken as
+      the visiting order of PMG's tile-swap loop (:func:`cycle_from_order`); the row is
+      a uniformly random n-cycle — one cycle through every tile, so no tile stays in
+      place. Same cost as ``"uniform"``.
+    - ``"derangement"``: uniform over the permutations with no tile in place
+      (rejection: uniform rows are redrawn until they have no fixed point, about e
+      draws per row). Every row is redrawn in rounds of 8; between rounds one host
+      synchronisation checks whether all rows are done (a batch of 256 at grid ≥ 2
+      needs about 2 checks).
+
+    Only ``"uniform"`` and ``"cycle"`` never synchronise with the host, and nothing is
+    looped over in Python.
+
+    With ``exclude_identity`` (``"uniform"`` only; the others never give the
+    identity), rows that came out as the identity are drawn once more (vectorised),
+    and rows that are the identity again (probability 1/(grid²)!² per row) are composed
+    with a uniformly random transposition. The result is never the identity; every
+    other permutation has probability (1 + 1/n!)/n!, except the transpositions, which
+    have an extra 1/(n!²·n(n−1)/2) — 0.7 % more than the others for grid 2, and less
+    than 10⁻¹⁰ % for grid ≥ 3.
 
     Args:
         batch_size: B, the number of permutations.
@@ -132,13 +222,15 @@ def random_tile_permutations(
             the default generator of ``device``.
         device: Where the result lives; by default the generator's device, or the CPU.
         exclude_identity: Never return the identity permutation (needs ``grid`` >= 2).
+        permutations: ``"uniform"``, ``"derangement"`` or ``"cycle"`` (above).
 
     Returns:
         (B, grid²) int64 permutations.
 
     Raises:
-        ValueError: ``grid`` < 1, a negative ``batch_size``, or ``exclude_identity`` with
-            ``grid`` 1 (whose only permutation is the identity).
+        ValueError: ``grid`` < 1, a negative ``batch_size``, an unknown
+            ``permutations``, or ``exclude_identity`` or ``"derangement"`` with ``grid``
+            1 (whose only permutation is the identity).
 
     Example:
         >>> import torch
@@ -146,11 +238,17 @@ def random_tile_permutations(
         >>> perm = random_tile_permutations(2, 2, generator=torch.Generator().manual_seed(0))
         >>> perm.shape, sorted(perm[0].tolist())
         (torch.Size([2, 4]), [0, 1, 2, 3])
+        >>> cycles = random_tile_permutations(
+        ...     1000, 3, permutations="cycle", generator=torch.Generator().manual_seed(0)
+        ... )
+        >>> bool((cycles == torch.arange(9)).any())   # no tile ever stays in place
+        False
     """
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"grid must be an int >= 1, got {grid!r}")
     if batch_size < 0:
         raise ValueError(f"batch_size must be >= 0, got {batch_size}")
+    check_permutations(permutations, (grid,))
     if exclude_identity and grid < 2:
         raise ValueError(
             "exclude_identity needs grid >= 2: grid 1 has one tile, whose only "
@@ -158,23 +256,14 @@ def random_tile_permutations(
         )
     num_tiles = grid * grid
     draw_device = generator.device if generator is not None else device
-    keys = torch.rand(
-        batch_size,
-        num_tiles,
-        generator=generator,
-        device=draw_device,
-        dtype=torch.float64,
-    )
-    perm = keys.argsort(dim=1)
-    if exclude_identity:
+    perm = _uniform_orders(batch_size, num_tiles, generator, draw_device)
+    if permutations == "cycle":
+        perm = cycle_from_order(perm)
+    elif permutations == "derangement":
+        perm = _redraw_until_deranged(perm, generator, draw_device)
+    elif exclude_identity:
         identity = torch.arange(num_tiles, device=perm.device)
-        redraw = torch.rand(
-            batch_size,
-            num_tiles,
-            generator=generator,
-            device=draw_device,
-            dtype=torch.float64,
-        ).argsort(dim=1)
+        redraw = _uniform_orders(batch_size, num_tiles, generator, draw_device)
         perm = torch.where((perm == identity).all(1, keepdim=True), redraw, perm)
         # A random transposition (i j), i != j, for rows that are still the identity.
         i = torch.randint(
@@ -189,6 +278,25 @@ def random_tile_permutations(
     if device is not None:
         perm = perm.to(device)
     return perm
+
+
+def _redraw_until_deranged(
+    perm: Tensor, generator: torch.Generator | None, device: Any
+) -> Tensor:
+    """Rows with a fixed point are replaced by fresh uniform rows until none is left.
+
+    Each row ends as the first fixed-point-free draw of its own sequence of uniform
+    draws, so it is uniform over the derangements.
+    """
+    batch_size, num_tiles = perm.shape
+    identity = torch.arange(num_tiles, device=perm.device)
+    while True:
+        for _ in range(_DERANGEMENT_ROUNDS):
+            fixed = (perm == identity).any(1, keepdim=True)
+            redraw = _uniform_orders(batch_size, num_tiles, generator, device)
+            perm = torch.where(fixed, redraw, perm)
+        if batch_size == 0 or not bool((perm == identity).any()):
+            return perm
 
 
 def _grid_of(permutation: Tensor) -> int:
@@ -403,6 +511,7 @@ def jigsaw_shuffle(
     generator: torch.Generator | None = None,
     *,
     exclude_identity: bool = False,
+    permutations: str = "uniform",
 ) -> tuple[Tensor, Tensor]:
     """Shuffles the ``grid`` × ``grid`` tiles of every image, with one permutation per sample.
 
@@ -418,6 +527,8 @@ def jigsaw_shuffle(
             ``None`` uses the default generator of the images' device.
         exclude_identity: Never return an unshuffled image (see
             :func:`random_tile_permutations` for the resulting distribution).
+        permutations: ``"uniform"``, ``"derangement"`` or ``"cycle"`` (PMG's and
+            FG-SSL's: one grid²-cycle per image), see :func:`random_tile_permutations`.
 
     Returns:
         ``(shuffled, permutation)``: the shuffled images (B, C, H, W), with the input's
@@ -428,7 +539,8 @@ def jigsaw_shuffle(
     Raises:
         TypeError: ``images`` is not a tensor or ``grid`` not an int.
         ValueError: ``images`` is not 4-D, or ``grid`` < 1, larger than a side or does
-            not divide it (the message names the sizes and the grid).
+            not divide it (the message names the sizes and the grid); an unknown
+            ``permutations``.
 
     Example:
         >>> import torch
@@ -448,6 +560,7 @@ def jigsaw_shuffle(
         generator=generator,
         device=images.device,
         exclude_identity=exclude_identity,
+        permutations=permutations,
     )
     return _permute_tiles(images, grid, permutation), permutation
 
@@ -532,6 +645,9 @@ class HierarchicalJigsaw:
     Args:
         grids: The grids, one view each, in the order of the returned views.
         exclude_identity: Never return an unshuffled view.
+        permutations: How the permutations are drawn: ``"uniform"``,
+            ``"derangement"`` or ``"cycle"`` (PMG's and FG-SSL's), see
+            :func:`random_tile_permutations`.
         return_permutations: Return ``(views, permutations)`` instead of ``views``;
             ``permutations[i]`` is the (grids[i]²,) int64 permutation of view i.
         generator: A ``torch.Generator`` that makes the views reproducible; ``None``
@@ -561,12 +677,14 @@ class HierarchicalJigsaw:
         exclude_identity: bool = False,
         return_permutations: bool = False,
         generator: torch.Generator | None = None,
+        permutations: str = "uniform",
     ) -> None:
         self.grids = _check_grids(grids)
         if exclude_identity and 1 in self.grids:
             raise ValueError(
                 f"exclude_identity needs every grid >= 2, got grids {self.grids}"
             )
+        self.permutations = check_permutations(permutations, self.grids)
         self.exclude_identity = exclude_identity
         self.return_permutations = return_permutations
         self.generator = generator
@@ -588,7 +706,11 @@ class HierarchicalJigsaw:
         permutations: list[Tensor] = []
         for grid in self.grids:
             shuffled, perm = jigsaw_shuffle(
-                batch, grid, self.generator, exclude_identity=self.exclude_identity
+                batch,
+                grid,
+                self.generator,
+                exclude_identity=self.exclude_identity,
+                permutations=self.permutations,
             )
             views.append(shuffled[0] if tensor.ndim == 3 else shuffled)
             permutations.append(perm[0] if tensor.ndim == 3 else perm)
@@ -600,5 +722,6 @@ class HierarchicalJigsaw:
         return (
             f"{type(self).__name__}(grids={self.grids}, "
             f"exclude_identity={self.exclude_identity}, "
+            f"permutations={self.permutations!r}, "
             f"return_permutations={self.return_permutations})"
         )

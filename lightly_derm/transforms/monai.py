@@ -17,7 +17,13 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-from lightly_derm.transforms.jigsaw import _check_grids, _permute_tiles, check_grid
+from lightly_derm.transforms.jigsaw import (
+    _check_grids,
+    _permute_tiles,
+    check_grid,
+    check_permutations,
+    cycle_from_order,
+)
 
 __all__ = ["RandHierarchicalJigsawd"]
 
@@ -44,6 +50,12 @@ class RandHierarchicalJigsawd(RandomizableTransform, MapTransform):
             unshuffled copies (and identity permutations), so the keys always exist.
         exclude_identity: Redraw permutations that leave the image unchanged (the
             result is uniform over the other permutations).
+        permutations: How the permutations are drawn, as in
+            :func:`~lightly_derm.transforms.random_tile_permutations`: ``"uniform"``
+            (``self.R.permutation``), ``"derangement"`` (uniform permutations redrawn
+            until no tile stays in place) or ``"cycle"`` (PMG's and FG-SSL's: the
+            uniform ``self.R.permutation`` taken as the visiting order of PMG's
+            tile-swap loop, :func:`~lightly_derm.transforms.cycle_from_order`).
         key_template: Name of the output key, formatted with ``key`` and ``grid``.
         permutation_key_template: Name of the permutation key, formatted likewise;
             ``None`` stores no permutations.
@@ -76,6 +88,7 @@ class RandHierarchicalJigsawd(RandomizableTransform, MapTransform):
         key_template: str = "{key}_jigsaw_{grid}",
         permutation_key_template: str | None = None,
         allow_missing_keys: bool = False,
+        permutations: str = "uniform",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
@@ -94,6 +107,7 @@ class RandHierarchicalJigsawd(RandomizableTransform, MapTransform):
                     f"got {template!r}"
                 )
         self.exclude_identity = exclude_identity
+        self.permutations = check_permutations(permutations, self.grids)
         self.key_template = key_template
         self.permutation_key_template = permutation_key_template
         self._permutations: list[np.ndarray] = []
@@ -111,8 +125,15 @@ class RandHierarchicalJigsawd(RandomizableTransform, MapTransform):
         self._permutations = []
         for grid in self.grids:
             num_tiles = grid * grid
+            identity = np.arange(num_tiles)
             perm = self.R.permutation(num_tiles)
-            while self.exclude_identity and np.array_equal(perm, np.arange(num_tiles)):
+            if self.permutations == "cycle":
+                order = torch.from_numpy(perm).view(1, -1)
+                perm = cycle_from_order(order)[0].numpy()
+            elif self.permutations == "derangement":
+                while (perm == identity).any():
+                    perm = self.R.permutation(num_tiles)
+            while self.exclude_identity and np.array_equal(perm, identity):
                 perm = self.R.permutation(num_tiles)
             if not self._do_transform:
                 perm = np.arange(num_tiles)

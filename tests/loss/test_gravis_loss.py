@@ -23,7 +23,7 @@ def clamped_sigmoid(x: torch.Tensor, tau: float) -> torch.Tensor:
     return 1.0 / (1.0 + torch.exp(torch.clamp(-x / tau, -50, 50)))
 
 
-def loop_smooth_ap(z, g, tau=0.2, normalize=True, exclude_self=False) -> torch.Tensor:
+def loop_smooth_ap(z, g, tau=0.01, normalize=True, exclude_self=False) -> torch.Tensor:
     z = z.double()
     if normalize:
         z = z / z.norm(dim=1, keepdim=True)
@@ -119,8 +119,9 @@ def test_smooth_ap_matches_loop_reference(
     z, g = _inputs(batch_size, num_views, dim, seed=batch_size * 100 + dim)
     if not normalize:
         z = z / math.sqrt(dim)  # raw dot products of order 1, as a trained head gives
+    tau = 0.01 if normalize else 0.2  # the defaults
     loss_fn = GraVISLoss(normalize=normalize, exclude_self=exclude_self)
-    expected = loop_smooth_ap(z, g, 0.2, normalize, exclude_self)
+    expected = loop_smooth_ap(z, g, tau, normalize, exclude_self)
     torch.testing.assert_close(loss_fn(z, g), expected, rtol=1e-10, atol=1e-12)
     # float32 in, float32 out, same number to float32 precision.
     got32 = loss_fn(z.float(), g)
@@ -146,7 +147,7 @@ def test_authors_settings_give_authors_numbers(batch_size, num_views, dim) -> No
     # The loop reference and the authors' code agree too: the references are consistent.
     z, g = _inputs(batch_size, min(num_views, 4), dim, seed=1)
     torch.testing.assert_close(
-        loop_smooth_ap(z, g, normalize=False), authors_smooth_ap(z, batch_size)
+        loop_smooth_ap(z, g, 0.2, normalize=False), authors_smooth_ap(z, batch_size)
     )
 
 
@@ -193,7 +194,7 @@ def test_variable_group_sizes_in_any_order(variant, exclude_self) -> None:
     z, g = _ragged(seed=3)
     got = GraVISLoss(variant, exclude_self=exclude_self)(z, g)
     if variant == "smooth_ap":
-        expected = loop_smooth_ap(z, g, exclude_self=exclude_self)
+        expected = loop_smooth_ap(z, g, 0.01, exclude_self=exclude_self)
     else:
         expected = loop_attention(z, g)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
@@ -215,7 +216,7 @@ def test_group_size_hint_gives_the_same_loss_and_gradients(
     loss_fn = GraVISLoss(variant, exclude_self=exclude_self)
     got = loss_fn(z, g, group_size=num_views)
     if variant == "smooth_ap":
-        expected = loop_smooth_ap(z, g, exclude_self=exclude_self)
+        expected = loop_smooth_ap(z, g, 0.01, exclude_self=exclude_self)
     else:
         expected = loop_attention(z, g)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
@@ -370,8 +371,11 @@ def test_bad_input_errors() -> None:
         GraVISLoss(temperature=0.0)
     with pytest.raises(ValueError, match="attention_temperature must be positive"):
         GraVISLoss(attention_temperature=-1.0)
-    assert GraVISLoss().temperature == 0.2
+    assert GraVISLoss().temperature == 0.01  # cosine: Smooth-AP's
+    assert GraVISLoss(normalize=False).temperature == 0.2  # raw: the authors'
+    assert GraVISLoss(normalize=False, temperature=0.5).temperature == 0.5
     assert GraVISLoss("attention").temperature == 0.1
+    assert GraVISLoss("attention", normalize=False).temperature == 0.1
 
 
 # ------------------------------------------------------------------ distributed

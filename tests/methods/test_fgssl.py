@@ -12,6 +12,7 @@ from PIL import Image
 from lightly_derm.data import GroupedViewCollate
 from lightly_derm.loss import BarlowTwinsFrobeniusLoss
 from lightly_derm.methods import FGSSL, FGSSLClassifier
+from lightly_derm.methods.fgssl import LEARNING_RATES, LOSSES
 from lightly_derm.models import extract_backbone_state_dict, load_checkpoint_file
 from lightly_derm.transforms import FGSSLTransform
 
@@ -87,7 +88,14 @@ def test_trains_on_isic_with_falling_loss(
     isic_images, tmp_path, schedule, steps_per_batch
 ) -> None:
     pl.seed_everything(0, verbose=False)
-    model = FGSSL(**SMALL, schedule=schedule, lr=0.05, backbone_lr=0.01, max_epochs=10)
+    model = FGSSL(
+        **SMALL,
+        loss="barlow_twins",
+        schedule=schedule,
+        lr=0.05,
+        backbone_lr=0.01,
+        max_epochs=10,
+    )
     transform = model.default_transform(input_size=32)
     samples = [(transform(image), 0, f"{i}.jpg") for i, image in enumerate(isic_images)]
     loader = torch.utils.data.DataLoader(
@@ -142,12 +150,14 @@ def test_cpu_jigsaws_under_bf16_mixed_precision(isic_images) -> None:
 
 
 def test_pair_loss_is_float32_under_autocast() -> None:
-    model = FGSSL(**SMALL, loss="authors")
+    model = FGSSL(**SMALL)
     assert isinstance(model.criterion, BarlowTwinsFrobeniusLoss)
     assert model.criterion.lambda_param == 5e-3
     z_a, z_b = torch.randn(6, 8), torch.randn(6, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = FGSSL(**SMALL).pair_loss(z_a.bfloat16(), z_b.bfloat16())
+        loss = FGSSL(**SMALL, loss="barlow_twins").pair_loss(
+            z_a.bfloat16(), z_b.bfloat16()
+        )
     assert loss.dtype == torch.float32
     expected = BarlowTwinsLoss(lambda_param=0.0051)(
         z_a.bfloat16().float(), z_b.bfloat16().float()
@@ -155,8 +165,10 @@ def test_pair_loss_is_float32_under_autocast() -> None:
     torch.testing.assert_close(loss, expected)
 
 
-def test_authors_optimiser_defaults() -> None:
-    model = FGSSL(backbone="resnet18", max_epochs=10)
+def test_authors_optimiser_defaults(tmp_path) -> None:
+    path = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    model = FGSSL(backbone="resnet18", backbone_weights=path, max_epochs=10)
     config = model.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     head, backbone = optimizer.param_groups
@@ -172,8 +184,98 @@ def test_authors_optimiser_defaults() -> None:
     } == every
     assert scheduler.T_max == 10
     assert (
-        isinstance(model.criterion, BarlowTwinsLoss)
-        and model.criterion.lambda_param == 0.0051
+        isinstance(model.criterion, BarlowTwinsFrobeniusLoss)
+        and model.criterion.lambda_param == 5e-3
+    )
+
+
+def test_presets_pair_each_loss_with_its_rates(tmp_path) -> None:
+    path = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    cases = [
+        # (kwargs, loss class, lr, backbone_lr)
+        ({}, BarlowTwinsFrobeniusLoss, 0.002, 0.002),  # from scratch: one rate
+        ({"backbone_weights": path}, BarlowTwinsFrobeniusLoss, 0.002, 0.0002),
+        ({"loss": "barlow_twins"}, BarlowTwinsLoss, 1e-4, 1e-4),
+        (
+            {"loss": "barlow_twins", "backbone_weights": path},
+            BarlowTwinsLoss,
+            1e-4,
+            1e-5,
+        ),
+        ({"loss": "barlow_twins", "lr": 0.01}, BarlowTwinsLoss, 0.01, 0.01),
+        ({"lr": 0.01, "backbone_lr": 0.003}, BarlowTwinsFrobeniusLoss, 0.01, 0.003),
+    ]
+    for kwargs, loss_type, lr, backbone_lr in cases:
+        model = FGSSL(backbone="resnet18", **kwargs)
+        assert isinstance(model.criterion, loss_type), kwargs
+        assert (model.lr, model.backbone_lr) == pytest.approx((lr, backbone_lr)), kwargs
+        groups = model.configure_optimizers().param_groups
+        assert [g["lr"] for g in groups] == pytest.approx([lr, backbone_lr]), kwargs
+    assert LEARNING_RATES == {"authors": 0.002, "barlow_twins": 1e-4}
+    assert FGSSL(backbone="resnet18").permutations == "cycle"
+    # a module backbone may be pretrained or not: the default says so
+    with pytest.warns(UserWarning, match=r"pass backbone_lr=0\.0002"):
+        model = FGSSL(backbone=torchvision.models.resnet18(), grids=GRIDS)
+    assert model.backbone_lr == 0.002
+    classifier = FGSSLClassifier(backbone="resnet18", blocks_weights=None)
+    assert (classifier.lr, classifier.backbone_lr) == (0.002, 0.002)
+
+
+class WeightChange(pl.Callback):
+    """Largest per-step ‖ΔW‖ / ‖W‖ of each parameter group."""
+
+    def __init__(self) -> None:
+        self.largest = {"head": 0.0, "backbone": 0.0}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        optimizer = trainer.optimizers[0]
+        before: list[list[torch.Tensor]] = []
+
+        def pre(opt, *_) -> None:
+            before[:] = [
+                [p.detach().clone() for p in g["params"]] for g in opt.param_groups
+            ]
+
+        def post(opt, *_) -> None:
+            for group, old in zip(opt.param_groups, before, strict=True):
+                new = torch.cat([p.detach().flatten() for p in group["params"]])
+                flat = torch.cat([q.flatten() for q in old])
+                change = float((new - flat).norm() / flat.norm())
+                name = group["name"]
+                self.largest[name] = max(self.largest[name], change)
+
+        optimizer.register_step_pre_hook(pre)
+        optimizer.register_step_post_hook(post)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", LOSSES)
+def test_default_presets_train_stably_on_isic(isic_image_paths, loss) -> None:
+    """Each preset's defaults, from scratch: finite, falling loss and small steps.
+
+    The measurement behind the defaults is ``benchmarks/fgssl_learning_rates.py``;
+    there Barlow Twins at the authors' rate 0.002 rose in the second batch and moved
+    the blocks by 14 % of their norm in one step.
+    """
+    pl.seed_everything(0, verbose=False)
+    model = FGSSL(backbone="resnet18", loss=loss)
+    transform = model.default_transform(input_size=48)
+    samples = []
+    for i, path in enumerate(isic_image_paths[:64]):
+        with Image.open(path) as image:
+            image.draft("RGB", (96, 96))
+            samples.append((transform(image.convert("RGB")), 0, f"{i}.jpg"))
+    loader = torch.utils.data.DataLoader(
+        samples, batch_size=16, shuffle=True, collate_fn=model.default_collate()
+    )
+    recorder, change = Recorder(), WeightChange()
+    trainer(-1, [recorder, change], max_steps=4 * 8).fit(model, loader)
+    losses = recorder.losses
+    assert len(losses) == 8 and all(math.isfinite(x) for x in losses), losses
+    assert sum(losses[-3:]) < sum(losses[:3]), losses
+    assert change.largest["head"] < 0.05 and change.largest["backbone"] < 0.05, (
+        change.largest
     )
 
 

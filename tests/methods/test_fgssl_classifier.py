@@ -87,3 +87,43 @@ def test_batches_and_targets() -> None:
         FGSSLClassifier(
             **SMALL, blocks_weights={"blocks.concat_block.1.weight": torch.zeros(1)}
         )
+
+
+@pytest.mark.parametrize(("input_size", "resize"), [(224, 256), (64, 73), (32, 37)])
+def test_eval_views_are_resize_then_center_crop(input_size, resize) -> None:
+    import torchvision.transforms.functional as TF
+
+    model = FGSSLClassifier(**SMALL)
+    rng = np.random.default_rng(0)
+    for size in [(300, 200), (97, 130)]:
+        image = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+        (view,) = model.eval_transform(input_size)(image)
+        expected = TF.normalize(
+            TF.to_tensor(TF.center_crop(TF.resize(image, resize), input_size)),
+            mean=[0.485, 0.456, 0.406],
+            std=[0.229, 0.224, 0.225],
+        )
+        torch.testing.assert_close(view, expected)
+
+
+def test_training_views_are_the_authors_recipe() -> None:
+    model = FGSSLClassifier(**SMALL)
+    transform = model.cpu_view_transform(32)
+    steps = [type(t).__name__ for t in transform.transforms[0].transforms]
+    assert steps == [
+        "_ToRGB",
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "RandomVerticalFlip",
+        "AugMix",
+        "ToTensor",
+        "Normalize",
+    ]
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    )
+    torch.manual_seed(0)
+    first, second = transform(image)[0], transform(image)[0]
+    assert first.shape == (3, 32, 32) and not torch.equal(first, second)
+    with pytest.raises(ValueError, match="input_size 30 is not divisible"):
+        model.eval_transform(30)

@@ -55,7 +55,7 @@ def test_authors_architecture_and_defaults() -> None:
     assert isinstance(loss, GraVISLoss)
     assert (loss.variant, loss.temperature, loss.normalize, loss.exclude_self) == (
         "smooth_ap",
-        0.2,
+        0.01,
         True,
         False,
     )
@@ -238,3 +238,95 @@ def test_gpu_ddp_bf16_mixed_trains() -> None:
     assert any(
         not torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items()
     )
+
+
+def _bn_backbone() -> nn.Module:
+    """With batch norm: per-rank batches and shuffled batches give different statistics."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def _shuffled_ddp_work(rank: int, world_size: int, views, ddp_batchnorm: str) -> dict:
+    """One rank of a DDP step: its views, the method's forward, gradients averaged."""
+    import torch.distributed as dist
+
+    model = GraVIS(
+        backbone=_bn_backbone(),
+        hidden_dim=16,
+        output_dim=8,
+        ddp_batchnorm=ddp_batchnorm,
+    )
+    n = views.shape[0] // world_size
+    mine = views[rank * n : (rank + 1) * n]
+    group_ids = torch.arange(n // 2).repeat_interleave(2)  # K = 2, image-major
+    embeddings = model.embed_views(mine, torch.Generator().manual_seed(5))
+    loss = model.criterion(embeddings, group_ids, group_size=2)
+    loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        dist.all_reduce(p.grad)  # what DDP does: the mean over ranks
+        grads[name] = p.grad / world_size
+    return {"loss": loss.detach(), "grads": grads}
+
+
+def _single_process_reference(views, world_size: int, shuffle: bool) -> dict:
+    """The whole batch in one process, BatchNorm batches as the ranks would see them."""
+    model = GraVIS(backbone=_bn_backbone(), hidden_dim=16, output_dim=8)
+    total = views.shape[0]
+    n = total // world_size
+    order = (
+        torch.randperm(total, generator=torch.Generator().manual_seed(5))
+        if shuffle
+        else torch.arange(total)
+    )
+    chunks = [
+        model.forward_projection(views[order[r * n : (r + 1) * n]])
+        for r in range(world_size)
+    ]
+    outputs = torch.zeros(total, 8).index_add(0, order, torch.cat(chunks))
+    group_ids = torch.arange(total // 2).repeat_interleave(2)
+    loss = GraVISLoss()(outputs, group_ids)
+    loss.backward()
+    return {
+        "loss": loss.detach(),
+        "grads": {name: p.grad for name, p in model.named_parameters()},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_views_are_shuffled_across_ranks_for_batchnorm() -> None:
+    """2 gloo processes: with the default ddp_batchnorm="shuffle", each rank's BatchNorm
+    batch is a random half of the global batch (one permutation drawn on rank 0), and
+    loss and gradients equal one process running those two BatchNorm batches."""
+    from tests.utils.distributed import run_distributed
+
+    views = torch.randn(16, 3, 12, 12)  # 2 ranks x 4 images x 2 views
+    shuffled = run_distributed(_shuffled_ddp_work, 2, (views, "shuffle"), timeout_s=120)
+    local = run_distributed(_shuffled_ddp_work, 2, (views, "local"), timeout_s=120)
+    reference = _single_process_reference(views, 2, shuffle=True)
+    per_rank = _single_process_reference(views, 2, shuffle=False)
+    assert GraVIS(backbone=_bn_backbone()).ddp_batchnorm == "shuffle"
+    for got, want in ((shuffled, reference), (local, per_rank)):
+        loss = (got[0]["loss"] + got[1]["loss"]) / 2
+        torch.testing.assert_close(loss, want["loss"], rtol=1e-5, atol=1e-6)
+        for name, grad in want["grads"].items():
+            torch.testing.assert_close(
+                got[0]["grads"][name], grad, rtol=1e-4, atol=1e-6
+            )
+            torch.testing.assert_close(
+                got[1]["grads"][name], grad, rtol=1e-4, atol=1e-6
+            )
+    # the shuffle changes BatchNorm's batches, hence the gradient
+    assert not torch.allclose(
+        shuffled[0]["grads"]["backbone.0.weight"],
+        local[0]["grads"]["backbone.0.weight"],
+    )
+    with pytest.raises(ValueError, match="ddp_batchnorm must be one of shuffle, sync"):
+        GraVIS(backbone=_bn_backbone(), ddp_batchnorm="syncbn")

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from lightly_derm.transforms import (
+    PERMUTATIONS,
     HierarchicalJigsaw,
+    cycle_from_order,
     jigsaw_shuffle,
     jigsaw_unshuffle,
     permute_tiles,
@@ -228,3 +230,171 @@ def test_gpu_matches_cpu() -> None:
     assert perm.is_cuda and torch.equal(
         jigsaw_unshuffle(shuffled, perm).cpu(), images.half()
     )
+
+
+# --------------------------------------------------------------- permutation kinds
+def pmg_jigsaw_reference(image: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """PMG's ``jigsaw_generator`` for one image, written as in its repository.
+
+    The shuffled list ``l`` of tile coordinates is given as the row-major tile indices
+    ``order``; tile 0 is swapped with each listed tile in turn. (PMG shapes the tiles
+    as squares of a 448-px image; here tiles are (H/n) × (W/n).)
+    """
+    grid = math.isqrt(len(order))
+    th, tw = image.shape[-2] // grid, image.shape[-1] // grid
+    jigsaws = image.clone()
+    for tile in order:
+        x, y = divmod(tile, grid)
+        temp = jigsaws[..., 0:th, 0:tw].clone()
+        jigsaws[..., 0:th, 0:tw] = jigsaws[
+            ..., x * th : (x + 1) * th, y * tw : (y + 1) * tw
+        ].clone()
+        jigsaws[..., x * th : (x + 1) * th, y * tw : (y + 1) * tw] = temp
+    return jigsaws
+
+
+def drawn_orders(batch: int, grid: int, seed: int) -> list[list[int]]:
+    """The orders random_tile_permutations draws first: argsort of float64 keys."""
+    keys = torch.rand(
+        batch,
+        grid * grid,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+    )
+    return keys.argsort(dim=1).tolist()
+
+
+def cycle_lengths(perm: list[int]) -> list[int]:
+    seen, lengths = set(), []
+    for start in range(len(perm)):
+        length, p = 0, start
+        while p not in seen:
+            seen.add(p)
+            p = perm[p]
+            length += 1
+        if length:
+            lengths.append(length)
+    return sorted(lengths)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cycle_is_pmg_tile_swap_loop(shape) -> None:
+    b, c, h, w, grid = shape
+    images = torch.randn(b, c, h, w, dtype=torch.float64)
+    shuffled, perm = jigsaw_shuffle(
+        images, grid, torch.Generator().manual_seed(5), permutations="cycle"
+    )
+    for i, order in enumerate(drawn_orders(b, grid, 5)):
+        assert torch.equal(shuffled[i], pmg_jigsaw_reference(images[i], order))
+        assert cycle_lengths(perm[i].tolist()) == [grid * grid]
+    assert torch.equal(shuffled, reference_permute(images, perm))
+    assert torch.equal(jigsaw_unshuffle(shuffled, perm), images)
+
+
+def test_cycle_from_order_is_the_loop_on_random_orders() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 5, 9, 16, 64):
+        orders = torch.rand(20, n, generator=generator).argsort(1)
+        for order, perm in zip(orders, cycle_from_order(orders), strict=True):
+            # PMG's swaps on the list of tile labels: position p ends holding tile s[p]
+            swapped = list(range(n))
+            for t in order.tolist():
+                swapped[0], swapped[t] = swapped[t], swapped[0]
+            assert perm.tolist() == swapped
+            assert cycle_lengths(perm.tolist()) == [n]
+
+
+def test_cycles_are_uniform_and_move_every_tile() -> None:
+    perm = random_tile_permutations(
+        12_000, 2, generator=torch.Generator().manual_seed(0), permutations="cycle"
+    )
+    counts = Counter(tuple(r) for r in perm.tolist())
+    assert len(counts) == 6  # the (4 - 1)! 4-cycles
+    assert all(cycle_lengths(list(p)) == [4] for p in counts)
+    # each ~2000 with sd ~41; 6 sd
+    assert all(abs(n - 2000) < 250 for n in counts.values())
+    big = random_tile_permutations(
+        64, 16, generator=torch.Generator().manual_seed(1), permutations="cycle"
+    )
+    assert not (big == torch.arange(256)).any()
+    assert all(cycle_lengths(r) == [256] for r in big.tolist())
+
+
+def test_derangements_are_uniform_and_move_every_tile() -> None:
+    perm = random_tile_permutations(
+        18_000,
+        2,
+        generator=torch.Generator().manual_seed(0),
+        permutations="derangement",
+    )
+    counts = Counter(tuple(r) for r in perm.tolist())
+    assert len(counts) == 9  # derangements of 4 elements
+    assert all(all(p[i] != i for i in range(4)) for p in counts)
+    assert all(abs(n - 2000) < 250 for n in counts.values())
+    # both cycle types occur: 4-cycles (6) and pairs of swaps (3)
+    assert {tuple(cycle_lengths(list(p))) for p in counts} == {(4,), (2, 2)}
+    images = torch.rand(300, 1, 9, 9)
+    shuffled, perm = jigsaw_shuffle(images, 3, permutations="derangement")
+    assert not (perm == torch.arange(9)).any()
+    assert torch.equal(shuffled, reference_permute(images, perm))
+
+
+def test_permutation_kinds_are_seeded_and_checked() -> None:
+    for kind in PERMUTATIONS:
+        a = random_tile_permutations(
+            8, 4, generator=torch.Generator().manual_seed(3), permutations=kind
+        )
+        b = random_tile_permutations(
+            8, 4, generator=torch.Generator().manual_seed(3), permutations=kind
+        )
+        assert torch.equal(a, b)
+    # grid 1: the 1-cycle is the identity; a derangement does not exist
+    assert random_tile_permutations(3, 1, permutations="cycle").tolist() == [[0]] * 3
+    with pytest.raises(ValueError, match="'derangement' needs every grid >= 2"):
+        random_tile_permutations(3, 1, permutations="derangement")
+    with pytest.raises(
+        ValueError, match="permutations must be one of uniform, derangement, cycle"
+    ):
+        jigsaw_shuffle(torch.rand(1, 1, 4, 4), 2, permutations="random")
+    with pytest.raises(ValueError, match="permutations must be one of"):
+        HierarchicalJigsaw(grids=(2,), permutations="cycles")
+
+
+def test_hierarchical_jigsaw_cycles_are_pmg_loop_per_grid() -> None:
+    image = torch.rand(3, 16, 16)
+    views, perms = HierarchicalJigsaw(
+        grids=(8, 4),
+        permutations="cycle",
+        return_permutations=True,
+        generator=torch.Generator().manual_seed(11),
+    )(image)
+    generator = torch.Generator().manual_seed(11)
+    for grid, view, perm in zip((8, 4), views, perms, strict=True):
+        keys = torch.rand(1, grid * grid, generator=generator, dtype=torch.float64)
+        order = keys.argsort(1)[0].tolist()
+        assert torch.equal(view, pmg_jigsaw_reference(image, order))
+        assert cycle_lengths(perm.tolist()) == [grid * grid]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", PERMUTATIONS)
+def test_gpu_permutation_kinds_as_the_loop_reference(kind) -> None:
+    images = torch.rand(6, 3, 32, 48)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    shuffled, perm = jigsaw_shuffle(images.cuda(), 8, generator, permutations=kind)
+    assert perm.is_cuda
+    assert torch.equal(shuffled.cpu(), reference_permute(images, perm.cpu()))
+    if kind != "uniform":
+        assert not (perm.cpu() == torch.arange(64)).any()
+    if kind == "cycle":
+        keys = torch.rand(
+            6,
+            64,
+            generator=torch.Generator(device="cuda").manual_seed(0),
+            device="cuda",
+            dtype=torch.float64,
+        )
+        for i, order in enumerate(keys.argsort(1).cpu().tolist()):
+            assert torch.equal(
+                shuffled[i].cpu(), pmg_jigsaw_reference(images[i], order)
+            )

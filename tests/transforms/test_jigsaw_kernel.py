@@ -320,3 +320,19 @@ def test_cuda_batch_beyond_int32_offsets() -> None:
     # the last sample is past 2³¹ elements
     assert torch.equal(out[-1:], loop_reference(images[-1:], perm[-1:]))
     del out, images
+
+
+@pytest.mark.parametrize("kind", ["cycle", "derangement"])
+def test_kernel_applies_the_authors_cycles_as_pmg_loop(interpreted, kind) -> None:
+    from tests.transforms.test_jigsaw import drawn_orders, pmg_jigsaw_reference
+
+    images = torch.rand(4, 3, 12, 12)
+    shuffled, perm = jigsaw_shuffle(
+        images, 3, torch.Generator().manual_seed(2), permutations=kind
+    )
+    assert interpreted.launches == 1
+    assert torch.equal(shuffled, loop_reference(images, perm))
+    assert not (perm == torch.arange(9)).any()
+    if kind == "cycle":
+        for i, order in enumerate(drawn_orders(4, 3, 2)):
+            assert torch.equal(shuffled[i], pmg_jigsaw_reference(images[i], order))

@@ -7,7 +7,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, ScaleIntensityd
 
 from lightly_derm.transforms import RandHierarchicalJigsawd
-from tests.transforms.test_jigsaw import reference_permute
+from tests.transforms.test_jigsaw import pmg_jigsaw_reference, reference_permute
 
 
 def make(**kwargs) -> RandHierarchicalJigsawd:
@@ -89,3 +89,50 @@ def test_bad_input() -> None:
         RandHierarchicalJigsawd(keys="image", key_template="{key}_jigsaw")
     with pytest.raises(ValueError, match="grid >= 2"):
         RandHierarchicalJigsawd(keys="image", grids=(1,), exclude_identity=True)
+
+
+@pytest.mark.parametrize("kind", ["cycle", "derangement", "uniform"])
+def test_permutation_kinds_against_a_loop_reference(kind) -> None:
+    data = {"image": torch.rand(2, 12, 24)}
+    grids = (6, 3, 2)
+    transform = make(keys="image", grids=grids, permutations=kind).set_random_state(4)
+    # the same draws from the same RandomState: prob, then one permutation per grid
+    state = np.random.RandomState(4)
+    for _ in range(20):
+        out = transform(data)
+        assert state.rand() < 1.0
+        for grid in grids:
+            n = grid * grid
+            order = state.permutation(n)
+            if kind == "derangement":
+                while (order == np.arange(n)).any():
+                    order = state.permutation(n)
+            perm = out[f"image_perm_{grid}"]
+            if kind == "cycle":
+                expected = pmg_jigsaw_reference(data["image"], order.tolist())
+                assert sorted(len(c) for c in cycles_of(perm.tolist())) == [
+                    n
+                ]  # one n-cycle
+            else:
+                assert perm.tolist() == order.tolist()
+                expected = reference_permute(data["image"][None], perm[None])[0]
+            assert torch.equal(out[f"image_jigsaw_{grid}"], expected)
+            if kind != "uniform":
+                assert not (perm == torch.arange(n)).any()
+    with pytest.raises(ValueError, match="'derangement' needs every grid >= 2"):
+        RandHierarchicalJigsawd(keys="image", grids=(2, 1), permutations="derangement")
+
+
+def cycles_of(perm: list[int]) -> list[list[int]]:
+    seen: set[int] = set()
+    cycles = []
+    for start in range(len(perm)):
+        cycle = []
+        p = start
+        while p not in seen:
+            seen.add(p)
+            cycle.append(p)
+            p = perm[p]
+        if cycle:
+            cycles.append(cycle)
+    return cycles

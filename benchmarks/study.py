@@ -1,0 +1,958 @@
+"""The real-data study: a declarative grid run through lightly-derm's own jobs.
+
+A study (a YAML file under ``benchmarks/studies/``) names datasets, methods, seeds and
+label fractions, and per scale (``smoke``, ``cpu``, ``gpu``) the options of the jobs.
+Every job of the grid calls :func:`lightly_derm.jobs.pretrain`, then
+:func:`lightly_derm.jobs.segment` or :func:`lightly_derm.jobs.evaluate` with keyword
+arguments, the code path a user runs:
+
+- ISIC 2017 (``task: segmentation``): per method, seed and fold, pretraining on the
+  images of the training folds only, then a MONAI FlexibleUNet fine-tuned from that
+  backbone on each label fraction of the training folds' masks and scored on the held-out
+  fold (Dice, Jaccard, thresholded Jaccard; ``--test-data`` scored once at the end of
+  every fine-tune and used in no choice). Reference row: the same fine-tune from a random
+  encoder (``random``, i.e. supervised from scratch).
+- DermaMNIST (``task: classification``): per method and seed, pretraining on train, then
+  kNN and linear probe with their settings chosen on val and scores on test. Reference
+  rows: a random-init backbone under the same protocol, and ``supervised`` (the same
+  ResNet fine-tuned end to end on all training labels by ``evaluate``'s fine-tuning).
+
+Each job runs in its own process (its own session, killed with its children at its
+deadline), several at a time (they share the GPU at the ``gpu`` scale), and writes its
+JSON result into ``OUT/results/`` the moment it finishes; a rerun skips finished jobs,
+and a run cut short keeps what finished. ``OUT/report.md``, ``report.rst`` and
+``study.png`` are rewritten by :mod:`study_report` after every job.
+
+Run (from the repository root)::
+
+    python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale smoke \\
+        --out /tmp/study_smoke
+    python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale cpu \\
+        --out benchmarks/results/study_cpu --plan-only
+    python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale gpu \\
+        --out benchmarks/results/study_gpu
+
+Data: each dataset's ``data`` is a folder name looked up under ``--data-root`` (default:
+``benchmarks/data``, then a ``shared/data`` folder above the checkout). For a device
+machine, copy the data into the ignored ``benchmarks/data/`` and name it in the run's
+``carry`` (see docs/results.rst).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+REPO = HERE.parent
+
+import study_report  # noqa: E402
+
+SCALES: tuple[str, ...] = ("smoke", "cpu", "gpu")
+#: Methods that are no pretraining but reference rows.
+REFERENCES: tuple[str, ...] = ("random", "supervised")
+#: The fold split is fixed; the seeds vary pretraining, label subsets and fine-tuning.
+FOLD_SEED = 0
+#: Options the driver sets for every job (quiet, no per-job plots).
+QUIET = {"progress_bar": False, "plots": False}
+#: The keys a study (after merging a scale) and each of its datasets may have.
+STUDY_KEYS = frozenset(
+    "name description methods references seeds datasets parallel threads "
+    "timeout_minutes budget_minutes self_check self_check_timeout_s estimate "
+    "keep_checkpoints".split()
+)
+DATASET_KEYS = frozenset(
+    "task data folds only_folds label_fractions limit resize subset pretrain "
+    "method_args segment segment_epochs evaluate supervised estimate".split()
+)
+
+
+# ----------------------------------------------------------------------------- config
+def deep_merge(base: dict[str, Any], update: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``update`` merged in (nested dicts merged, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_study(path: str | Path, scale: str, tiny: bool = False) -> dict[str, Any]:
+    """The study of ``path`` resolved for one scale (and ``tiny``): one flat settings dict.
+
+    Raises:
+        ValueError: An unknown scale or a study without ``datasets`` (named).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    scales = raw.get("scales", {})
+    if scale not in scales:
+        raise ValueError(
+            f"--scale {scale!r} is not in {path}; it has {', '.join(scales) or 'none'}"
+        )
+    if not raw.get("datasets"):
+        raise ValueError(f"{path} defines no datasets")
+    study = {k: v for k, v in raw.items() if k not in ("scales", "tiny")}
+    study = deep_merge(study, scales[scale])
+    if tiny:
+        study = deep_merge(study, raw.get("tiny", {}))
+    unknown = set(study) - STUDY_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    for name, spec in study["datasets"].items():
+        unknown = set(spec) - DATASET_KEYS
+        if unknown:
+            raise ValueError(
+                f"{path}: dataset {name!r} has unknown key(s) {', '.join(sorted(unknown))}"
+            )
+        if spec.get("task") not in ("segmentation", "classification"):
+            raise ValueError(
+                f"dataset {name!r}: task must be 'segmentation' or 'classification', "
+                f"got {spec.get('task')!r}"
+            )
+    study["scale"] = scale
+    study["tiny"] = tiny
+    study["study_file"] = str(path)
+    return study
+
+
+# ----------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """One unit of the grid: a pretraining and what is scored from it (or a reference)."""
+
+    dataset: str
+    task: str
+    method: str
+    seed: int
+    fold: int | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """``dataset-method-seedS[-foldF]``, also the result file's name."""
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{self.dataset}-{self.method}-seed{self.seed}{fold}"
+
+
+def build_jobs(study: dict[str, Any], prepared: dict[str, dict[str, Any]]) -> list[Job]:
+    """The grid's jobs, ordered seed first so that a run cut short has whole seeds."""
+    methods = list(study["methods"])
+    references = list(study.get("references", []))
+    jobs: list[Job] = []
+    for seed in study["seeds"]:
+        for name, spec in study["datasets"].items():
+            data = prepared[name]
+            if spec["task"] == "segmentation":
+                for fold in data["folds"]:
+                    for method in [
+                        *methods,
+                        *(["random"] if "random" in references else []),
+                    ]:
+                        jobs.append(
+                            Job(
+                                name,
+                                "segmentation",
+                                method,
+                                seed,
+                                fold,
+                                {**spec, **data},
+                            )
+                        )
+            else:
+                for method in methods:
+                    jobs.append(
+                        Job(
+                            name, "classification", method, seed, None, {**spec, **data}
+                        )
+                    )
+                if "random" in references or "supervised" in references:
+                    jobs.append(
+                        Job(
+                            name,
+                            "classification",
+                            "random",
+                            seed,
+                            None,
+                            {**spec, **data},
+                        )
+                    )
+    return jobs
+
+
+def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
+    """The dataset's ``method_args``: those under ``all``, then the method's own."""
+    args = spec.get("method_args") or {}
+    return {**(args.get("all") or {}), **(args.get(method) or {})}
+
+
+def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+    """Runs one job in this process through the library's jobs; returns its result record."""
+    from lightly_derm.jobs import evaluate, pretrain, segment
+
+    spec = job["spec"]
+    method, seed = job["method"], int(job["seed"])
+    record: dict[str, Any] = {
+        **{k: job[k] for k in ("dataset", "task", "method", "seed", "fold")}
+    }
+    record["id"] = job["id"]
+    record["rows"] = []
+    started = time.perf_counter()
+    checkpoint: str | None = None
+    pretrain_opts = dict(spec.get("pretrain") or {})
+    backbone = pretrain_opts.get("backbone", "resnet18")
+    if method not in REFERENCES:
+        result = pretrain(
+            method=method,
+            method_args=_method_args(spec, method) or None,
+            data=spec["pretrain_data"],
+            seed=seed,
+            out=str(job_dir / "pretrain"),
+            overwrite=True,
+            verbose=True,
+            tensorboard=False,
+            **{**QUIET, **pretrain_opts},
+        )
+        checkpoint = str(job_dir / "pretrain")
+        record["pretrain"] = {
+            k: result.summary.get(k)
+            for k in ("images", "global_step", "seconds", "best_train_loss_epoch")
+        }
+        record["pretrain"]["final_train_loss"] = (
+            result.summary.get("metrics") or {}
+        ).get("train_loss_epoch")
+        record["pretrain"]["config"] = result.config.given()
+    if job["task"] == "segmentation":
+        epochs_by_fraction = spec.get("segment_epochs") or {}
+        for fraction in spec["label_fractions"]:
+            opts = {**QUIET, "backbone": backbone, **(spec.get("segment") or {})}
+            if float(fraction) in {float(k) for k in epochs_by_fraction}:
+                opts["epochs"] = {float(k): v for k, v in epochs_by_fraction.items()}[
+                    float(fraction)
+                ]
+            if checkpoint is not None:
+                opts.pop("backbone", None)
+            report = segment(
+                checkpoint=checkpoint,
+                data=spec["train_data"],
+                val_data=spec["val_data"],
+                test_data=spec.get("test_data"),
+                label_fraction=float(fraction),
+                seed=seed,
+                out=str(job_dir / f"segment_{fraction:g}"),
+                overwrite=True,
+                tensorboard=False,
+                **opts,
+            )
+            scores = next(iter(report["results"].values()))
+            row = {
+                "method": method,
+                "label_fraction": float(fraction),
+                "epochs": report["epochs"],
+                "image_size": report["image_size"],
+                "backbone": report["backbone"],
+                **{k: v for k, v in scores.items() if k not in ("folds", "std")},
+            }
+            record["rows"].append(row)
+    else:
+        if checkpoint is None:
+            import torch
+
+            from lightly_derm.models import resnet
+
+            torch.manual_seed(seed)
+            checkpoint = str(job_dir / f"random_{backbone}.pt")
+            job_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(resnet(backbone).state_dict(), checkpoint)
+        opts = {**QUIET, **(spec.get("evaluate") or {})}
+        supervised = method == "random" and "supervised" in job.get("references", [])
+        if supervised:
+            # one evaluate: the random backbone's frozen features (the random-init
+            # row) and its end-to-end fine-tuning on the labels (the supervised row)
+            opts = {**opts, "fractions": [1.0], **(spec.get("supervised") or {})}
+        results = evaluate(
+            checkpoint=checkpoint,
+            backbone=backbone,
+            data=spec["eval_data"],
+            seed=seed,
+            out=str(job_dir / "evaluate"),
+            **opts,
+        )
+        record["rows"].append(_classification_row(method, results))
+        for fraction, scores in results["finetune"].items() if supervised else ():
+            record["rows"].append(
+                {
+                    "method": "supervised",
+                    "label_fraction": float(fraction),
+                    "epochs": scores.get("finetune_epochs"),
+                    "train_images": scores.get("finetune_num_train"),
+                    "supervised_accuracy": scores.get("finetune_accuracy"),
+                    "supervised_balanced_accuracy": scores.get(
+                        "finetune_balanced_accuracy"
+                    ),
+                }
+            )
+    record["status"] = "ok"
+    record["seconds"] = round(time.perf_counter() - started, 2)
+    if not job.get("keep_checkpoints"):
+        # Lightning checkpoints are ~100-200 MB each and 72 jobs would fill a disk;
+        # the backbones (backbone.pt), metrics and results stay
+        for path in job_dir.rglob("*.ckpt"):
+            path.unlink()
+    return record
+
+
+def _classification_row(method: str, results: dict[str, Any]) -> dict[str, Any]:
+    knn, linear = results["knn"], results["linear"]
+    row = {
+        "method": method,
+        "input_size": results["input_size"],
+        "backbone": results["backbone"],
+        "train_images": results["data"]["train_images"],
+        "test_images": results["data"]["test_images"],
+    }
+    for key in ("knn_accuracy", "knn_balanced_accuracy", "knn_k"):
+        row[key] = knn.get(key)
+    for key in (
+        "linear_accuracy",
+        "linear_balanced_accuracy",
+        "linear_weight_decay",
+        "linear_class_weight",
+    ):
+        row[key] = linear.get(key)
+    row["selection"] = results.get("selection")
+    return row
+
+
+def _child_main(spec_path: str) -> int:
+    """Entry of a job's process: runs it and writes its result JSON (atomically)."""
+    job = json.loads(Path(spec_path).read_text())
+    threads = int(job.get("threads") or 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    record = run_job(job, Path(job["job_dir"]))
+    write_json(Path(job["result"]), record)
+    return 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Writes ``data`` to ``path`` through a temporary file (never a half-written result)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- data
+def find_data(name: str, roots: list[Path]) -> Path:
+    """The first ``root/name`` that exists; FileNotFoundError naming all tried."""
+    for root in roots:
+        if (root / name).exists():
+            return root / name
+    tried = ", ".join(str(r / name) for r in roots)
+    raise FileNotFoundError(
+        f"dataset {name!r} not found (tried {tried}); pass --data-root or copy it into "
+        "benchmarks/data/"
+    )
+
+
+def default_roots() -> list[Path]:
+    """``benchmarks/data``, then the first ``shared/data`` above the checkout."""
+    roots = [HERE / "data"]
+    roots += [
+        p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()
+    ][:1]
+    return roots
+
+
+def _resize_pair(image: Path, mask: Path, out: Path, side: int | None) -> None:
+    """PNG copies of one pair, shorter side at most ``side`` (image: area, mask: nearest).
+
+    Written through temporary names, so an interrupted run leaves no truncated file.
+    """
+    from PIL import Image
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    target_image = out / "images" / (image.stem + ".png")
+    target_mask = out / "masks" / (mask.stem + ".png")
+    if target_image.exists() and target_mask.exists():
+        return
+    with Image.open(image) as img, Image.open(mask) as msk:
+        img, msk = img.convert("RGB"), msk.convert("L")
+        if side:
+            scale = side / min(img.size)
+            if scale < 1:
+                size = (
+                    max(1, round(img.width * scale)),
+                    max(1, round(img.height * scale)),
+                )
+                img = img.resize(size, Image.Resampling.BOX)
+                msk = msk.resize(size, Image.Resampling.NEAREST)
+        for picture, target in ((img, target_image), (msk, target_mask)):
+            tmp = target.with_name(target.stem + ".tmp.png")
+            picture.save(tmp)
+            tmp.replace(target)
+
+
+def _resize_pairs(pairs: list[dict[str, Any]], out: Path, side: int | None) -> None:
+    """:func:`_resize_pair` for every pair, in threads (PIL decodes without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(
+            pool.map(
+                lambda p: _resize_pair(Path(p["image"]), Path(p["label"]), out, side),
+                pairs,
+            )
+        )
+
+
+def _link_pairs(pairs: list[dict[str, Any]], folder: Path) -> None:
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        for key, sub in (("image", "images"), ("label", "masks")):
+            source = Path(pair[key]).resolve()
+            link = folder / sub / source.name
+            if not link.exists():
+                link.symlink_to(source)
+
+
+def isic_folds(ids: list[str], k: int, seed: int = FOLD_SEED) -> list[list[str]]:
+    """``k`` held-out folds of the sorted ids: a seeded shuffle dealt round-robin."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    return [sorted(order[i::k]) for i in range(k)]
+
+
+def prepare_isic(
+    source: Path, spec: dict[str, Any], out: Path, test_data: Path | None
+) -> dict[str, Any]:
+    """Decoded-once copies (shorter side ``resize``) and per-fold folders of symlinks."""
+    from lightly_derm.data import find_isic_pairs
+
+    pairs = sorted(find_isic_pairs(source), key=lambda p: p.get("id", p["image"]))
+    if spec.get("limit"):
+        pairs = pairs[: int(spec["limit"])]
+    side = spec.get("resize")
+    cache = out / f"isic_{side or 'full'}_{len(pairs)}"
+    _resize_pairs(pairs, cache, side)
+    decoded = {p["id"]: p for p in find_isic_pairs(cache)}
+    k = int(spec.get("folds", 3))
+    folds = isic_folds(list(decoded), k)
+    keep = spec.get("only_folds")
+    prepared: dict[str, Any] = {
+        "folds": list(keep if keep is not None else range(k)),
+        "fold_dirs": {},
+    }
+    for index, held_out in enumerate(folds):
+        folder = cache / "folds" / f"fold_{index}"
+        train = [decoded[i] for i in decoded if i not in set(held_out)]
+        _link_pairs(train, folder / "train")
+        _link_pairs([decoded[i] for i in held_out], folder / "val")
+        prepared["fold_dirs"][index] = {
+            "pretrain_data": str(folder / "train"),
+            "train_data": str(folder / "train"),
+            "val_data": str(folder / "val"),
+            "train_pairs": len(train),
+            "val_pairs": len(held_out),
+        }
+    if test_data is not None:
+        test_pairs = find_isic_pairs(test_data)
+        test_cache = out / f"isic_test_{side or 'full'}_{len(test_pairs)}"
+        _resize_pairs(test_pairs, test_cache, side)
+        prepared["test_data"] = str(test_cache)
+    prepared["pairs"] = len(pairs)
+    return prepared
+
+
+def prepare_dermamnist(source: Path, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The export itself, or a seeded subset per split written as the same zip layout."""
+    subset = spec.get("subset")
+    if not subset:
+        return {"eval_data": str(source), "pretrain_data": str(source)}
+    import csv
+
+    counts = {k: int(v) for k, v in subset.items()}
+    folder = out / (
+        "dermamnist_" + "_".join(f"{k}{v}" for k, v in sorted(counts.items()))
+    )
+    zip_path = folder / "dermamnist_jpg.zip"
+    if not zip_path.is_file():
+        with open(source / "labels.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        rng = random.Random(FOLD_SEED)
+        chosen = []
+        for split, count in counts.items():
+            ids = [r for r in rows if r["image_id"].split("_")[1] == split]
+            rng.shuffle(ids)
+            chosen += sorted(ids[:count], key=lambda r: r["image_id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "labels.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(chosen)
+        tmp = zip_path.with_suffix(".tmp")
+        with (
+            zipfile.ZipFile(source / "dermamnist_jpg.zip") as src,
+            zipfile.ZipFile(tmp, "w") as dst,
+        ):
+            for row in chosen:
+                name = f"images/{row['image_id']}.jpg"
+                dst.writestr(name, src.read(name))
+        tmp.replace(zip_path)
+    return {"eval_data": str(folder), "pretrain_data": str(folder)}
+
+
+def prepare_data(
+    study: dict[str, Any], roots: list[Path], out: Path, test_data: Path | None
+) -> dict[str, dict[str, Any]]:
+    """Resolves and stages every dataset of the study (idempotent)."""
+    prepared = {}
+    for name, spec in study["datasets"].items():
+        source = find_data(spec["data"], roots)
+        if spec["task"] == "segmentation":
+            prepared[name] = prepare_isic(source, spec, out / "data", test_data)
+        else:
+            prepared[name] = prepare_dermamnist(source, spec, out / "data")
+        prepared[name]["source"] = str(source)
+    return prepared
+
+
+def job_payload(job: Job, study: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The JSON a job's process receives."""
+    spec = dict(job.spec)
+    if job.fold is not None:
+        spec.update(spec["fold_dirs"][job.fold])
+    spec.pop("fold_dirs", None)
+    return {
+        **asdict(job),
+        "id": job.id,
+        "spec": spec,
+        "references": list(study.get("references", [])),
+        "threads": study.get("threads"),
+        "keep_checkpoints": bool(study.get("keep_checkpoints")),
+        "job_dir": str(out / "jobs" / job.id),
+        "result": str(out / "results" / f"{job.id}.json"),
+    }
+
+
+# ----------------------------------------------------------------------------- plan
+def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
+    """A rough wall time of one job from the ``estimate`` constants (scale, then dataset).
+
+    ``startup_s`` per job; ``pretrain_image_epoch_s`` per image and epoch of lightly BYOL
+    times the method's ``method_cost``; ``segment_image_epoch_s`` per training image and
+    epoch of a fine-tune (validation images count a third); ``feature_image_s`` per
+    image of a feature pass (a supervised epoch counts as half a BYOL image-epoch).
+    """
+    spec = job.spec
+    est = {**(study.get("estimate") or {}), **(spec.get("estimate") or {})}
+    seconds = float(est.get("startup_s", 15))
+    pre = spec.get("pretrain") or {}
+    factor = float((est.get("method_cost") or {}).get(job.method, 1.0))
+    per_pretrain = factor * float(est.get("pretrain_image_epoch_s", 0.03))
+    if job.task == "segmentation":
+        fold = spec["fold_dirs"][job.fold]
+        if job.method not in REFERENCES:
+            seconds += fold["train_pairs"] * pre.get("epochs", 1) * per_pretrain
+        seg = spec.get("segment") or {}
+        by_fraction = {
+            float(k): v for k, v in (spec.get("segment_epochs") or {}).items()
+        }
+        for fraction in spec["label_fractions"]:
+            epochs = by_fraction.get(float(fraction), seg.get("epochs", 20))
+            images = max(2, round(fold["train_pairs"] * float(fraction)))
+            seconds += (
+                (images + fold["val_pairs"] / 3)
+                * epochs
+                * float(est.get("segment_image_epoch_s", 0.03))
+            )
+    else:
+        subset = spec.get("subset") or {"train": 7007, "val": 1003, "test": 2005}
+        if job.method not in REFERENCES:
+            seconds += subset["train"] * pre.get("epochs", 1) * per_pretrain
+        seconds += sum(subset.values()) * float(est.get("feature_image_s", 0.002))
+        if job.method == "random" and "supervised" in study.get("references", []):
+            sup = spec.get("supervised") or {}
+            seconds += (
+                subset["train"]
+                * sup.get("finetune_epochs", 20)
+                * float(est.get("pretrain_image_epoch_s", 0.03))
+                / 2
+            )
+    return seconds
+
+
+def print_plan(jobs: list[Job], study: dict[str, Any], done: set[str]) -> float:
+    """Prints the jobs and the estimated wall time; returns it in seconds."""
+    total = 0.0
+    for job in jobs:
+        seconds = estimate_seconds(job, study)
+        state = "done" if job.id in done else f"~{seconds:5.0f} s"
+        if job.id not in done:
+            total += seconds
+        print(f"  {job.id:<45} {state}")
+    parallel = max(1, int(study.get("parallel", 1)))
+    wall = total / parallel
+    print(
+        f"{len(jobs)} jobs ({len(done)} done), about {total / 60:.1f} job-minutes; "
+        f"{parallel} at a time: about {wall / 60:.1f} minutes of wall time "
+        f"(budget {study.get('budget_minutes', '-')} minutes)"
+    )
+    return wall
+
+
+# ----------------------------------------------------------------------------- running
+def finished(out: Path) -> set[str]:
+    """Ids of jobs whose result JSON says ``ok``."""
+    done = set()
+    for path in (out / "results").glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "ok":
+            done.add(record.get("id", path.stem))
+    return done
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_jobs(
+    jobs: list[Job],
+    study: dict[str, Any],
+    out: Path,
+    deadline: float,
+    on_finish: Any = None,
+) -> dict[str, str]:
+    """Runs the jobs, ``parallel`` at a time, each in its own process with a timeout.
+
+    Returns:
+        ``{job id: "ok" | "failed" | "timeout" | "not started"}``.
+    """
+    parallel = max(1, int(study.get("parallel", 1)))
+    timeout = float(study.get("timeout_minutes", 30)) * 60
+    pending = list(jobs)
+    running: dict[str, tuple[subprocess.Popen[bytes], float, Job, Path]] = {}
+    status: dict[str, str] = {}
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    threads = study.get("threads")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # the jobs run in their own sessions: a SIGTERM to the driver must stop them too
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and time.time() < deadline:
+                job = pending.pop(0)
+                payload = job_payload(job, study, out)
+                spec_path = out / "jobs" / f"{job.id}.json"
+                write_json(spec_path, payload)
+                log = out / "logs" / f"{job.id}.log"
+                with open(log, "wb") as handle:
+                    process = subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--run-job",
+                            str(spec_path),
+                        ],
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        cwd=str(REPO),
+                        env=env,
+                        start_new_session=True,
+                    )
+                running[job.id] = (
+                    process,
+                    min(time.time() + timeout, deadline),
+                    job,
+                    log,
+                )
+                print(f"[study] started {job.id}", flush=True)
+            if not pending and not running:
+                break
+            if pending and not running and time.time() >= deadline:
+                break
+            time.sleep(0.5)
+            for job_id, (process, ends, job, log) in list(running.items()):
+                code = process.poll()
+                if code is None and time.time() < ends:
+                    continue
+                if code is None:
+                    _kill(process)
+                    state = "timeout"
+                else:
+                    state = "ok" if code == 0 else "failed"
+                del running[job_id]
+                result = out / "results" / f"{job_id}.json"
+                if state == "ok" and not result.is_file():
+                    state = "failed"
+                if state != "ok":
+                    write_json(
+                        result,
+                        {
+                            "id": job_id,
+                            "dataset": job.dataset,
+                            "task": job.task,
+                            "method": job.method,
+                            "seed": job.seed,
+                            "fold": job.fold,
+                            "status": state,
+                            "returncode": code,
+                            "log_tail": _log_tail(log),
+                            "rows": [],
+                        },
+                    )
+                status[job_id] = state
+                print(f"[study] {state}: {job_id}", flush=True)
+                if on_finish is not None:
+                    on_finish()
+    except KeyboardInterrupt:
+        print("[study] interrupted: stopping the running jobs", flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for process, _, _, _ in running.values():
+            _kill(process)
+    for job in pending:
+        status.setdefault(job.id, "not started")
+    return status
+
+
+# ----------------------------------------------------------------------------- self-check
+def self_check(
+    study: dict[str, Any], prepared: dict[str, dict[str, Any]], out: Path
+) -> None:
+    """Runs one tiny job per dataset (2 steps, 1 epoch, first method) with a short timeout.
+
+    Raises:
+        SystemExit: The check failed or ran past its time; the log is printed.
+    """
+    started = time.time()
+    check = copy.deepcopy(study)
+    check["methods"] = study["methods"][:1]
+    check["seeds"] = [0]
+    check["references"] = []
+    check["parallel"] = len(study["datasets"])
+    check["timeout_minutes"] = float(study.get("self_check_timeout_s", 60)) / 60
+    jobs = []
+    for spec in check["datasets"].values():
+        spec["pretrain"] = {**(spec.get("pretrain") or {}), "epochs": 1, "max_steps": 2}
+        spec["label_fractions"] = spec.get("label_fractions", [1.0])[-1:]
+        spec["segment"] = {**(spec.get("segment") or {}), "epochs": 1, "limit": 16}
+        spec["segment_epochs"] = {}
+        spec["evaluate"] = {**(spec.get("evaluate") or {}), "fractions": []}
+    for job in build_jobs(check, prepared):
+        if job.fold is None or job.fold == prepared[job.dataset]["folds"][0]:
+            jobs.append(job)
+    check_out = out / "self_check"
+    status = run_jobs(
+        jobs, check, check_out, time.time() + check["timeout_minutes"] * 60
+    )
+    bad = {k: v for k, v in status.items() if v != "ok"}
+    if bad:
+        for job_id in bad:
+            print(
+                f"--- {job_id}: {bad[job_id]}\n{_log_tail(check_out / 'logs' / f'{job_id}.log', 40)}"
+            )
+        raise SystemExit(f"self-check failed ({', '.join(bad)}); nothing else was run")
+    print(f"[study] self-check passed in {time.time() - started:.0f} s", flush=True)
+
+
+def describe_machine() -> dict[str, Any]:
+    """Python, torch, CPU count and GPU name of this machine."""
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or None
+        )
+    except OSError:
+        info["commit"] = None
+    return info
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.study", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--study", help="the study YAML (benchmarks/studies/*.yaml)")
+    parser.add_argument("--scale", choices=SCALES, default="smoke")
+    parser.add_argument("--out", help="the output folder (results/, report.md, ...)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the scale's grid at toy size (the YAML's tiny: block)",
+    )
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="print the jobs and a time estimate, run nothing",
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=None,
+        help="where dataset folders are (repeatable)",
+    )
+    parser.add_argument(
+        "--test-data",
+        help="an ISIC folder scored once after every fine-tune (no choice uses it)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", help="only these methods (and the references)"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets")
+    parser.add_argument(
+        "--parallel", type=int, help="jobs at a time (default: the scale's)"
+    )
+    parser.add_argument("--no-self-check", action="store_true")
+    parser.add_argument("--run-job", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_job is None and (args.study is None or args.out is None):
+        parser.error("--study and --out are required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs a study (or, with ``--run-job``, one job in this process)."""
+    args = parse_args(argv)
+    if args.run_job:
+        return _child_main(args.run_job)
+    study = load_study(args.study, args.scale, tiny=args.tiny)
+    if args.methods:
+        study["methods"] = [m for m in args.methods if m not in REFERENCES]
+        study["references"] = [
+            m for m in study.get("references", []) if m in args.methods
+        ]
+    if args.seeds:
+        study["seeds"] = args.seeds
+    if args.datasets:
+        unknown = set(args.datasets) - set(study["datasets"])
+        if unknown:
+            raise SystemExit(f"--datasets: unknown {', '.join(sorted(unknown))}")
+        study["datasets"] = {
+            k: v for k, v in study["datasets"].items() if k in args.datasets
+        }
+    if args.parallel:
+        study["parallel"] = args.parallel
+    out = Path(args.out)
+    roots = [Path(r) for r in args.data_root] if args.data_root else default_roots()
+    started = time.time()
+    prepared = prepare_data(
+        study, roots, out, Path(args.test_data) if args.test_data else None
+    )
+    jobs = build_jobs(study, prepared)
+    done = finished(out)
+    print(
+        f"[study] {study['name']} at scale {args.scale}{' (tiny)' if args.tiny else ''}: data staged in {time.time() - started:.0f} s"
+    )
+    print_plan(jobs, study, done)
+    if args.plan_only:
+        return 0
+    header = {
+        "study": study["name"],
+        "study_file": study["study_file"],
+        "scale": args.scale,
+        "tiny": args.tiny,
+        "command": "python -m benchmarks.study "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": describe_machine(),
+        "settings": {k: v for k, v in study.items() if k not in ("study_file",)},
+        "data": {
+            k: {kk: vv for kk, vv in v.items() if kk != "fold_dirs"}
+            for k, v in prepared.items()
+        },
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+    }
+    write_json(out / "study.json", header)
+    deadline = started + float(study.get("budget_minutes", 60)) * 60
+    if study.get("self_check") and not args.no_self_check:
+        self_check(study, prepared, out)
+    todo = [j for j in jobs if j.id not in done]
+
+    def report() -> None:
+        try:
+            study_report.write_report(out)
+        except Exception:  # the report must never stop the study
+            traceback.print_exc()
+
+    status = run_jobs(todo, study, out, deadline, on_finish=report)
+    header["wall_seconds"] = round(time.time() - started, 1)
+    header["status"] = {
+        s: sum(1 for v in status.values() if v == s) for s in set(status.values())
+    }
+    write_json(out / "study.json", header)
+    report()
+    print(
+        f"[study] done in {header['wall_seconds']:.0f} s: {header['status']}; report in {out}/report.md"
+    )
+    return 0 if all(v == "ok" for v in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The study driver and its report (benchmarks/study.py, benchmarks/study_report.py).
+
+The data are toy stand-ins in the real layouts, made from the built-in synthetic
+lesions: an ISIC folder (``images/`` + ``masks/``) and a DermaMNIST JPEG export (zip +
+``labels.csv``), so the whole path runs in CI without the real data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import study
+import study_report
+
+STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "studies" / "derm_ssl.yaml"
+DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def _fake_isic(root: Path, count: int) -> Path:
+    from PIL import Image
+
+    from lightly_derm.data import SyntheticLesions
+
+    folder = root / "isic2017-seg-subset"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    lesions = SyntheticLesions(count, image_size=48, return_mask=True, seed=1)
+    for i in range(count):
+        item = lesions[i]
+        name = f"ISIC_{i:07d}"
+        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(
+            folder / "images" / f"{name}.jpg"
+        )
+        Image.fromarray(item["mask"][0].numpy() * 255).save(
+            folder / "masks" / f"{name}_segmentation.png"
+        )
+    return folder
+
+
+def _fake_dermamnist(root: Path, per_split: dict[str, int]) -> Path:
+    from lightly_derm.data import SyntheticLesions
+
+    folder = root / "dermamnist-jpg"
+    folder.mkdir()
+    rows = []
+    with zipfile.ZipFile(folder / "dermamnist_jpg.zip", "w") as archive:
+        for split, count in per_split.items():
+            lesions = SyntheticLesions(count, image_size=28, split=split, seed=2)
+            for i in range(count):
+                image, target, _ = lesions[i]
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG")
+                image_id = f"DermaMNIST_{split}_{i:05d}"
+                archive.writestr(f"images/{image_id}.jpg", buffer.getvalue())
+                rows.append([image_id, DX[[5, 4, 1][target]], f"lesion_{split}_{i}"])
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "dx", "lesion_id"])
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study_data")
+    _fake_isic(root, 30)
+    _fake_dermamnist(root, {"train": 60, "val": 30, "test": 30})
+    return root
+
+
+# ----------------------------------------------------------------------- units
+def test_deep_merge_merges_nested_and_replaces_the_rest() -> None:
+    base = {"a": {"x": 1, "y": [1]}, "b": 2}
+    merged = study.deep_merge(base, {"a": {"y": [3]}, "c": 4})
+    assert merged == {"a": {"x": 1, "y": [3]}, "b": 2, "c": 4}
+    assert base["a"]["y"] == [1]
+
+
+def test_load_study_scales_and_errors(tmp_path: Path) -> None:
+    smoke = study.load_study(STUDY, "smoke")
+    gpu = study.load_study(STUDY, "gpu")
+    tiny = study.load_study(STUDY, "gpu", tiny=True)
+    assert smoke["methods"] == ["gravis"]
+    assert gpu["methods"] == ["gravis", "fgssl", "ap_byol", "byol", "simclr"]
+    assert gpu["seeds"] == [0, 1, 2]
+    assert tiny["methods"] == gpu["methods"] and tiny["seeds"] == gpu["seeds"]
+    assert tiny["datasets"]["isic2017"]["pretrain"]["augment"] == "gpu"
+    assert tiny["datasets"]["isic2017"]["pretrain"]["accelerator"] == "cpu"
+    with pytest.raises(ValueError, match="--scale 'huge'"):
+        study.load_study(STUDY, "huge")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scales: {smoke: {}}\n")
+    with pytest.raises(ValueError, match="defines no datasets"):
+        study.load_study(bad, "smoke")
+    bad.write_text(
+        "datasets: {d: {task: segmentation, data: x, epochs: 3}}\nscales: {smoke: {}}\n"
+    )
+    with pytest.raises(ValueError, match="dataset 'd' has unknown key.s. epochs"):
+        study.load_study(bad, "smoke")
+    bad.write_text(
+        "datasets: {d: {task: segmentation, data: x}}\nscales: {smoke: {paralel: 2}}\n"
+    )
+    with pytest.raises(ValueError, match="unknown key.s. paralel"):
+        study.load_study(bad, "smoke")
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 3), (290, 3), (7, 2)])
+def test_isic_folds_partition_the_ids(n: int, k: int) -> None:
+    ids = [f"ISIC_{i:07d}" for i in range(n)]
+    folds = study.isic_folds(ids, k)
+    assert sorted(i for fold in folds for i in fold) == ids
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert folds == study.isic_folds(list(reversed(ids)), k)
+
+
+def test_prepare_isic_keeps_held_out_images_out_of_pretraining(
+    data_root: Path, tmp_path: Path
+) -> None:
+    spec = {"folds": 3, "limit": 12, "resize": 32}
+    prepared = study.prepare_isic(
+        data_root / "isic2017-seg-subset", spec, tmp_path, None
+    )
+    assert prepared["pairs"] == 12 and prepared["folds"] == [0, 1, 2]
+    seen: list[str] = []
+    for fold in prepared["fold_dirs"].values():
+        train = {p.stem for p in Path(fold["pretrain_data"], "images").iterdir()}
+        held = {p.stem for p in Path(fold["val_data"], "images").iterdir()}
+        assert not train & held and len(train) + len(held) == 12
+        seen += sorted(held)
+    assert len(set(seen)) == 12
+
+
+def test_prepare_dermamnist_subset_is_the_export_layout(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from lightly_derm.data import make_dataset
+
+    spec = {"subset": {"train": 10, "val": 5, "test": 7}}
+    prepared = study.prepare_dermamnist(data_root / "dermamnist-jpg", spec, tmp_path)
+    for split, count in spec["subset"].items():
+        assert len(make_dataset(prepared["eval_data"], split=split)) == count
+
+
+def _record(method: str, seed: int, fold: int, jaccard: float) -> dict[str, object]:
+    rows = [
+        {
+            "method": method,
+            "label_fraction": 0.1,
+            "val_jaccard": jaccard,
+            "val_dice": jaccard + 0.1,
+            "val_jaccard_thresholded": jaccard - 0.1,
+        }
+    ]
+    return {
+        "id": f"isic-{method}-seed{seed}-fold{fold}",
+        "dataset": "isic",
+        "task": "segmentation",
+        "method": method,
+        "seed": seed,
+        "fold": fold,
+        "status": "ok",
+        "rows": rows,
+    }
+
+
+def test_report_means_over_folds_then_seeds_and_paired_delta(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = {}
+    for method in ("gravis", "random"):
+        for seed in (0, 1, 2):
+            for fold in (0, 1):
+                values[method, seed, fold] = float(rng.uniform(0.4, 0.8))
+                study.write_json(
+                    tmp_path / "results" / f"{method}{seed}{fold}.json",
+                    _record(method, seed, fold, values[method, seed, fold]),
+                )
+    study.write_json(
+        tmp_path / "results" / "broken.json",
+        {"id": "isic-fgssl-seed0-fold0", "status": "timeout", "rows": []},
+    )
+    summary = study_report.segmentation_summary(
+        study_report.read_results(tmp_path), "isic"
+    )[0.1]
+    per_seed = [np.mean([values["gravis", s, f] for f in (0, 1)]) for s in (0, 1, 2)]
+    mean, std = summary["gravis"]["val_jaccard"]
+    assert mean == pytest.approx(np.mean(per_seed))
+    assert std == pytest.approx(np.std(per_seed, ddof=1))
+    deltas = [
+        np.mean([values["gravis", s, f] - values["random", s, f] for f in (0, 1)])
+        for s in (0, 1, 2)
+    ]
+    assert summary["gravis"]["delta"][0] == pytest.approx(np.mean(deltas))
+    assert summary["gravis"]["n"] == (3, 6)
+    written = study_report.write_report(tmp_path)
+    assert {p.name for p in written} == {"study.png", "report.md", "report.rst"}
+    md = (tmp_path / "report.md").read_text()
+    assert f"{mean:.3f} ± {std:.3f}" in md
+    assert "isic-fgssl-seed0-fold0: timeout" in md
+    rst = (tmp_path / "report.rst").read_text()
+    assert ".. list-table::" in rst and f"{mean:.3f} ± {std:.3f}" in rst
+
+
+def test_report_without_results_says_pending(tmp_path: Path) -> None:
+    study_report.write_report(tmp_path, pending_command="python -m benchmarks.study")
+    rst = (tmp_path / "report.rst").read_text()
+    assert "Results pending" in rst and "python -m benchmarks.study" in rst
+    assert not (tmp_path / "study.png").exists()
+
+
+# ----------------------------------------------------------------------- runs
+def _rows(out: Path) -> dict[str, dict[str, object]]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
+    data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "smoke"
+    argv = [
+        "--study",
+        str(STUDY),
+        "--scale",
+        "smoke",
+        "--out",
+        str(out),
+        "--data-root",
+        str(data_root),
+    ]
+    assert study.main(argv) == 0
+    results = _rows(out)
+    assert set(results) == {
+        "isic2017-gravis-seed0-fold0",
+        "isic2017-random-seed0-fold0",
+        "dermamnist-gravis-seed0",
+        "dermamnist-random-seed0",
+    }
+    assert all(r["status"] == "ok" for r in results.values())
+    seg = results["isic2017-gravis-seed0-fold0"]["rows"]
+    assert [r["label_fraction"] for r in seg] == [0.5, 1.0]
+    assert all(0 <= r["val_jaccard"] <= 1 for r in seg)
+    derma = results["dermamnist-random-seed0"]["rows"]
+    assert [r["method"] for r in derma] == ["random", "supervised"]
+    assert derma[0]["knn_k"] in (5, 10) and derma[0]["selection"]["data"] == (
+        "the val split"
+    )
+    assert not list((out / "jobs").rglob("*.ckpt"))  # keep_checkpoints is off
+    assert (out / "jobs" / "dermamnist-gravis-seed0" / "pretrain" / "backbone.pt").is_file()
+    report = (out / "report.md").read_text()
+    assert "GraVIS (lightly-derm)" in report and "not results" in report
+    assert (out / "study.png").is_file()
+    # a rerun skips what finished
+    assert study.main(argv) == 0
+    header = json.loads((out / "study.json").read_text())
+    assert header["status"] == {}
+
+
+@pytest.mark.slow
+def test_gpu_scale_whole_path_at_tiny_size_on_cpu(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """The gpu grid (all methods, references, GPU views, image cache, self-check)."""
+    out = tmp_path / "gpu_tiny"
+    argv = [
+        "--study",
+        str(STUDY),
+        "--scale",
+        "gpu",
+        "--tiny",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--data-root",
+        str(data_root),
+    ]
+    assert study.main(argv) == 0
+    assert (out / "self_check" / "results").is_dir()
+    results = _rows(out)
+    methods = {r["method"] for r in results.values()}
+    assert methods == {"gravis", "fgssl", "ap_byol", "byol", "simclr", "random"}
+    assert all(r["status"] == "ok" for r in results.values())
+    config = results["isic2017-fgssl-seed0-fold0"]["pretrain"]["config"]
+    assert config["augment"] == "gpu" and config["cache_images"] is True
+
+
+def test_timeout_kills_the_job_and_keeps_the_others(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = study.load_study(STUDY, "smoke")
+    settings["timeout_minutes"] = 1.5 / 60
+    jobs = [study.Job("fake", "classification", "sleeper", 0, None, {})]
+    monkeypatch.setattr(
+        study,
+        "job_payload",
+        lambda job, s, out: {"id": job.id, "sleep": True, "result": "", "job_dir": ""},
+    )
+    script = tmp_path / "sleep.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(study, "__file__", str(script))
+    status = study.run_jobs(jobs, settings, tmp_path, deadline=1e12)
+    assert status == {"fake-sleeper-seed0": "timeout"}
+    record = json.loads((tmp_path / "results" / "fake-sleeper-seed0.json").read_text())
+    assert record["status"] == "timeout" and record["rows"] == []
