@@ -251,7 +251,9 @@ def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
         "the val split"
     )
     assert not list((out / "jobs").rglob("*.ckpt"))  # keep_checkpoints is off
-    assert (out / "jobs" / "dermamnist-gravis-seed0" / "pretrain" / "backbone.pt").is_file()
+    assert (
+        out / "jobs" / "dermamnist-gravis-seed0" / "pretrain" / "backbone.pt"
+    ).is_file()
     report = (out / "report.md").read_text()
     assert "GraVIS (lightly-derm)" in report and "not results" in report
     assert (out / "study.png").is_file()
