@@ -43,6 +43,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from lightly_derm.errors import DataError
+
 #: File extensions read as images (lower case), the same as lightly's and torchvision's.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -75,8 +77,11 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 
 
-class UnreadableImageError(ValueError):
-    """An image file that cannot be opened or decoded; the message names the file."""
+class UnreadableImageError(DataError):
+    """An image file that cannot be opened or decoded; the message names the file.
+
+    A :class:`~lightly_derm.errors.DataError` (so also a ``ValueError``).
+    """
 
 
 def _source_name(source: ImageSource, name: str | None) -> str:
