@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from lightly_derm.data.image_file_dataset import describe_files
 from lightly_derm.data.image_io import load_image
 from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, SPLITS
+from lightly_derm.errors import DataError
 
 #: The zip's name in the export folder.
 ZIP_NAME = "dermamnist_jpg.zip"
@@ -110,24 +111,34 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
             reader = csv.DictReader(file)
             columns = reader.fieldnames or []
             if "image_id" not in columns or "dx" not in columns:
-                raise ValueError(
+                raise DataError(
                     f"{labels_path} must have the columns image_id and dx, has {columns}"
                 )
             prefix = f"DermaMNIST_{split}_" if split != "all" else "DermaMNIST_"
-            for line, row in enumerate(reader, start=2):
+            first_line: dict[str, int] = {}
+            line = 1
+            for row in reader:
+                line = reader.line_num
                 image_id = (row["image_id"] or "").strip()
                 if not image_id.startswith(prefix):
                     continue
+                if image_id in first_line:
+                    raise DataError(
+                        f"{labels_path} line {line}: image id {image_id!r} appears "
+                        f"again (first on line {first_line[image_id]}); each image "
+                        "needs one label"
+                    )
+                first_line[image_id] = line
                 dx = (row["dx"] or "").strip().lower()
                 if dx not in lookup:
-                    raise ValueError(
+                    raise DataError(
                         f"{labels_path} line {line} ({image_id}): unknown dx {dx!r}; "
                         f"DermaMNIST classes are {', '.join(DERMAMNIST_CLASSES)}"
                     )
                 ids.append(image_id)
                 targets.append(lookup[dx])
         if not ids:
-            raise ValueError(f"{labels_path} lists no image of split {split!r}")
+            raise DataError(f"{labels_path} lists no image of split {split!r}")
         order = sorted(range(len(ids)), key=lambda i: _sort_key(ids[i]))
         self.image_ids = [ids[i] for i in order]
         self.targets: np.ndarray = np.asarray(
@@ -138,7 +149,7 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
             names = set(archive.namelist())
         missing = [m for m in self.members if m not in names]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{len(missing)} images listed in {labels_path} are not in {self.zip_path}: "
                 f"{describe_files(missing)}"
             )

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from lightly_derm.data import DermaMNISTJPEGDataset
+from lightly_derm.errors import DataError
 
 ORDER = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
@@ -105,3 +106,13 @@ def test_tiny_export_and_errors(tmp_path: Path) -> None:
         DermaMNISTJPEGDataset(missing)
     with pytest.raises(FileNotFoundError, match="dermamnist_jpg.zip"):
         DermaMNISTJPEGDataset(tmp_path)
+    # a duplicated id put one image in twice, with both labels
+    twice = _tiny_export(
+        tmp_path / "twice", [(ids[0], "nv"), (ids[1], "mel"), (ids[0], "df")], ids
+    )
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv line 4: image id 'DermaMNIST_train_00001' appears again "
+        r"\(first on line 2\)",
+    ):
+        DermaMNISTJPEGDataset(twice)
