@@ -7,6 +7,7 @@ from lightly_derm.models.backbones import (
     resnet,
 )
 from lightly_derm.models.checkpoints import (
+    check_finite_weights,
     extract_backbone_state_dict,
     load_checkpoint_file,
 )
@@ -19,6 +20,7 @@ from lightly_derm.models.hierarchical_blocks import (
 __all__ = [
     "RESNETS",
     "HierarchicalBlocks",
+    "check_finite_weights",
     "HierarchicalOutput",
     "extract_backbone_state_dict",
     "feature_dim",
