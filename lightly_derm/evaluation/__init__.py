@@ -9,6 +9,7 @@ from lightly_derm.evaluation.metrics import (
     balanced_accuracy,
     binary_auc,
     classification_metrics,
+    require_two_classes,
 )
 from lightly_derm.evaluation.subsets import stratified_subset
 
@@ -24,5 +25,6 @@ __all__ = [
     "knn_evaluate",
     "knn_scores",
     "linear_probe_evaluate",
+    "require_two_classes",
     "stratified_subset",
 ]
