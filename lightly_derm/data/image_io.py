@@ -140,8 +140,8 @@ def check_pixel_limit(image: Image.Image, name: str) -> None:
     if limit is not None and width * height > limit:
         raise ImageTooLargeError(
             f"cannot read image {name}: {width}x{height} = {width * height:,} pixels is "
-            f"more than the limit of {limit:,} (decoding it would take "
-            f"{width * height * 4 / 2**30:.1f} GiB or more per worker); set "
+            f"more than the limit of {limit:,} (decoded, at least "
+            f"{width * height * 3 / 2**20:,.0f} MiB per worker); set "
             f"{ENV_MAX_IMAGE_PIXELS} to allow larger images"
         )
 
