@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightly_derm.data.image_io import UnreadableImageError, check_image, load_image
+from lightly_derm.errors import DataError
 
 #: How :class:`ImageFileDataset` checks files at construction.
 CheckMode = Literal["header", "full", "none"]
@@ -209,7 +210,7 @@ class ImageFileDataset(Dataset[tuple[Any, int, str]]):
                     stacklevel=3,
                 )
             if not paths:
-                raise ValueError(
+                raise DataError(
                     f"none of the {len(self.skipped)} image files{where} is readable"
                 )
         self.paths: list[str] = paths

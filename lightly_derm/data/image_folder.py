@@ -24,6 +24,7 @@ from lightly_derm.data.image_file_dataset import (
 )
 from lightly_derm.data.image_io import IMAGE_EXTENSIONS
 from lightly_derm.data.label_csv import LabelTable, normalize_id, read_labels_csv
+from lightly_derm.errors import DataError
 
 #: File-name patterns left out of image folders by default: ISIC segmentation masks
 #: (``ISIC_0000000_segmentation.png``, 2017's ``_Segmentation``) and the superpixel
@@ -259,7 +260,7 @@ class ImageFolderDataset(ImageFileDataset):
                 stacklevel=2,
             )
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"no images found in {root_path} (searched recursively for "
                 f"{', '.join(extensions)})"
             )
@@ -284,7 +285,7 @@ class ImageFolderDataset(ImageFileDataset):
                 targets.append(target)
             source = table.path or "the labels"
             if unlisted and len(unlisted) == len(files):
-                raise ValueError(
+                raise DataError(
                     f"none of the {len(files)} images in {root_path} is listed in "
                     f"{source} (first images: {describe_files(files)}; first ids: "
                     f"{describe_files(table.ids)})"
@@ -295,7 +296,7 @@ class ImageFolderDataset(ImageFileDataset):
                     f"{source}: {describe_files(unlisted)}"
                 )
                 if strict:
-                    raise ValueError(message)
+                    raise DataError(message)
                 warnings.warn(
                     message + "; they get target -1 (unlabelled)",
                     UserWarning,
@@ -304,7 +305,7 @@ class ImageFolderDataset(ImageFileDataset):
         elif class_folders or (class_folders is None and is_class_folder_layout(files)):
             folder_of = [f.split("/")[0] if "/" in f else "" for f in files]
             if "" in folder_of:
-                raise ValueError(
+                raise DataError(
                     f"class_folders=True but {root_path} has images outside class folders: "
                     f"{describe_files([f for f in files if '/' not in f])}"
                 )

@@ -130,7 +130,7 @@ class ISICClassificationDataset(ImageFileDataset):
             targets.append(target)
         source = table.path or "the labels"
         if not chosen:
-            raise ValueError(
+            raise DataError(
                 f"none of the {len(table)} image ids in {source} has an image under {root} "
                 f"(looked for {', '.join(extensions)}; first ids: {describe_files(table.ids)}; "
                 f"{len(files)} images found there"
@@ -143,7 +143,7 @@ class ISICClassificationDataset(ImageFileDataset):
                 f"{root}: {describe_files(missing)}"
             )
             if strict:
-                raise ValueError(message)
+                raise DataError(message)
             warnings.warn(message + "; skipped", UserWarning, stacklevel=2)
         self.format = table.format
         self.missing_ids = missing
