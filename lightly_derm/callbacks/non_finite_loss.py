@@ -340,12 +340,19 @@ class NonFiniteLossGuard(Callback):
 def _all_finite(tensors: list[Tensor]) -> Tensor | None:
     """A device boolean: every element of ``tensors`` is finite; ``None`` for no tensors.
 
-    One max-norm (never overflows) per device and dtype, fused with ``foreach`` kernels
-    where torch has them; NaN and inf propagate into it. No host synchronisation.
+    On accelerators, one max-norm (never overflows; NaN and inf propagate) per device
+    and dtype with fused ``foreach`` kernels (:func:`torch.nn.utils.get_total_norm`); on
+    the CPU, which has no fused norm, the minimum and maximum of each tensor
+    (``torch.aminmax``, which propagates NaN), about 8x faster there. No host
+    synchronisation either way.
     """
     tensors = [t.detach() for t in tensors if t.numel()]
     if not tensors:
         return None
+    if all(t.device.type == "cpu" for t in tensors):
+        return torch.stack(
+            [torch.isfinite(torch.stack(torch.aminmax(t))).all() for t in tensors]
+        ).all()
     return torch.isfinite(get_total_norm(tensors, norm_type=math.inf))
 
 

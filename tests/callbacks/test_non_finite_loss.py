@@ -340,3 +340,23 @@ def test_no_host_sync_between_read_backs_with_parameter_and_gradient_checks() ->
     with pytest.raises(NonFiniteLossError, match="gradients .* global step 5 ") as info:
         guard._check(trainer)
     assert info.value.what == "gradients"
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_finiteness_check_of_many_tensors(device: str) -> None:
+    from lightly_derm.callbacks.non_finite_loss import _all_finite
+
+    if device == "meta":  # the get_total_norm path: any non-CPU device
+        tensors = [torch.ones(3, device="meta")]
+        assert _all_finite(tensors).device.type == "meta"
+        return
+    tensors = [torch.ones(3), torch.ones(2, 2).double(), torch.ones(4).bfloat16()]
+    assert _all_finite(tensors) and _all_finite([]) is None
+    for value in (math.nan, math.inf, -math.inf):
+        for k in range(3):
+            bad = [t.clone() for t in tensors]
+            bad[k].view(-1)[1] = value
+            assert not _all_finite(bad)
+    huge = [t.clone() for t in tensors]
+    huge[1][0, 0] = 1e300  # finite in float64, inf in float32: still finite
+    assert _all_finite(huge)
