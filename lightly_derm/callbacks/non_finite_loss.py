@@ -26,6 +26,11 @@ from lightly_derm.errors import LightlyDermError
 
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
 
+#: The default last sentence of :class:`NonFiniteLossError` messages.
+DEFAULT_ADVICE = (
+    "Lower the learning rate and train again, or look at the data of that batch."
+)
+
 #: "no bad step yet" in the device-side record (larger than any batch count).
 _NONE = 2**62
 
@@ -111,6 +116,9 @@ class NonFiniteLossGuard(Callback):
         check_gradients: Also check the gradients before every optimizer step.
         check_parameters: Also check the parameters and floating-point buffers after
             every batch.
+        advice: The last sentence of the error: what to do. A tool that knows its own
+            command line should give a command that works (resuming restores the
+            optimizer's learning rate, so "resume with a lower learning rate" does not).
 
     Example:
         >>> import pytorch_lightning as pl
@@ -127,6 +135,7 @@ class NonFiniteLossGuard(Callback):
         check_every_n_steps: int | None = None,
         check_gradients: bool = True,
         check_parameters: bool = True,
+        advice: str = DEFAULT_ADVICE,
     ) -> None:
         super().__init__()
         if check_every_n_steps is not None and (
@@ -142,6 +151,7 @@ class NonFiniteLossGuard(Callback):
         self.check_every_n_steps = check_every_n_steps
         self.check_gradients = check_gradients
         self.check_parameters = check_parameters
+        self.advice = advice
         self._first_bad: Tensor | None = None  # index into _pending, or _NONE
         self._bad_value: Tensor | None = None
         self._bad_what: Tensor | None = None  # a key of _WHAT
@@ -329,8 +339,8 @@ class NonFiniteLossGuard(Callback):
         message = (
             f"{subject} became {shown}{where} at global step {global_step} "
             f"(epoch {epoch}, batch {batch_idx}); training stopped at global step "
-            f"{trainer.global_step}. {checkpoint[0].upper()}{checkpoint[1:]}. Resume "
-            "from it with a lower learning rate, or look at the data of that batch."
+            f"{trainer.global_step}. {checkpoint[0].upper()}{checkpoint[1:]}. "
+            f"{self.advice}"
         )
         return NonFiniteLossError(
             message, global_step, epoch, batch_idx, value, path, what or "unknown"

@@ -360,3 +360,16 @@ def test_finiteness_check_of_many_tensors(device: str) -> None:
     huge = [t.clone() for t in tensors]
     huge[1][0, 0] = 1e300  # finite in float64, inf in float32: still finite
     assert _all_finite(huge)
+
+
+def test_advice_is_the_callers() -> None:
+    trainer = SimpleNamespace(global_step=3, checkpoint_callbacks=[])
+    default = NonFiniteLossGuard()._error(trainer, 3, 0, 2, math.nan)
+    assert str(default).endswith(
+        "No checkpoint was saved before it. Lower the learning rate and train again, "
+        "or look at the data of that batch."
+    )
+    own = NonFiniteLossGuard(advice="Run: tool pretrain --lr 0.01 --out new/")
+    assert str(own._error(trainer, 3, 0, 2, math.nan)).endswith(
+        "before it. Run: tool pretrain --lr 0.01 --out new/"
+    )
