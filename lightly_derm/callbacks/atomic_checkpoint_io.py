@@ -28,6 +28,7 @@ from lightning_fabric.plugins.io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightly_derm.errors import LightlyDermError
 from lightly_derm.models.checkpoints import check_finite_weights, checkpoint_load_error
 
 try:  # POSIX: a writer holds a lock on its temporary file while it lives
@@ -35,7 +36,12 @@ try:  # POSIX: a writer holds a lock on its temporary file while it lives
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["AtomicCheckpointIO", "atomic_save", "remove_stale_temporaries"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
+    "atomic_save",
+    "remove_stale_temporaries",
+]
 
 #: The temporary files of :func:`atomic_save`: ``.<name>.<12 hex digits>.tmp``.
 TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
@@ -66,7 +72,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     one file system); the folder is synced so that the rename survives a crash. A
     failure — or a kill — before the rename leaves the previous ``path`` as it was; a
     failure removes the temporary file (a kill leaves it behind, never under a
-    ``*.ckpt`` name).
+    ``*.ckpt`` name). A write that fails for the operating system (a full disk) raises
+    one :class:`CheckpointWriteError` naming the file and the reason.
 
     Args:
         obj: What ``torch.save`` accepts.
@@ -96,11 +103,42 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
                 os.replace(temporary, target)
         if fcntl is None:  # pragma: no cover - Windows
             os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        raise
+        os_error = _os_error_in(exc)
+        if os_error is None or isinstance(exc, KeyboardInterrupt):
+            raise
+        # torch.save reports a failed write (a full disk) as a RuntimeError from its
+        # C++ writer, raised while handling the OSError: two tracebacks, neither
+        # naming the file. One error instead, with the reason and what is left.
+        previous = "is unchanged" if target.exists() else "was not written"
+        raise CheckpointWriteError(
+            os_error.errno or 0,
+            f"cannot write checkpoint {target}: "
+            f"{os_error.strerror or os_error}; {target.name} {previous}",
+        ) from None
     _fsync_directory(target.parent)
+
+
+class CheckpointWriteError(LightlyDermError, OSError):
+    """A checkpoint could not be written (a full disk, no permission).
+
+    The previous file is unchanged. A :class:`~lightly_derm.errors.LightlyDermError`
+    (one line) and an ``OSError`` with the original ``errno``.
+    """
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` that ``exc`` is, was caused by, or was raised while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _lock(file: IO[bytes], blocking: bool) -> bool:

@@ -305,3 +305,41 @@ def test_checkpoints_with_non_finite_weights_or_corrupt_are_refused(tmp_path) ->
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "nan.ckpt").read_bytes()[:200])
     with pytest.raises(CheckpointError, match=r"cut.ckpt' is not a readable PyTorch"):
         io_plugin.load_checkpoint(tmp_path / "cut.ckpt")
+
+
+def test_disk_full_is_one_error_naming_the_file(tmp_path, monkeypatch) -> None:
+    # before: torch's RuntimeError "[enforce fail at inline_container.cc] ..." raised
+    # while handling the OSError: a double traceback naming no file
+    from lightly_derm.callbacks.atomic_checkpoint_io import CheckpointWriteError
+
+    path = tmp_path / "last.ckpt"
+    atomic_save({"w": torch.ones(10)}, path)
+    real_save = torch.save
+
+    class _Full(io.RawIOBase):  # the disk fills up after 4 KB
+        def __init__(self, file) -> None:
+            self.file, self.written = file, 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+    def save(obj, f, *args, **kwargs):  # the real torch.save, on a filling disk
+        return real_save(obj, _Full(f), *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointWriteError) as info:
+        atomic_save({"w": torch.zeros(100_000)}, path)
+    monkeypatch.undo()
+    assert str(info.value) == (
+        f"[Errno 28] cannot write checkpoint {path}: No space left on device; "
+        "last.ckpt is unchanged"
+    )
+    assert info.value.errno == errno.ENOSPC and info.value.__suppress_context__
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
