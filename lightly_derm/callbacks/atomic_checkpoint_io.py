@@ -15,17 +15,38 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning_fabric.plugins.io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
+from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["AtomicCheckpointIO", "atomic_save"]
+from lightly_derm.errors import LightlyDermError
+from lightly_derm.models.checkpoints import check_finite_weights, checkpoint_load_error
+
+try:  # POSIX: a writer holds a lock on its temporary file while it lives
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
+    "atomic_save",
+    "remove_stale_temporaries",
+]
+
+#: The temporary files of :func:`atomic_save`: ``.<name>.<12 hex digits>.tmp``.
+TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+#: Without file locks (Windows), temporaries older than this (seconds) count as stale.
+_STALE_AFTER_S = 24 * 3600
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -51,7 +72,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     one file system); the folder is synced so that the rename survives a crash. A
     failure — or a kill — before the rename leaves the previous ``path`` as it was; a
     failure removes the temporary file (a kill leaves it behind, never under a
-    ``*.ckpt`` name).
+    ``*.ckpt`` name). A write that fails for the operating system (a full disk) raises
+    one :class:`CheckpointWriteError` naming the file and the reason.
 
     Args:
         obj: What ``torch.save`` accepts.
@@ -71,15 +93,111 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
+            # Locked while it is written and until it is renamed: a temporary whose
+            # lock is free belongs to a writer that died (remove_stale_temporaries).
+            _lock(file, blocking=True)
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
+            if fcntl is not None:  # POSIX renames an open file
+                os.replace(temporary, target)
+        if fcntl is None:  # pragma: no cover - Windows
+            os.replace(temporary, target)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        raise
+        os_error = _os_error_in(exc)
+        if os_error is None or isinstance(exc, KeyboardInterrupt):
+            raise
+        # torch.save reports a failed write (a full disk) as a RuntimeError from its
+        # C++ writer, raised while handling the OSError: two tracebacks, neither
+        # naming the file. One error instead, with the reason and what is left.
+        previous = "is unchanged" if target.exists() else "was not written"
+        raise CheckpointWriteError(
+            os_error.errno or 0,
+            f"cannot write checkpoint {target}: "
+            f"{os_error.strerror or os_error}; {target.name} {previous}",
+        ) from None
     _fsync_directory(target.parent)
+
+
+class CheckpointWriteError(LightlyDermError, OSError):
+    """A checkpoint could not be written (a full disk, no permission).
+
+    The previous file is unchanged. A :class:`~lightly_derm.errors.LightlyDermError`
+    (one line) and an ``OSError`` with the original ``errno``.
+    """
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` that ``exc`` is, was caused by, or was raised while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _lock(file: IO[bytes], blocking: bool) -> bool:
+    """An exclusive lock on ``file`` (POSIX ``flock``); ``False`` when another holds it."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
+    flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(file.fileno(), flags)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Deletes the temporary files that killed :func:`atomic_save` calls left in ``folder``.
+
+    A save killed mid-write leaves a full-size hidden ``.<name>.<random>.tmp`` beside
+    its target. Only files of exactly that name pattern are considered, and only those
+    whose writer is gone: a live writer holds a lock on its temporary (POSIX ``flock``,
+    released by the operating system when the process dies, even by ``kill -9``), so a
+    concurrent save is never disturbed. Without file locks (Windows) a temporary counts
+    as stale after a day. Nothing else in ``folder`` is touched.
+
+    Args:
+        folder: The checkpoint folder; a missing folder has nothing to remove.
+
+    Returns:
+        The files removed.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".last.ckpt.0123456789ab.tmp").write_bytes(b"half a checkpoint")
+        >>> _ = (folder / "notes.tmp").write_text("mine")
+        >>> [p.name for p in remove_stale_temporaries(folder)]
+        ['.last.ckpt.0123456789ab.tmp']
+        >>> sorted(p.name for p in folder.iterdir())
+        ['notes.tmp']
+    """
+    removed: list[Path] = []
+    directory = Path(folder)
+    if not directory.is_dir():
+        return removed
+    for path in sorted(directory.iterdir()):
+        if not TEMPORARY_NAME.match(path.name) or not path.is_file():
+            continue
+        try:
+            with open(path, "rb") as file:
+                if fcntl is None:  # pragma: no cover - Windows
+                    if time.time() - os.fstat(file.fileno()).st_mtime < _STALE_AFTER_S:
+                        continue
+                elif not _lock(file, blocking=False):
+                    continue  # a live writer
+                os.unlink(path)
+        except FileNotFoundError:  # renamed by its writer meanwhile
+            continue
+        removed.append(path)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -95,6 +213,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
       explicitly: a checkpoint can hold tensors and plain containers only, never code
       to run. ``http(s)://`` checkpoints are refused: lightly-derm reads local files
       and never downloads (Lightning would fetch them with ``weights_only=False``).
+      A file refused for carrying code, a corrupt file and a checkpoint whose weights
+      are NaN or inf raise :class:`~lightly_derm.errors.CheckpointError` naming the
+      file and the reason.
+    - **Leftovers**: the temporaries of saves that were killed (full-size hidden
+      ``.last.ckpt.<random>.tmp`` files) are removed from a checkpoint folder when a
+      run resumes from it (``load_checkpoint``) and before the first save into it
+      (:func:`remove_stale_temporaries`: only files of that name whose writer is gone).
 
     Args:
         weights_only: The ``weights_only`` of loads that do not pass one.
@@ -108,6 +233,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, weights_only: bool = True) -> None:
         super().__init__()
         self.weights_only = weights_only
+        self._cleaned: set[Path] = set()
+
+    def _clean(self, folder: Path) -> None:
+        """Removes stale temporaries from ``folder`` once per run and folder."""
+        folder = folder.resolve()
+        if folder in self._cleaned:
+            return
+        self._cleaned.add(folder)
+        removed = remove_stale_temporaries(folder)
+        if removed:
+            rank_zero_info(
+                f"removed {len(removed)} temporary file(s) left in {folder} by checkpoint "
+                f"saves that were killed: {', '.join(p.name for p in removed[:3])}"
+            )
 
     def save_checkpoint(
         self,
@@ -125,7 +264,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not isinstance(fs, LocalFileSystem):
             super().save_checkpoint(checkpoint, path)
             return
-        atomic_save(checkpoint, fs._strip_protocol(str(path)))
+        local = Path(fs._strip_protocol(str(path)))
+        self._clean(local.parent)
+        atomic_save(checkpoint, local)
 
     def load_checkpoint(
         self,
@@ -138,6 +279,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         Raises:
             ValueError: ``path`` is an ``http(s)://`` URL.
             FileNotFoundError: The file does not exist.
+            CheckpointError: The file carries code (refused), is corrupt, or its
+                ``state_dict`` holds NaN or inf.
         """
         if str(path).lower().startswith(("http://", "https://")):
             raise ValueError(
@@ -146,6 +289,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             )
         if weights_only is None:
             weights_only = self.weights_only
-        return super().load_checkpoint(
-            path, map_location=map_location, weights_only=weights_only
-        )
+        fs = get_filesystem(path)
+        if isinstance(fs, LocalFileSystem):
+            local = Path(fs._strip_protocol(str(path)))
+            if local.is_file():
+                self._clean(local.parent)
+        try:
+            checkpoint = super().load_checkpoint(
+                path, map_location=map_location, weights_only=weights_only
+            )
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise checkpoint_load_error(path, exc) from exc
+        state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+        if isinstance(state, dict):
+            check_finite_weights(state, repr(str(path)))
+        return checkpoint

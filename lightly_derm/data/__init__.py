@@ -18,8 +18,10 @@ from lightly_derm.data.idx import (
 from lightly_derm.data.image_file_dataset import ImageFileDataset
 from lightly_derm.data.image_folder import (
     EXCLUDE_PATTERNS,
+    ImageFileScan,
     ImageFolderDataset,
     find_image_files,
+    scan_image_files,
 )
 from lightly_derm.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -85,6 +87,8 @@ __all__ = [
     "check_image",
     "dataset_splits",
     "find_image_files",
+    "scan_image_files",
+    "ImageFileScan",
     "is_idx_folder",
     "load_image",
     "make_dataset",

@@ -19,6 +19,7 @@ import csv
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lightly_derm.data.image_file_dataset import describe_files
-from lightly_derm.data.image_io import load_image
+from lightly_derm.data.image_file_dataset import describe_files, load_or_next
+from lightly_derm.data.image_io import UnreadableImageError, load_image
 from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, SPLITS
+from lightly_derm.errors import DataError
 
 #: The zip's name in the export folder.
 ZIP_NAME = "dermamnist_jpg.zip"
@@ -59,6 +61,12 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
             ``"all"`` (10,015).
         transform: Applied to the PIL RGB image (28×28); ``None`` yields the PIL image.
         labels: The labels CSV, if not ``labels.csv`` beside the zip.
+        strict: Make a corrupt member an error instead of replacing it.
+
+    A member that cannot be decoded (or that the zip holds corrupt) is replaced by the
+    next readable one with a warning naming it — as a corrupt file of a folder is
+    (:class:`~lightly_derm.data.ImageFileDataset`) — and ``strict=True`` raises
+    :class:`~lightly_derm.data.UnreadableImageError` instead.
 
     Attributes:
         targets: (N,) int64 MedMNIST label indices.
@@ -67,8 +75,10 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
 
     Raises:
         FileNotFoundError: The zip or the labels CSV does not exist.
-        ValueError: Unknown split, an unknown ``dx``, missing columns, or CSV rows
-            without an image in the zip (the message names a few).
+        DataError: (a ``ValueError``) An unknown ``dx``, missing columns, a duplicated
+            id (naming both lines), or CSV rows without an image in the zip (the
+            message names a few).
+        ValueError: Unknown split.
 
     Example:
         >>> from lightly_derm.data import DermaMNISTJPEGDataset
@@ -83,6 +93,7 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         labels: str | os.PathLike[str] | None = None,
+        strict: bool = False,
     ) -> None:
         root_path = Path(root)
         if not root_path.exists():
@@ -110,24 +121,34 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
             reader = csv.DictReader(file)
             columns = reader.fieldnames or []
             if "image_id" not in columns or "dx" not in columns:
-                raise ValueError(
+                raise DataError(
                     f"{labels_path} must have the columns image_id and dx, has {columns}"
                 )
             prefix = f"DermaMNIST_{split}_" if split != "all" else "DermaMNIST_"
-            for line, row in enumerate(reader, start=2):
+            first_line: dict[str, int] = {}
+            line = 1
+            for row in reader:
+                line = reader.line_num
                 image_id = (row["image_id"] or "").strip()
                 if not image_id.startswith(prefix):
                     continue
+                if image_id in first_line:
+                    raise DataError(
+                        f"{labels_path} line {line}: image id {image_id!r} appears "
+                        f"again (first on line {first_line[image_id]}); each image "
+                        "needs one label"
+                    )
+                first_line[image_id] = line
                 dx = (row["dx"] or "").strip().lower()
                 if dx not in lookup:
-                    raise ValueError(
+                    raise DataError(
                         f"{labels_path} line {line} ({image_id}): unknown dx {dx!r}; "
                         f"DermaMNIST classes are {', '.join(DERMAMNIST_CLASSES)}"
                     )
                 ids.append(image_id)
                 targets.append(lookup[dx])
         if not ids:
-            raise ValueError(f"{labels_path} lists no image of split {split!r}")
+            raise DataError(f"{labels_path} lists no image of split {split!r}")
         order = sorted(range(len(ids)), key=lambda i: _sort_key(ids[i]))
         self.image_ids = [ids[i] for i in order]
         self.targets: np.ndarray = np.asarray(
@@ -138,13 +159,15 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
             names = set(archive.namelist())
         missing = [m for m in self.members if m not in names]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{len(missing)} images listed in {labels_path} are not in {self.zip_path}: "
                 f"{describe_files(missing)}"
             )
         self.classes = list(DERMAMNIST_CLASSES)
         self.split = split
         self.transform = transform
+        self.strict = strict
+        self._bad: set[int] = set()
         self._archive: zipfile.ZipFile | None = None
         self._archive_pid: int | None = None
 
@@ -173,17 +196,35 @@ class DermaMNISTJPEGDataset(Dataset[tuple[Any, int, str]]):
         """The zip member names, ``images/DermaMNIST_<split>_<n>.jpg``."""
         return list(self.members)
 
-    def __getitem__(self, index: int) -> tuple[Any, int, str]:
-        """``(transform(image), target, filename)``; ``filename`` is the zip member."""
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for {n} images")
-        index %= n
+    def load(self, index: int) -> Image.Image:
+        """The image of item ``index`` as PIL RGB, without transform or substitution.
+
+        Raises:
+            UnreadableImageError: The member cannot be decoded, or the zip holds it
+                corrupt (a CRC or compression error); the message names both.
+        """
         member = self.members[index]
-        image = load_image(self._zip().read(member), name=f"{self.zip_path}:{member}")
+        name = f"{self.zip_path}:{member}"
+        try:
+            data = self._zip().read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise UnreadableImageError(
+                f"cannot read image {name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return load_image(data, name=name)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, str]:
+        """``(transform(image), target, filename)``; ``filename`` is the zip member.
+
+        A corrupt member is replaced by the next readable one with a warning naming
+        it, as a corrupt file of a folder dataset is (``strict``: raises).
+        """
+        i, image = load_or_next(
+            index, len(self), self.load, self._bad, self.strict, f" in {self.zip_path}"
+        )
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self.targets[index]), member
+        return image, int(self.targets[i]), self.members[i]
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightly_derm.data.image_io import UnreadableImageError, check_image, load_image
+from lightly_derm.errors import DataError
 
 #: How :class:`ImageFileDataset` checks files at construction.
 CheckMode = Literal["header", "full", "none"]
@@ -35,6 +36,47 @@ def describe_files(items: Sequence[str], count: int | None = None) -> str:
     named = ", ".join(items[:_NAMED])
     rest = total - min(len(items), _NAMED)
     return named + (f" and {rest} more" if rest > 0 else "")
+
+
+def load_or_next(
+    index: int,
+    count: int,
+    load: Callable[[int], Image.Image],
+    bad: set[int],
+    strict: bool,
+    where: str = "",
+) -> tuple[int, Image.Image]:
+    """``(i, load(i))`` for the first readable item from ``index`` on, cyclically.
+
+    The load-time safety net the datasets share (files in a folder, members of a zip):
+    an item whose :class:`~lightly_derm.data.UnreadableImageError` shows only when it
+    is decoded is remembered in ``bad`` and replaced by the next readable one, with a
+    warning naming it, so a long run does not die on one corrupt file; with ``strict``
+    the error is raised.
+
+    Raises:
+        IndexError: ``index`` out of range.
+        UnreadableImageError: ``strict`` and the item is unreadable, or none is readable.
+    """
+    if not -count <= index < count:
+        raise IndexError(f"index {index} is out of range for {count} images")
+    index %= count
+    for attempt in range(count):
+        i = (index + attempt) % count
+        if i in bad:
+            continue
+        try:
+            return i, load(i)
+        except UnreadableImageError as exc:
+            if strict:
+                raise
+            bad.add(i)
+            warnings.warn(
+                f"{exc}; using the next readable image instead",
+                UserWarning,
+                stacklevel=3,
+            )
+    raise UnreadableImageError(f"none of the {count} images{where} could be decoded")
 
 
 class ImageFileDataset(Dataset[tuple[Any, int, str]]):
@@ -168,7 +210,7 @@ class ImageFileDataset(Dataset[tuple[Any, int, str]]):
                     stacklevel=3,
                 )
             if not paths:
-                raise ValueError(
+                raise DataError(
                     f"none of the {len(self.skipped)} image files{where} is readable"
                 )
         self.paths: list[str] = paths
@@ -209,33 +251,17 @@ class ImageFileDataset(Dataset[tuple[Any, int, str]]):
 
     def __getitem__(self, index: int) -> tuple[Any, int, str]:
         """``(transform(image), target, filename)``; see the class docstring."""
-        n = len(self.paths)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for {n} images")
-        index %= n
-        for attempt in range(n):
-            i = (index + attempt) % n
-            if i in self._bad:
-                continue
-            try:
-                image = self.load(i)
-            except UnreadableImageError as exc:
-                if self.strict:
-                    raise
-                self._bad.add(i)
-                warnings.warn(
-                    f"{exc}; using the next readable image instead",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return image, int(self.targets[i]), self.filenames[i]
-        raise UnreadableImageError(
-            f"none of the {n} images{' in ' + str(self.root) if self.root else ''} "
-            "could be decoded"
+        i, image = load_or_next(
+            index,
+            len(self.paths),
+            self.load,
+            self._bad,
+            self.strict,
+            f" in {self.root}" if self.root else "",
         )
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[i]), self.filenames[i]
 
     def __repr__(self) -> str:
         labelled = int((self.targets >= 0).sum())

@@ -28,7 +28,17 @@ decode, convert to RGB). What it adds:
   1504×1129 ISIC JPEG read for a 224-pixel model decodes at 376×283, several times
   faster.
 - **A cheap readability check** (:func:`check_image`) for dataset construction, and
-  :class:`UnreadableImageError` (a ``ValueError``) naming the file and the reason.
+  :class:`UnreadableImageError` (a :class:`~lightly_derm.errors.DataError`, so a
+  ``ValueError``) naming the file and the reason.
+- **Bounded memory.** An image of more than :func:`max_image_pixels` pixels (default
+  :data:`MAX_IMAGE_PIXELS` = 89,478,485, Pillow's decompression-bomb threshold, above
+  which Pillow itself only warns up to twice that) is refused before it is decoded,
+  with :class:`ImageTooLargeError` naming the file, its size and the limit; set
+  ``LIGHTLY_DERM_MAX_IMAGE_PIXELS`` to change the limit (``0``: no limit of
+  lightly-derm's). A 280 KB PNG can hold 12000×12000 pixels: decoded, several GB in
+  every DataLoader worker at once. The 16-bit conversion works in row blocks of about
+  a million pixels, so its temporary memory is bounded too (the decoded image and its
+  RGB copy remain).
 """
 
 from __future__ import annotations
@@ -36,12 +46,15 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from lightly_derm.errors import ConfigError, DataError
 
 #: File extensions read as images (lower case), the same as lightly's and torchvision's.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -69,14 +82,68 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
 )
 
+#: The default largest image, in pixels, that lightly-derm decodes (Pillow's
+#: ``Image.MAX_IMAGE_PIXELS``; Pillow only warns between it and twice it).
+MAX_IMAGE_PIXELS = 89_478_485
+#: Environment variable that overrides :data:`MAX_IMAGE_PIXELS` (``0``: no limit).
+ENV_MAX_IMAGE_PIXELS = "LIGHTLY_DERM_MAX_IMAGE_PIXELS"
+_BLOCK_PIXELS = 1 << 20  # pixels per block of the 16-bit conversion
+# round(v / 257) for every 16-bit value: 0 -> 0, 257 -> 1, 65535 -> 255.
+_LUT16 = ((np.arange(65536, dtype=np.uint32) * 2 + 257) // 514).astype(np.uint8)
+
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "RGBX")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 
 
-class UnreadableImageError(ValueError):
-    """An image file that cannot be opened or decoded; the message names the file."""
+class UnreadableImageError(DataError):
+    """An image file that cannot be opened or decoded; the message names the file.
+
+    A :class:`~lightly_derm.errors.DataError` (so also a ``ValueError``).
+    """
+
+
+class ImageTooLargeError(UnreadableImageError):
+    """An image of more pixels than :func:`max_image_pixels`, refused before decoding."""
+
+
+def max_image_pixels() -> int | None:
+    """The largest image lightly-derm decodes, in pixels; ``None`` for no limit.
+
+    ``LIGHTLY_DERM_MAX_IMAGE_PIXELS`` (a positive integer, or ``0`` for no limit) if
+    set, else :data:`MAX_IMAGE_PIXELS`. Read at every call, so DataLoader workers see
+    it too.
+
+    Raises:
+        ConfigError: The variable is not a non-negative integer.
+    """
+    value = os.environ.get(ENV_MAX_IMAGE_PIXELS, "").strip().replace("_", "")
+    if not value:
+        return MAX_IMAGE_PIXELS
+    if not value.isdigit():
+        raise ConfigError(
+            f"{ENV_MAX_IMAGE_PIXELS} must be a number of pixels (0: no limit), got "
+            f"{os.environ[ENV_MAX_IMAGE_PIXELS]!r}"
+        )
+    return int(value) or None
+
+
+def check_pixel_limit(image: Image.Image, name: str) -> None:
+    """Refuses an opened (not yet decoded) image above :func:`max_image_pixels`.
+
+    Raises:
+        ImageTooLargeError: Naming the file, its size and the limit.
+    """
+    limit = max_image_pixels()
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise ImageTooLargeError(
+            f"cannot read image {name}: {width}x{height} = {width * height:,} pixels is "
+            f"more than the limit of {limit:,} (decoded, at least "
+            f"{width * height * 3 / 2**20:,.0f} MiB per worker); set "
+            f"{ENV_MAX_IMAGE_PIXELS} to allow larger images"
+        )
 
 
 def _source_name(source: ImageSource, name: str | None) -> str:
@@ -111,14 +178,18 @@ def to_rgb8(image: Image.Image) -> Image.Image:
         return image
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
         array = np.asarray(image)
-        if mode == "F":
-            gray = np.rint(np.clip(array, 0.0, 1.0) * 255.0)
-        else:
-            # round(v / 257) in integers: 0 -> 0, 257 -> 1, 65535 -> 255.
-            values = np.clip(array.astype(np.int64), 0, 65535)
-            gray = (values * 2 + 257) // 514
-        gray8 = gray.astype(np.uint8)
-        return Image.fromarray(np.repeat(gray8[..., None], 3, axis=-1))
+        rgb = np.empty((*array.shape[:2], 3), dtype=np.uint8)
+        # Row blocks of about a million pixels: bounded temporaries at any image size
+        # (whole-image int64 intermediates took 3.9 GB for a 12000x12000 PNG).
+        rows = max(1, _BLOCK_PIXELS // max(1, array.shape[1]))
+        for start in range(0, array.shape[0], rows):
+            block = array[start : start + rows]
+            if mode == "F":
+                gray8 = np.rint(np.clip(block, 0.0, 1.0) * 255.0).astype(np.uint8)
+            else:
+                gray8 = _LUT16[np.clip(block, 0, 65535).astype(np.uint16)]
+            rgb[start : start + rows] = gray8[..., None]
+        return Image.fromarray(rgb)
     if mode in _ALPHA_MODES and mode not in ("RGBA", "RGBX"):
         # LA/PA/La: drop alpha via the alpha-carrying RGB form, then drop alpha.
         image = image.convert("RGBA")
@@ -157,6 +228,8 @@ def load_image(
     Raises:
         UnreadableImageError: The file is not an image Pillow can read, is truncated or
             corrupt; the message names it and the reason.
+        ImageTooLargeError: (an ``UnreadableImageError``) More pixels than
+            :func:`max_image_pixels`, refused before decoding.
         ValueError: ``decode_size`` is not a positive integer.
 
     Example:
@@ -179,11 +252,11 @@ def load_image(
     try:
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as file:
-                return _decode(file, decode_size)
+                return _decode(file, decode_size, label)
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return _decode(io.BytesIO(source), decode_size)
-        return _decode(source, decode_size)
-    except FileNotFoundError:
+            return _decode(io.BytesIO(source), decode_size, label)
+        return _decode(source, decode_size, label)
+    except (FileNotFoundError, UnreadableImageError, ConfigError):
         raise
     except DECODE_ERRORS as exc:
         raise UnreadableImageError(
@@ -191,9 +264,24 @@ def load_image(
         ) from exc
 
 
-def _decode(file: BinaryIO, decode_size: int | None) -> Image.Image:
+def open_image(file: BinaryIO | str | os.PathLike[str], name: str) -> Image.Image:
+    """``PIL.Image.open`` (header only) and :func:`check_pixel_limit`.
+
+    Pillow's decompression-bomb warning is silenced: the pixel limit decides.
+
+    Raises:
+        ImageTooLargeError: More pixels than :func:`max_image_pixels`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(file)
+    check_pixel_limit(image, name)
+    return image
+
+
+def _decode(file: BinaryIO, decode_size: int | None, name: str) -> Image.Image:
     # The caller owns and closes ``file``; after ``load()`` the pixels no longer need it.
-    image = Image.open(file)
+    image = open_image(file, name)
     if decode_size is not None and image.format == "JPEG":
         image.draft(None, (decode_size, decode_size))
     image.load()
@@ -228,7 +316,7 @@ def check_image(path: str | os.PathLike[str], full: bool = False) -> str | None:
         if size == 0:
             return "empty file"
         with open(path, "rb") as file:
-            with Image.open(file) as image:
+            with open_image(file, os.fspath(path)) as image:
                 image_format = image.format
                 width, height = image.size
             if width < 1 or height < 1:
@@ -247,6 +335,10 @@ def check_image(path: str | os.PathLike[str], full: bool = False) -> str | None:
         # A missing end marker is suspicious, not proof: decode to decide.
         load_image(path)
         return None
+    except ConfigError:
+        raise
+    except ImageTooLargeError as exc:
+        return str(exc).split(": ", 1)[1]
     except UnreadableImageError as exc:
         return _reason(exc.__cause__ or exc)
     except DECODE_ERRORS as exc:

@@ -23,6 +23,7 @@ from lightly_derm.data.image_file_dataset import (
 from lightly_derm.data.image_folder import EXCLUDE_PATTERNS, find_image_files
 from lightly_derm.data.image_io import IMAGE_EXTENSIONS
 from lightly_derm.data.label_csv import LabelTable, normalize_id, read_labels_csv
+from lightly_derm.errors import DataError
 
 
 class ISICClassificationDataset(ImageFileDataset):
@@ -59,8 +60,9 @@ class ISICClassificationDataset(ImageFileDataset):
 
     Raises:
         FileNotFoundError: ``images_root`` or ``csv`` does not exist.
-        ValueError: A bad CSV, no image for any id, an id matching two images, or
-            (``strict``) an id without image.
+        DataError: (a ``ValueError``) A bad CSV, an id matching two images, two ids
+            naming one image (``X`` and ``sub/X``), naming the CSV lines.
+        ValueError: No image for any id, or (``strict``) an id without image.
 
     Example:
         >>> import tempfile, pathlib
@@ -99,24 +101,36 @@ class ISICClassificationDataset(ImageFileDataset):
         chosen: list[str] = []
         targets: list[int] = []
         missing: list[str] = []
-        for image_id, target in zip(table.ids, table.targets.tolist(), strict=True):
+        row_of: dict[str, int] = {}  # image file -> the CSV row that took it
+        for i, (image_id, target) in enumerate(
+            zip(table.ids, table.targets.tolist(), strict=True)
+        ):
             rel = by_path.get(image_id)
             if rel is None:
                 candidates = by_stem.get(Path(image_id).name, [])
                 if len(candidates) > 1:
-                    raise ValueError(
-                        f"image id {image_id!r} of {table.path} matches several files under "
-                        f"{root}: {describe_files(candidates)}"
+                    raise DataError(
+                        f"{table.where(i)}: image id {image_id!r} matches several files "
+                        f"under {root}: {describe_files(candidates)}"
                     )
                 rel = candidates[0] if candidates else None
             if rel is None:
                 missing.append(image_id)
                 continue
+            if rel in row_of:
+                # e.g. ids "X" and "sub/X": one image would be in twice, two labels
+                first = row_of[rel]
+                raise DataError(
+                    f"{table.where(i)}: image id {image_id!r} names the same image "
+                    f"{rel} as id {table.ids[first]!r} ({table.where(first)}); each "
+                    "image needs one row"
+                )
+            row_of[rel] = i
             chosen.append(rel)
             targets.append(target)
         source = table.path or "the labels"
         if not chosen:
-            raise ValueError(
+            raise DataError(
                 f"none of the {len(table)} image ids in {source} has an image under {root} "
                 f"(looked for {', '.join(extensions)}; first ids: {describe_files(table.ids)}; "
                 f"{len(files)} images found there"
@@ -129,7 +143,7 @@ class ISICClassificationDataset(ImageFileDataset):
                 f"{root}: {describe_files(missing)}"
             )
             if strict:
-                raise ValueError(message)
+                raise DataError(message)
             warnings.warn(message + "; skipped", UserWarning, stacklevel=2)
         self.format = table.format
         self.missing_ids = missing

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from lightly_derm.errors import DataError
+
 #: An ISIC image file: ``ISIC_`` and digits, then .jpg, .jpeg or .png.
 ISIC_IMAGE_PATTERN = re.compile(r"^(ISIC_\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
 #: The mask suffixes tried for each id, in this order.
@@ -150,7 +152,7 @@ def _check_sizes(pairs: Sequence[IsicPair]) -> None:
                     f"{pair['label']} is {mask.size[0]}×{mask.size[1]}"
                 )
     if bad:
-        raise ValueError(
+        raise DataError(
             f"{len(bad)} ISIC masks differ in size from their images: "
             + "; ".join(bad[:3])
             + (" ..." if len(bad) > 3 else "")

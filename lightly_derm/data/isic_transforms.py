@@ -16,6 +16,7 @@ SSL encoders pretrained on torchvision tensors see images the same way up.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -37,18 +38,28 @@ from monai.transforms import (
     Resized,
     ScaleIntensityRanged,
 )
+from monai.utils import ensure_tuple
 from torch import Tensor
+
+from lightly_derm.data.image_io import (
+    DECODE_ERRORS,
+    UnreadableImageError,
+    open_image,
+    to_rgb8,
+)
 
 #: Meta-data key of an image's (height, width) in its file, before JPEG draft decoding.
 ORIGINAL_SHAPE_KEY = "lightly_derm_original_shape"
 
 
 class _RGB:
-    """PIL converter: 8-bit RGB (grayscale replicated, alpha dropped).
+    """PIL converter: 8-bit RGB as :func:`~lightly_derm.data.image_io.to_rgb8` converts.
 
-    With ``size`` (H, W), JPEGs are decoded at the largest DCT reduction (1/2, 1/4, 1/8)
-    that stays at least that large (PIL's ``Image.draft``): 5-10x faster for the large
-    ISIC images when the output is small. The size in the file is kept in ``info``.
+    16-bit images are scaled to 8 bit (Pillow's ``convert("RGB")`` clips them at 255:
+    all white), alpha is dropped. With ``size`` (H, W), JPEGs are decoded at the largest
+    DCT reduction (1/2, 1/4, 1/8) that stays at least that large (PIL's
+    ``Image.draft``): 5-10x faster for the large ISIC images when the output is small.
+    The size in the file is kept in ``info``.
     """
 
     def __init__(self, size: tuple[int, int] | None = None) -> None:
@@ -58,13 +69,59 @@ class _RGB:
         width, height = image.size
         if self.size is not None and image.format == "JPEG":
             image.draft("RGB", (self.size[1], self.size[0]))
-        image = image if image.mode == "RGB" else image.convert("RGB")
+        image = to_rgb8(image)
         image.info[ORIGINAL_SHAPE_KEY] = (height, width)
         return image
 
 
+class _Unreadable:
+    """What :class:`_PILReader` reads from a broken file: the error, raised later."""
+
+    def __init__(self, error: UnreadableImageError) -> None:
+        self.error = error
+
+
 class _PILReader(PILReader):
-    """PILReader that also reports the size an image has in its file."""
+    """MONAI's PILReader with lightly-derm's file handling.
+
+    - Images above :func:`~lightly_derm.data.image_io.max_image_pixels` are refused
+      before decoding, and every file is decoded here, so a truncated, empty or
+      corrupt file (or mask) gives :class:`~lightly_derm.data.UnreadableImageError`
+      naming it. MONAI's ``LoadImage`` turns a failing ``read`` into "cannot find a
+      suitable reader" with the traceback in the message; the error is therefore
+      raised from ``get_data`` instead, which ``LoadImage`` does not wrap.
+    - The size an image has in its file is reported in the metadata.
+    """
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        names = ensure_tuple(data)
+        images: list[Any] = []
+        for name in names:
+            label = (
+                os.fspath(name) if isinstance(name, (str, os.PathLike)) else str(name)
+            )
+            try:
+                image = open_image(name, label)
+                if callable(self.converter):
+                    image = self.converter(image)
+                image.load()
+            except UnreadableImageError as exc:
+                images.append(_Unreadable(exc))
+            except DECODE_ERRORS as exc:
+                error = UnreadableImageError(
+                    f"cannot read image {label}: {type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+                images.append(_Unreadable(error))
+            else:
+                images.append(image)
+        return images if len(names) > 1 else images[0]
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        for image in ensure_tuple(img):
+            if isinstance(image, _Unreadable):
+                raise image.error
+        return super().get_data(img)
 
     def _get_meta_dict(self, img: Any) -> dict:
         meta = super()._get_meta_dict(img)
@@ -274,7 +331,7 @@ def isic_segmentation_transforms(
         ),
         LoadImaged(
             "label",
-            reader=PILReader(reverse_indexing=False, converter=_to_gray),
+            reader=_PILReader(reverse_indexing=False, converter=_to_gray),
             image_only=True,
             ensure_channel_first=True,
         ),

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lightly_derm.data.image_io import IMAGE_EXTENSIONS
+from lightly_derm.errors import ConfigError, DataError
 
 #: The one-hot ISIC formats: format name → (id column, class columns).
 ISIC_ONE_HOT_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -60,6 +61,10 @@ ID_COLUMNS = (
 )
 LABEL_COLUMNS = ("label", "target", "class", "diagnosis", "dx", "category", "y")
 
+#: The largest integer label of a generic CSV: integer labels are class indices
+#: ``0 … K−1`` and make K classes, so a stray ``3000000000`` would make 3e9 classes.
+MAX_CLASS_INDEX = 99_999
+
 #: One line per known format, for error messages.
 KNOWN_FORMATS = (
     "ISIC 2016 (image_id, label: benign/malignant or 0/1; header optional); "
@@ -71,6 +76,7 @@ KNOWN_FORMATS = (
 )
 
 _ISIC_ID = re.compile(r"^ISIC_\d+", re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?\d+(\.0*)?")
 _TRUE = {"1", "1.0", "1.", "true"}
 _FALSE = {"0", "0.0", "0.", "false", ""}
 
@@ -85,6 +91,7 @@ class LabelTable:
         classes: The class names, ``classes[t]`` for target ``t``.
         format: The detected format (``"isic2017"``, ``"generic"``, …).
         path: The CSV read.
+        lines: The CSV line of each id (for messages), when read from a file.
     """
 
     ids: list[str]
@@ -92,6 +99,7 @@ class LabelTable:
     classes: list[str]
     format: str
     path: str | None = None
+    lines: list[int] | None = field(default=None, repr=False)
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +107,13 @@ class LabelTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def where(self, index: int) -> str:
+        """``"labels CSV <path> line <n>"`` for the row ``index``, for messages."""
+        source = f"labels CSV {self.path}" if self.path else "the labels"
+        if self.lines is None:
+            return f"{source} row {index + 1}"
+        return f"{source} line {self.lines[index]}"
 
     def get(self, image_id: str, default: int | None = None) -> int | None:
         """The target of ``image_id`` (extension optional), or ``default``."""
@@ -118,8 +133,8 @@ def normalize_id(value: str) -> str:
     return value
 
 
-def _unknown(path: str, header: list[str]) -> ValueError:
-    return ValueError(
+def _unknown(path: str, header: list[str]) -> DataError:
+    return DataError(
         f"labels CSV {path} has columns {header}, which match no known format. "
         f"Known formats: {KNOWN_FORMATS}"
     )
@@ -131,7 +146,7 @@ def _parse_flag(value: str, path: str, line: int, column: str) -> int:
         return 1
     if v in _FALSE:
         return 0
-    raise ValueError(
+    raise DataError(
         f"labels CSV {path} line {line}: column {column!r} must be 0 or 1, got {value!r}"
     )
 
@@ -152,9 +167,12 @@ def read_labels_csv(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: Unknown columns (the message lists the columns found and the known
-            formats), a one-hot row that is not one-hot, a duplicate id, an empty CSV or
-            an unknown ``task``; messages name the file and line.
+        DataError: (a ``ValueError``) Unknown columns (the message lists the columns
+            found and the known formats), a one-hot row that is not one-hot, a duplicated
+            id, an empty id, an empty CSV, a negative integer label other than ``-1``,
+            an integer label above :data:`MAX_CLASS_INDEX`, or integer labels mixed with
+            names; messages name the file and line.
+        ConfigError: (a ``ValueError``) An unknown ``task``.
 
     Example:
         >>> import tempfile, pathlib
@@ -171,42 +189,51 @@ def read_labels_csv(
     path_str = os.fspath(path)
     if not Path(path_str).is_file():
         raise FileNotFoundError(f"labels CSV not found: {path_str}")
+    rows: list[list[str]] = []
+    lines: list[int] = []  # the line each row starts on (blank lines are skipped)
     with open(path_str, newline="", encoding="utf-8-sig") as file:
-        rows = [row for row in csv.reader(file) if any(cell.strip() for cell in row)]
+        reader = csv.reader(file)
+        start = 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
     if not rows:
-        raise ValueError(f"labels CSV {path_str} is empty")
+        raise DataError(f"labels CSV {path_str} is empty")
     header = [cell.strip() for cell in rows[0]]
-    table = _read_rows(path_str, header, rows)
+    table = _read_rows(path_str, header, rows, lines)
     if len(table) == 0:
-        raise ValueError(f"labels CSV {path_str} has a header but no rows")
-    seen: set[str] = set()
+        raise DataError(f"labels CSV {path_str} has a header but no rows")
+    first_line: dict[str, int] = {}
     for i, image_id in enumerate(table.ids):
-        if image_id in seen:
-            raise ValueError(
-                f"labels CSV {path_str}: image id {image_id!r} appears twice"
-            )
-        seen.add(image_id)
         if not image_id:
-            raise ValueError(
-                f"labels CSV {path_str}: row {i + 1} has an empty image id"
+            raise DataError(f"{table.where(i)}: empty image id")
+        if image_id in first_line:
+            raise DataError(
+                f"{table.where(i)}: image id {image_id!r} appears again (first on "
+                f"line {first_line[image_id]}); each image needs one label"
             )
+        first_line[image_id] = table.lines[i] if table.lines else i + 1
     if task is not None:
         table = _one_vs_rest(table, task)
     return table
 
 
-def _read_rows(path: str, header: list[str], rows: list[list[str]]) -> LabelTable:
+def _read_rows(
+    path: str, header: list[str], rows: list[list[str]], lines: list[int]
+) -> LabelTable:
     lower = [h.lower() for h in header]
     # One-hot ISIC formats: all class columns present (case-sensitive names as issued,
     # compared case-insensitively).
     for name, (id_col, class_cols) in ISIC_ONE_HOT_FORMATS.items():
         wanted = [c.lower() for c in class_cols]
         if id_col in lower and all(c in lower for c in wanted):
-            return _read_one_hot(path, name, header, rows, id_col, class_cols)
+            return _read_one_hot(path, name, header, rows, lines, id_col, class_cols)
     # ISIC 2016: no header (first cell an ISIC id) or image_id + label with
     # benign/malignant/0/1 values.
     if _ISIC_ID.match(header[0]) and len(header) == 2:
-        return _read_isic2016(path, rows, start=0)
+        return _read_isic2016(path, rows, lines, start=0)
     if len(header) == 2 and lower[0] in ID_COLUMNS and lower[1] in LABEL_COLUMNS:
         values = {row[1].strip().lower() for row in rows[1:] if len(row) > 1}
         isic_ids = all(_ISIC_ID.match(row[0].strip()) for row in rows[1:] if row)
@@ -214,17 +241,17 @@ def _read_rows(path: str, header: list[str], rows: list[list[str]]) -> LabelTabl
             values <= {"benign", "malignant"}
             or (isic_ids and values <= {"0", "1", "0.0", "1.0"})
         ):
-            return _read_isic2016(path, rows, start=1)
+            return _read_isic2016(path, rows, lines, start=1)
     id_col = next((c for c in ID_COLUMNS if c in lower), None)
     label_col = next((c for c in LABEL_COLUMNS if c in lower), None)
     if id_col is None or label_col is None:
         raise _unknown(path, header)
-    return _read_generic(path, rows, lower.index(id_col), lower.index(label_col))
+    return _read_generic(path, rows, lines, lower.index(id_col), lower.index(label_col))
 
 
 def _cell(row: list[str], j: int, path: str, line: int) -> str:
     if j >= len(row):
-        raise ValueError(
+        raise DataError(
             f"labels CSV {path} line {line}: expected at least {j + 1} columns, got {len(row)}"
         )
     return row[j]
@@ -235,6 +262,7 @@ def _read_one_hot(
     name: str,
     header: list[str],
     rows: list[list[str]],
+    lines: list[int],
     id_col: str,
     class_cols: tuple[str, ...],
 ) -> LabelTable:
@@ -243,7 +271,7 @@ def _read_one_hot(
     col_j = [lower.index(c.lower()) for c in class_cols]
     neither = name == "isic2017"
     ids, targets = [], []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines[1:], rows[1:], strict=True):
         ids.append(normalize_id(_cell(row, id_j, path, line)))
         flags = [
             _parse_flag(_cell(row, j, path, line), path, line, header[j]) for j in col_j
@@ -255,17 +283,21 @@ def _read_one_hot(
             targets.append(len(class_cols))
         else:
             expected = "at most one 1" if neither else "exactly one 1"
-            raise ValueError(
+            raise DataError(
                 f"labels CSV {path} line {line} ({ids[-1]}): the {name} one-hot columns "
                 f"{list(class_cols)} must hold {expected}, got {flags}"
             )
     classes = list(class_cols) + ([ISIC2017_NEITHER] if neither else [])
-    return LabelTable(ids, np.asarray(targets, dtype=np.int64), classes, name, path)
+    return LabelTable(
+        ids, np.asarray(targets, dtype=np.int64), classes, name, path, lines[1:]
+    )
 
 
-def _read_isic2016(path: str, rows: list[list[str]], start: int) -> LabelTable:
+def _read_isic2016(
+    path: str, rows: list[list[str]], lines: list[int], start: int
+) -> LabelTable:
     ids, targets = [], []
-    for line, row in enumerate(rows[start:], start=start + 1):
+    for line, row in zip(lines[start:], rows[start:], strict=True):
         ids.append(normalize_id(_cell(row, 0, path, line)))
         value = _cell(row, 1, path, line).strip().lower()
         if value in ("benign", "malignant"):
@@ -273,7 +305,7 @@ def _read_isic2016(path: str, rows: list[list[str]], start: int) -> LabelTable:
         elif value in _TRUE or value in ("0", "0.0"):
             targets.append(1 if value in _TRUE else 0)
         else:
-            raise ValueError(
+            raise DataError(
                 f"labels CSV {path} line {line} ({ids[-1]}): an ISIC 2016 label must be "
                 f"benign, malignant, 0 or 1, got {value!r}"
             )
@@ -283,35 +315,62 @@ def _read_isic2016(path: str, rows: list[list[str]], start: int) -> LabelTable:
         list(ISIC2016_CLASSES),
         "isic2016",
         path,
+        lines[start:],
     )
 
 
 def _read_generic(
-    path: str, rows: list[list[str]], id_j: int, label_j: int
+    path: str, rows: list[list[str]], lines: list[int], id_j: int, label_j: int
 ) -> LabelTable:
     ids: list[str] = []
     raw: list[str] = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines[1:], rows[1:], strict=True):
         ids.append(normalize_id(_cell(row, id_j, path, line)))
         raw.append(_cell(row, label_j, path, line).strip())
-    present = [v for v in raw if v not in ("", "-1")]
-    integers = all(re.fullmatch(r"\d+(\.0*)?", v) for v in present)
-    if integers:
+    row_lines = lines[1:]
+    present = [(k, v) for k, v in enumerate(raw) if v not in ("", "-1")]
+    integer = [_INTEGER.fullmatch(v) is not None for _, v in present]
+    if present and all(integer):
+        # Integer labels are class indices 0 … K−1.
         values = [int(float(v)) if v not in ("", "-1") else -1 for v in raw]
-        num_classes = max(values) + 1 if present else 0
+        for k, value in enumerate(values):
+            if value < -1:
+                raise DataError(
+                    f"labels CSV {path} line {row_lines[k]} ({ids[k]}): label "
+                    f"{raw[k]!r} is negative; integer labels are class indices 0, 1, "
+                    "…, and only -1 (or an empty cell) means unlabelled"
+                )
+            if value > MAX_CLASS_INDEX:
+                raise DataError(
+                    f"labels CSV {path} line {row_lines[k]} ({ids[k]}): integer label "
+                    f"{raw[k]} is above {MAX_CLASS_INDEX}; integer labels are class "
+                    f"indices 0 … K-1 (K classes), so give class names instead"
+                )
+        num_classes = max(values) + 1
         classes = [str(c) for c in range(num_classes)]
         targets = np.asarray(values, dtype=np.int64)
+    elif any(integer):
+        # Names mixed with integers: a label such as "2" would silently become the
+        # index of the name "2" among the sorted names.
+        k_int = present[integer.index(True)][0]
+        k_name = present[integer.index(False)][0]
+        raise DataError(
+            f"labels CSV {path} line {row_lines[k_int]} ({ids[k_int]}): integer label "
+            f"{raw[k_int]!r} mixed with class names such as {raw[k_name]!r} (line "
+            f"{row_lines[k_name]}); use class indices 0, 1, … or names throughout "
+            "(-1 or an empty cell: unlabelled)"
+        )
     else:
-        classes = sorted(set(present))
+        classes = sorted({v for _, v in present})
         lookup = {c: k for k, c in enumerate(classes)}
         targets = np.asarray([lookup.get(v, -1) for v in raw], dtype=np.int64)
-    return LabelTable(ids, targets, classes, "generic", path)
+    return LabelTable(ids, targets, classes, "generic", path, row_lines)
 
 
 def _one_vs_rest(table: LabelTable, task: str) -> LabelTable:
     lower = [c.lower() for c in table.classes]
     if task.lower() not in lower:
-        raise ValueError(
+        raise ConfigError(
             f"task {task!r} is not a class of {table.path} ({table.format}); "
             f"choose one of {table.classes}"
         )
@@ -321,5 +380,5 @@ def _one_vs_rest(table: LabelTable, task: str) -> LabelTable:
         table.targets < 0, -1, (table.targets == positive).astype(np.int64)
     )
     return LabelTable(
-        table.ids, targets, [f"not_{name}", name], table.format, table.path
+        table.ids, targets, [f"not_{name}", name], table.format, table.path, table.lines
     )

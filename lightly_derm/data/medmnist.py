@@ -11,6 +11,8 @@ filename)`` without needing the ``medmnist`` package.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ import torch
 from PIL import Image
 
 from lightly_derm.data.array_image_dataset import ArrayImageDataset
+from lightly_derm.data.label_csv import MAX_CLASS_INDEX
+from lightly_derm.errors import DataError
 
 #: DermaMNIST's class order (MedMNIST label index → HAM10000 ``dx`` code).
 DERMAMNIST_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -83,34 +87,46 @@ class MedMNISTDataset(ArrayImageDataset):
             )
         try:
             archive = np.load(self.path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read {self.path} as an .npz file: {exc}") from exc
-        with archive:
-            keys = set(archive.files)
-            found = [
-                s for s in SPLITS if f"{s}_images" in keys and f"{s}_labels" in keys
-            ]
-            if split not in found:
-                raise ValueError(
-                    f"split {split!r} is not in {self.path}: it has the splits {found} "
-                    f"(arrays: {sorted(keys)}); a MedMNIST file has "
-                    "train_images/train_labels, val_*, test_*"
-                )
-            images = archive[f"{split}_images"]
-            labels = archive[f"{split}_labels"]
+            with archive:
+                keys = set(archive.files)
+                found = [
+                    s for s in SPLITS if f"{s}_images" in keys and f"{s}_labels" in keys
+                ]
+                if split not in found:
+                    raise DataError(
+                        f"split {split!r} is not in {self.path}: it has the splits "
+                        f"{found} (arrays: {sorted(keys)}); a MedMNIST file has "
+                        "train_images/train_labels, val_*, test_*"
+                    )
+                # Reading an array decompresses it: a corrupt member fails here.
+                images = archive[f"{split}_images"]
+                labels = archive[f"{split}_labels"]
+        except DataError:
+            raise
+        except (
+            OSError,
+            ValueError,
+            EOFError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as exc:
+            raise DataError(
+                f"cannot read {self.path} as an .npz file (corrupt or truncated?): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if (
             images.dtype != np.uint8
             or images.ndim not in (3, 4)
             or (images.ndim == 4 and images.shape[-1] not in (1, 3))
         ):
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: {split}_images must be uint8 (N, H, W) or (N, H, W, 3), "
                 f"got {images.dtype} {images.shape} (3-D MedMNIST volumes are not images)"
             )
         if labels.ndim == 1:
             labels = labels[:, None]
         if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: {split}_labels must be (N, 1) or (N, K) with N = "
                 f"{images.shape[0]}, got {labels.shape}"
             )
@@ -131,13 +147,18 @@ class MedMNISTDataset(ArrayImageDataset):
             self.classes = list(DERMAMNIST_CLASSES)
         else:
             count = labels.shape[1] if self.multi_label else int(labels.max()) + 1
+            if count > MAX_CLASS_INDEX + 1:
+                raise DataError(
+                    f"{self.path}: {split}_labels reach {count - 1}, above "
+                    f"{MAX_CLASS_INDEX}; labels are class indices 0 … K-1"
+                )
             self.classes = [str(c) for c in range(count)]
         if (
             not self.multi_label
             and self.targets.size
             and (self.targets.min() < 0 or self.targets.max() >= len(self.classes))
         ):
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: {split}_labels range from {self.targets.min()} to "
                 f"{self.targets.max()}, but there are {len(self.classes)} classes"
             )

@@ -9,6 +9,7 @@ from lightly_derm.evaluation.metrics import (
     balanced_accuracy,
     binary_auc,
     classification_metrics,
+    require_two_classes,
 )
 from lightly_derm.evaluation.selection import (
     SELECTION_METRICS,
@@ -31,6 +32,7 @@ __all__ = [
     "knn_evaluate",
     "knn_scores",
     "linear_probe_evaluate",
+    "require_two_classes",
     "select_knn",
     "select_linear_probe",
     "selection_score",

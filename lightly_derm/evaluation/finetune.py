@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_derm.evaluation.features import extract_features
-from lightly_derm.evaluation.metrics import classification_metrics
+from lightly_derm.evaluation.metrics import classification_metrics, require_two_classes
 from lightly_derm.evaluation.subsets import stratified_subset
 from lightly_derm.models.backbones import feature_dim as measure_feature_dim
 
@@ -73,6 +73,8 @@ def finetune_evaluate(
 
     Raises:
         ValueError: ``train_dataset`` has no ``targets``, or a bad ``fraction``.
+        DataError: Its labels hold fewer than two classes (see
+            :func:`~lightly_derm.evaluation.require_two_classes`).
     """
     targets = getattr(train_dataset, "targets", None)
     if targets is None:
@@ -81,6 +83,9 @@ def finetune_evaluate(
             "draw the stratified subset"
         )
     targets = np.asarray(targets)
+    require_two_classes(
+        targets, "the training labels", getattr(train_dataset, "classes", None)
+    )
     indices = stratified_subset(targets, fraction, seed=seed)
     if num_classes is None:
         classes = getattr(train_dataset, "classes", None)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_derm.evaluation.features import Features
-from lightly_derm.evaluation.metrics import classification_metrics
+from lightly_derm.evaluation.metrics import classification_metrics, require_two_classes
 
 
 def knn_scores(
@@ -115,10 +115,15 @@ def knn_evaluate(
     Returns:
         ``{"knn_accuracy", "knn_balanced_accuracy", "knn_auc" (binary), "knn_num_samples",
         "knn_k", "knn_temperature"}``.
+
+    Raises:
+        DataError: The labelled bank holds fewer than two classes (the metrics would be
+            undefined; see :func:`~lightly_derm.evaluation.require_two_classes`).
     """
     bank = train.labelled()
     if bank.targets.numel() == 0:
         raise ValueError("the training features have no labelled sample")
+    require_two_classes(bank.targets, "the training (bank) labels")
     if num_classes is None:
         num_classes = int(max(int(bank.targets.max()), int(test.targets.max()))) + 1
     scores = knn_scores(

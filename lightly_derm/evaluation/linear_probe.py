@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_derm.evaluation.features import Features
-from lightly_derm.evaluation.metrics import classification_metrics
+from lightly_derm.evaluation.metrics import classification_metrics, require_two_classes
 
 
 class LinearProbe:
@@ -183,10 +183,15 @@ def linear_probe_evaluate(
         ``{"linear_accuracy", "linear_balanced_accuracy", "linear_auc" (binary),
         "linear_num_samples", "linear_weight_decay", "linear_class_weight",
         "linear_converged"}``.
+
+    Raises:
+        DataError: The labelled training samples hold fewer than two classes (see
+            :func:`~lightly_derm.evaluation.require_two_classes`).
     """
     bank = train.labelled()
     if bank.targets.numel() == 0:
         raise ValueError("the training features have no labelled sample")
+    require_two_classes(bank.targets, "the training labels")
     if num_classes is None:
         num_classes = int(max(int(bank.targets.max()), int(test.targets.max()))) + 1
     probe = LinearProbe(weight_decay, max_iter, class_weight=class_weight)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightly_derm.errors import DataError
+
 
 def _as_labels(values: Any, name: str) -> Tensor:
     tensor = torch.as_tensor(
@@ -34,6 +36,51 @@ def _check_targets(targets: Tensor, name: str = "targets") -> None:
             f"{name} hold {int((targets < 0).sum())} negative (unlabelled) entries; "
             "evaluate on labelled samples only"
         )
+
+
+def require_two_classes(
+    targets: Any, what: str = "the training labels", classes: Any = None
+) -> None:
+    """Refuses an evaluation task whose labelled ``targets`` hold fewer than 2 classes.
+
+    With one class, every classifier — kNN, a linear probe, a fine-tuned head — may
+    predict it always and score an accuracy of 1.0 that says nothing (``--task
+    melanoma`` on data without melanoma, say); there is nothing to evaluate.
+    Unlabelled entries (``-1``) are ignored.
+
+    Args:
+        targets: (N,) class indices, ``-1`` = unlabelled.
+        what: How to name them in the message.
+        classes: The class names, to name the class present.
+
+    Raises:
+        DataError: (a ``ValueError``) Fewer than two classes; the message says which
+            class is present and why the metrics would be undefined.
+
+    Example:
+        >>> require_two_classes([0, 1, -1, 1])
+        >>> require_two_classes([0, 0, -1], classes=["not_melanoma", "melanoma"])
+        Traceback (most recent call last):
+            ...
+        lightly_derm.errors.DataError: the training labels hold one class only (2 labelled samples, all class 0 'not_melanoma'): accuracy, balanced accuracy and AUC are undefined (a classifier that always answers that class scores 1.0); give labels with at least two classes (or another --task)
+    """
+    labels = np.asarray(targets.cpu() if isinstance(targets, Tensor) else targets)
+    labelled = labels[labels >= 0]
+    present = np.unique(labelled)
+    if present.size >= 2:
+        return
+    if present.size == 0:
+        raise DataError(f"{what} hold no labelled sample: there is nothing to evaluate")
+    only = int(present[0])
+    name = ""
+    if classes is not None and 0 <= only < len(classes):
+        name = f" {classes[only]!r}"
+    raise DataError(
+        f"{what} hold one class only ({labelled.size} labelled samples, all class "
+        f"{only}{name}): accuracy, balanced accuracy and AUC are undefined (a "
+        "classifier that always answers that class scores 1.0); give labels with at "
+        "least two classes (or another --task)"
+    )
 
 
 def accuracy(predictions: Any, targets: Any) -> float:

@@ -6,6 +6,8 @@ distributed reduction of C); only the normalisation and the weighting differ.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -28,8 +30,11 @@ class BarlowTwinsFrobeniusLoss(nn.Module):
         L = λ² Σ_ij (C − I)²_ij
 
     As the authors, the variance is unbiased (``torch.std``); ``eps`` (absent in their
-    code) keeps constant dimensions finite. Computed in float32 (float64 inputs in
-    float64) with autocast off.
+    code) keeps constant dimensions finite. Standardised in float64 (exact at any
+    finite scale of float32, bf16 or fp16 embeddings: in float32 the variance
+    overflows from about 1e19 and the loss became a wrong finite number), C and the
+    loss in float32 (float64 for float64 inputs), with autocast off; a variance that overflows even so (float64
+    embeddings beyond about 1e154) makes the loss NaN.
 
     Args:
         lambda_param: λ (authors: 5e-3).
@@ -94,16 +99,30 @@ class BarlowTwinsFrobeniusLoss(nn.Module):
                 f"the batch must hold at least 2 samples to standardise, got {z_a.shape[0]}"
             )
         with torch.autocast(device_type=z_a.device.type, enabled=False):
-            if z_a.dtype != torch.float64:  # half types (and float32) in float32
-                z_a, z_b = z_a.float(), z_b.float()
-            a, b = self._standardise(z_a), self._standardise(z_b.to(z_a.dtype))
+            (a, a_ok), (b, b_ok) = self._standardise(z_a), self._standardise(z_b)
             c = a.T @ b / a.shape[0]
             if self.gather_distributed and dist.is_initialized():
                 world_size = dist.get_world_size()
                 if world_size > 1:
                     c = dist_nn.all_reduce(c / world_size)
             identity = torch.eye(c.shape[0], device=c.device, dtype=c.dtype)
-            return (self.lambda_param**2) * (c - identity).pow(2).sum()
+            loss = (self.lambda_param**2) * (c - identity).pow(2).sum()
+            # A variance that overflowed would standardise to zeros, a finite wrong
+            # loss: NaN instead (a device-side select, no host synchronisation).
+            return torch.where(a_ok & b_ok, loss, torch.full_like(loss, math.nan))
 
-    def _standardise(self, z: Tensor) -> Tensor:
-        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=True) + self.eps)
+    def _standardise(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardised columns (float32; float64 for float64 inputs), and whether the variances were finite.
+
+        Float32 (and lower) inputs are standardised in float64, whose range holds
+        their squares, so the result is exact at any finite scale (float32 variances
+        overflow from about 1e19). Float64 inputs beyond about 1e154 (MPS, without
+        float64: float32 inputs beyond 1e19) overflow: the loss is then NaN.
+        """
+        work = torch.float32 if z.device.type == "mps" else torch.float64
+        x = z.to(work)
+        var = x.var(0, unbiased=True)
+        out = (x - x.mean(0)) / torch.sqrt(var + self.eps)
+        # float64 inputs stay float64 (C and the loss too); the rest in float32
+        out_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+        return out.to(out_dtype), torch.isfinite(var).all()

@@ -8,6 +8,7 @@ O(N³) tensors of the reference implementation, and a hardness-aware attention v
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -69,7 +70,11 @@ class GraVISLoss(nn.Module):
     of the triples unsaturated at initialisation, 19–26 % after 30 steps).
 
     Similarities are computed in float32 (float64 stays float64) with autocast off, so
-    the loss is safe under bf16/fp16 mixed precision. One host synchronisation per call
+    the loss is safe under bf16/fp16 mixed precision. Normalisation is exact at any
+    finite scale (:func:`scale_safe_normalize`; ``F.normalize`` overflows in float32
+    from about 1e19, which made the loss a constant with zero gradient); with
+    ``normalize=False``, similarities that overflow make the loss NaN, never a
+    finite number computed from inf. One host synchronisation per call
     reads the smallest and largest group size (it sets the padded tensor shape and
     checks that no group has a single view).
 
@@ -205,7 +210,7 @@ class GraVISLoss(nn.Module):
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             z = embeddings if embeddings.dtype == torch.float64 else embeddings.float()
             if self.normalize:
-                z = F.normalize(z, dim=1)
+                z = scale_safe_normalize(z)
             offset = 0
             z_all = z
             if self.gather_distributed and dist.world_size() > 1:
@@ -217,18 +222,52 @@ class GraVISLoss(nn.Module):
                 self_idx = None
                 if exclude_self:
                     self_idx = torch.arange(z.shape[0], device=z.device) + offset
-                return _smooth_ap(
+                loss = _smooth_ap(
                     sim / self.temperature, pos_idx + offset, pos_mask, self_idx
                 )
-            return _attention(
-                sim,
-                same,
-                pos_idx + offset,
-                pos_mask,
-                offset,
-                self.temperature,
-                self.attention_temperature,
-            )
+            else:
+                loss = _attention(
+                    sim,
+                    same,
+                    pos_idx + offset,
+                    pos_mask,
+                    offset,
+                    self.temperature,
+                    self.attention_temperature,
+                )
+            if not self.normalize:
+                # Raw dot products of huge embeddings overflow to inf, and sigmoids
+                # of inf differences give a finite but meaningless loss: NaN instead
+                # (a device-side select, no host synchronisation).
+                loss = torch.where(
+                    torch.isfinite(sim).all(), loss, torch.full_like(loss, math.nan)
+                )
+            return loss
+
+
+def scale_safe_normalize(z: Tensor) -> Tensor:
+    """Rows of ``z`` (N, D) divided by their L2 norm, exact at any finite scale.
+
+    :func:`torch.nn.functional.normalize` squares the entries: in float32 the norm
+    overflows to inf from about 1e19 (every row then becomes zero) and underflows
+    below about 1e-23. Here each row is first multiplied by a power of two near its
+    largest entry (exact in floating point, and outside autograd: the normalised row
+    does not depend on it), then normalised. Zero rows stay zero; a row with a NaN or
+    an infinite entry becomes NaN.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[3e19, 4e19], [3e-30, -4e-30]])
+        >>> scale_safe_normalize(z)
+        tensor([[ 0.6000,  0.8000],
+                [ 0.6000, -0.8000]])
+    """
+    _, exponent = torch.frexp(z.detach().abs().amax(dim=1, keepdim=True))
+    # 2**±limit is finite and normal in z's dtype (125 for float32)
+    limit = int(math.log2(torch.finfo(z.dtype).max)) - 2
+    # exp2 of an integer is an exact power of two (torch.ldexp has no usable gradient)
+    scale = torch.exp2(-exponent.clamp(-limit, limit).to(z.dtype))
+    return F.normalize(z * scale, dim=1)
 
 
 def _check_inputs(embeddings: Tensor, group_ids: Tensor) -> None:

@@ -12,6 +12,7 @@ from lightly_derm.models.backbones import (
     torchvision_backbone,
 )
 from lightly_derm.models.checkpoints import (
+    check_finite_weights,
     extract_backbone_state_dict,
     load_checkpoint_file,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "NAMED_WEIGHTS",
     "RESNETS",
     "HierarchicalBlocks",
+    "check_finite_weights",
     "HierarchicalOutput",
     "HierarchicalStages",
     "NamedWeights",

@@ -16,6 +16,8 @@ the torchvision ResNet key names. Understood formats:
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from lightly_derm.errors import CheckpointError
 
 #: Children of a torchvision ResNet in order, as numbered by ``nn.Sequential``.
 _RESNET_CHILDREN = (
@@ -47,23 +51,94 @@ def load_checkpoint_file(path: str | Path) -> Mapping[str, Any]:
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is not a PyTorch checkpoint or holds more than tensors and
-            plain containers (``weights_only`` refuses to run pickled code).
+        CheckpointError: (a ``ValueError``) The file is empty, not a PyTorch
+            checkpoint (corrupt or truncated), holds more than tensors and plain
+            containers (``weights_only`` refuses to run pickled code: the message says
+            the file was refused for carrying code or objects), or holds no mapping;
+            the message names the file and the reason.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is empty (0 bytes; a save that was interrupted "
+            "or a placeholder file)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(
-            f"cannot read checkpoint {str(path)!r} with torch.load(weights_only=True): {exc}"
-        ) from exc
+        raise checkpoint_load_error(path, exc) from exc
     if not isinstance(obj, Mapping):
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state dict"
         )
     return obj
+
+
+def checkpoint_load_error(
+    path: str | os.PathLike[str], exc: BaseException
+) -> CheckpointError:
+    """One line for a failed ``torch.load(weights_only=True)`` of ``path``: the reason.
+
+    A file refused by ``weights_only`` is said to carry code or objects (naming the
+    global it refers to); any other failure is a corrupt or truncated file, with the
+    first sentence of torch's message.
+    """
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, pickle.UnpicklingError):
+        return CheckpointError(
+            f"checkpoint {os.fspath(path)!r} was refused: it carries pickled code or "
+            "objects, not only tensors, and lightly-derm never runs code from a "
+            f"checkpoint ({_refused_global(reason) or reason.split('. ')[0]})"
+        )
+    return CheckpointError(
+        f"checkpoint {os.fspath(path)!r} is not a readable PyTorch checkpoint "
+        f"(corrupt or truncated): {type(exc).__name__}: {reason.split('. ')[0]}"
+    )
+
+
+def _refused_global(message: str) -> str | None:
+    """The global that ``weights_only`` refused, from torch's message, if it names one."""
+    match = re.search(r"(?:Unsupported global: |GLOBAL )([\w.]+)", message)
+    return f"it refers to {match.group(1)}" if match else None
+
+
+def check_finite_weights(state: Mapping[str, Any], source: str) -> None:
+    """Refuses floating-point weights that hold NaN or inf.
+
+    Args:
+        state: A state dict (non-tensor and integer entries are ignored).
+        source: What to name in the message (the file).
+
+    Raises:
+        CheckpointError: Some tensors are not finite; the message names ``source``,
+            how many tensors and the first few.
+
+    Example:
+        >>> import torch
+        >>> check_finite_weights({"w": torch.ones(2)}, "a.ckpt")  # finite: nothing
+        >>> check_finite_weights({"w": torch.tensor([1.0, float("nan")])}, "a.ckpt")
+        Traceback (most recent call last):
+            ...
+        lightly_derm.errors.CheckpointError: checkpoint a.ckpt has non-finite weights (NaN or inf) in 1 tensor: w; it cannot be used (a run that diverged)
+    """
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (
+            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
+        raise CheckpointError(
+            f"checkpoint {source} has non-finite weights (NaN or inf) in {len(bad)} "
+            f"tensor{'s' if len(bad) > 1 else ''}: {shown}; it cannot be used (a run "
+            "that diverged)"
+        )
 
 
 def _strip(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -85,7 +160,9 @@ def extract_backbone_state_dict(
         ``layer4.`` for ResNets; other backbones' keys pass through unchanged.
 
     Raises:
-        ValueError: No backbone weights can be found; the message lists a few keys.
+        CheckpointError: (a ``ValueError``) No backbone weights can be found (the
+            message lists a few keys), or some are NaN or inf (a diverged run: refused,
+            naming the tensors, rather than failing later inside an optimiser).
 
     Example:
         >>> import torchvision
@@ -108,6 +185,7 @@ def extract_backbone_state_dict(
                 f"{', '.join(NAMED_WEIGHTS)} (ImageNet weights of other backbones: pass "
                 "a local file)"
             )
+    source = repr(str(checkpoint)) if isinstance(checkpoint, (str, Path)) else "given"
     obj: Mapping[str, Any] = (
         load_checkpoint_file(checkpoint)
         if isinstance(checkpoint, (str, Path))
@@ -123,7 +201,10 @@ def extract_backbone_state_dict(
             break
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
-        raise ValueError("the checkpoint holds no tensors")
+        raise CheckpointError(
+            f"checkpoint {source} holds no tensors"
+            + (f" (its keys: {sorted(map(str, obj))[:8]})" if obj else " (it is empty)")
+        )
     changed = True
     while changed:  # peel DDP / torch.compile wrappers, possibly nested
         changed = False
@@ -144,9 +225,10 @@ def extract_backbone_state_dict(
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if not state:
         keys = sorted(obj)[:8]
-        raise ValueError(
-            f"no backbone weights found in the checkpoint; its keys begin {keys}"
+        raise CheckpointError(
+            f"no backbone weights found in checkpoint {source}; its keys begin {keys}"
         )
+    check_finite_weights(state, source)
     return state
 
 

@@ -11,6 +11,7 @@ from lightly_derm.plugins.component import (
     ComponentInfo,
 )
 from lightly_derm.plugins.errors import (
+    ComponentImportError,
     DuplicateComponentError,
     DuplicatePluginError,
     PluginLoadWarning,
@@ -25,6 +26,7 @@ from lightly_derm.plugins.registry import (
     PluginFailure,
     PluginInfo,
     Registry,
+    autoload_disabled,
 )
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "KIND_DESCRIPTIONS",
     "PROJECT_NAME",
     "Component",
+    "ComponentImportError",
     "ComponentInfo",
     "DuplicateComponentError",
     "DuplicatePluginError",
@@ -44,5 +47,6 @@ __all__ = [
     "PluginLoadWarning",
     "Registry",
     "UnknownComponentError",
+    "autoload_disabled",
     "hookimpl",
 ]

@@ -115,14 +115,22 @@ class ComponentInfo:
         return self.component.metadata
 
     def load(self) -> Any:
-        """Returns the component's class or factory, importing it on first use."""
+        """Returns the component's class or factory, importing it on first use.
+
+        Raises:
+            ComponentImportError: (an ``ImportError`` and a
+                :class:`~lightly_derm.errors.ConfigError`) The target cannot be
+                imported; the message names the component, plugin and target.
+        """
         if self._loaded is None:
             target = self.component.target
             if isinstance(target, str):
                 try:
                     target = _import_target(target)
                 except (ImportError, AttributeError) as exc:
-                    raise ImportError(
+                    from lightly_derm.plugins.errors import ComponentImportError
+
+                    raise ComponentImportError(
                         f"{self.kind} {self.name!r} of plugin {self.plugin!r} "
                         f"({self.source}) points to {self.component.target!r}, which cannot "
                         f"be imported: {exc}"

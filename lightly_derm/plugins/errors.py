@@ -5,16 +5,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from lightly_derm.errors import ConfigError
+
 
 class PluginLoadWarning(UserWarning):
     """A plugin failed to import or to list its components; the others still load."""
 
 
-class UnknownComponentError(KeyError):
+class UnknownComponentError(ConfigError, KeyError):
     """An unknown component kind or name was asked for.
 
-    A subclass of ``KeyError`` so that ``except KeyError`` keeps working; unlike a
-    plain ``KeyError`` its message is printed as it is, not as a quoted repr.
+    A :class:`~lightly_derm.errors.ConfigError` (a bad name is bad configuration) and a
+    ``KeyError``, so that ``except KeyError`` keeps working; unlike a plain
+    ``KeyError`` its message is printed as it is, not as a quoted repr.
 
     Attributes:
         kind: The kind that was asked for.
@@ -46,9 +49,22 @@ class UnknownComponentError(KeyError):
         return self.message
 
 
-class DuplicateComponentError(RuntimeError):
-    """Two plugins provide a component of the same kind and name."""
+class DuplicateComponentError(ConfigError, RuntimeError):
+    """Two plugins provide a component of the same kind and name.
+
+    Raised when that component is asked for (the registry warns once at discovery and
+    keeps every other component usable). A :class:`~lightly_derm.errors.ConfigError`
+    (its message names both providers and the way out) and a ``RuntimeError``.
+    """
 
 
-class DuplicatePluginError(RuntimeError):
+class DuplicatePluginError(ConfigError, RuntimeError):
     """Two installed distributions declare a plugin entry point of the same name."""
+
+
+class ComponentImportError(ImportError, ConfigError):
+    """A registered component whose target cannot be imported.
+
+    An ``ImportError`` (as before) and a :class:`~lightly_derm.errors.ConfigError`: the
+    message names the component, its plugin and distribution, the target and why.
+    """

@@ -9,12 +9,20 @@ kind and name are an error that names both; and pytest's environment switches.
 
 Environment variables (read whenever the registry (re)loads):
 
-- ``LIGHTLY_DERM_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugins except the
-  built-in one (as ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
+- ``LIGHTLY_DERM_DISABLE_PLUGIN_AUTOLOAD=1`` (any non-empty value but ``0``,
+  ``false``, ``no``, ``off``: ``on``, ``true``, ``yes`` …): load no entry-point plugins
+  except the built-in one (as ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
 - ``LIGHTLY_DERM_PLUGINS=module,...``: import these modules as plugins, also when
   autoload is disabled (as ``PYTEST_PLUGINS``).
-- ``LIGHTLY_DERM_BLOCK_PLUGINS=name,...``: never load the plugins with these
-  entry-point names (as ``pytest -p no:name``); ``lightly_derm`` blocks the built-ins.
+- ``LIGHTLY_DERM_BLOCK_PLUGINS=name,...``: never load (never import) the plugins with
+  these entry-point names (as ``pytest -p no:name``), matched as component names are:
+  case-insensitive, ``-`` equal to ``_``; ``lightly_derm`` blocks the built-ins.
+
+A plugin that fails to import — ``SystemExit`` included — is reported once
+(:class:`~lightly_derm.plugins.PluginLoadWarning`) and the others load. Two plugins
+providing one component name are reported once, and only that name is unusable until
+one is blocked (asking for it raises :class:`DuplicateComponentError`); two
+distributions declaring one plugin name load neither, with a warning.
 """
 
 from __future__ import annotations
@@ -97,6 +105,22 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+#: Values of ``LIGHTLY_DERM_DISABLE_PLUGIN_AUTOLOAD`` that leave autoload on.
+_FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+def autoload_disabled(value: str | None) -> bool:
+    """Whether a ``LIGHTLY_DERM_DISABLE_PLUGIN_AUTOLOAD`` value disables autoload.
+
+    Any non-empty value does but ``0``, ``false``, ``no`` and ``off`` (any case).
+
+    Example:
+        >>> [autoload_disabled(v) for v in ("1", "on", "TRUE", "yes", "0", "off", None)]
+        [True, True, True, True, False, False, False]
+    """
+    return (value or "").strip().lower() not in _FALSE_WORDS
+
+
 class Registry:
     """Lists, looks up and creates the components of all installed plugins.
 
@@ -122,6 +146,7 @@ class Registry:
         self._runtime_plugins: dict[str, Any] = {}
         self._pm: pluggy.PluginManager | None = None
         self._sources: dict[str, _PluginSource] = {}
+        self._clashes: dict[tuple[str, str], DuplicateComponentError] = {}
 
     # ------------------------------------------------------------------ public API
     def kinds(self) -> tuple[str, ...]:
@@ -154,9 +179,13 @@ class Registry:
         Raises:
             UnknownComponentError: The kind or the name is unknown; the message names
                 the close matches.
+            DuplicateComponentError: Two plugins provide it; the message names both
+                and how to block one.
         """
         kind = self._check_kind(kind)
         entries = self._load()[kind]
+        if isinstance(name, str) and (kind, _canonical(name)) in self._clashes:
+            raise self._clashes[kind, _canonical(name)]
         if not isinstance(name, str) or _canonical(name) not in entries:
             raise UnknownComponentError(
                 f"{kind}",
@@ -172,6 +201,7 @@ class Registry:
 
         Raises:
             UnknownComponentError: The kind or the name is unknown.
+            ComponentImportError: Its target cannot be imported.
         """
         return self.info(kind, name).load()
 
@@ -250,6 +280,7 @@ class Registry:
             self._entries = None
             self._pm = None
             self._failures = []
+            self._clashes = {}
 
     # ------------------------------------------------------------------ discovery
     def _check_kind(self, kind: str) -> str:
@@ -262,9 +293,15 @@ class Registry:
     def _fail(
         self, plugin: str, source: _PluginSource, error: BaseException | str
     ) -> None:
-        message = (
-            error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        )
+        if isinstance(error, SystemExit):
+            message = (
+                f"it raised SystemExit({error.code!r}) while loading (a plugin must not "
+                "exit the program)"
+            )
+        else:
+            message = (
+                error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            )
         failure = PluginFailure(plugin, source.distribution, source.version, message)
         self._failures.append(failure)
         warnings.warn(str(failure), PluginLoadWarning, stacklevel=4)
@@ -276,6 +313,7 @@ class Registry:
         with self._lock:
             if self._entries is None:
                 self._failures = []
+                self._clashes = {}
                 pm, sources = self._discover()
                 self._pm = pm
                 self._sources = sources
@@ -285,47 +323,43 @@ class Registry:
     def _discover(self) -> tuple[pluggy.PluginManager, dict[str, _PluginSource]]:
         pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         pm.add_hookspecs(hookspecs)
-        for name in _split_env(os.environ.get(ENV_BLOCK_PLUGINS)):
-            pm.set_blocked(name)
+        # Blocked names match as component names do: case-insensitive, - equals _.
+        blocked = {_canonical(n) for n in _split_env(os.environ.get(ENV_BLOCK_PLUGINS))}
         sources: dict[str, _PluginSource] = {}
         own = _PluginSource(_DISTRIBUTION, __version__)
 
         def register(name: str, load: Any, source: _PluginSource) -> None:
-            if pm.is_blocked(name) or pm.has_plugin(name):
+            if _canonical(name) in blocked or pm.has_plugin(name):
                 return
             try:
                 plugin = load()
                 pm.register(plugin, name=name)
-            except Exception as exc:  # a broken plugin must not take the others down
+            # A broken plugin must not take the others down, nor end the command
+            # silently by raising SystemExit at import (KeyboardInterrupt still stops).
+            except (Exception, SystemExit) as exc:
                 self._fail(name, source, exc)
                 return
             sources[name] = source
 
-        autoload = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() not in (
-            "1",
-            "true",
-            "yes",
-        )
-        if autoload:
-            seen: dict[str, _PluginSource] = {}
+        if not autoload_disabled(os.environ.get(ENV_DISABLE_AUTOLOAD)):
+            by_name: dict[str, list[Any]] = {}
             for ep in importlib.metadata.entry_points(group=self.group):
-                dist = ep.dist
-                source = _PluginSource(
-                    dist.metadata["Name"] if dist else None,
-                    dist.version if dist else None,
-                    f"{ep.name} = {ep.value}",
-                )
-                if (
-                    ep.name in seen
-                    and seen[ep.name].distribution != source.distribution
-                ):
-                    raise DuplicatePluginError(
-                        f"two distributions declare a lightly-derm plugin named {ep.name!r}: "
-                        f"{_describe(seen[ep.name])} and {_describe(source)}; uninstall one, or "
-                        f"block the name with {ENV_BLOCK_PLUGINS}={ep.name}"
+                by_name.setdefault(ep.name, []).append(ep)
+            for name, points in by_name.items():
+                described = [(ep, _source_of(ep)) for ep in points]
+                if len({s.distribution for _, s in described}) > 1:
+                    # Which one is meant cannot be told: load neither, say so once.
+                    error = DuplicatePluginError(
+                        f"two distributions declare a lightly-derm plugin named "
+                        f"{name!r}: {' and '.join(_describe(s) for _, s in described)}; "
+                        f"neither is loaded. Uninstall one, or block the name with "
+                        f"{ENV_BLOCK_PLUGINS}={name}"
                     )
-                seen[ep.name] = source
-                register(ep.name, ep.load, source)
+                    if _canonical(name) not in blocked:
+                        self._fail(name, described[0][1], str(error))
+                    continue
+                ep, source = described[0]
+                register(name, ep.load, source)
         # The built-ins, also when autoload is off or the package runs from a source tree
         # without installed metadata.
         register(BUILTIN_PLUGIN, lambda: importlib.import_module(_BUILTIN_MODULE), own)
@@ -360,7 +394,7 @@ class Registry:
                             f"component {component.name!r} has unknown kind {component.kind!r}; "
                             f"kinds are {', '.join(KINDS)}"
                         )
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 self._fail(plugin, source, exc)
                 continue
             for component in components:
@@ -374,15 +408,32 @@ class Registry:
                     component=component,
                 )
                 other = entries[component.kind].get(key)
+                if (component.kind, key) in self._clashes:
+                    continue
                 if other is not None:
-                    raise DuplicateComponentError(
+                    # Which one is meant cannot be told: the name is unusable (asking
+                    # for it raises this error), everything else works; warn once.
+                    error = DuplicateComponentError(
                         f"{component.kind} {component.name!r} is provided twice: by plugin "
                         f"{other.plugin!r} of {other.source} and by plugin {plugin!r} of "
                         f"{info.source}; uninstall one, or block one plugin with "
-                        f"{ENV_BLOCK_PLUGINS}=<plugin name>"
+                        f"{ENV_BLOCK_PLUGINS}={other.plugin} (or ={plugin})"
                     )
+                    self._clashes[component.kind, key] = error
+                    del entries[component.kind][key]
+                    self._fail(plugin, source, str(error))
+                    continue
                 entries[component.kind][key] = info
         return entries
+
+
+def _source_of(ep: importlib.metadata.EntryPoint) -> _PluginSource:
+    dist = ep.dist
+    return _PluginSource(
+        dist.metadata["Name"] if dist else None,
+        dist.version if dist else None,
+        f"{ep.name} = {ep.value}",
+    )
 
 
 def _describe(source: _PluginSource) -> str:

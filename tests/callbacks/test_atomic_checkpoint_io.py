@@ -17,6 +17,8 @@ from lightning_fabric.utilities.cloud_io import _atomic_save
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightly_derm.callbacks import AtomicCheckpointIO, atomic_save
+from lightly_derm.callbacks.atomic_checkpoint_io import _lock, remove_stale_temporaries
+from lightly_derm.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,8 +113,13 @@ def test_kill_during_a_save_never_leaves_a_half_written_checkpoint(tmp_path) -> 
     assert saved["version"].item() == 1 and torch.equal(
         saved["w"], torch.ones(2_000_000)
     )
-    # The partial file is left behind, but never under a *.ckpt name.
+    # The partial file is left behind, but never under a *.ckpt name ...
     assert [p.name for p in tmp_path.glob("*.ckpt")] == ["last.ckpt"]
+    # ... and the next run removes it: its writer's lock died with the process
+    stale = list(tmp_path.glob(".last.ckpt.*.tmp"))
+    assert len(stale) == 1 and stale[0].stat().st_size > (1 << 18)
+    assert remove_stale_temporaries(tmp_path) == stale
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "last.ckpt"]
 
 
 def _cross_device_rename(monkeypatch) -> None:
@@ -181,7 +188,7 @@ def test_loads_are_weights_only_and_local(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     io_plugin = AtomicCheckpointIO()
     torch.save({"state_dict": {}, "evil": _Evil()}, tmp_path / "evil.ckpt")
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(CheckpointError, match="evil.ckpt' was refused: it carries"):
         io_plugin.load_checkpoint(tmp_path / "evil.ckpt")
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(ValueError, match="is a URL; lightly-derm loads local files"):
@@ -238,3 +245,101 @@ def test_trainer_keeps_last_ckpt_when_a_save_fails(tmp_path, monkeypatch) -> Non
     resumed = trainer(max_steps=4)
     resumed.fit(_Tiny(), loader, ckpt_path=tmp_path / "last.ckpt")
     assert resumed.global_step == 4
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file locks")
+def test_a_live_writers_temporary_and_user_files_are_kept(tmp_path) -> None:
+    live = tmp_path / ".last.ckpt.00112233aabb.tmp"
+    dead = tmp_path / ".step=3.ckpt.a1b2c3d4e5f6.tmp"
+    mine = [".notes.tmp", "x.tmp", ".last.ckpt.tmp", ".a.ckpt.XYZXYZXYZXYZ.tmp"]
+    for name in mine:
+        (tmp_path / name).write_text("the user's")
+    dead.write_bytes(b"half")
+    with open(live, "wb") as file:
+        assert _lock(file, blocking=True)
+        assert remove_stale_temporaries(tmp_path) == [dead]
+        assert live.exists()
+    assert remove_stale_temporaries(tmp_path) == [live]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(mine)
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_resume_and_first_save_remove_stale_temporaries(tmp_path) -> None:
+    stale = tmp_path / ".last.ckpt.0123456789ab.tmp"
+    stale.write_bytes(b"x" * 1000)
+    (tmp_path / "notes.tmp").write_text("mine")
+    loader = torch.utils.data.DataLoader(torch.randn(8, 4), batch_size=2)
+
+    def trainer(**kwargs) -> pl.Trainer:
+        return pl.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+            **kwargs,
+        )
+
+    trainer(max_steps=2).fit(_Tiny(), loader)  # first save into the folder
+    assert not stale.exists() and (tmp_path / "notes.tmp").exists()
+    stale.write_bytes(b"x" * 1000)  # a later save was killed
+    io_plugin = AtomicCheckpointIO()
+    io_plugin.load_checkpoint(tmp_path / "last.ckpt")  # what a resume does first
+    assert not stale.exists() and (tmp_path / "notes.tmp").exists()
+
+
+def test_checkpoints_with_non_finite_weights_or_corrupt_are_refused(tmp_path) -> None:
+    io_plugin = AtomicCheckpointIO()
+    state = {
+        "layer.weight": torch.tensor([[1.0, float("nan")]]),
+        "step": torch.tensor(3),
+    }
+    torch.save({"state_dict": state}, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        io_plugin.load_checkpoint(tmp_path / "nan.ckpt")
+    assert str(info.value) == (
+        f"checkpoint {str(tmp_path / 'nan.ckpt')!r} has non-finite weights (NaN or inf) "
+        "in 1 tensor: layer.weight; it cannot be used (a run that diverged)"
+    )
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "nan.ckpt").read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"cut.ckpt' is not a readable PyTorch"):
+        io_plugin.load_checkpoint(tmp_path / "cut.ckpt")
+
+
+def test_disk_full_is_one_error_naming_the_file(tmp_path, monkeypatch) -> None:
+    # before: torch's RuntimeError "[enforce fail at inline_container.cc] ..." raised
+    # while handling the OSError: a double traceback naming no file
+    from lightly_derm.callbacks.atomic_checkpoint_io import CheckpointWriteError
+
+    path = tmp_path / "last.ckpt"
+    atomic_save({"w": torch.ones(10)}, path)
+    real_save = torch.save
+
+    class _Full(io.RawIOBase):  # the disk fills up after 4 KB
+        def __init__(self, file) -> None:
+            self.file, self.written = file, 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+    def save(obj, f, *args, **kwargs):  # the real torch.save, on a filling disk
+        return real_save(obj, _Full(f), *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointWriteError) as info:
+        atomic_save({"w": torch.zeros(100_000)}, path)
+    monkeypatch.undo()
+    assert str(info.value) == (
+        f"[Errno 28] cannot write checkpoint {path}: No space left on device; "
+        "last.ckpt is unchanged"
+    )
+    assert info.value.errno == errno.ENOSPC and info.value.__suppress_context__
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

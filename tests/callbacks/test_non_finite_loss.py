@@ -203,11 +203,173 @@ def test_gpu_steps_never_synchronise() -> None:
         global_step=0, current_epoch=0, world_size=1, checkpoint_callbacks=[]
     )
     losses = torch.rand(50, device="cuda")
-    guard.on_train_batch_end(trainer, None, {"loss": losses[0]}, None, 0)  # allocates
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(8, 3, device="cuda")).sum().backward()
+
+    def step(i: int) -> None:
+        guard.on_before_optimizer_step(trainer, model, optimizer)
+        guard.on_train_batch_end(trainer, model, {"loss": losses[i]}, None, i)
+
+    step(0)  # allocates
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(1, 50):
-            guard.on_train_batch_end(trainer, None, {"loss": losses[step]}, None, step)
+        for i in range(1, 50):
+            step(i)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     guard._check(trainer)  # finite: no error
+
+
+class _Explode(torch.optim.Optimizer):
+    """Multiplies every parameter by ``factor``: float32 overflows in two steps."""
+
+    def __init__(self, params, factor: float = 1e30) -> None:
+        super().__init__(params, {"factor": factor})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(group["factor"])
+
+
+class _Saturating(pl.LightningModule):
+    """A loss that stays finite while its weights overflow (tanh saturates).
+
+    ``kind="parameters"``: the optimizer multiplies the weight by 1e30 per step, so it
+    is inf after the second step while loss and gradients stay finite.
+    ``kind="gradients"``: loss sqrt(|w - x|) is finite but its gradient is inf where
+    x == w (batch ``bad``); SGD then makes w NaN.
+    """
+
+    def __init__(self, kind: str, bad: int = 1) -> None:
+        super().__init__()
+        self.kind = kind
+        self.bad = bad
+        self.w = nn.Parameter(torch.full((1,), 0.5))
+        self.register_buffer("running", torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        if self.kind == "parameters":
+            return torch.tanh(self.w * batch.abs().add(1)).mean()
+        target = self.w.detach().expand_as(batch) if batch_idx == self.bad else batch
+        return (self.w - target).abs().sqrt().mean()
+
+    def configure_optimizers(self):
+        if self.kind == "parameters":
+            return _Explode(self.parameters())
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_saturating(kind: str, guard: NonFiniteLossGuard) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[guard],
+    )
+    data = torch.randn(12, 1) + 3.0
+    trainer.fit(_Saturating(kind), torch.utils.data.DataLoader(data, batch_size=2))
+    return trainer
+
+
+def test_parameters_that_overflow_stop_the_run_although_the_loss_is_finite() -> None:
+    # before: a run whose weights reached inf (or 1e26) with a finite loss exited 0
+    guard = NonFiniteLossGuard(check_every_n_steps=4)
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit_saturating("parameters", guard)
+    error = info.value
+    assert (error.what, error.global_step, error.batch_idx) == ("parameters", 2, 1)
+    assert error.value is None
+    assert str(error).startswith(
+        "the model's parameters became non-finite (NaN or inf) with a finite loss at "
+        "global step 2 (epoch 0, batch 1)"
+    )
+    # the negative control: without the parameter check the run ends "successfully"
+    _fit_saturating("parameters", NonFiniteLossGuard(check_parameters=False))
+
+
+def test_infinite_gradients_stop_the_run_at_their_step() -> None:
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit_saturating("gradients", NonFiniteLossGuard(check_every_n_steps=3))
+    assert (info.value.what, info.value.batch_idx) == ("gradients", 1)
+    assert "the model's gradients became non-finite" in str(info.value)
+    # without the gradient check the NaN parameters it leads to are caught instead
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit_saturating("gradients", NonFiniteLossGuard(check_gradients=False))
+    assert (info.value.what, info.value.batch_idx) == ("parameters", 1)
+    # with the loss check alone the run goes on one batch longer, on NaN weights
+    with pytest.raises(NonFiniteLossError) as info:
+        _fit_saturating(
+            "gradients",
+            NonFiniteLossGuard(check_gradients=False, check_parameters=False),
+        )
+    assert (info.value.what, info.value.batch_idx) == ("loss", 2)
+
+
+def test_no_host_sync_between_read_backs_with_parameter_and_gradient_checks() -> None:
+    from lightly_derm.utils.host_sync import record_host_syncs
+
+    guard = NonFiniteLossGuard(check_every_n_steps=10)
+    trainer = SimpleNamespace(
+        global_step=0, current_epoch=0, world_size=1, checkpoint_callbacks=[]
+    )
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = torch.randn(8, 3)
+    with _HostReads() as mode, record_host_syncs(factories=True) as recorder:
+        for step in range(9):
+            optimizer.zero_grad()
+            loss = model(data).pow(2).mean()
+            loss.backward()
+            if step == 4:
+                model[0].weight.grad[0, 0] = float("nan")
+            guard.on_before_optimizer_step(trainer, model, optimizer)
+            optimizer.step()
+            trainer.global_step = step + 1
+            guard.on_train_batch_end(trainer, model, {"loss": loss}, None, step)
+    assert mode.reads == [], f"per-step host reads: {mode.reads}"
+    assert not recorder.syncs(), recorder.summary()
+    with pytest.raises(NonFiniteLossError, match="gradients .* global step 5 ") as info:
+        guard._check(trainer)
+    assert info.value.what == "gradients"
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_finiteness_check_of_many_tensors(device: str) -> None:
+    from lightly_derm.callbacks.non_finite_loss import _all_finite
+
+    if device == "meta":  # the get_total_norm path: any non-CPU device
+        tensors = [torch.ones(3, device="meta")]
+        assert _all_finite(tensors).device.type == "meta"
+        return
+    tensors = [torch.ones(3), torch.ones(2, 2).double(), torch.ones(4).bfloat16()]
+    assert _all_finite(tensors) and _all_finite([]) is None
+    for value in (math.nan, math.inf, -math.inf):
+        for k in range(3):
+            bad = [t.clone() for t in tensors]
+            bad[k].view(-1)[1] = value
+            assert not _all_finite(bad)
+    huge = [t.clone() for t in tensors]
+    huge[1][0, 0] = 1e300  # finite in float64, inf in float32: still finite
+    assert _all_finite(huge)
+
+
+def test_advice_is_the_callers() -> None:
+    trainer = SimpleNamespace(global_step=3, checkpoint_callbacks=[])
+    default = NonFiniteLossGuard()._error(trainer, 3, 0, 2, math.nan)
+    assert str(default).endswith(
+        "No checkpoint was saved before it. Lower the learning rate and train again, "
+        "or look at the data of that batch."
+    )
+    own = NonFiniteLossGuard(advice="Run: tool pretrain --lr 0.01 --out new/")
+    assert str(own._error(trainer, 3, 0, 2, math.nan)).endswith(
+        "before it. Run: tool pretrain --lr 0.01 --out new/"
+    )

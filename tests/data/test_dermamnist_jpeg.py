@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lightly_derm.data import DermaMNISTJPEGDataset
+from lightly_derm.data import DermaMNISTJPEGDataset, UnreadableImageError
+from lightly_derm.errors import DataError
 
 ORDER = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
@@ -105,3 +106,49 @@ def test_tiny_export_and_errors(tmp_path: Path) -> None:
         DermaMNISTJPEGDataset(missing)
     with pytest.raises(FileNotFoundError, match="dermamnist_jpg.zip"):
         DermaMNISTJPEGDataset(tmp_path)
+    # a duplicated id put one image in twice, with both labels
+    twice = _tiny_export(
+        tmp_path / "twice", [(ids[0], "nv"), (ids[1], "mel"), (ids[0], "df")], ids
+    )
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv line 4: image id 'DermaMNIST_train_00001' appears again "
+        r"\(first on line 2\)",
+    ):
+        DermaMNISTJPEGDataset(twice)
+
+
+def test_corrupt_member_is_replaced_with_a_warning_as_in_folders(
+    tmp_path: Path,
+) -> None:
+    # before: a corrupt member of the zip stopped the run, while a corrupt file in a
+    # folder was skipped with a warning
+    ids = ["DermaMNIST_train_00000", "DermaMNIST_train_00001", "DermaMNIST_train_00002"]
+    root = _tiny_export(tmp_path / "z", [(i, "nv") for i in ids], ids)
+    good = zipfile.ZipFile(root / "dermamnist_jpg.zip").read(f"images/{ids[0]}.jpg")
+    with zipfile.ZipFile(root / "dermamnist_jpg.zip", "w") as archive:
+        archive.writestr(f"images/{ids[0]}.jpg", good)
+        archive.writestr(f"images/{ids[1]}.jpg", good[: len(good) // 3])  # truncated
+        archive.writestr(f"images/{ids[2]}.jpg", b"not a jpeg at all")
+    dataset = DermaMNISTJPEGDataset(root)
+    with pytest.warns(UserWarning, match=rf"{ids[1]}.jpg.*using the next readable"):
+        image, _, member = dataset[1]
+    assert member == f"images/{ids[0]}.jpg" and image.size == (28, 28)
+    with pytest.raises(
+        UnreadableImageError, match=rf"dermamnist_jpg.zip:images/{ids[2]}"
+    ):
+        DermaMNISTJPEGDataset(root, strict=True)[2]
+
+
+def test_crc_error_in_the_zip_names_the_member(tmp_path: Path) -> None:
+    ids = ["DermaMNIST_train_00000", "DermaMNIST_train_00001"]
+    root = _tiny_export(tmp_path / "z", [(i, "nv") for i in ids], ids)
+    path = root / "dermamnist_jpg.zip"
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"images/{ids[1]}.jpg")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 100] ^= 0xFF  # flip a byte of the stored data: a CRC error
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableImageError, match=rf"{ids[1]}.jpg: BadZipFile"):
+        DermaMNISTJPEGDataset(root, strict=True).load(1)

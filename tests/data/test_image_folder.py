@@ -13,6 +13,7 @@ from lightly_derm.data import (
     ImageFolderDataset,
     UnreadableImageError,
     find_image_files,
+    scan_image_files,
 )
 from tests.data.images import save_rgb, truncate
 
@@ -180,3 +181,43 @@ def test_pickles_and_works_in_dataloader_workers(tmp_path: Path) -> None:
     assert [t for b in batches for t in b[1].tolist()] == [0, 0, 1, 1]
     assert [f for b in batches for f in b[2]] == dataset.filenames
     assert torch.equal(batches[0][0][0], dataset[0][0])
+
+
+def test_link_loops_are_not_walked_and_each_file_counts_once(tmp_path: Path) -> None:
+    # two `x -> .` links made os.walk(followlinks=True) walk 2**depth paths, and one
+    # turned 3 images into 123 entries (the same image in train and test)
+    _layout(tmp_path, ["a.jpg", "b.jpg", "sub/c.jpg"])
+    (tmp_path / "x").symlink_to(".")
+    (tmp_path / "y").symlink_to(".")
+    (tmp_path / "sub" / "up").symlink_to("..")
+    scan = scan_image_files(tmp_path)
+    assert scan.files == ["a.jpg", "b.jpg", "sub/c.jpg"]
+    assert scan.skipped_links == ["sub/up", "x", "y"]
+    with pytest.warns(UserWarning, match=r"skipped 3 symbolic link\(s\)"):
+        dataset = ImageFolderDataset(tmp_path)
+    assert len(dataset) == 3
+    assert dataset.skipped_links == ["sub/up", "x", "y"]
+
+
+def test_links_to_other_places_are_followed_once(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    _layout(outside, ["o1.png", "deep/o2.png"])
+    root = tmp_path / "root"
+    _layout(root, ["real/r.jpg"])
+    (root / "a_alias").symlink_to("real")  # sorts before the real folder
+    (root / "ext").symlink_to(outside)
+    (root / "ext2").symlink_to(outside / "deep")  # inside a folder already linked
+    (root / "r_link.jpg").symlink_to(root / "real" / "r.jpg")
+    (root / "o_link.png").symlink_to(outside / "o1.png")
+    (outside / "back").symlink_to(root)  # a loop through two links
+    scan = scan_image_files(root)
+    # the real name wins over the name through a link, whatever the sort order
+    assert scan.files == ["ext/deep/o2.png", "ext/o1.png", "real/r.jpg"]
+    assert scan.skipped_links == [
+        "a_alias",
+        "ext/back",
+        "ext2",
+        "o_link.png",
+        "r_link.jpg",
+    ]
+    assert find_image_files(root) == scan.files

@@ -8,6 +8,12 @@ import pytest
 from PIL import Image
 
 from lightly_derm.data import UnreadableImageError, check_image, load_image, to_rgb8
+from lightly_derm.data.image_io import (
+    MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    max_image_pixels,
+)
+from lightly_derm.errors import ConfigError
 from tests.data.images import png16_rgb, rgb_array, truncate
 
 
@@ -154,3 +160,57 @@ def test_unreadable_error_names_file(tmp_path: Path) -> None:
         load_image(b"garbage")
     with pytest.raises(FileNotFoundError):
         load_image(tmp_path / "missing.jpg")
+
+
+def test_16bit_conversion_in_blocks_matches_the_formula() -> None:
+    # tall enough for several row blocks; every 16-bit value, in integers
+    values = np.arange(65536 * 40, dtype=np.int64) % 65536
+    array = values.reshape(-1, 1024).astype(np.uint16)  # 2560 rows of 1024 px
+    expected = ((array.astype(np.int64) * 2 + 257) // 514).astype(np.uint8)
+    got = np.asarray(to_rgb8(Image.fromarray(array)))
+    assert got.shape == (*array.shape, 3)
+    assert np.array_equal(got[..., 0], expected) and np.array_equal(
+        got[..., 2], expected
+    )
+
+
+def test_16bit_conversion_memory_is_bounded() -> None:
+    # before: int64 intermediates of the whole image (3.9 GB for 12000x12000)
+    import tracemalloc
+
+    image = Image.fromarray(np.full((3000, 2000), 40000, dtype=np.uint16))
+    tracemalloc.start()
+    rgb = to_rgb8(image)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    output = 3000 * 2000 * 3
+    assert rgb.getpixel((5, 5)) == (156, 156, 156)
+    # the RGB result (twice: the array and the PIL copy) plus bounded blocks, far
+    # below the 8 bytes per pixel of one int64 copy
+    assert peak < 2 * output + 64 * 2**20, peak
+
+
+def test_images_above_the_pixel_limit_are_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "huge.png"
+    Image.new("I;16", (400, 300)).save(path)
+    monkeypatch.setenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS", "100_000")
+    assert max_image_pixels() == 100_000
+    with pytest.raises(ImageTooLargeError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot read image {path}: 400x300 = 120,000 pixels is more than the limit "
+        "of 100,000"
+    )
+    assert "LIGHTLY_DERM_MAX_IMAGE_PIXELS" in message and "\n" not in message
+    assert isinstance(info.value, UnreadableImageError)
+    assert "120,000 pixels is more than the limit" in check_image(path)
+    monkeypatch.setenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS", "0")
+    assert max_image_pixels() is None and load_image(path).size == (400, 300)
+    monkeypatch.setenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="LIGHTLY_DERM_MAX_IMAGE_PIXELS must be"):
+        load_image(path)
+    monkeypatch.delenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS")
+    assert max_image_pixels() == MAX_IMAGE_PIXELS == Image.MAX_IMAGE_PIXELS

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lightly_derm.data import ISICClassificationDataset
+from lightly_derm.errors import DataError
 from tests.data.images import save_rgb, truncate
 
 
@@ -81,3 +82,18 @@ def test_missing_paths(tmp_path: Path) -> None:
     (tmp_path / "gt.csv").write_text("image_id,label\nISIC_1,benign\n")
     with pytest.raises(FileNotFoundError, match="nope"):
         ISICClassificationDataset(tmp_path / "nope", tmp_path / "gt.csv")
+
+
+def test_two_ids_naming_one_image_are_refused(tmp_path: Path) -> None:
+    # ids X and sub/X with conflicting labels put sub/X.jpg in twice, with both labels
+    save_rgb(tmp_path / "sub" / "ISIC_1.jpg")
+    save_rgb(tmp_path / "ISIC_2.jpg")
+    csv_path = tmp_path / "gt.csv"
+    csv_path.write_text("image_id,label\nsub/ISIC_1,nv\nISIC_2,mel\nISIC_1,mel\n")
+    with pytest.raises(DataError) as info:
+        ISICClassificationDataset(tmp_path, csv_path)
+    assert str(info.value) == (
+        f"labels CSV {csv_path} line 4: image id 'ISIC_1' names the same image "
+        f"sub/ISIC_1.jpg as id 'sub/ISIC_1' (labels CSV {csv_path} line 2); each "
+        "image needs one row"
+    )

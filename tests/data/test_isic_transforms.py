@@ -11,9 +11,12 @@ from PIL import Image
 
 from lightly_derm.data import (
     BinaryLesionMaskd,
+    UnreadableImageError,
     find_isic_pairs,
     isic_segmentation_transforms,
+    load_image,
 )
+from tests.data.images import truncate
 
 
 def _pair(
@@ -173,3 +176,40 @@ def test_fast_jpeg_decoding_is_close_and_checks_file_sizes(isic_dir, tmp_path) -
         ValueError, match=r"is \(767, 1021\) \(H, W\) but image .* is \(767, 1022\)"
     ):
         isic_segmentation_transforms(64, train=False)(bad)
+
+
+def test_16bit_images_read_as_the_package_reads_them(tmp_path) -> None:
+    # before: the MONAI path converted with Pillow's convert("RGB"): all white
+    mask = _lesion()
+    pair = _pair(tmp_path, mask)
+    rng = np.random.default_rng(1)
+    gray16 = rng.integers(0, 65536, mask.shape, dtype=np.uint16)
+    Image.fromarray(gray16).save(pair["image"])
+    out = isic_segmentation_transforms((24, 40), train=False, normalize=None)(pair)
+    expected = TF.to_tensor(load_image(pair["image"]))
+    torch.testing.assert_close(out["image"], expected, atol=1e-6, rtol=0)
+    assert out["image"].mean() < 0.6 and out["image"].std() > 0.2  # not all white
+
+
+@pytest.mark.parametrize("which", ["image", "label"])
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_broken_files_are_one_error_naming_the_file(tmp_path, which, damage) -> None:
+    # before: "Truncated File Read" or MONAI's "cannot find a suitable reader" with
+    # tracebacks in the message, naming no file
+    pair = _pair(tmp_path, _lesion(240, 400))
+    path = Path(pair[which])
+    if damage == "empty":
+        path.write_bytes(b"")
+    else:
+        truncate(path, 0.3)
+    with pytest.raises(UnreadableImageError) as info:
+        isic_segmentation_transforms((24, 40), train=False)(pair)
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {path}: ") and "\n" not in message
+
+
+def test_pixel_limit_in_the_monai_path(tmp_path, monkeypatch) -> None:
+    pair = _pair(tmp_path, _lesion())
+    monkeypatch.setenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS", "500")
+    with pytest.raises(UnreadableImageError, match=r"40x24 = 960 pixels is more than"):
+        isic_segmentation_transforms((24, 40), train=False)(pair)

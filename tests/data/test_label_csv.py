@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from lightly_derm.data import read_labels_csv
+from lightly_derm.data.label_csv import MAX_CLASS_INDEX
+from lightly_derm.errors import ConfigError, DataError
 
 ISIC2018 = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
 ISIC2019 = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\n"
@@ -147,7 +149,10 @@ def test_unknown_columns_name_found_columns_and_formats(tmp_path: Path) -> None:
             r"line 3.*at most one 1",
         ),
         (ISIC2018 + "ISIC_1,0,1\n", r"line 2.*at least"),
-        ("image_id,label\nISIC_1,benign\nISIC_1,malignant\n", "appears twice"),
+        (
+            "image_id,label\nISIC_1,benign\n\nISIC_1,malignant\n",
+            r"line 4: image id .ISIC_1. appears again \(first on line 2\)",
+        ),
         ("ISIC_0000000,maybe\n", "benign, malignant, 0 or 1"),
         ("", "is empty"),
         ("image_id,label\n", "no rows"),
@@ -161,3 +166,39 @@ def test_bad_csvs(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_csv(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing.csv"):
         read_labels_csv(tmp_path / "nothing.csv")
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        # 3e9 classes: a MemoryError, or all the RAM without a limit
+        (["0", "3000000000", "1"], r"line 3 \(b\): integer label 3000000000 is above"),
+        # "-5" switched the reader to names, so the label "2" became target 1
+        (["2", "-5", "0"], r"line 3 \(b\): label '-5' is negative.*only -1"),
+        (["2", "nv", "0"], r"line 2 \(a\): integer label '2' mixed with class names"),
+    ],
+)
+def test_integer_labels_out_of_range_or_mixed_are_refused(
+    tmp_path: Path, labels: list[str], match: str
+) -> None:
+    rows = "".join(f"{i},{v}\n" for i, v in zip("abc", labels, strict=True))
+    path = _write(tmp_path, "id,label\n" + rows)
+    with pytest.raises(DataError, match=match) as info:
+        read_labels_csv(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_largest_class_index_and_unlabelled_integers(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"id,label\na,{MAX_CLASS_INDEX}\nb,-1\nc,\nd,+1\n")
+    table = read_labels_csv(path)
+    assert len(table.classes) == MAX_CLASS_INDEX + 1
+    assert table.targets.tolist() == [MAX_CLASS_INDEX, -1, -1, 1]
+
+
+def test_lines_count_blank_and_quoted_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'id,label,note\n\na,nv,"two\nlines"\nb,-7,x\n')
+    with pytest.raises(DataError, match=r"line 5 \(b\)"):
+        read_labels_csv(path)
+    with pytest.raises(ConfigError, match="task 'mel' is not a class"):
+        read_labels_csv(_write(tmp_path, "id,label\na,nv\n", "t.csv"), task="mel")

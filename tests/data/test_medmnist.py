@@ -86,3 +86,37 @@ def test_errors(tmp_path: Path) -> None:
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="text.npz"):
         MedMNISTDataset(tmp_path / "text.npz")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_npz_is_one_data_error(tmp_path: Path, damage: str) -> None:
+    # before: a corrupt member ended in a BadZipFile/zlib traceback
+    from lightly_derm.errors import DataError
+
+    path = tmp_path / "dermamnist.npz"
+    _official_npz(path, sizes=(200, 3, 4))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 4] ^= 0xFF  # inside train_images' compressed data
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as info:
+        MedMNISTDataset(path)
+    message = str(info.value)
+    assert (
+        message.startswith(f"cannot read {path} as an .npz file")
+        and "\n" not in message
+    )
+
+
+def test_huge_labels_are_refused(tmp_path: Path) -> None:
+    from lightly_derm.errors import DataError
+
+    np.savez(
+        tmp_path / "big.npz",
+        train_images=np.zeros((2, 8, 8), np.uint8),
+        train_labels=np.array([[0], [3_000_000_000]]),
+    )
+    with pytest.raises(DataError, match="train_labels reach 3000000000, above 99999"):
+        MedMNISTDataset(tmp_path / "big.npz")

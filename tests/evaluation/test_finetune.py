@@ -95,3 +95,22 @@ def test_scores_on_the_requested_device(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert calls == [("cpu", torch.bfloat16)]
     assert result["finetune_num_samples"] == 8
+
+
+def test_one_class_training_labels_are_refused() -> None:
+    from torch import nn
+
+    from lightly_derm.errors import DataError
+
+    class _OneClass(torch.utils.data.Dataset):
+        targets = np.zeros(6, dtype=np.int64)
+        classes = ["not_melanoma", "melanoma"]
+
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8, 8), 0
+
+    with pytest.raises(DataError, match="one class only .*class 0 'not_melanoma'"):
+        finetune_evaluate(nn.Flatten(), _OneClass(), _OneClass())

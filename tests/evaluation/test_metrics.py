@@ -118,3 +118,34 @@ def test_classification_metrics() -> None:
 def test_bad_input(call, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_one_class_tasks_are_refused_with_the_reason() -> None:
+    # before: `evaluate --task melanoma` on data without melanoma reported kNN and
+    # linear accuracy 1.0000 without a word
+
+    from lightly_derm.errors import DataError
+    from lightly_derm.evaluation import (
+        Features,
+        knn_evaluate,
+        linear_probe_evaluate,
+        require_two_classes,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    train = Features(
+        torch.randn(12, 4, generator=gen),
+        torch.tensor([0] * 10 + [-1, -1]),
+        [None] * 12,
+    )
+    test = Features(torch.randn(5, 4, generator=gen), torch.zeros(5).long(), [None] * 5)
+    for evaluate in (knn_evaluate, linear_probe_evaluate):
+        with pytest.raises(
+            DataError, match=r"labels hold one class only \(10 labelled"
+        ):
+            evaluate(train, test, num_classes=2)
+    with pytest.raises(DataError, match="class 1 'melanoma'"):
+        require_two_classes(np.array([1, 1]), classes=["not_melanoma", "melanoma"])
+    with pytest.raises(DataError, match="no labelled sample"):
+        require_two_classes([-1, -1])
+    require_two_classes(torch.tensor([0, 1, -1]))

@@ -112,3 +112,51 @@ def test_distributed_equals_mean_of_the_per_process_correlations() -> None:
             rtol=1e-4,
             atol=1e-7,
         )
+
+
+def reference_loss_at_scale(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> float:
+    """The loop reference on float64 copies whose squares still fit in float64."""
+    return reference_loss(reference_c(z_a.double(), z_b.double(), 1e-5), lam)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e37, 1e-20, 1e-40])
+@pytest.mark.parametrize(("n", "d"), [(4, 3), (9, 6)])
+def test_exact_at_any_finite_float32_scale(scale: float, n: int, d: int) -> None:
+    # float32 variances overflowed from ~1e19: every column standardised to zero and
+    # the loss became λ²·D, a wrong finite number
+    gen = torch.Generator().manual_seed(n * d)
+    z_a64 = torch.randn(n, d, generator=gen, dtype=torch.float64) * 3 + 1
+    z_b64 = z_a64 + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    z_a = (z_a64 * scale).float().requires_grad_(True)
+    z_b = (z_b64 * scale).float()
+    lam = 0.3
+    loss = BarlowTwinsFrobeniusLoss(lambda_param=lam)(z_a, z_b)
+    expected = reference_loss_at_scale(z_a.detach(), z_b, lam)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    # gradients: float64 autograd through the same formula on the same inputs
+    a64 = z_a.detach().double().requires_grad_(True)
+    b64 = z_b.double()
+
+    def standardise(z: torch.Tensor) -> torch.Tensor:
+        return (z - z.mean(0)) / torch.sqrt(z.var(0) + 1e-5)
+
+    c = standardise(a64).T @ standardise(b64) / n
+    (expected_grad,) = torch.autograd.grad(
+        lam**2 * (c - torch.eye(d, dtype=torch.float64)).pow(2).sum(), a64
+    )
+    (grad,) = torch.autograd.grad(loss, z_a)
+    assert torch.isfinite(grad).all()
+    top = expected_grad.abs().max()
+    torch.testing.assert_close(
+        grad.double() / top, expected_grad / top, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_overflow_beyond_float64_is_nan() -> None:
+    z = torch.randn(5, 3, dtype=torch.float64)
+    loss_fn = BarlowTwinsFrobeniusLoss()
+    assert torch.isfinite(loss_fn(z * 1e150, z * 1e150))
+    assert torch.isnan(loss_fn(z * 1e160, z))
+    inf = z.clone().float()
+    inf[0, 0] = float("inf")
+    assert torch.isnan(loss_fn(inf, z.float()))

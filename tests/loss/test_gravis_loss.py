@@ -448,3 +448,71 @@ def test_cuda_bf16_autocast_matches_cpu_float64(variant) -> None:
     # Only float32-vs-float64 arithmetic differs: a bf16 matmul would miss by ~1e-2.
     torch.testing.assert_close(loss.double().cpu(), expected, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(z_cuda.grad.float()).all()
+
+
+def _unit_rows(z: torch.Tensor) -> torch.Tensor:
+    """Independent float64 normalisation: rows scaled by their largest entry first."""
+    z = z.double()
+    z = z / z.abs().amax(dim=1, keepdim=True)
+    return z / z.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("variant", ["smooth_ap", "attention"])
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [
+        (1e19, torch.float32),
+        (1e37, torch.float32),
+        (1e-30, torch.float32),
+        (1e-36, torch.float32),
+        (1e200, torch.float64),
+        (1e-300, torch.float64),
+    ],
+)
+def test_exact_at_any_finite_scale(variant, scale, dtype) -> None:
+    # float32 norms overflowed from ~1e19: every row became 0, the loss a constant
+    # (0.6667 instead of 0.3555) with zero gradient, and the guard never fired
+    for batch_size, num_views, dim in SHAPES[:3]:
+        z64, g = _inputs(batch_size, num_views, dim, seed=dim)
+        z = (z64 * scale).to(dtype).requires_grad_(True)
+        unit = _unit_rows(z.detach()).requires_grad_(True)
+        # τ 0.2 for smooth_ap: at the default 0.01 these tiny shapes saturate the
+        # sigmoid, and a gradient of ~1e-11 at unit scale underflows float32 at 1e37
+        # (float32 range, not the normalisation under test)
+        tau = 0.2 if variant == "smooth_ap" else 0.1
+
+        def reference(u, groups):
+            return (loop_smooth_ap if variant == "smooth_ap" else loop_attention)(
+                u, groups, tau=tau
+            )
+
+        expected = reference(unit, g)
+        loss = GraVISLoss(variant, temperature=tau)(z, g)
+        (grad,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+        # the gradient at scale s is the unit-scale gradient projected onto the
+        # sphere's tangent, divided by the row norms
+        (grad_unit,) = torch.autograd.grad(reference(unit, g), unit)
+        rows = z.detach().double()
+        largest = rows.abs().amax(dim=1, keepdim=True)
+        norms = largest * (rows / largest).norm(dim=1, keepdim=True)
+        projected = grad_unit - (grad_unit * unit).sum(1, keepdim=True) * unit
+        expected_grad = projected.detach() / norms
+        torch.testing.assert_close(
+            grad.double() / expected_grad.abs().max(),
+            expected_grad / expected_grad.abs().max(),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+
+@pytest.mark.parametrize("variant", ["smooth_ap", "attention"])
+def test_raw_dot_products_that_overflow_give_nan_not_a_number(variant) -> None:
+    z, g = _inputs(3, 4, 8, seed=1)
+    loss_fn = GraVISLoss(variant, normalize=False)
+    assert torch.isfinite(loss_fn(z.float() * 1e17, g))
+    assert torch.isnan(loss_fn(z.float() * 1e19, g))  # z·z overflows float32
+    inf = z.clone()
+    inf[0, 0] = math.inf
+    assert torch.isnan(GraVISLoss(variant)(inf, g))

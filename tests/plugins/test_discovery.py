@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightly_derm.errors import ConfigError
 from lightly_derm.plugins import (
+    ComponentImportError,
     DuplicateComponentError,
     DuplicatePluginError,
     PluginLoadWarning,
@@ -107,12 +109,22 @@ def test_duplicate_component_names_both_distributions(
         {"second": "second_mod"},
         {"second_mod": GOOD.format(name="same")},
     )
+    # before: every command ended in this traceback; now one warning, and only the
+    # clashing name is unusable
+    reg = Registry()
+    with pytest.warns(PluginLoadWarning, match="loss 'same' is provided twice"):
+        names = reg.names("loss")
+    assert "same" not in names and "gravis" in names
     with pytest.raises(DuplicateComponentError) as excinfo:
-        Registry().list()
+        reg.info("loss", "SAME")
     message = str(excinfo.value)
     assert "loss 'same'" in message
     assert "first-dist 1.0" in message and "second-dist 2.0" in message
-    assert "LIGHTLY_DERM_BLOCK_PLUGINS" in message
+    assert (
+        "LIGHTLY_DERM_BLOCK_PLUGINS=first (or =second)" in message
+        or "LIGHTLY_DERM_BLOCK_PLUGINS=second (or =first)" in message
+    )
+    assert isinstance(excinfo.value, ConfigError) and "\n" not in message
 
 
 def test_duplicate_entry_point_names_both_distributions(
@@ -127,11 +139,16 @@ def test_duplicate_entry_point_names_both_distributions(
     make_dist(
         "beta-dist", "1.0", {"clash": "beta_mod"}, {"beta_mod": GOOD.format(name="b")}
     )
-    with pytest.raises(
-        DuplicatePluginError,
-        match="'clash'.*alpha-dist 1.0.*beta-dist 1.0|'clash'.*beta-dist 1.0.*alpha-dist 1.0",
+    reg = Registry()
+    with pytest.warns(
+        PluginLoadWarning,
+        match="'clash'.*alpha-dist 1.0.*beta-dist 1.0.*neither is loaded"
+        "|'clash'.*beta-dist 1.0.*alpha-dist 1.0.*neither is loaded",
     ):
-        Registry().list()
+        reg.list()
+    assert ("loss", "a") not in reg and ("loss", "b") not in reg
+    assert ("loss", "gravis") in reg
+    assert issubclass(DuplicatePluginError, ConfigError)
 
 
 def test_block_plugins(
@@ -200,3 +217,91 @@ def test_no_warning_without_broken_plugins(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Registry().list()
+
+
+@pytest.mark.parametrize(
+    ("module", "match"),
+    [
+        ("import sys\nsys.exit(0)\n", r"raised SystemExit\(0\) while loading"),
+        ("raise SystemExit('bye')\n", r"raised SystemExit\('bye'\)"),
+    ],
+)
+def test_plugin_raising_system_exit_at_import_is_reported(
+    clean_plugin_env: None, make_dist, module: str, match: str
+) -> None:
+    # before: every command became a silent exit 0 with no output
+    make_dist("exit-plugin", "1.0", {"quitter": "quitter_mod"}, {"quitter_mod": module})
+    reg = Registry()
+    with pytest.warns(PluginLoadWarning, match="'quitter' \\(exit-plugin 1.0\\)"):
+        assert ("loss", "gravis") in reg
+    assert match and any(__import__("re").search(match, f.error) for f in reg.failures)
+
+
+@pytest.mark.parametrize("blocked", ["my_plugin", "MY-PLUGIN", " My_Plugin "])
+def test_block_matches_like_component_names(
+    clean_plugin_env: None, make_dist, monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    # before: LIGHTLY_DERM_BLOCK_PLUGINS=my_plugin did not block my-plugin, which ran
+    make_dist(
+        "my-plugin-dist",
+        "1.0",
+        {"my-plugin": "my_plugin_mod"},
+        {"my_plugin_mod": "raise RuntimeError('my code ran')\n"},
+    )
+    monkeypatch.setenv("LIGHTLY_DERM_BLOCK_PLUGINS", blocked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginLoadWarning)
+        reg = Registry()
+        reg.list()
+    assert reg.failures == [] and "my_plugin_mod" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [
+        ("on", True),
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("Y", True),
+        ("off", False),
+        ("0", False),
+        ("no", False),
+        ("", False),
+    ],
+)
+def test_disable_autoload_accepts_any_truthy_value(
+    clean_plugin_env: None,
+    template_on_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    disabled: bool,
+) -> None:
+    # before: only 1/true/yes worked; "on" was silently ignored
+    monkeypatch.setenv("LIGHTLY_DERM_DISABLE_PLUGIN_AUTOLOAD", value)
+    assert (("loss", "group_center") in Registry()) is not disabled
+
+
+def test_unimportable_target_is_one_config_error(
+    clean_plugin_env: None, make_dist
+) -> None:
+    make_dist(
+        "lost-dist",
+        "1.0",
+        {"lost": "lost_mod"},
+        {
+            "lost_mod": GOOD.format(name="lost").replace(
+                "collections:OrderedDict", "no_such_module_here:Loss"
+            )
+        },
+    )
+    reg = Registry()
+    assert ("loss", "lost") in reg and ("loss", "gravis") in reg
+    with pytest.raises(ComponentImportError) as info:
+        reg.get("loss", "lost")
+    message = str(info.value)
+    assert message.startswith(
+        "loss 'lost' of plugin 'lost' (lost-dist 1.0) points to "
+        "'no_such_module_here:Loss', which cannot be imported"
+    )
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ConfigError)

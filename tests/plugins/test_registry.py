@@ -125,8 +125,10 @@ def test_duplicate_name_in_runtime_plugins(reg: Registry) -> None:
             return [Component("loss", "square-loss", dict)]
 
     reg.register_plugin(Other(), name="other")
+    with pytest.warns(UserWarning, match="provided twice"):
+        assert ("loss", "square_loss") not in reg
     with pytest.raises(DuplicateComponentError, match="'test_plugin'.*'other'"):
-        reg.list()
+        reg.get("loss", "square-loss")
     reg.unregister_plugin("other")
     assert reg.get("loss", "square_loss") is _Square
 
