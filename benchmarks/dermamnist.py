@@ -262,7 +262,8 @@ def method_kwargs(name: str, lr: float, weight_decay: float) -> dict[str, Any]:
     """The benchmark's equal optimiser settings, as each method's constructor spells them."""
     kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, "momentum": 0.9}
     if name == "fgssl":
-        kwargs.update(backbone_lr=lr, grids=FGSSL_GRIDS)
+        # the benchmark shares one lr: the standard Barlow Twins loss (its scale)
+        kwargs.update(backbone_lr=lr, grids=FGSSL_GRIDS, loss="barlow_twins")
     return kwargs
 
 

@@ -240,7 +240,9 @@ def method_kwargs(name: str, lr: float, weight_decay: float) -> dict[str, Any]:
     """The equal optimiser settings, as each method's constructor spells them."""
     kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay, "momentum": 0.9}
     if name == "fgssl":
-        kwargs["backbone_lr"] = lr
+        kwargs.update(
+            backbone_lr=lr, loss="barlow_twins"
+        )  # one lr: the standard BT loss
     return kwargs
 
 
