@@ -184,6 +184,9 @@ class FGSSL(PMGMethod):
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights)
         )
+        # the rates in use, so that a checkpoint reloads with them (the weights that
+        # chose the backbone's rate are not saved)
+        self.hparams.update(lr=self.lr, backbone_lr=self.backbone_lr)
         if loss == "barlow_twins":
             self.criterion: nn.Module = BarlowTwinsLoss(
                 lambda_param=0.0051 if lambda_param is None else lambda_param,

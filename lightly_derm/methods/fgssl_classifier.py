@@ -155,6 +155,9 @@ class FGSSLClassifier(PMGMethod):
         self.save_hyperparameters(
             ignore=self._hparams_ignore(backbone, backbone_weights) + ["blocks_weights"]
         )
+        # the rates in use, so that a checkpoint reloads with them (the weights that
+        # chose the backbone's rate are not saved)
+        self.hparams.update(lr=self.lr, backbone_lr=self.backbone_lr)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         if blocks_weights is not None:

@@ -108,7 +108,9 @@ class PMGMethod(SSLMethod):
         set_grads_to_none: How the progressive schedule clears gradients between its
             steps. ``False`` (PMG's loop: ``zero_grad()`` with zeros): every parameter
             takes all 4 optimizer steps of a batch — a parameter the step's loss does
-            not reach still gets its momentum and weight-decay update, as in PMG.
+            not reach still gets its momentum and weight-decay update, as in PMG (whose
+            loop does so from its second batch on; here from the first, which also
+            keeps a resumed run exact).
             ``True``: such parameters are skipped by SGD in that step (cheaper, not
             PMG's dynamics).
         pretrained: Whether the backbone starts from trained weights, for
@@ -237,6 +239,14 @@ class PMGMethod(SSLMethod):
         assert not isinstance(optimizer, list)
         losses: list[Tensor] = []
         to_none = self.set_grads_to_none
+        if not to_none:
+            # Every parameter holds a gradient from the first step on (PMG's loop gets
+            # there after its first batch), so each takes all steps of every batch, and a
+            # resumed run (gradients are not checkpointed) continues exactly.
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    if parameter.grad is None and parameter.requires_grad:
+                        parameter.grad = torch.zeros_like(parameter)
         if self.schedule == "progressive":
             for step_loss in step_losses:
                 optimizer.zero_grad(set_to_none=to_none)

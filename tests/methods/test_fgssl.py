@@ -129,6 +129,7 @@ def test_trains_on_isic_with_falling_loss(
                 assert torch.equal(value, own[key]), key
         restored = FGSSL.load_from_checkpoint(path)
         assert restored.grids == GRIDS and restored.schedule == "progressive"
+        assert (restored.lr, restored.backbone_lr) == (0.05, 0.01)
 
 
 def test_cpu_jigsaws_under_bf16_mixed_precision(isic_images) -> None:
@@ -210,6 +211,10 @@ def test_presets_pair_each_loss_with_its_rates(tmp_path) -> None:
         model = FGSSL(backbone="resnet18", **kwargs)
         assert isinstance(model.criterion, loss_type), kwargs
         assert (model.lr, model.backbone_lr) == pytest.approx((lr, backbone_lr)), kwargs
+        # saved as resolved: a checkpoint reloads with the rates it trained with
+        assert (model.hparams["lr"], model.hparams["backbone_lr"]) == pytest.approx(
+            (lr, backbone_lr)
+        )
         groups = model.configure_optimizers().param_groups
         assert [g["lr"] for g in groups] == pytest.approx([lr, backbone_lr]), kwargs
     assert LEARNING_RATES == {"authors": 0.002, "barlow_twins": 1e-4}

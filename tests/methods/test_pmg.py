@@ -57,6 +57,10 @@ def pmg_loop(model: FGSSL, data: list, lr: float, set_to_none: bool = False) -> 
         weight_decay=5e-4,
     )
     loss_fn = model.criterion
+    if not set_to_none:
+        # PMG's state from its second batch on: every parameter holds a gradient
+        for p in blocks.parameters():
+            p.grad = torch.zeros_like(p)
     for batch in data:
         a, b, j1, j2, j3 = (batch.view(i) for i in range(5))
         for k, jigsaw in enumerate((j1, j2, j3)):
