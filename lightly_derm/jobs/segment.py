@@ -26,7 +26,7 @@ import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -110,7 +110,7 @@ class SegmentConfig(TrainConfig):
     checkpoint: str | None = None
     data: str | None = None
     test_data: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
-    backbone: Literal["resnet18", "resnet34", "resnet50"] | None = None
+    backbone: str | None = None
     input_size: int | None = dataclasses.field(
         default=None, metadata=rule(Range.int(16))
     )
