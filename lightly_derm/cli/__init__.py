@@ -139,7 +139,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _debug_option(parser: ArgumentParser) -> None:
+def _debug_option(parser: Any) -> None:
     parser.add_argument(
         "--debug",
         action="store_true",

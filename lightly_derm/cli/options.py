@@ -28,7 +28,12 @@ from typing import Any
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser, DefaultHelpFormatter
 
-from lightly_derm.jobs.config import JobConfig, cli_name, parse_key_values
+from lightly_derm.jobs.config import (
+    JobConfig,
+    cli_name,
+    field_default,
+    parse_key_values,
+)
 
 
 class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -85,10 +90,7 @@ def option_rows(config_cls: type[JobConfig]) -> list[dict[str, str]]:
     rows = []
     for name in config_cls.field_names():
         f = fields[name]
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        else:
-            default = f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         if default is None:
             default = presets.get("data", {}).get(name)
         demo = presets.get("demo", {}).get(name, default)
@@ -164,7 +166,7 @@ def add_options(parser: ArgumentParser, config_cls: type[JobConfig]) -> None:
         group.add_argument(row["option"], **kwargs)
 
 
-def add_flags(parser: ArgumentParser, function: Callable[..., Any]) -> list[str]:
+def add_flags(parser: Any, function: Callable[..., Any]) -> list[str]:
     """Adds ``--name`` for each keyword-only ``bool`` parameter of a job function.
 
     ``resume``, ``overwrite`` (not ``verbose``), helped by the function's docstring.

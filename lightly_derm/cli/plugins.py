@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 import warnings
 from typing import Any
 
@@ -73,6 +74,6 @@ def run(values: dict[str, Any]) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows) if rows else "No components are registered.")
-    for failure in failures:
+    for failure in typing.cast("list[object]", failures):
         print(f"warning: {failure}", file=sys.stderr)
     return 0

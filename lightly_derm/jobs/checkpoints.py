@@ -103,7 +103,7 @@ def backbone_name(
         loaded = checkpoint
     elif loaded is None:
         try:
-            loaded = load_checkpoint_file(checkpoint)
+            loaded = load_checkpoint_file(Path(checkpoint))
         except (FileNotFoundError, ValueError):
             loaded = None
     if loaded is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import inspect
 import os
 import re
@@ -80,12 +79,10 @@ def _key(name: str) -> str:
     return str(name).strip().replace("-", "_")
 
 
-@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-@functools.cache
 def _field_docs(cls: type) -> dict[str, str]:
     """The ``Attributes:`` section of a dataclass docstring, by field name."""
     docs: dict[str, str] = {}
@@ -196,7 +193,7 @@ class JobConfig:
             options: Keyword options; they override ``config``.
             job: Names the job in messages.
         """
-        if isinstance(config, cls):
+        if isinstance(config, JobConfig):
             return config.updated(options or {}, f"{job} options")
         return (
             cls()
@@ -225,12 +222,7 @@ class JobConfig:
 
     def given(self) -> dict[str, Any]:
         """The options that differ from the field defaults (the ones someone set)."""
-        defaults = {
-            f.name: f.default
-            if f.default is not dataclasses.MISSING
-            else f.default_factory()  # type: ignore[misc]
-            for f in dataclasses.fields(self)
-        }
+        defaults = {f.name: field_default(f) for f in dataclasses.fields(self)}
         return {k: v for k, v in self.to_dict().items() if v != _plain(defaults[k])}
 
     def preset_name(self) -> str | None:
@@ -241,7 +233,7 @@ class JobConfig:
         """
         if "data" not in self.field_names():
             return None
-        return "demo" if self.data is None else "data"
+        return "demo" if getattr(self, "data", None) is None else "data"
 
     def with_preset(self: C) -> C:
         """A copy whose ``None`` options are taken from the preset of :meth:`preset_name`."""
@@ -370,6 +362,13 @@ class TrainConfig(RunConfig):
         default=200, metadata=rule(Range.int(0))
     )
     tensorboard: bool = True
+
+
+def field_default(field: dataclasses.Field[Any]) -> Any:
+    """The default value of a dataclass field (made by its factory if it has one)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def cli_name(name: str) -> str:

@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
 from lightly_derm.errors import ConfigError
@@ -43,6 +42,7 @@ from lightly_derm.jobs.checkpoints import (
     run_folder,
 )
 from lightly_derm.jobs.config import RunConfig
+from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
 from lightly_derm.jobs.trainer import trainer_options
@@ -254,7 +254,7 @@ def evaluation_datasets(
         "decode_size": config.decode_size or None,
     }
     if config.synthetic:
-        synthetic = {
+        synthetic: dict[str, Any] = {
             "image_size": max(config.input_size, 16),
             "num_classes": config.synthetic_classes or 3,
             "seed": config.seed or 0,
@@ -357,11 +357,6 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm evaluate: {message}", flush=True)
-
-
 def evaluate(
     config: EvaluateConfig | Mapping[str, Any] | None = None,
     *,
@@ -410,8 +405,9 @@ def evaluate(
         max(np.max(train.targets), np.max(test.targets)) + 1  # type: ignore[attr-defined]
     )
     source = SYNTHETIC_SOURCE if cfg.synthetic else str(cfg.data)
-    _say(verbose, f"backbone {name} from {checkpoint}")
-    _say(
+    say("evaluate", verbose=verbose, message=f"backbone {name} from {checkpoint}")
+    say(
+        "evaluate",
         verbose,
         f"data: {source}; {len(train)} training and {len(test)} test images, "  # type: ignore[arg-type]
         f"{num_classes} classes; {split}",
@@ -469,11 +465,16 @@ def evaluate(
         num_classes=num_classes,
         weight_decay=float(cfg.linear_weight_decay or 0.0),
     )
-    _say(verbose, _one_line("kNN", results["knn"], "knn_"))
-    _say(verbose, _one_line("linear probe", results["linear"], "linear_"))
+    say("evaluate", verbose=verbose, message=_one_line("kNN", results["knn"], "knn_"))
+    say(
+        "evaluate",
+        verbose=verbose,
+        message=_one_line("linear probe", results["linear"], "linear_"),
+    )
     results["finetune"] = {}
     for fraction in cfg.fractions or []:
-        _say(
+        say(
+            "evaluate",
             verbose,
             f"fine-tuning on {_percent(fraction)} of the labelled training images",
         )
@@ -501,9 +502,13 @@ def evaluate(
                 ),
             )
         results["finetune"][f"{fraction:g}"] = scores
-        _say(verbose, _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"))
+        say(
+            "evaluate",
+            verbose=verbose,
+            message=_one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
+        )
     results["out"] = str(out)
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -523,7 +528,11 @@ def evaluate(
                 warnings.warn(f"could not draw the embedding plot: {exc}", stacklevel=2)
         if verbose:
             print("\n" + table)
-        _say(verbose, f"wrote {out}/ (results.json, results.md, config.yaml, plots/)")
+        say(
+            "evaluate",
+            verbose=verbose,
+            message=f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
+        )
     return results
 
 

@@ -32,7 +32,6 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
@@ -41,6 +40,7 @@ from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
 from lightly_derm.jobs.config import TrainConfig, check_kwargs
+from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
     TrainingPlots,
@@ -53,6 +53,7 @@ from lightly_derm.jobs.trainer import (
     build_trainer,
 )
 from lightly_derm.jobs.transforms import eval_transform
+from lightly_derm.methods import SSLMethod
 from lightly_derm.utils.validation import Range, check_choice, rule
 
 #: Options that must not change when a run is resumed.
@@ -454,7 +455,7 @@ def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
     return f"{config.data}: {len(dataset)} images{label_text}"  # type: ignore[arg-type]
 
 
-def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.LightningModule:
+def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
     from lightly_derm import registry
 
     info = method_info(str(config.method))
@@ -476,15 +477,16 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.Lightnin
         kwargs["augment"] = "gpu"
     if config.backbone_weights is not None:
         kwargs["backbone_weights"] = config.backbone_weights
-    return registry.create("method", info.name, **kwargs)
+    method = registry.create("method", info.name, **kwargs)
+    if not isinstance(method, SSLMethod):
+        raise ConfigError(
+            f"method {info.name!r} builds a {type(method).__name__}, not an SSLMethod "
+            "(lightly_derm.methods.SSLMethod), so pretrain cannot train it"
+        )
+    return method
 
 
 # ----------------------------------------------------------------------- the job
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm pretrain: {message}", flush=True)
-
-
 def _clear_outputs(out: Path) -> None:
     for name in RUN_OUTPUTS:
         target = out / name
@@ -544,7 +546,7 @@ def pretrain(
             **PretrainConfig.normalize(options, "pretrain options"),
         }
         requested = PretrainConfig().updated(given)
-    is_zero = rank_zero_only.rank == 0
+    is_zero = is_main_process()
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if resume:
@@ -571,10 +573,13 @@ def pretrain(
     if cfg.cache_images:
         from lightly_derm.data import DecodedImageCache
 
-        _say(verbose, "decoding every image once (--cache-images)")
-        dataset: Dataset[Any] = DecodedImageCache(
-            untransformed, method.default_transform(input_size=cfg.input_size)
+        say(
+            "pretrain",
+            verbose=verbose,
+            message="decoding every image once (--cache-images)",
         )
+        canvas_transform: Any = method.default_transform(input_size=cfg.input_size)
+        dataset: Dataset[Any] = DecodedImageCache(untransformed, canvas_transform)
     else:
         dataset = with_transform(
             untransformed, method.default_transform(input_size=cfg.input_size)
@@ -586,7 +591,8 @@ def pretrain(
     batch_size = cfg.batch_size
     if len(dataset) < batch_size:  # type: ignore[arg-type]
         batch_size = len(dataset)  # type: ignore[arg-type]
-        _say(
+        say(
+            "pretrain",
             verbose,
             f"batch size lowered to {batch_size}: the data has only {batch_size} images",
         )
@@ -608,7 +614,11 @@ def pretrain(
     if resume:
         resume_step, log_step = _resume_state(last)
 
-    _say(verbose, f"data: {_describe_data(cfg, untransformed)}")
+    say(
+        "pretrain",
+        verbose=verbose,
+        message=f"data: {_describe_data(cfg, untransformed)}",
+    )
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
@@ -616,12 +626,17 @@ def pretrain(
     )
     if cfg.method_args:
         chosen += f", method args {cfg.method_args}"
-    _say(
+    say(
+        "pretrain",
         verbose,
         ("demo defaults for synthetic data: " if cfg.synthetic else "") + chosen,
     )
     if resume:
-        _say(verbose, f"resuming {out} from {last} (step {resume_step})")
+        say(
+            "pretrain",
+            verbose=verbose,
+            message=f"resuming {out} from {last} (step {resume_step})",
+        )
     if is_zero:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
@@ -705,13 +720,18 @@ def pretrain(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         loss = metrics.get("train_loss_epoch", metrics.get("train_loss"))
-        _say(
+        say(
+            "pretrain",
             verbose,
             f"done: {trainer.global_step} steps in {seconds:.0f} s"
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
-        _say(verbose, f"next: lightly-derm evaluate --checkpoint {out}")
+        say(
+            "pretrain",
+            verbose=verbose,
+            message=f"next: lightly-derm evaluate --checkpoint {out}",
+        )
     return PretrainResult(
         out_dir=out,
         config=cfg,

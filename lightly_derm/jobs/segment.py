@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -43,6 +42,7 @@ from lightly_derm.jobs.checkpoints import (
     run_folder,
 )
 from lightly_derm.jobs.config import TrainConfig
+from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
 from lightly_derm.jobs.trainer import build_trainer
@@ -173,7 +173,7 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     c = config
     if c.checkpoint is not None:
         c = dataclasses.replace(c, checkpoint=os.fspath(c.checkpoint))
-        checkpoint = find_checkpoint(c.checkpoint)
+        checkpoint = find_checkpoint(c.checkpoint or "")
         if c.backbone is None:  # the checkpoint's value comes before the preset's
             backbone = backbone_name(checkpoint)
             if backbone is None:
@@ -252,7 +252,11 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         super().__init__()
         from lightly_derm.data import SyntheticLesions
 
-        common = {"image_size": image_size, "seed": seed, "return_mask": True}
+        common: dict[str, Any] = {
+            "image_size": image_size,
+            "seed": seed,
+            "return_mask": True,
+        }
         train = SyntheticLesions(
             train_images,
             transform=SyntheticSegmentationTransform(train=True),
@@ -351,8 +355,9 @@ def segmentation_data(
         ]
         split = f"{config.folds}-fold cross-validation over {len(pairs)} pairs"
     else:
+        assert config.val_fraction is not None  # resolved: set without folds
         module = ISICSegmentationDataModule(
-            pairs=pairs, val_fraction=config.val_fraction, **common
+            pairs=pairs, val_fraction=float(config.val_fraction), **common
         )
         modules = [module]
         split = (
@@ -362,11 +367,6 @@ def segmentation_data(
     if test_pairs:
         split += f"; {len(test_pairs)} test pairs"
     return modules, split
-
-
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm segment: {message}", flush=True)
 
 
 def _overlays(
@@ -459,14 +459,18 @@ def finetune_segmentation(
     pl.seed_everything(seed, workers=True, verbose=False)
     model = LesionSegmentation(
         backbone=f"lightly-derm-{backbone}",
-        pretrained=checkpoint,
+        pretrained=Path(checkpoint) if checkpoint is not None else None,
         lr=lr,
         encoder_lr=encoder_lr,
         freeze_encoder_epochs=freeze_encoder_epochs,
     )
     label = f"[{name}] " if name else ""
     if model.transfer_report is not None:
-        _say(verbose, f"{label}encoder from {checkpoint}: {model.transfer_report}")
+        say(
+            "segment",
+            verbose=verbose,
+            message=f"{label}encoder from {checkpoint}: {model.transfer_report}",
+        )
     steps = max(1, len(data.train_dataloader()))
     trainer = build_trainer(
         run_dir,
@@ -493,7 +497,8 @@ def finetune_segmentation(
             scores = {**scores, **test_scores}
     fields = SCORES + (TEST_SCORES if test else ())
     result = {k: float(scores[k]) for k in fields if k in scores}
-    _say(
+    say(
+        "segment",
         verbose,
         label + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items()),
     )
@@ -566,7 +571,7 @@ def segment(
         encoders.append(("pretrained", find_checkpoint(cfg.checkpoint)))
     if cfg.checkpoint is None or cfg.baseline:
         encoders.append(("random-init", None))
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         if (out / "results.json").is_file() and not overwrite:
             raise ValueError(
                 f"{out} already holds segmentation results; pass --overwrite or choose "
@@ -580,9 +585,13 @@ def segment(
                 target.unlink()
     modules, split = segmentation_data(cfg)
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
-    _say(verbose, f"data: {source}; {split}")
+    say("segment", verbose=verbose, message=f"data: {source}; {split}")
     if cfg.checkpoint is None:
-        _say(verbose, "no --checkpoint: the encoder starts from random weights")
+        say(
+            "segment",
+            verbose=verbose,
+            message="no --checkpoint: the encoder starts from random weights",
+        )
     results: dict[str, Any] = {}
     for label, checkpoint in encoders:
         runs: list[dict[str, float]] = []
@@ -637,7 +646,7 @@ def segment(
         "results": results,
         "out": str(out),
     }
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -645,7 +654,8 @@ def segment(
         (out / "results.md").write_text(table)
         if verbose:
             print("\n" + table)
-        _say(
+        say(
+            "segment",
             verbose,
             f"wrote {out}/ (results.json, results.md, config.yaml, "
             f"{', '.join(label + '/' for label, _ in encoders)})",

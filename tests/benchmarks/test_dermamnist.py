@@ -15,14 +15,6 @@ import torch
 dermamnist = pytest.importorskip("dermamnist")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         struct.pack(">i", n) for n in array.shape

@@ -9,17 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 isic = pytest.importorskip("isic_segmentation")
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

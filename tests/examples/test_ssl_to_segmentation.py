@@ -33,16 +33,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train faster and steadier on one thread than on two busy-waiting ones
-    on a shared CPU (measured: 2.5 s vs 40-80 s for the SSL + fine-tune test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _example():
     spec = importlib.util.spec_from_file_location("ssl_to_segmentation", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lightly_derm.data import GroupedViewCollate
 from lightly_derm.methods import FGSSLClassifier
-from tests.methods.test_fgssl import SMALL, Recorder, one_thread, trainer  # noqa: F401
+from tests.methods.test_fgssl import SMALL, Recorder, trainer  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,6 @@ ALLOWED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class RecordSecondStep(pl.Callback):
     """Records host syncs of the second batch (after lazy initialisation)."""
 

@@ -25,16 +25,6 @@ IDS = [f"{i.kind}/{i.name}" for i in COMPONENTS]
 KIND_CONTRACTS: dict[str, Callable[[ComponentInfo, Any], None]] = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One OpenMP thread: a tiny training step takes 0.6 s instead of 8–11 s on a busy
-    2-core machine (two threads wait for each other; measured on the BYOL contract)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def contract(
     kind: str,
 ) -> Callable[

@@ -48,14 +48,6 @@ class Kill(pl.Callback):
             raise Killed
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(
     name: str,
     folder: Path,

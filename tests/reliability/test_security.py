@@ -27,14 +27,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SCANNED = ("lightly_derm", "examples", "benchmarks")
 
 #: Calls that download, open URLs or unpickle arbitrary objects.
