@@ -234,6 +234,8 @@ def encoder_contract(info: ComponentInfo, encoder: Any) -> None:
     from monai.networks.nets import FlexibleUNet
     from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
+    import lightly_derm.segmentation  # noqa: F401  (registers the encoders in MONAI)
+
     cls = info.load()
     assert isinstance(cls, type) and issubclass(cls, BaseEncoder), (
         f"encoder {info.name!r} must be a monai.networks.blocks.BaseEncoder subclass"
@@ -262,7 +264,7 @@ def encoder_contract(info: ComponentInfo, encoder: Any) -> None:
             f"got {tuple(feature.shape)}"
         )
     assert info.name in FLEXUNET_BACKBONE.register_dict, (
-        f"{info.name!r} is not a MONAI FlexibleUNet backbone after import lightly_derm"
+        f"{info.name!r} is not a MONAI FlexibleUNet backbone after import lightly_derm.segmentation"
     )
     net = FlexibleUNet(
         3, 1, backbone=info.name, spatial_dims=spatial_dims, decoder_channels=(16,) * 5
