@@ -179,8 +179,14 @@ def command_parser(command: Command) -> ArgumentParser:
     return parser
 
 
-def build_parser() -> ArgumentParser:
-    """Returns the ``lightly-derm`` argument parser with all subcommands."""
+def build_parser(only: str | None = None) -> ArgumentParser:
+    """Returns the ``lightly-derm`` argument parser with all subcommands.
+
+    Args:
+        only: Build the options of this subcommand only (the others get a stub that
+            lists them in ``--help``), so ``lightly-derm --help`` and
+            ``lightly-derm plugins`` do not import the jobs (and torch).
+    """
     parser = ArgumentParser(
         prog="lightly-derm",
         description="Self-supervised learning for dermatology images: pretrain an "
@@ -193,9 +199,12 @@ def build_parser() -> ArgumentParser:
     _debug_option(parser)
     subcommands = parser.add_subcommands(required=True, dest="command")
     for command in COMMANDS.values():
-        subcommands.add_subcommand(
-            command.name, command_parser(command), help=command.summary
+        subparser = (
+            command_parser(command)
+            if only in (None, command.name)
+            else ArgumentParser(description=command.summary)
         )
+        subcommands.add_subcommand(command.name, subparser, help=command.summary)
     subcommands.add_subcommand("plugins", plugins.parser(), help=plugins.SUMMARY)
     return parser
 
@@ -292,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command is not None:
             args = normalize_argv(args, command.load()[1])
-        namespace = build_parser().parse_args(args, defaults=False)
+        namespace = build_parser(only=name).parse_args(args, defaults=False)
         values = namespace[namespace.command].as_dict()
         if command is None:
             return plugins.run(values)

@@ -28,12 +28,8 @@ from typing import Any
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser, DefaultHelpFormatter
 
-from lightly_derm.jobs.config import (
-    JobConfig,
-    cli_name,
-    field_default,
-    parse_key_values,
-)
+if typing.TYPE_CHECKING:  # the jobs import torch; ``lightly-derm --help`` need not
+    from lightly_derm.jobs.config import JobConfig
 
 
 class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -83,6 +79,8 @@ def option_rows(config_cls: type[JobConfig]) -> list[dict[str, str]]:
         >>> row["default"], row["demo"]
         ('100', '4')
     """
+    from lightly_derm.jobs.config import cli_name, field_default
+
     docs = config_cls.field_docs()
     types = config_cls.field_types()
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
@@ -176,6 +174,8 @@ def add_flags(parser: Any, function: Callable[..., Any]) -> list[str]:
 
     import docstring_parser
 
+    from lightly_derm.jobs.config import cli_name
+
     docs = {
         p.arg_name: " ".join((p.description or "").split())
         for p in docstring_parser.parse(inspect.getdoc(function) or "").params
@@ -205,6 +205,8 @@ def normalize_argv(argv: Sequence[str], config_cls: type[JobConfig]) -> list[str
     ``--print-config``; an old option name (``config_cls.RENAMED``) is read as the new
     one with a ``FutureWarning``.
     """
+    from lightly_derm.jobs.config import cli_name
+
     renamed = {cli_name(old): cli_name(new) for old, new in config_cls.RENAMED.items()}
     result = []
     for token in argv:
@@ -232,6 +234,8 @@ def command_line_values(
 
     The ``key=value`` lists of mapping options become mappings.
     """
+    from lightly_derm.jobs.config import cli_name, parse_key_values
+
     types = config_cls.field_types()
     given = {}
     for name, value in values.items():

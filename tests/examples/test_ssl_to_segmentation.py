@@ -40,6 +40,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_finetune_half_from_a_hand_made_checkpoint(isic_dir, tmp_path, capsys) -> None:
     """The segmentation half, from a Lightning-style SSL checkpoint made by hand."""
     torch.manual_seed(123)  # not the fine-tuning seed: the random init must differ
@@ -116,6 +117,7 @@ def tiny_method():
     registry.unregister_plugin(name)
 
 
+@pytest.mark.slow
 def test_pretrain_half_with_a_conforming_method(
     isic_dir, tmp_path, tiny_method
 ) -> None:

@@ -204,6 +204,7 @@ def test_variable_group_sizes_in_any_order(variant, exclude_self) -> None:
     "variant,exclude_self",
     [("smooth_ap", False), ("smooth_ap", True), ("attention", False)],
 )
+@pytest.mark.slow
 def test_group_size_hint_gives_the_same_loss_and_gradients(
     batch_size, num_views, dim, variant, exclude_self
 ) -> None:

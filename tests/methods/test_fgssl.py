@@ -70,6 +70,7 @@ def trainer(epochs: int, callbacks=(), **kwargs) -> pl.Trainer:
 @pytest.mark.parametrize(
     ("schedule", "steps_per_batch"), [("progressive", 4), ("joint", 1)]
 )
+@pytest.mark.slow
 def test_trains_on_isic_with_falling_loss(
     isic_images, tmp_path, schedule, steps_per_batch
 ) -> None:

@@ -39,6 +39,7 @@ def dermamnist(dermamnist_dir) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(targets)
 
 
+@pytest.mark.slow
 def test_fine_tunes_on_dermamnist(dermamnist) -> None:
     pl.seed_everything(0, verbose=False)
     images, targets = dermamnist

@@ -56,6 +56,7 @@ class RecordSecondStep(pl.Callback):
         ("fgssl", "gpu", {"schedule": "joint"}),
     ],
 )
+@pytest.mark.slow
 def test_training_step_has_no_host_syncs(name: str, augment: str, kwargs: dict) -> None:
     model = registry.create(
         "method", name, backbone="resnet18", augment=augment, **kwargs

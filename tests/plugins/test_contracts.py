@@ -281,6 +281,7 @@ def test_has_docstring(info: ComponentInfo) -> None:
 
 
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
+@pytest.mark.slow
 def test_kind_contract(info: ComponentInfo) -> None:
     obj = registry.create(info.kind, info.name)
     assert obj is not None

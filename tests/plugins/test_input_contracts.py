@@ -366,6 +366,7 @@ def method_input_contract(info: ComponentInfo, method: Any) -> None:
 
 
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
+@pytest.mark.slow
 def test_input_contract(info: ComponentInfo) -> None:
     kwargs = {"backbone": "resnet18"} if info.kind == "method" else {}
     INPUT_CONTRACTS[info.kind](info, registry.create(info.kind, info.name, **kwargs))

@@ -56,6 +56,7 @@ def curve(
 
 
 @pytest.mark.parametrize("name", METHODS)
+@pytest.mark.slow
 def test_same_seed_same_loss_curve(name: str, tmp_path: Path) -> None:
     first = curve(name, seed=0, folder=tmp_path)
     assert len(first) == 2
