@@ -71,6 +71,8 @@ class SegmentConfig(TrainConfig):
             Task 1 folders, or one folder with both; see
             :func:`~lightly_derm.data.find_isic_pairs`). Not set: the built-in
             synthetic lesions with masks and the demo preset.
+        val_data: An ISIC folder that is the validation set (instead of a split of
+            ``data``; not with ``val_fraction`` or ``folds``), e.g. a held-out fold.
         test_data: An ISIC folder scored once at the end (e.g. the official test set).
         backbone: ``resnet18``, ``resnet34`` or ``resnet50``; not set: the checkpoint's.
         input_size: Image side in pixels (was ``image_size``).
@@ -109,6 +111,7 @@ class SegmentConfig(TrainConfig):
 
     checkpoint: str | None = None
     data: str | None = None
+    val_data: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
     test_data: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
     backbone: str | None = None
     input_size: int | None = dataclasses.field(
@@ -187,7 +190,7 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
                     f"{', '.join(ENCODERS)}"
                 )
             c = dataclasses.replace(c, backbone=backbone)
-    for name in ("data", "test_data"):
+    for name in ("data", "val_data", "test_data"):
         value = getattr(c, name)
         if value is not None and not Path(value).expanduser().is_dir():
             raise FileNotFoundError(f"{name} folder not found: {value}")
@@ -206,6 +209,8 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
             )
         if c.val_fraction is not None:
             raise ConfigError("--val-fraction and --folds exclude each other")
+    if c.val_data is not None and (c.val_fraction is not None or folds):
+        raise ConfigError("--val-data excludes --val-fraction and --folds")
     if c.out is None:
         run = run_folder(c.checkpoint) if c.checkpoint is not None else None
         out = os.fspath(run / "segmentation") if run is not None else "segmentation"
@@ -214,7 +219,7 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     return dataclasses.replace(
         c,
         folds=folds,
-        val_fraction=None if folds else (c.val_fraction or 0.2),
+        val_fraction=None if folds or c.val_data else (c.val_fraction or 0.2),
         out=out,
         **c.resolved_run_options(),
     ).check()
@@ -354,6 +359,16 @@ def segmentation_data(
             for train, val in _folds(pairs, config.folds, int(config.seed or 0))
         ]
         split = f"{config.folds}-fold cross-validation over {len(pairs)} pairs"
+    elif config.val_data:
+        module = ISICSegmentationDataModule(
+            pairs=pairs, val_pairs=find_isic_pairs(config.val_data), **common
+        )
+        modules = [module]
+        split = (
+            f"{len(module.all_train_pairs)} training pairs ({len(module.train_pairs)} "
+            f"with masks used), {len(module.val_pairs)} validation pairs from "
+            f"{config.val_data}"
+        )
     else:
         assert config.val_fraction is not None  # resolved: set without folds
         module = ISICSegmentationDataModule(
@@ -634,6 +649,7 @@ def segment(
         "checkpoint": cfg.checkpoint,
         "backbone": cfg.backbone,
         "input_size": cfg.input_size,
+        "image_size": cfg.input_size,  # the old name of input_size, for one release
         "epochs": cfg.epochs,
         "data": {
             "source": source,
@@ -641,6 +657,7 @@ def segment(
             "split": split,
             "label_fraction": cfg.label_fraction,
             "folds": cfg.folds,
+            "val_data": cfg.val_data,
             "test_data": cfg.test_data,
         },
         "results": results,
