@@ -73,7 +73,8 @@ class EvaluateConfig(RunConfig):
             and test streams) and the demo preset.
         labels: A labels CSV for an image folder.
         task: One class of the labels CSV as a one-vs-rest binary task (AUC).
-        input_size: Image side in pixels.
+        input_size: Image side in pixels; not set: the pretraining run's, else the
+            preset's.
         test_fraction: For data without predefined splits: the stratified share held
             out for testing.
         fractions: Labelled fractions to fine-tune on (``[]``: no fine-tuning).

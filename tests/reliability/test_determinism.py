@@ -71,6 +71,7 @@ def test_same_seed_same_loss_curve(name: str, tmp_path: Path) -> None:
     assert isinstance(restored, pl.LightningModule)
 
 
+@pytest.mark.slow
 def test_resumable_loader_curve_does_not_depend_on_workers() -> None:
     """Per-sample seeds: 0 or 2 DataLoader workers give the same curve."""
     assert curve("gravis", 0, shuffle=True) == curve(

@@ -277,6 +277,7 @@ def test_cli_plugins_runs_offline(no_network, capsys) -> None:
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_cli_pretrain_runs_offline(no_network, tmp_path, capsys) -> None:
     """One GraVIS epoch from the command line on a tiny folder, no network."""
     import numpy as np

@@ -47,6 +47,7 @@ def _loader(**kwargs) -> DataLoader:
     return DataLoader(_synthetic(**kwargs), batch_size=4)
 
 
+@pytest.mark.slow
 def test_training_on_isic_pairs_lowers_the_loss(isic_dir) -> None:
     pl.seed_everything(0)
     data = ISICSegmentationDataModule(
