@@ -30,7 +30,7 @@ import docstring_parser
 import yaml
 
 from lightly_derm.errors import ConfigError
-from lightly_derm.utils.validation import Range, check_choice, rule
+from lightly_derm.utils.validation import Range, check_choice
 
 C = TypeVar("C", bound="JobConfig")
 
@@ -94,6 +94,50 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def option(
+    default: Any = None,
+    rule: Range | None = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+    only: str | None = None,
+    needs: str | None = None,
+    item: str | None = None,
+) -> Any:
+    """A job option: a dataclass field with its default and its checks.
+
+    Args:
+        default: The default (``None``: not set, filled by a preset or derived).
+        rule: The numeric rule of the value (or of each item of a list).
+        factory: Makes the default (lists, mappings).
+        only: The preset the option belongs to (giving it under another is an error).
+        needs: The option this one needs to be set.
+        item: Names one item of a list option in messages.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Options(JobConfig):
+        ...     epochs: int = option(10, Range.int(1))
+        >>> Options(epochs=0).check()
+        Traceback (most recent call last):
+        ...
+        lightly_derm.errors.ConfigError: epochs must be an integer >= 1, got 0
+    """
+    metadata = {
+        key: value
+        for key, value in (
+            ("range", rule),
+            ("only", only),
+            ("needs", needs),
+            ("item", item),
+        )
+        if value is not None
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass
 class JobConfig:
     """Base class of the job configurations (one flat dataclass per job).
@@ -101,8 +145,8 @@ class JobConfig:
     A subclass declares each option once, as a typed field with its default and an
     ``Attributes:`` entry in its docstring; the command line, its help, the YAML
     configuration and the docs' option tables are generated from these (see
-    :mod:`lightly_derm.cli`). A field may carry a numeric rule
-    (:func:`lightly_derm.utils.validation.rule`), checked by :meth:`check`.
+    :mod:`lightly_derm.cli`). A field made with :func:`option` may carry a numeric
+    rule (:class:`~lightly_derm.utils.validation.Range`), checked by :meth:`check`.
 
     A default that depends on the kind of run is ``None`` in the field and comes from
     a preset (:attr:`PRESETS`): a mapping of option values chosen by
@@ -324,10 +368,8 @@ class RunConfig(JobConfig):
     devices: int | str = "auto"
     strategy: str = "auto"
     precision: str | None = None
-    num_workers: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(0))
-    )
-    seed: int = dataclasses.field(default=0, metadata=rule(Range.int(0)))
+    num_workers: int | None = option(rule=Range.int(0))
+    seed: int = option(0, Range.int(0))
     plots: bool = True
     progress_bar: bool = True
     out: str | None = None
@@ -358,9 +400,7 @@ class TrainConfig(RunConfig):
         tensorboard: Write TensorBoard logs.
     """
 
-    checkpoint_every_n_steps: int = dataclasses.field(
-        default=200, metadata=rule(Range.int(0))
-    )
+    checkpoint_every_n_steps: int = option(200, Range.int(0))
     tensorboard: bool = True
 
 

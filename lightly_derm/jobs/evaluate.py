@@ -41,13 +41,13 @@ from lightly_derm.jobs.checkpoints import (
     run_config,
     run_folder,
 )
-from lightly_derm.jobs.config import RunConfig
+from lightly_derm.jobs.config import RunConfig, option
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
 from lightly_derm.jobs.trainer import trainer_options
 from lightly_derm.jobs.transforms import eval_transform, finetune_transform
-from lightly_derm.utils.validation import Range, rule
+from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.
 SYNTHETIC_SOURCE = (
@@ -112,49 +112,28 @@ class EvaluateConfig(RunConfig):
     checkpoint: str | None = None
     backbone: str | None = None
     data: str | None = None
-    labels: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
-    task: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
-    input_size: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(8))
+    labels: str | None = option(needs="data")
+    task: str | None = option(needs="data")
+    input_size: int | None = option(rule=Range.int(8))
+    test_fraction: float = option(0.2, Range.unit_interval(high_open=True))
+    fractions: list[float] = option(
+        factory=lambda: [0.01, 0.1, 1.0],
+        rule=Range.unit_interval(),
+        item="each fine-tuning fraction",
     )
-    test_fraction: float = dataclasses.field(
-        default=0.2, metadata=rule(Range.unit_interval(high_open=True))
-    )
-    fractions: list[float] = dataclasses.field(
-        default_factory=lambda: [0.01, 0.1, 1.0],
-        metadata={**rule(Range.unit_interval()), "item": "each fine-tuning fraction"},
-    )
-    knn_k: int = dataclasses.field(default=20, metadata=rule(Range.int(1)))
-    knn_temperature: float = dataclasses.field(
-        default=0.1, metadata=rule(Range.positive())
-    )
-    linear_weight_decay: float = dataclasses.field(
-        default=1e-3, metadata=rule(Range(low=0.0))
-    )
-    finetune_epochs: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(1))
-    )
-    finetune_batch_size: int = dataclasses.field(
-        default=64, metadata=rule(Range.int(2))
-    )
-    finetune_lr: float = dataclasses.field(
-        default=0.05, metadata=rule(Range.positive())
-    )
-    batch_size: int = dataclasses.field(default=256, metadata=rule(Range.int(1)))
+    knn_k: int = option(20, Range.int(1))
+    knn_temperature: float = option(0.1, Range.positive())
+    linear_weight_decay: float = option(1e-3, Range(low=0.0))
+    finetune_epochs: int | None = option(rule=Range.int(1))
+    finetune_batch_size: int = option(64, Range.int(2))
+    finetune_lr: float = option(0.05, Range.positive())
+    batch_size: int = option(256, Range.int(1))
     devices: int | str = 1
     strict: bool = False
-    decode_size: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(0))
-    )
-    synthetic_images: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(2))}
-    )
-    synthetic_test_images: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(1))}
-    )
-    synthetic_classes: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(2))}
-    )
+    decode_size: int | None = option(rule=Range.int(0))
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_test_images: int | None = option(rule=Range.int(1), only="demo")
+    synthetic_classes: int | None = option(rule=Range.int(2), only="demo")
 
     def resolved(self) -> EvaluateConfig:
         """Every default filled in and every option checked (see :func:`resolve_evaluate_config`)."""

@@ -39,7 +39,7 @@ from lightly_derm.data import ResumableDataLoader
 from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
-from lightly_derm.jobs.config import TrainConfig, check_kwargs
+from lightly_derm.jobs.config import TrainConfig, check_kwargs, option
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
@@ -54,7 +54,7 @@ from lightly_derm.jobs.trainer import (
 )
 from lightly_derm.jobs.transforms import eval_transform
 from lightly_derm.methods import SSLMethod
-from lightly_derm.utils.validation import Range, check_choice, rule
+from lightly_derm.utils.validation import Range, check_choice
 
 #: Options that must not change when a run is resumed.
 RESUME_FIXED: tuple[str, ...] = (
@@ -145,33 +145,23 @@ class PretrainConfig(TrainConfig):
     }
 
     method: str = "gravis"
-    method_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_args: dict[str, Any] = option(factory=dict)
     data: str | None = None
-    labels: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
+    labels: str | None = option(needs="data")
     backbone: str | None = None
     backbone_weights: str | None = None
-    input_size: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(8))
-    )
-    epochs: int | None = dataclasses.field(default=None, metadata=rule(Range.int(1)))
-    max_steps: int | None = dataclasses.field(default=None, metadata=rule(Range.int(1)))
-    batch_size: int = dataclasses.field(default=32, metadata=rule(Range.int(2)))
+    input_size: int | None = option(rule=Range.int(8))
+    epochs: int | None = option(rule=Range.int(1))
+    max_steps: int | None = option(rule=Range.int(1))
+    batch_size: int = option(32, Range.int(2))
     strict: bool = False
-    decode_size: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(0))
-    )
+    decode_size: int | None = option(rule=Range.int(0))
     augment: Literal["cpu", "gpu"] | None = None
     cache_images: bool = False
-    synthetic_images: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(2))}
-    )
-    synthetic_classes: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(1))}
-    )
-    log_every_n_steps: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(1))
-    )
-    embedding_images: int = dataclasses.field(default=1000, metadata=rule(Range.int(0)))
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_classes: int | None = option(rule=Range.int(1), only="demo")
+    log_every_n_steps: int | None = option(rule=Range.int(1))
+    embedding_images: int = option(1000, Range.int(0))
 
     def resolved(self) -> PretrainConfig:
         """Every default filled in and every option checked (see :func:`resolve_config`)."""

@@ -41,13 +41,13 @@ from lightly_derm.jobs.checkpoints import (
     find_checkpoint,
     run_folder,
 )
-from lightly_derm.jobs.config import TrainConfig
+from lightly_derm.jobs.config import TrainConfig, option
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
 from lightly_derm.jobs.trainer import build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
-from lightly_derm.utils.validation import Range, rule
+from lightly_derm.utils.validation import Range
 
 #: The encoders LesionSegmentation has (``lightly-derm-<name>`` FlexibleUNet backbones).
 ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
@@ -111,39 +111,23 @@ class SegmentConfig(TrainConfig):
 
     checkpoint: str | None = None
     data: str | None = None
-    val_data: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
-    test_data: str | None = dataclasses.field(default=None, metadata={"needs": "data"})
+    val_data: str | None = option(needs="data")
+    test_data: str | None = option(needs="data")
     backbone: str | None = None
-    input_size: int | None = dataclasses.field(
-        default=None, metadata=rule(Range.int(16))
-    )
-    epochs: int | None = dataclasses.field(default=None, metadata=rule(Range.int(1)))
-    batch_size: int = dataclasses.field(default=16, metadata=rule(Range.int(1)))
-    lr: float = dataclasses.field(default=1e-3, metadata=rule(Range.positive()))
-    encoder_lr: float | None = dataclasses.field(
-        default=None, metadata=rule(Range.positive())
-    )
-    freeze_encoder_epochs: int = dataclasses.field(
-        default=0, metadata=rule(Range.int(0))
-    )
-    label_fraction: float = dataclasses.field(
-        default=1.0, metadata=rule(Range.unit_interval())
-    )
-    val_fraction: float | None = dataclasses.field(
-        default=None, metadata=rule(Range.unit_interval(high_open=True))
-    )
-    folds: int | None = dataclasses.field(default=None, metadata=rule(Range.int(2)))
-    limit: int | None = dataclasses.field(default=None, metadata=rule(Range.int(2)))
-    cache_rate: float = dataclasses.field(
-        default=0.0, metadata=rule(Range(low=0.0, high=1.0))
-    )
+    input_size: int | None = option(rule=Range.int(16))
+    epochs: int | None = option(rule=Range.int(1))
+    batch_size: int = option(16, Range.int(1))
+    lr: float = option(1e-3, Range.positive())
+    encoder_lr: float | None = option(rule=Range.positive())
+    freeze_encoder_epochs: int = option(0, Range.int(0))
+    label_fraction: float = option(1.0, Range.unit_interval())
+    val_fraction: float | None = option(rule=Range.unit_interval(high_open=True))
+    folds: int | None = option(rule=Range.int(2))
+    limit: int | None = option(rule=Range.int(2))
+    cache_rate: float = option(0.0, Range(low=0.0, high=1.0))
     baseline: bool = False
-    synthetic_images: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(2))}
-    )
-    synthetic_val_images: int | None = dataclasses.field(
-        default=None, metadata={"only": "demo", **rule(Range.int(1))}
-    )
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_val_images: int | None = option(rule=Range.int(1), only="demo")
 
     def resolved(self) -> SegmentConfig:
         """Every default filled in and every option checked (see :func:`resolve_segment_config`)."""

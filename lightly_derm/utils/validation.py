@@ -3,8 +3,8 @@
 Builds on nothing but Python. One :class:`Range` describes a numeric rule once; it
 checks values (:meth:`Range.check`), and prints itself for help texts and the docs'
 option tables (``str(Range.int(2))`` is ``"integer ≥ 2"``). The job configurations
-attach a rule to each numeric option (:func:`rule`), so every check and its
-documentation come from the same object.
+attach a rule to each numeric option (:func:`lightly_derm.jobs.config.option`), so
+every check and its documentation come from the same object.
 
 Example:
     >>> from lightly_derm.utils.validation import Range, check_int
@@ -105,11 +105,6 @@ class Range:
         return value
 
 
-def rule(value: Range) -> dict[str, Any]:
-    """Dataclass field metadata that attaches a :class:`Range` to an option."""
-    return {"range": value}
-
-
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
     """Returns ``value`` if it is an ``int >= minimum``; else raises :class:`ConfigError`."""
     return Range.int(minimum).check(name, value)
@@ -129,4 +124,4 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
-__all__ = ["Range", "check_choice", "check_int", "check_positive", "rule"]
+__all__ = ["Range", "check_choice", "check_int", "check_positive"]
