@@ -385,7 +385,7 @@ def evaluate(
         max(np.max(train.targets), np.max(test.targets)) + 1  # type: ignore[attr-defined]
     )
     source = SYNTHETIC_SOURCE if cfg.synthetic else str(cfg.data)
-    say("evaluate", verbose=verbose, message=f"backbone {name} from {checkpoint}")
+    say("evaluate", verbose, f"backbone {name} from {checkpoint}")
     say(
         "evaluate",
         verbose,
@@ -445,12 +445,8 @@ def evaluate(
         num_classes=num_classes,
         weight_decay=float(cfg.linear_weight_decay or 0.0),
     )
-    say("evaluate", verbose=verbose, message=_one_line("kNN", results["knn"], "knn_"))
-    say(
-        "evaluate",
-        verbose=verbose,
-        message=_one_line("linear probe", results["linear"], "linear_"),
-    )
+    say("evaluate", verbose, _one_line("kNN", results["knn"], "knn_"))
+    say("evaluate", verbose, _one_line("linear probe", results["linear"], "linear_"))
     results["finetune"] = {}
     for fraction in cfg.fractions or []:
         say(
@@ -484,8 +480,8 @@ def evaluate(
         results["finetune"][f"{fraction:g}"] = scores
         say(
             "evaluate",
-            verbose=verbose,
-            message=_one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
+            verbose,
+            _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
         )
     results["out"] = str(out)
     if is_main_process():
@@ -510,8 +506,8 @@ def evaluate(
             print("\n" + table)
         say(
             "evaluate",
-            verbose=verbose,
-            message=f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
+            verbose,
+            f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
         )
     return results
 

@@ -36,7 +36,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
 from lightly_derm.data import ResumableDataLoader
-from lightly_derm.errors import ConfigError
+from lightly_derm.errors import ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
 from lightly_derm.jobs.config import TrainConfig, check_kwargs, option
@@ -486,6 +486,55 @@ def _clear_outputs(out: Path) -> None:
             target.unlink()
 
 
+def training_loader(
+    config: PretrainConfig,
+    method: SSLMethod,
+    data: Dataset[Any],
+    verbose: bool = False,
+) -> ResumableDataLoader:
+    """The training loader of a resolved configuration: ``data`` with the method's views.
+
+    The method makes the transform and the collate function; with ``cache_images`` the
+    images are decoded once (:class:`~lightly_derm.data.DecodedImageCache`). The
+    loader is resumable: a run continued with ``resume`` picks up at the next batch of
+    the same epoch order, and every sample is augmented under a (seed, epoch, index)
+    seed.
+
+    Raises:
+        DataError: The data has fewer than 2 images.
+    """
+    assert config.input_size is not None  # resolved
+    transform: Any = method.default_transform(input_size=config.input_size)
+    if config.cache_images:
+        from lightly_derm.data import DecodedImageCache
+
+        say("pretrain", verbose, "decoding every image once (--cache-images)")
+        dataset: Dataset[Any] = DecodedImageCache(data, transform)
+    else:
+        dataset = with_transform(data, transform)
+    size = len(dataset)  # type: ignore[arg-type]
+    if size < 2:
+        raise DataError(f"pretraining needs at least 2 images; the data has {size}")
+    batch_size = min(config.batch_size, size)
+    if batch_size < config.batch_size:
+        say(
+            "pretrain",
+            verbose,
+            f"batch size lowered to {batch_size}: the data has only {size} images",
+        )
+    return ResumableDataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=True,
+        num_workers=config.num_workers or 0,
+        collate_fn=method.default_collate(),
+        persistent_workers=bool(config.num_workers),
+        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
+    )
+
+
 def pretrain(
     config: PretrainConfig | Mapping[str, Any] | None = None,
     *,
@@ -560,59 +609,18 @@ def pretrain(
     # views: read the data once, then give it the method's transform.
     untransformed = pretrain_dataset(cfg, transform=None)
     method = _create_method(cfg, untransformed)
-    if cfg.cache_images:
-        from lightly_derm.data import DecodedImageCache
-
-        say(
-            "pretrain",
-            verbose=verbose,
-            message="decoding every image once (--cache-images)",
-        )
-        canvas_transform: Any = method.default_transform(input_size=cfg.input_size)
-        dataset: Dataset[Any] = DecodedImageCache(untransformed, canvas_transform)
-    else:
-        dataset = with_transform(
-            untransformed, method.default_transform(input_size=cfg.input_size)
-        )
-    if len(dataset) < 2:  # type: ignore[arg-type]
-        raise ValueError(
-            f"pretraining needs at least 2 images; the data has {len(dataset)}"  # type: ignore[arg-type]
-        )
-    batch_size = cfg.batch_size
-    if len(dataset) < batch_size:  # type: ignore[arg-type]
-        batch_size = len(dataset)  # type: ignore[arg-type]
-        say(
-            "pretrain",
-            verbose,
-            f"batch size lowered to {batch_size}: the data has only {batch_size} images",
-        )
-    # Resumable: a run continued with --resume picks up at the next batch of the same
-    # epoch order, and every sample is augmented under a (seed, epoch, index) seed.
-    loader = ResumableDataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=int(cfg.seed or 0),
-        drop_last=True,
-        num_workers=int(cfg.num_workers or 0),
-        collate_fn=method.default_collate(),
-        persistent_workers=bool(cfg.num_workers),
-        pin_memory=torch.cuda.is_available() and cfg.accelerator != "cpu",
-    )
+    loader = training_loader(cfg, method, untransformed, verbose)
+    dataset = loader.dataset
     steps_per_epoch = len(loader)
     resume_step = log_step = None
     if resume:
         resume_step, log_step = _resume_state(last)
 
-    say(
-        "pretrain",
-        verbose=verbose,
-        message=f"data: {_describe_data(cfg, untransformed)}",
-    )
+    say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
-        f"batch size {batch_size}, precision {cfg.precision}"
+        f"batch size {loader.batch_size}, precision {cfg.precision}"
     )
     if cfg.method_args:
         chosen += f", method args {cfg.method_args}"
@@ -622,11 +630,7 @@ def pretrain(
         ("demo defaults for synthetic data: " if cfg.synthetic else "") + chosen,
     )
     if resume:
-        say(
-            "pretrain",
-            verbose=verbose,
-            message=f"resuming {out} from {last} (step {resume_step})",
-        )
+        say("pretrain", verbose, f"resuming {out} from {last} (step {resume_step})")
     if is_zero:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
@@ -717,11 +721,7 @@ def pretrain(
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
-        say(
-            "pretrain",
-            verbose=verbose,
-            message=f"next: lightly-derm evaluate --checkpoint {out}",
-        )
+        say("pretrain", verbose, f"next: lightly-derm evaluate --checkpoint {out}")
     return PretrainResult(
         out_dir=out,
         config=cfg,
@@ -843,5 +843,6 @@ __all__ = [
     "pretrain_dataset",
     "resolve_config",
     "resume_config",
+    "training_loader",
     "with_transform",
 ]

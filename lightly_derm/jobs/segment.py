@@ -467,8 +467,8 @@ def finetune_segmentation(
     if model.transfer_report is not None:
         say(
             "segment",
-            verbose=verbose,
-            message=f"{label}encoder from {checkpoint}: {model.transfer_report}",
+            verbose,
+            f"{label}encoder from {checkpoint}: {model.transfer_report}",
         )
     steps = max(1, len(data.train_dataloader()))
     trainer = build_trainer(
@@ -584,12 +584,12 @@ def segment(
                 target.unlink()
     modules, split = segmentation_data(cfg)
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
-    say("segment", verbose=verbose, message=f"data: {source}; {split}")
+    say("segment", verbose, f"data: {source}; {split}")
     if cfg.checkpoint is None:
         say(
             "segment",
-            verbose=verbose,
-            message="no --checkpoint: the encoder starts from random weights",
+            verbose,
+            "no --checkpoint: the encoder starts from random weights",
         )
     results: dict[str, Any] = {}
     for label, checkpoint in encoders:
