@@ -149,6 +149,16 @@ class SegmentConfig(TrainConfig):
         return self.input_size
 
 
+def check_encoder(backbone: str) -> str:
+    """Raises :class:`ConfigError` unless ``backbone`` has a segmentation encoder."""
+    if backbone not in ENCODERS:
+        raise ConfigError(
+            f"backbone {backbone!r} has no segmentation encoder; choose one of "
+            f"{', '.join(ENCODERS)}"
+        )
+    return backbone
+
+
 def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     """Fills the defaults of ``config`` and checks its options (reads no images).
 
@@ -168,21 +178,13 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
                     f"cannot tell which ResNet the backbone in {c.checkpoint} is; "
                     f"pass --backbone ({', '.join(ENCODERS)})"
                 )
-            if backbone not in ENCODERS:
-                raise ConfigError(
-                    f"backbone {backbone!r} has no segmentation encoder; choose one of "
-                    f"{', '.join(ENCODERS)}"
-                )
             c = dataclasses.replace(c, backbone=backbone)
     for name in ("data", "val_data", "test_data"):
         value = getattr(c, name)
         if value is not None and not Path(value).expanduser().is_dir():
             raise FileNotFoundError(f"{name} folder not found: {value}")
-    if c.backbone is not None and c.backbone not in ENCODERS:
-        raise ConfigError(
-            f"backbone {c.backbone!r} has no segmentation encoder; choose one of "
-            f"{', '.join(ENCODERS)}"
-        )
+    if c.backbone is not None:
+        check_encoder(c.backbone)
     c = c.with_preset().check()
     folds = c.folds if c.folds != 1 else None
     if folds is not None:
@@ -449,11 +451,7 @@ def finetune_segmentation(
     """
     from lightly_derm.segmentation import LesionSegmentation
 
-    if backbone not in ENCODERS:
-        raise ValueError(
-            f"backbone {backbone!r} has no segmentation encoder; choose one of "
-            f"{', '.join(ENCODERS)}"
-        )
+    check_encoder(backbone)
     run_dir = Path(out_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = LesionSegmentation(
