@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import types
 import typing
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,7 +53,7 @@ def _type_text(hint: Any) -> str:
         return f"{_type_text(item)} ..."
     if origin is dict:
         return "key=value ..."
-    if origin in (typing.Union, __import__("types").UnionType):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_text(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", str(hint))
 
