@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 from lightly_derm._version import __version__  # noqa: E402
 
@@ -19,6 +20,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "lightly_derm_options",  # docs/_ext: option tables generated from the code
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

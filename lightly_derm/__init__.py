@@ -10,16 +10,9 @@ plugin registry:
 """
 
 from lightly_derm._version import __version__
-from lightly_derm.plugins.flexunet import (
-    install_flexunet_hook as _install_flexunet_hook,
-)
 from lightly_derm.plugins.registry import Registry
 
 #: The registry of all installed components (see :class:`~lightly_derm.plugins.Registry`).
 registry = Registry()
-
-# Registered `encoder` components become MONAI FlexibleUNet backbones: now if MONAI is
-# loaded, else right after it is (without importing torch or MONAI here).
-_install_flexunet_hook()
 
 __all__ = ["__version__", "registry"]

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import typing
 import warnings
 from typing import Any
+
+from jsonargparse import ArgumentParser
 
 from lightly_derm.plugins.component import KINDS
 from lightly_derm.plugins.errors import PluginLoadWarning
 
 COLUMNS = ("kind", "name", "distribution", "version", "description")
+#: One line for ``lightly-derm --help``.
+SUMMARY = "list the registered components"
 
 
-def add_parser(subparsers: Any) -> None:
-    """Adds the ``plugins`` subcommand."""
-    parser = subparsers.add_parser(
-        "plugins",
-        help="list the registered components",
-        description="List every registered component: kind, name, distribution, version "
-        "and a one-line description. Plugins that failed to load are reported on stderr.",
+def parser() -> ArgumentParser:
+    """The parser of the ``plugins`` subcommand."""
+    from lightly_derm.cli.options import HelpFormatter
+
+    result = ArgumentParser(
+        description="List every registered component: kind, name, distribution, "
+        "version and a one-line description. Plugins that failed to load are reported "
+        "on stderr.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--kind", choices=KINDS, help="only this kind")
-    parser.add_argument(
-        "--json", action="store_true", help="print a JSON list of objects"
+    result.add_argument(
+        "--kind", choices=KINDS, default=None, help="only this kind (default: all)"
     )
-    parser.set_defaults(run=run)
+    result.add_argument(
+        "--json", action="store_true", default=None, help="print a JSON list of objects"
+    )
+    result.add_argument("--debug", action="store_true", default=None, help="unused")
+    return result
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -44,14 +53,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Prints the registered components."""
+def run(values: dict[str, Any]) -> int:
+    """Prints the registered components (``values``: the parsed ``kind`` and ``json``)."""
     from lightly_derm import registry
 
     with warnings.catch_warnings():
         # Failures are reported once below, not as Python warnings.
         warnings.simplefilter("ignore", PluginLoadWarning)
-        infos = registry.list(args.kind)
+        infos = registry.list(values.get("kind"))
         failures = registry.failures
     rows = []
     for info in infos:
@@ -61,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
             row = {c: getattr(info, c) for c in COLUMNS[:-1]}
             row["description"] = f"(cannot be imported: {exc})"
             rows.append(row)
-    if args.json:
+    if values.get("json"):
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows) if rows else "No components are registered.")
-    for failure in failures:
+    for failure in typing.cast("list[object]", failures):
         print(f"warning: {failure}", file=sys.stderr)
     return 0

@@ -109,7 +109,7 @@ class ISICSegmentationDataModule(pl.LightningDataModule):
         >>> import pytorch_lightning as pl
         >>> from lightly_derm.data import ISICSegmentationDataModule
         >>> data = ISICSegmentationDataModule("isic2017-seg-subset", label_fraction=0.1,
-        ...                                   image_size=256, batch_size=16)
+        ...                                   image_size=256, batch_size=16)  # doctest: +SKIP
         >>> # pl.Trainer(max_epochs=50).fit(LesionSegmentation(...), datamodule=data)
     """
 

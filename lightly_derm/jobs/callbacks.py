@@ -45,7 +45,7 @@ class PeriodicCheckpoint(Checkpoint):
         >>> import pytorch_lightning as pl
         >>> from lightly_derm.jobs.callbacks import PeriodicCheckpoint
         >>> trainer = pl.Trainer(callbacks=[PeriodicCheckpoint("run/checkpoints", 100)],
-        ...                      enable_checkpointing=False, logger=False)
+        ...                      logger=False, enable_progress_bar=False)
     """
 
     def __init__(

@@ -56,6 +56,16 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     )
 
 
+def run_folder(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The run folder (with a ``config.yaml``) a checkpoint or folder belongs to, or ``None``."""
+    path = Path(checkpoint).expanduser()
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return None
+
+
 def run_config(checkpoint: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``config.yaml`` of the run a checkpoint belongs to, or ``None``.
 
@@ -93,7 +103,7 @@ def backbone_name(
         loaded = checkpoint
     elif loaded is None:
         try:
-            loaded = load_checkpoint_file(checkpoint)
+            loaded = load_checkpoint_file(Path(checkpoint))
         except (FileNotFoundError, ValueError):
             loaded = None
     if loaded is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ class ContinuingCSVLogger(CSVLogger):
         flush_logs_every_n_steps: int = 100,
     ) -> None:
         super().__init__(
-            save_dir,
+            os.fspath(save_dir),
             name="",
             version="",
             flush_logs_every_n_steps=flush_logs_every_n_steps,
@@ -103,4 +104,4 @@ class ContinuingCSVLogger(CSVLogger):
         """The writer (created on first use)."""
         if self._experiment is None:
             self._experiment = _ContinuingWriter(self.log_dir, self._keep_through_step)
-        return self._experiment
+        return typing.cast(ExperimentWriter, self._experiment)

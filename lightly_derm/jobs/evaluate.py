@@ -26,30 +26,29 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset, Subset
 
+from lightly_derm.errors import ConfigError
 from lightly_derm.evaluation.selection import SELECTION_METRICS
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     find_checkpoint,
     load_backbone,
     run_config,
+    run_folder,
 )
-from lightly_derm.jobs.config import JobConfig
+from lightly_derm.jobs.config import RunConfig, option
+from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
-from lightly_derm.jobs.pretrain import (
-    _positive_int,
-    check_backbone_name,
-    with_transform,
-)
-from lightly_derm.jobs.trainer import resolve_precision, trainer_options
+from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
+from lightly_derm.jobs.trainer import trainer_options
 from lightly_derm.jobs.transforms import eval_transform, finetune_transform
+from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.
 SYNTHETIC_SOURCE = (
@@ -58,108 +57,113 @@ SYNTHETIC_SOURCE = (
 
 
 @dataclasses.dataclass
-class EvaluateConfig(JobConfig):
-    """The options of :func:`evaluate`; ``None`` means the default described here.
+class EvaluateConfig(RunConfig):
+    """The options of :func:`evaluate` (the ``lightly-derm evaluate`` command line).
+
+    Options that are ``None`` take the pretraining run's value (``input_size``,
+    ``synthetic_classes``), else the preset's (:attr:`PRESETS`), or one derived as
+    described.
 
     Attributes:
         checkpoint: A checkpoint file (Lightning checkpoint of any method, backbone or
             torchvision state dict) or a ``pretrain`` run folder. Required.
-        backbone: The ResNet name; default: found from the checkpoint.
-        data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); default the
-            built-in synthetic lesions (train and test streams).
+        backbone: The ResNet name; not set: found from the checkpoint.
+        data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); split as the
+            source defines (MedMNIST/DermaMNIST, ``train/`` + ``test/`` folders), else
+            by a seeded stratified split. Not set: the built-in synthetic lesions (train
+            and test streams) and the demo preset.
         labels: A labels CSV for an image folder.
-        task: One class of the labels CSV for a one-vs-rest binary task (AUC).
-        input_size: Image side; default the pretraining run's, else 224 (64 synthetic).
+        task: One class of the labels CSV as a one-vs-rest binary task (AUC).
+        input_size: Image side in pixels; not set: the pretraining run's, else the
+            preset's.
         test_fraction: For data without predefined splits: the stratified share held
-            out for testing (default 0.2).
-        fractions: Labelled fractions for fine-tuning (default ``[0.01, 0.1, 1.0]``;
-            ``[]``: no fine-tuning).
-        knn_k: Neighbours of the kNN classifier (default 20); a list: the candidates,
-            one chosen on validation data (see below).
-        knn_temperature: Its temperature (default 0.1).
-        linear_weight_decay: L2 of the linear probe (default 1e-3); a list: chosen on
-            validation data.
+            out for testing.
+        fractions: Labelled fractions to fine-tune on (``[]``: no fine-tuning).
+        knn_k: Neighbours of the weighted kNN classifier; a list: the candidates, one
+            chosen on validation data (see ``selection_metric``).
+        knn_temperature: Its temperature.
+        linear_weight_decay: L2 of the linear probe; a list: chosen on validation data.
         linear_class_weight: ``"none"`` or ``"balanced"`` (class-balanced loss) for the
-            linear probe (default ``"none"``); a list: chosen on validation data.
+            linear probe; a list: chosen on validation data.
         selection_metric: The validation criterion of the choices:
-            ``"accuracy"``, ``"balanced_accuracy"`` or ``"mean"`` of the two (default).
-            The validation data is the source's ``val`` split when it also has a
-            ``test`` split (DermaMNIST, MedMNIST), else a stratified ``test_fraction``
-            of the training images; the final scores refit on all training images.
-        finetune_epochs: Fine-tuning epochs (default 20; 3 on synthetic data).
-        finetune_batch_size: Fine-tuning batch size (default 64).
-        finetune_lr: Fine-tuning base learning rate (default 0.05, lightly's scaling).
-        batch_size: Batch size of the feature pass (default 256).
-        num_workers: DataLoader workers (default ``min(8, CPUs - 1)``; 0 synthetic).
-        accelerator: Lightning's accelerator (default ``"auto"``).
-        devices: Lightning's devices for fine-tuning (default 1).
-        strategy: Lightning's strategy for fine-tuning (default ``"auto"``).
-        precision: Lightning's precision (default bf16-mixed on a CUDA GPU, else 32).
-        seed: The seed of splits, subsets and fine-tuning (default 0).
-        strict: Unreadable images are an error (default: skipped with a warning).
-        decode_size: Decode JPEGs at reduced size (default 2 × input size; 0: full).
-        synthetic_images: Synthetic data: training images (default 512).
-        synthetic_test_images: Synthetic data: test images (default 256).
-        synthetic_classes: Synthetic data: classes (default the run's, else 3).
-        plots: Draw the embedding plot of the test features (default on).
-        progress_bar: Show progress bars (default on).
-        out: The output folder; default ``<run folder>/evaluation`` for a run's
+            ``"accuracy"``, ``"balanced_accuracy"`` or ``"mean"`` of the two. The
+            validation data is the source's ``val`` split when it also has a ``test``
+            split (DermaMNIST, MedMNIST), else a stratified ``test_fraction`` of the
+            training images; the final scores refit on all training images.
+        finetune_epochs: Fine-tuning epochs.
+        finetune_batch_size: Fine-tuning batch size.
+        finetune_lr: Fine-tuning base learning rate (lightly's scaling).
+        batch_size: Batch size of the feature pass.
+        strict: Unreadable images are an error (instead of skipped with a warning).
+        decode_size: Decode JPEGs at reduced size (0: full); not set: twice the input
+            size.
+        synthetic_images: Synthetic data: training images.
+        synthetic_test_images: Synthetic data: test images.
+        synthetic_classes: Synthetic data: classes.
+        devices: Lightning's devices for fine-tuning: how many, or which.
+        plots: Draw the embedding plot of the test features.
+        out: The output folder; not set: ``<run folder>/evaluation`` for a run's
             checkpoint, else ``evaluation``.
     """
+
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "demo": {
+            "input_size": 64,
+            "finetune_epochs": 3,
+            "num_workers": 0,
+            "synthetic_images": 512,
+            "synthetic_test_images": 256,
+            "synthetic_classes": 3,
+        },
+        "data": {"input_size": 224, "finetune_epochs": 20},
+    }
 
     checkpoint: str | None = None
     backbone: str | None = None
     data: str | None = None
-    labels: str | None = None
-    task: str | None = None
-    input_size: int | None = None
-    test_fraction: float | None = None
-    fractions: list[float] | None = None
-    knn_k: int | list[int] | None = None
-    knn_temperature: float | None = None
-    linear_weight_decay: float | list[float] | None = None
-    linear_class_weight: str | list[str] | None = None
-    selection_metric: str | None = None
-    finetune_epochs: int | None = None
-    finetune_batch_size: int | None = None
-    finetune_lr: float | None = None
-    batch_size: int | None = None
-    num_workers: int | None = None
-    accelerator: str | None = None
-    devices: int | str | None = None
-    strategy: str | None = None
-    precision: str | None = None
-    seed: int | None = None
-    strict: bool | None = None
-    decode_size: int | None = None
-    synthetic_images: int | None = None
-    synthetic_test_images: int | None = None
-    synthetic_classes: int | None = None
-    plots: bool | None = None
-    progress_bar: bool | None = None
-    out: str | None = None
+    labels: str | None = option(needs="data")
+    task: str | None = option(needs="data")
+    input_size: int | None = option(rule=Range.int(8))
+    test_fraction: float = option(0.2, Range.unit_interval(high_open=True))
+    fractions: list[float] = option(
+        factory=lambda: [0.01, 0.1, 1.0],
+        rule=Range.unit_interval(),
+        item="each fine-tuning fraction",
+    )
+    knn_k: int | list[int] = option(20, Range.int(1), item="each knn_k")
+    knn_temperature: float = option(0.1, Range.positive())
+    linear_weight_decay: float | list[float] = option(
+        1e-3, Range(low=0.0), item="each linear_weight_decay"
+    )
+    linear_class_weight: str | list[str] = "none"
+    selection_metric: str = "mean"
+    finetune_epochs: int | None = option(rule=Range.int(1))
+    finetune_batch_size: int = option(64, Range.int(2))
+    finetune_lr: float = option(0.05, Range.positive())
+    batch_size: int = option(256, Range.int(1))
+    devices: int | str = 1
+    strict: bool = False
+    decode_size: int | None = option(rule=Range.int(0))
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_test_images: int | None = option(rule=Range.int(1), only="demo")
+    synthetic_classes: int | None = option(rule=Range.int(2), only="demo")
+
+    def resolved(self) -> EvaluateConfig:
+        """Every default filled in and every option checked (see :func:`resolve_evaluate_config`)."""
+        return resolve_evaluate_config(self)
 
     @property
     def synthetic(self) -> bool:
         """Whether the evaluation uses the built-in synthetic lesions."""
         return self.data is None
 
-
-def _run_folder(checkpoint: str) -> Path | None:
-    path = Path(checkpoint).expanduser()
-    folder = path if path.is_dir() else path.parent
-    for candidate in (folder, folder.parent):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    return None
-
-
-def _fraction(name: str, value: Any, low_open: bool = True) -> float:
-    number = float(value)
-    if not (0.0 < number <= 1.0 if low_open else 0.0 < number < 1.0):
-        interval = "(0, 1]" if low_open else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return number
+    @classmethod
+    def normalize(cls, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """Also reads one number as ``fractions``."""
+        values = super().normalize(mapping, source)
+        if isinstance(values.get("fractions"), (int, float)):
+            values["fractions"] = [values["fractions"]]
+        return values
 
 
 def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
@@ -167,133 +171,57 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
 
     Raises:
         FileNotFoundError: The checkpoint or the data do not exist.
-        ValueError: A missing checkpoint or an option out of range (named).
+        ConfigError: A missing checkpoint or an option out of range (named).
     """
-    c = dataclasses.replace(config)
-    if c.checkpoint is None:
-        raise ValueError(
+    if config.checkpoint is None:
+        raise ConfigError(
             "evaluate needs --checkpoint: a checkpoint file or a pretrain run folder"
         )
-    c.checkpoint = os.fspath(c.checkpoint)
-    find_checkpoint(c.checkpoint)  # raises FileNotFoundError with the reason
-    saved = run_config(c.checkpoint) or {}
+    checkpoint = os.fspath(config.checkpoint)
+    find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
+    if config.data is not None and not Path(config.data).expanduser().exists():
+        raise FileNotFoundError(f"data not found: {config.data}")
+    # the pretraining run's values come before the preset's
+    saved = run_config(checkpoint) or {}
+    inherited = ("input_size", "synthetic_classes") if config.synthetic else ()
+    c = dataclasses.replace(
+        config,
+        checkpoint=checkpoint,
+        **{
+            k: saved[k]
+            for k in inherited
+            if getattr(config, k) is None and saved.get(k) is not None
+        },
+    )
+    c = c.with_preset().check()
     if c.backbone is not None:
         check_backbone_name(c.backbone)
-    if c.synthetic:
-        if c.labels is not None or c.task is not None:
-            raise ValueError("--labels and --task need --data")
-        c.synthetic_images = _positive_int(
-            "synthetic_images",
-            c.synthetic_images if c.synthetic_images is not None else 512,
-            2,
-        )
-        c.synthetic_test_images = _positive_int(
-            "synthetic_test_images",
-            c.synthetic_test_images if c.synthetic_test_images is not None else 256,
-            1,
-        )
-        c.synthetic_classes = _positive_int(
-            "synthetic_classes",
-            c.synthetic_classes
-            if c.synthetic_classes is not None
-            else saved.get("synthetic_classes") or 3,
-            2,
-        )
-        default_size = saved.get("input_size") or 64
-    else:
-        if not Path(c.data).expanduser().exists():  # type: ignore[arg-type]
-            raise FileNotFoundError(f"data not found: {c.data}")
-        if any(
-            v is not None
-            for v in (c.synthetic_images, c.synthetic_test_images, c.synthetic_classes)
-        ):
-            raise ValueError(
-                "the synthetic_* options apply to the built-in synthetic data only; "
-                "leave them out with --data"
-            )
-        default_size = saved.get("input_size") or 224
-    c.input_size = _positive_int(
-        "input_size", c.input_size if c.input_size is not None else default_size, 8
-    )
-    c.test_fraction = _fraction(
-        "test_fraction", 0.2 if c.test_fraction is None else c.test_fraction, False
-    )
-    fractions = [0.01, 0.1, 1.0] if c.fractions is None else c.fractions
-    if isinstance(fractions, (int, float)):
-        fractions = [fractions]
-    c.fractions = [_fraction("each fine-tuning fraction", f) for f in fractions]
-    ks = [
-        _positive_int("knn_k", k)
-        for k in _candidates(20 if c.knn_k is None else c.knn_k)
-    ]
-    c.knn_k = ks if len(ks) > 1 else ks[0]
-    c.knn_temperature = float(
-        c.knn_temperature if c.knn_temperature is not None else 0.1
-    )
-    if not c.knn_temperature > 0:
-        raise ValueError(f"knn_temperature must be > 0, got {c.knn_temperature}")
-    decays = [
-        float(w)
-        for w in _candidates(
-            1e-3 if c.linear_weight_decay is None else c.linear_weight_decay
-        )
-    ]
-    if any(not w >= 0 for w in decays):
-        raise ValueError(f"linear_weight_decay must be >= 0, got {decays}")
-    c.linear_weight_decay = decays if len(decays) > 1 else decays[0]
-    weights = [
-        str(w).lower()
-        for w in _candidates(
-            "none" if c.linear_class_weight is None else c.linear_class_weight
-        )
-    ]
+    weights = [str(w).lower() for w in _candidates(c.linear_class_weight)]
     if any(w not in ("none", "balanced") for w in weights):
-        raise ValueError(
+        raise ConfigError(
             f"linear_class_weight must be 'none' or 'balanced', got {weights}"
         )
-    c.linear_class_weight = weights if len(weights) > 1 else weights[0]
-    c.selection_metric = c.selection_metric or "mean"
     if c.selection_metric not in SELECTION_METRICS:
-        raise ValueError(
+        raise ConfigError(
             f"selection_metric must be one of {', '.join(SELECTION_METRICS)}, got "
             f"{c.selection_metric!r}"
         )
-    c.finetune_epochs = _positive_int(
-        "finetune_epochs",
-        c.finetune_epochs
-        if c.finetune_epochs is not None
-        else (3 if c.synthetic else 20),
+    c = dataclasses.replace(
+        c, linear_class_weight=weights if len(weights) > 1 else weights[0]
     )
-    c.finetune_batch_size = _positive_int(
-        "finetune_batch_size",
-        c.finetune_batch_size if c.finetune_batch_size is not None else 64,
-        2,
-    )
-    c.finetune_lr = float(c.finetune_lr if c.finetune_lr is not None else 0.05)
-    if not c.finetune_lr > 0:
-        raise ValueError(f"finetune_lr must be > 0, got {c.finetune_lr}")
-    c.batch_size = _positive_int(
-        "batch_size", c.batch_size if c.batch_size is not None else 256
-    )
-    if c.num_workers is None:
-        c.num_workers = 0 if c.synthetic else min(8, max(0, (os.cpu_count() or 1) - 1))
-    _positive_int("num_workers", c.num_workers, 0)
-    c.accelerator = c.accelerator or "auto"
-    c.devices = c.devices if c.devices is not None else 1
-    if isinstance(c.devices, str) and c.devices.isdigit():
-        c.devices = int(c.devices)
-    c.strategy = c.strategy or "auto"
-    c.precision = resolve_precision(c.precision, c.accelerator)
-    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
-    c.strict = bool(c.strict)
-    if c.decode_size is None:
-        c.decode_size = 2 * c.input_size
-    c.plots = True if c.plots is None else bool(c.plots)
-    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
+    assert c.input_size is not None  # every preset sets it
     if c.out is None:
-        run = _run_folder(c.checkpoint)
-        c.out = os.fspath(run / "evaluation") if run is not None else "evaluation"
-    return c
+        run = run_folder(checkpoint)
+        out = os.fspath(run / "evaluation") if run is not None else "evaluation"
+    else:
+        out = os.fspath(c.out)
+    return dataclasses.replace(
+        c,
+        fractions=[float(f) for f in c.fractions],
+        decode_size=c.decode_size if c.decode_size is not None else 2 * c.input_size,
+        out=out,
+        **c.resolved_run_options(),
+    ).check()
 
 
 def _candidates(value: Any) -> list[Any]:
@@ -344,7 +272,7 @@ def evaluation_datasets(
         "decode_size": config.decode_size or None,
     }
     if config.synthetic:
-        synthetic = {
+        synthetic: dict[str, Any] = {
             "image_size": max(config.input_size, 16),
             "num_classes": config.synthetic_classes or 3,
             "seed": config.seed or 0,
@@ -447,11 +375,6 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm evaluate: {message}", flush=True)
-
-
 def evaluate(
     config: EvaluateConfig | Mapping[str, Any] | None = None,
     *,
@@ -489,12 +412,7 @@ def evaluate(
         linear_probe_evaluate,
     )
 
-    base = (
-        config
-        if isinstance(config, EvaluateConfig)
-        else EvaluateConfig.from_mapping(config or {})
-    )
-    cfg = resolve_evaluate_config(base.updated(options, source="evaluate options"))
+    cfg = resolve_evaluate_config(EvaluateConfig.create(config, options, "evaluate"))
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     out = Path(str(cfg.out))
     checkpoint = find_checkpoint(str(cfg.checkpoint))
@@ -505,8 +423,9 @@ def evaluate(
         max(np.max(train.targets), np.max(test.targets)) + 1  # type: ignore[attr-defined]
     )
     source = SYNTHETIC_SOURCE if cfg.synthetic else str(cfg.data)
-    _say(verbose, f"backbone {name} from {checkpoint}")
-    _say(
+    say("evaluate", verbose, f"backbone {name} from {checkpoint}")
+    say(
+        "evaluate",
         verbose,
         f"data: {source}; {len(train)} training and {len(test)} test images, "  # type: ignore[arg-type]
         f"{num_classes} classes; {split}",
@@ -560,7 +479,8 @@ def evaluate(
         knn_k = results["selection"]["knn_k"]
         weight_decay = results["selection"]["linear_weight_decay"]
         class_weight = results["selection"]["linear_class_weight"]
-        _say(
+        say(
+            "evaluate",
             verbose,
             f"chosen on {results['selection']['data']} by {cfg.selection_metric}: "
             f"kNN k={knn_k}, linear weight decay {weight_decay:g}, class weight "
@@ -580,11 +500,12 @@ def evaluate(
         weight_decay=float(weight_decay),  # type: ignore[arg-type]
         class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
     )
-    _say(verbose, _one_line("kNN", results["knn"], "knn_"))
-    _say(verbose, _one_line("linear probe", results["linear"], "linear_"))
+    say("evaluate", verbose, _one_line("kNN", results["knn"], "knn_"))
+    say("evaluate", verbose, _one_line("linear probe", results["linear"], "linear_"))
     results["finetune"] = {}
     for fraction in cfg.fractions or []:
-        _say(
+        say(
+            "evaluate",
             verbose,
             f"fine-tuning on {_percent(fraction)} of the labelled training images",
         )
@@ -612,9 +533,13 @@ def evaluate(
                 ),
             )
         results["finetune"][f"{fraction:g}"] = scores
-        _say(verbose, _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"))
+        say(
+            "evaluate",
+            verbose,
+            _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
+        )
     results["out"] = str(out)
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -634,7 +559,11 @@ def evaluate(
                 warnings.warn(f"could not draw the embedding plot: {exc}", stacklevel=2)
         if verbose:
             print("\n" + table)
-        _say(verbose, f"wrote {out}/ (results.json, results.md, config.yaml, plots/)")
+        say(
+            "evaluate",
+            verbose,
+            f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
+        )
     return results
 
 

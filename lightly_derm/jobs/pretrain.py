@@ -27,19 +27,20 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
 from lightly_derm.data import ResumableDataLoader
+from lightly_derm.errors import ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
-from lightly_derm.jobs.config import JobConfig, check_kwargs
+from lightly_derm.jobs.config import TrainConfig, check_kwargs, option
+from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
     TrainingPlots,
@@ -50,31 +51,16 @@ from lightly_derm.jobs.trainer import (
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,
     build_trainer,
-    resolve_precision,
 )
 from lightly_derm.jobs.transforms import eval_transform
+from lightly_derm.methods import SSLMethod
+from lightly_derm.utils.validation import Range, check_choice
 
-#: Defaults with no data: the demo on built-in synthetic lesions, a minute or two on a
-#: laptop CPU (measured in docs/cli.rst).
-SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "backbone": "resnet18",
-    "input_size": 64,
-    "epochs": 4,
-    "batch_size": 32,
-    "synthetic_images": 256,
-    "synthetic_classes": 3,
-}
 #: Method arguments of the demo (synthetic data only) where the methods' own defaults —
 #: tuned for real runs of hundreds of epochs — would show nothing in 32 steps. Applied
 #: when the method is created, under the user's ``method_args``. Measured:
 #: benchmarks/results/demo_defaults_cpu.md.
 DEMO_METHOD_ARGS: dict[str, dict[str, Any]] = {"gravis": {"lr": 0.05}}
-#: Defaults with real data (the methods' own hyperparameters apply on top).
-DATA_DEFAULTS: dict[str, Any] = {
-    "input_size": 224,
-    "epochs": 100,
-    "batch_size": 32,
-}
 #: Options that must not change when a run is resumed.
 RESUME_FIXED: tuple[str, ...] = (
     "method",
@@ -106,89 +92,106 @@ RUN_OUTPUTS: tuple[str, ...] = (
 
 
 @dataclasses.dataclass
-class PretrainConfig(JobConfig):
-    """The options of :func:`pretrain`; ``None`` means the default described here.
+class PretrainConfig(TrainConfig):
+    """The options of :func:`pretrain` (the ``lightly-derm pretrain`` command line).
+
+    Options that are ``None`` take the value of the preset (:attr:`PRESETS`: ``demo``
+    without ``data``, ``data`` with it) or one derived as described.
 
     Attributes:
-        method: A registered ``method`` plugin (``lightly-derm plugins --kind method``);
-            default ``"gravis"``.
-        method_args: Keyword arguments of the method's constructor (checked against its
-            signature), e.g. ``{"lr": 0.01}``.
-        data: A data path (see :func:`~lightly_derm.data.make_dataset`); ``None``: the
-            built-in synthetic lesions.
+        method: A registered ``method`` plugin (``lightly-derm plugins --kind method``).
+        method_args: Keyword arguments of the method's constructor, checked against
+            its signature (``lr=0.01 grids=[8,4,2]`` on the command line, values in
+            YAML).
+        data: The images (see :func:`~lightly_derm.data.make_dataset`): an image folder,
+            an ISIC folder, a MedMNIST/DermaMNIST ``.npz`` or JPEG export. Not set: the
+            built-in synthetic lesions (generated, deterministic by seed; not patient
+            data) and the demo preset.
         labels: A labels CSV for an image folder (optional for pretraining; used for
             the embedding plot and AP-BYOL's same-label rate; required by ``classify``
             methods).
-        backbone: A torchvision ResNet name; default ``resnet18`` on synthetic data,
-            else the method's default.
-        backbone_weights: A local checkpoint to start the backbone from.
-        input_size: The side of the views; default 64 on synthetic data, else 224.
-        epochs: Training epochs; default 4 on synthetic data, else 100.
-        max_steps: Stop after this many optimizer steps (default: no limit).
-        batch_size: Images per step per device; default 32.
-        num_workers: DataLoader workers; default ``min(8, CPUs - 1)``, 0 on synthetic
-            data (generating it costs less than a worker process).
-        accelerator: Lightning's accelerator; default ``"auto"``.
-        devices: Lightning's devices; default ``"auto"``.
-        strategy: Lightning's strategy; default ``"auto"``.
-        precision: Lightning's precision; default ``bf16-mixed`` on a CUDA GPU that
-            has it, else ``32-true``.
-        seed: Seeds everything (default 0).
-        strict: Unreadable images are an error instead of being skipped (default off).
-        decode_size: Decode JPEGs at reduced size with the shorter side at least this;
-            default twice the input size; 0: full size.
-        augment: Where the views are made: ``"cpu"`` (per image in the DataLoader
-            workers, default) or ``"gpu"`` (batched on the device, see
-            :class:`~lightly_derm.methods.SSLMethod`); the method's ``augment``.
-        cache_images: With ``augment="gpu"``: decode and resize every image once and
-            serve it from memory (:class:`~lightly_derm.data.DecodedImageCache`;
-            default off).
-        synthetic_images: Synthetic data: the number of images (default 256).
-        synthetic_classes: Synthetic data: the number of classes (default 3).
-        checkpoint_every_n_steps: Also write ``checkpoints/last.ckpt`` every this many
-            optimizer steps (default 200; every epoch end always).
-        log_every_n_steps: Logging interval (default ``min(50, steps per epoch)``).
-        plots: Draw the plots (default on).
-        embedding_images: At most this many images in the embedding plot (default 1000).
-        progress_bar: Show Lightning's progress bar (default on).
-        tensorboard: Write TensorBoard logs (default on).
-        out: The run folder; default ``runs/<method>``.
+        backbone: A torchvision ResNet name; with data, the method's default.
+        backbone_weights: A local checkpoint to start the backbone from (e.g. ImageNet
+            weights; never downloaded).
+        input_size: The side of the views in pixels.
+        epochs: Training epochs.
+        max_steps: Stop after this many optimizer steps (not set: no limit).
+        batch_size: Images per step per device (lowered to the number of images when
+            the data has fewer).
+        strict: Unreadable images are an error instead of being skipped with a warning.
+        decode_size: Decode JPEGs at reduced size, the shorter side at least this (0:
+            full size); not set: twice the input size.
+        augment: Where the views are made: ``cpu`` (per image in the DataLoader
+            workers) or ``gpu`` (batched on the device after the transfer; the workers
+            only decode and resize); the method's ``augment``. Not set: ``cpu``.
+        cache_images: With ``augment: gpu``: decode and resize every image once and
+            keep it in memory (:class:`~lightly_derm.data.DecodedImageCache`; small
+            datasets).
+        synthetic_images: Synthetic data: the number of images.
+        synthetic_classes: Synthetic data: the number of classes (1-5).
+        log_every_n_steps: Logging interval; not set: ``min(50, steps per epoch)``.
+        embedding_images: At most this many images in the embedding plot (0: none).
+        out: The run folder; not set: ``runs/<method>``.
     """
 
-    method: str | None = None
-    method_args: dict[str, Any] | None = None
+    #: ``demo``: the built-in synthetic lesions, a minute or two on a laptop CPU
+    #: (measured in docs/cli.rst); ``data``: real data (the methods' own
+    #: hyperparameters apply on top).
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "demo": {
+            "backbone": "resnet18",
+            "input_size": 64,
+            "epochs": 4,
+            "num_workers": 0,
+            "synthetic_images": 256,
+            "synthetic_classes": 3,
+        },
+        "data": {"input_size": 224, "epochs": 100},
+    }
+
+    method: str = "gravis"
+    method_args: dict[str, Any] = option(factory=dict)
     data: str | None = None
-    labels: str | None = None
+    labels: str | None = option(needs="data")
     backbone: str | None = None
     backbone_weights: str | None = None
-    input_size: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int | None = None
-    num_workers: int | None = None
-    accelerator: str | None = None
-    devices: int | str | None = None
-    strategy: str | None = None
-    precision: str | None = None
-    seed: int | None = None
-    strict: bool | None = None
-    decode_size: int | None = None
-    augment: str | None = None
-    cache_images: bool | None = None
-    synthetic_images: int | None = None
-    synthetic_classes: int | None = None
-    checkpoint_every_n_steps: int | None = None
-    log_every_n_steps: int | None = None
-    plots: bool | None = None
-    embedding_images: int | None = None
-    progress_bar: bool | None = None
-    tensorboard: bool | None = None
-    out: str | None = None
+    input_size: int | None = option(rule=Range.int(8))
+    epochs: int | None = option(rule=Range.int(1))
+    max_steps: int | None = option(rule=Range.int(1))
+    batch_size: int = option(32, Range.int(2))
+    strict: bool = False
+    decode_size: int | None = option(rule=Range.int(0))
+    augment: Literal["cpu", "gpu"] | None = None
+    cache_images: bool = False
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_classes: int | None = option(rule=Range.int(1), only="demo")
+    log_every_n_steps: int | None = option(rule=Range.int(1))
+    embedding_images: int = option(1000, Range.int(0))
+
+    def resolved(self) -> PretrainConfig:
+        """Every default filled in and every option checked (see :func:`resolve_config`)."""
+        return resolve_config(self)
 
     @property
     def synthetic(self) -> bool:
         """Whether the run uses the built-in synthetic lesions."""
         return self.data is None
+
+    @classmethod
+    def normalize(cls, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """Also reads ``method: {name: gravis, <argument>: ...}`` (name and arguments)."""
+        values = dict(mapping) if isinstance(mapping, Mapping) else mapping
+        method = values.get("method") if isinstance(values, dict) else None
+        if isinstance(method, Mapping):
+            method = dict(method)
+            if "name" not in method:
+                raise ConfigError(
+                    f"{source}: a method mapping needs a 'name' (and the method's "
+                    "arguments beside it)"
+                )
+            values["method"] = method.pop("name")
+            values["method_args"] = {**method, **dict(values.get("method_args") or {})}
+        return super().normalize(values, source)
 
 
 @dataclasses.dataclass
@@ -220,24 +223,12 @@ class PretrainResult:
 
 
 # ----------------------------------------------------------------------- checks
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _parse_devices(value: Any) -> int | str:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
-
-
 def check_backbone_name(name: Any) -> str:
-    """Raises ValueError unless ``name`` is a ResNet lightly-derm builds by name."""
+    """Raises :class:`ConfigError` unless ``name`` is a ResNet lightly-derm builds by name."""
     from lightly_derm.models.backbones import RESNETS
 
     if name not in RESNETS:
-        raise ValueError(
+        raise ConfigError(
             f"backbone {name!r} is not a known ResNet; choose one of {', '.join(RESNETS)}"
         )
     return str(name)
@@ -248,14 +239,14 @@ def method_info(name: str) -> Any:
 
     Raises:
         UnknownComponentError: No such method (the message lists the registered ones).
-        ValueError: The plugin declares another task.
+        ConfigError: The plugin declares another task.
     """
     from lightly_derm import registry
 
     info = registry.info("method", name)
     task = info.metadata.get("task")
     if task not in ("pretrain", "classify"):
-        raise ValueError(
+        raise ConfigError(
             f"method {info.name!r} declares task {task!r}; pretrain runs methods with "
             "task 'pretrain' or 'classify'"
         )
@@ -265,135 +256,83 @@ def method_info(name: str) -> Any:
 def resolve_config(config: PretrainConfig) -> PretrainConfig:
     """Fills every default of ``config`` and checks the options (no data is read).
 
+    The preset fills the options that are not set; the others that are not set are
+    derived from the method and the input size.
+
     Raises:
         UnknownComponentError: The method is not registered.
-        ValueError: An option is out of range or a method argument unknown (named).
+        FileNotFoundError: The data do not exist.
+        ConfigError: An option is out of range or a method argument unknown (named).
     """
-    c = dataclasses.replace(config)
-    c.method = c.method or "gravis"
+    c = config.with_preset().check()
     info = method_info(c.method)
-    c.method = info.name
-    c.method_args = dict(c.method_args or {})
+    factory = info.load()
+    accepts = inspect.signature(factory).parameters
+    method_args = dict(c.method_args)
     check_kwargs(
-        info.load(),
-        c.method_args,
+        factory,
+        method_args,
         f"method {info.name!r}",
         reserved={"backbone": "--backbone", "backbone_weights": "--backbone-weights"},
     )
-    defaults = SYNTHETIC_DEFAULTS if c.synthetic else DATA_DEFAULTS
-    if c.synthetic:
-        if c.labels is not None:
-            raise ValueError(
-                "--labels needs --data: the built-in synthetic lesions carry their own "
-                "labels"
-            )
-        c.synthetic_images = _positive_int(
-            "synthetic_images",
-            c.synthetic_images
-            if c.synthetic_images is not None
-            else defaults["synthetic_images"],
-            2,
-        )
-        c.synthetic_classes = _positive_int(
-            "synthetic_classes",
-            c.synthetic_classes
-            if c.synthetic_classes is not None
-            else defaults["synthetic_classes"],
-        )
-        c.backbone = c.backbone or defaults["backbone"]
-    else:
-        c.data = os.fspath(c.data)  # type: ignore[arg-type]
-        if not Path(c.data).expanduser().exists():
-            raise FileNotFoundError(f"data not found: {c.data}")
-        if c.synthetic_images is not None or c.synthetic_classes is not None:
-            raise ValueError(
-                "synthetic_images and synthetic_classes apply to the built-in "
-                "synthetic data only; leave them out with --data"
-            )
-        if c.backbone is None:
-            default = inspect.signature(info.load()).parameters.get("backbone")
-            c.backbone = (
-                default.default
-                if default is not None and isinstance(default.default, str)
-                else "resnet50"
-            )
-    check_backbone_name(c.backbone)
-    c.input_size = _positive_int(
-        "input_size",
-        c.input_size if c.input_size is not None else defaults["input_size"],
-        8,
-    )
-    c.epochs = _positive_int(
-        "epochs", c.epochs if c.epochs is not None else defaults["epochs"]
-    )
-    if c.max_steps is not None and c.max_steps != -1:
-        _positive_int("max_steps", c.max_steps)
-    c.batch_size = _positive_int(
-        "batch_size",
-        c.batch_size if c.batch_size is not None else defaults["batch_size"],
-        2,
-    )
-    if c.num_workers is None:
-        cpus = os.cpu_count() or 1
-        c.num_workers = 0 if c.synthetic else min(8, max(0, cpus - 1))
-    _positive_int("num_workers", c.num_workers, 0)
-    c.accelerator = c.accelerator or "auto"
-    c.devices = _parse_devices(c.devices if c.devices is not None else "auto")
-    c.strategy = c.strategy or "auto"
-    c.precision = resolve_precision(c.precision, c.accelerator)
-    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
-    c.strict = bool(c.strict)
-    c.augment = c.augment or c.method_args.pop("augment", None) or "cpu"
-    if c.augment not in ("cpu", "gpu"):
-        raise ValueError(f"augment must be 'cpu' or 'gpu', got {c.augment!r}")
-    if (
-        c.augment == "gpu"
-        and "augment" not in inspect.signature(info.load()).parameters
-    ):
-        raise ValueError(
+    if c.data is not None and not Path(c.data).expanduser().exists():
+        raise FileNotFoundError(f"data not found: {c.data}")
+    backbone = c.backbone
+    if backbone is None:  # the method's default
+        default = accepts.get("backbone")
+        backbone = default.default if default is not None else "resnet50"
+    augment = c.augment or method_args.pop("augment", None) or "cpu"
+    check_choice("augment", augment, ("cpu", "gpu"))
+    if augment == "gpu" and "augment" not in accepts:
+        raise ConfigError(
             f"method {info.name!r} has no GPU view pipeline (no 'augment' argument); "
             "use --augment cpu"
         )
-    c.cache_images = bool(c.cache_images)
-    if c.cache_images and c.augment != "gpu":
-        raise ValueError(
+    if c.cache_images and augment != "gpu":
+        raise ConfigError(
             "--cache-images keeps decoded canvases for --augment gpu; with --augment "
             "cpu every epoch needs new random crops of the full image"
         )
-    if c.decode_size is None:
-        c.decode_size = 2 * c.input_size
-    _positive_int("decode_size", c.decode_size, 0)
-    c.checkpoint_every_n_steps = _positive_int(
-        "checkpoint_every_n_steps",
-        200 if c.checkpoint_every_n_steps is None else c.checkpoint_every_n_steps,
-        0,
+    assert c.input_size is not None  # every preset sets it
+    resolved = dataclasses.replace(
+        c,
+        method=info.name,
+        method_args=method_args,
+        data=os.fspath(c.data) if c.data is not None else None,
+        backbone=check_backbone_name(backbone),
+        **c.resolved_run_options(),
+        augment=augment,
+        decode_size=c.decode_size if c.decode_size is not None else 2 * c.input_size,
+        out=os.fspath(c.out) if c.out is not None else f"runs/{info.name}",
     )
-    if c.log_every_n_steps is not None:
-        _positive_int("log_every_n_steps", c.log_every_n_steps)
-    c.plots = True if c.plots is None else bool(c.plots)
-    c.embedding_images = _positive_int(
-        "embedding_images",
-        1000 if c.embedding_images is None else c.embedding_images,
-        0,
-    )
-    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
-    c.tensorboard = True if c.tensorboard is None else bool(c.tensorboard)
-    c.out = os.fspath(c.out) if c.out is not None else f"runs/{c.method}"
-    return c
+    return resolved.check()
 
 
-def resume_config(config: PretrainConfig) -> PretrainConfig:
+def _parse_devices(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def resume_config(
+    config: PretrainConfig, given: Mapping[str, Any] | None = None
+) -> PretrainConfig:
     """The configuration of the run in ``config.out``, with the options given now.
 
     Options of :data:`RESUME_FIXED` must equal the saved ones; the others (hardware,
     logging, plots) may change.
 
+    Args:
+        config: The options given now.
+        given: The names and values someone set (default: the options of ``config``
+            that differ from the defaults).
+
     Raises:
         FileNotFoundError: ``out`` holds no run or no ``checkpoints/last.ckpt``.
-        ValueError: A fixed option differs (named, with both values).
+        ConfigError: A fixed option differs (named, with both values).
     """
     if config.out is None:
-        raise ValueError("resume needs the run folder: give --out DIR")
+        raise ConfigError("resume needs the run folder: give --out DIR")
     out = Path(config.out)
     saved_path = out / CONFIG_FILE
     if not saved_path.is_file():
@@ -407,7 +346,11 @@ def resume_config(config: PretrainConfig) -> PretrainConfig:
             "run stopped before its first checkpoint); start it again without --resume"
         )
     saved = PretrainConfig.load(saved_path)
-    given = config.given()
+    given = (
+        PretrainConfig.normalize(given, "options")
+        if given is not None
+        else config.given()
+    )
     given.pop("out", None)
     for key in RESUME_FIXED:
         if key not in given:
@@ -426,7 +369,7 @@ def resume_config(config: PretrainConfig) -> PretrainConfig:
         else:
             same = now == then
         if not same:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot resume {out} with {key}={now!r}: the run was started with "
                 f"{key}={then!r}; resume without it, or start a new run (another --out)"
             )
@@ -514,7 +457,7 @@ def _demo_method_args(config: PretrainConfig) -> dict[str, Any]:
     return dict(DEMO_METHOD_ARGS.get(method_info(str(config.method)).name, {}))
 
 
-def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.LightningModule:
+def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
     from lightly_derm import registry
 
     info = method_info(str(config.method))
@@ -536,15 +479,16 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> pl.Lightnin
         kwargs["augment"] = "gpu"
     if config.backbone_weights is not None:
         kwargs["backbone_weights"] = config.backbone_weights
-    return registry.create("method", info.name, **kwargs)
+    method = registry.create("method", info.name, **kwargs)
+    if not isinstance(method, SSLMethod):
+        raise ConfigError(
+            f"method {info.name!r} builds a {type(method).__name__}, not an SSLMethod "
+            "(lightly_derm.methods.SSLMethod), so pretrain cannot train it"
+        )
+    return method
 
 
 # ----------------------------------------------------------------------- the job
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm pretrain: {message}", flush=True)
-
-
 def _clear_outputs(out: Path) -> None:
     for name in RUN_OUTPUTS:
         target = out / name
@@ -552,6 +496,55 @@ def _clear_outputs(out: Path) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+def training_loader(
+    config: PretrainConfig,
+    method: SSLMethod,
+    data: Dataset[Any],
+    verbose: bool = False,
+) -> ResumableDataLoader:
+    """The training loader of a resolved configuration: ``data`` with the method's views.
+
+    The method makes the transform and the collate function; with ``cache_images`` the
+    images are decoded once (:class:`~lightly_derm.data.DecodedImageCache`). The
+    loader is resumable: a run continued with ``resume`` picks up at the next batch of
+    the same epoch order, and every sample is augmented under a (seed, epoch, index)
+    seed.
+
+    Raises:
+        DataError: The data has fewer than 2 images.
+    """
+    assert config.input_size is not None  # resolved
+    transform: Any = method.default_transform(input_size=config.input_size)
+    if config.cache_images:
+        from lightly_derm.data import DecodedImageCache
+
+        say("pretrain", verbose, "decoding every image once (--cache-images)")
+        dataset: Dataset[Any] = DecodedImageCache(data, transform)
+    else:
+        dataset = with_transform(data, transform)
+    size = len(dataset)  # type: ignore[arg-type]
+    if size < 2:
+        raise DataError(f"pretraining needs at least 2 images; the data has {size}")
+    batch_size = min(config.batch_size, size)
+    if batch_size < config.batch_size:
+        say(
+            "pretrain",
+            verbose,
+            f"batch size lowered to {batch_size}: the data has only {size} images",
+        )
+    return ResumableDataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=True,
+        num_workers=config.num_workers or 0,
+        collate_fn=method.default_collate(),
+        persistent_workers=bool(config.num_workers),
+        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
+    )
 
 
 def pretrain(
@@ -595,17 +588,20 @@ def pretrain(
         ValueError: A bad option, an empty dataset, an unreadable image with
             ``strict``, a run already in ``out``, or a resume that changes the run.
     """
-    base = (
-        config
-        if isinstance(config, PretrainConfig)
-        else PretrainConfig.from_mapping(config or {})
-    )
-    requested = base.updated(options, source="pretrain options")
-    is_zero = rank_zero_only.rank == 0
+    given: dict[str, Any] | None = None
+    if isinstance(config, PretrainConfig):
+        requested = config.updated(options, source="pretrain options")
+    else:
+        given = {
+            **PretrainConfig.normalize(config or {}, "the pretrain configuration"),
+            **PretrainConfig.normalize(options, "pretrain options"),
+        }
+        requested = PretrainConfig().updated(given)
+    is_zero = is_main_process()
     if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other")
+        raise ConfigError("resume and overwrite exclude each other")
     if resume:
-        cfg = resume_config(requested)
+        cfg = resume_config(requested, given)
     else:
         cfg = resolve_config(requested)
     out = Path(str(cfg.out))
@@ -613,7 +609,7 @@ def pretrain(
     if not resume and is_zero:
         if (out / CONFIG_FILE).is_file() or last.is_file():
             if not overwrite:
-                raise ValueError(
+                raise ConfigError(
                     f"{out} already holds a pretraining run; continue it with --resume, "
                     "replace it with --overwrite, or choose another --out"
                 )
@@ -625,51 +621,18 @@ def pretrain(
     # views: read the data once, then give it the method's transform.
     untransformed = pretrain_dataset(cfg, transform=None)
     method = _create_method(cfg, untransformed)
-    if cfg.cache_images:
-        from lightly_derm.data import DecodedImageCache
-
-        _say(verbose, "decoding every image once (--cache-images)")
-        dataset: Dataset[Any] = DecodedImageCache(
-            untransformed, method.default_transform(input_size=cfg.input_size)
-        )
-    else:
-        dataset = with_transform(
-            untransformed, method.default_transform(input_size=cfg.input_size)
-        )
-    if len(dataset) < 2:  # type: ignore[arg-type]
-        raise ValueError(
-            f"pretraining needs at least 2 images; the data has {len(dataset)}"  # type: ignore[arg-type]
-        )
-    batch_size = cfg.batch_size
-    if len(dataset) < batch_size:  # type: ignore[arg-type]
-        batch_size = len(dataset)  # type: ignore[arg-type]
-        _say(
-            verbose,
-            f"batch size lowered to {batch_size}: the data has only {batch_size} images",
-        )
-    # Resumable: a run continued with --resume picks up at the next batch of the same
-    # epoch order, and every sample is augmented under a (seed, epoch, index) seed.
-    loader = ResumableDataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=int(cfg.seed or 0),
-        drop_last=True,
-        num_workers=int(cfg.num_workers or 0),
-        collate_fn=method.default_collate(),
-        persistent_workers=bool(cfg.num_workers),
-        pin_memory=torch.cuda.is_available() and cfg.accelerator != "cpu",
-    )
+    loader = training_loader(cfg, method, untransformed, verbose)
+    dataset = loader.dataset
     steps_per_epoch = len(loader)
     resume_step = log_step = None
     if resume:
         resume_step, log_step = _resume_state(last)
 
-    _say(verbose, f"data: {_describe_data(cfg, untransformed)}")
+    say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
-        f"batch size {batch_size}, precision {cfg.precision}"
+        f"batch size {loader.batch_size}, precision {cfg.precision}"
     )
     demo_args = {
         k: v for k, v in _demo_method_args(cfg).items() if k not in cfg.method_args
@@ -678,12 +641,13 @@ def pretrain(
         chosen += f", demo method args {demo_args}"
     if cfg.method_args:
         chosen += f", method args {cfg.method_args}"
-    _say(
+    say(
+        "pretrain",
         verbose,
         ("demo defaults for synthetic data: " if cfg.synthetic else "") + chosen,
     )
     if resume:
-        _say(verbose, f"resuming {out} from {last} (step {resume_step})")
+        say("pretrain", verbose, f"resuming {out} from {last} (step {resume_step})")
     if is_zero:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
@@ -767,13 +731,14 @@ def pretrain(
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         loss = metrics.get("train_loss_epoch", metrics.get("train_loss"))
-        _say(
+        say(
+            "pretrain",
             verbose,
             f"done: {trainer.global_step} steps in {seconds:.0f} s"
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
-        _say(verbose, f"next: lightly-derm evaluate --checkpoint {out}")
+        say("pretrain", verbose, f"next: lightly-derm evaluate --checkpoint {out}")
     return PretrainResult(
         out_dir=out,
         config=cfg,
@@ -887,15 +852,14 @@ def _embedding_plot(
 
 
 __all__ = [
-    "DATA_DEFAULTS",
     "PretrainConfig",
     "PretrainResult",
     "RESUME_FIXED",
-    "SYNTHETIC_DEFAULTS",
     "method_info",
     "pretrain",
     "pretrain_dataset",
     "resolve_config",
     "resume_config",
+    "training_loader",
     "with_transform",
 ]

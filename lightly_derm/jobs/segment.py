@@ -26,26 +26,28 @@ import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     backbone_name,
     find_checkpoint,
+    run_folder,
 )
-from lightly_derm.jobs.config import JobConfig
-from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE, _run_folder
+from lightly_derm.jobs.config import TrainConfig, option
+from lightly_derm.jobs.console import is_main_process, say
+from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
-from lightly_derm.jobs.pretrain import _positive_int
-from lightly_derm.jobs.trainer import build_trainer, resolve_precision
+from lightly_derm.jobs.trainer import build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
+from lightly_derm.utils.validation import Range
 
 #: The encoders LesionSegmentation has (``lightly-derm-<name>`` FlexibleUNet backbones).
 ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
@@ -56,83 +58,105 @@ TEST_SCORES: tuple[str, ...] = ("test_dice", "test_jaccard", "test_jaccard_thres
 
 
 @dataclasses.dataclass
-class SegmentConfig(JobConfig):
-    """The options of :func:`segment`; ``None`` means the default described here.
+class SegmentConfig(TrainConfig):
+    """The options of :func:`segment` (the ``lightly-derm segment`` command line).
+
+    Options that are ``None`` take the checkpoint's value (``backbone``), else the
+    preset's (:attr:`PRESETS`), or one derived as described.
 
     Attributes:
         checkpoint: The SSL checkpoint (file or ``pretrain`` run folder) whose backbone
-            initialises the encoder; ``None``: a random encoder.
-        data: An ISIC folder (images and masks, see
-            :func:`~lightly_derm.data.find_isic_pairs`); default the built-in synthetic
-            lesions with masks.
+            initialises the encoder; not set: a random encoder.
+        data: An ISIC folder (``images/`` + ``masks/``, the official ISIC 2016-2018
+            Task 1 folders, or one folder with both; see
+            :func:`~lightly_derm.data.find_isic_pairs`). Not set: the built-in
+            synthetic lesions with masks and the demo preset.
         val_data: An ISIC folder that is the validation set (instead of a split of
             ``data``; not with ``val_fraction`` or ``folds``), e.g. a held-out fold.
         test_data: An ISIC folder scored once at the end (e.g. the official test set).
-        backbone: ``resnet18``, ``resnet34`` or ``resnet50``; default the checkpoint's,
-            else resnet18 on synthetic data and resnet50 on real data.
-        image_size: Image side (default 256; 64 on synthetic data).
-        epochs: Fine-tuning epochs (default 20; 3 on synthetic data).
-        batch_size: Batch size (default 16).
-        lr: AdamW learning rate of decoder and head (default 1e-3).
-        encoder_lr: Learning rate of the encoder (default ``lr``).
-        freeze_encoder_epochs: Train only the decoder for this many epochs first (0).
-        label_fraction: Share of the training masks used, in (0, 1] (default 1).
-        val_fraction: Share held out for validation (default 0.2; not with ``folds``).
-        folds: k-fold cross-validation over the pairs (k ≥ 2); default none.
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50``; not set: the checkpoint's.
+        input_size: Image side in pixels (was ``image_size``).
+        epochs: Fine-tuning epochs.
+        batch_size: Batch size.
+        lr: AdamW learning rate of decoder and head.
+        encoder_lr: Learning rate of the encoder; not set: ``lr``.
+        freeze_encoder_epochs: Train only the decoder for this many epochs first.
+        label_fraction: Share of the training masks used.
+        val_fraction: Share held out for validation; not set: 0.2 (not with
+            ``folds``).
+        folds: k-fold cross-validation over the pairs instead of one split.
         limit: Use only the first N pairs (by id): tiny runs.
-        cache_rate: Share of the decoded pairs kept in memory (default 0).
+        cache_rate: Share of the decoded pairs kept in memory.
         baseline: Also fine-tune from a random encoder (same data, same seed).
-        synthetic_images: Synthetic data: training images (default 128).
-        synthetic_val_images: Synthetic data: validation images (default 48).
-        num_workers: DataLoader workers (default ``min(8, CPUs - 1)``; 0 synthetic).
-        accelerator: Lightning's accelerator (``"auto"``).
-        devices: Lightning's devices (``"auto"``).
-        strategy: Lightning's strategy (``"auto"``).
-        precision: Lightning's precision (bf16-mixed on a CUDA GPU, else 32-true).
-        seed: Seeds split, subsets, decoder initialisation and batches (0).
-        checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (default 200).
-        plots: Draw loss curves and overlays (default on).
-        progress_bar: Lightning's progress bar (default on).
-        tensorboard: TensorBoard logs (default on).
-        out: The output folder; default ``<run folder>/segmentation`` for a run's
+        synthetic_images: Synthetic data: training images.
+        synthetic_val_images: Synthetic data: validation images.
+        seed: Seeds split, subsets, decoder initialisation and batches.
+        plots: Draw loss curves and overlays.
+        out: The output folder; not set: ``<run folder>/segmentation`` for a run's
             checkpoint, else ``segmentation``.
     """
 
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "demo": {
+            "backbone": "resnet18",
+            "input_size": 64,
+            "epochs": 3,
+            "num_workers": 0,
+            "synthetic_images": 128,
+            "synthetic_val_images": 48,
+        },
+        "data": {"backbone": "resnet50", "input_size": 256, "epochs": 20},
+    }
+    RENAMED: ClassVar[Mapping[str, str]] = {"image_size": "input_size"}
+
     checkpoint: str | None = None
     data: str | None = None
-    val_data: str | None = None
-    test_data: str | None = None
+    val_data: str | None = option(needs="data")
+    test_data: str | None = option(needs="data")
     backbone: str | None = None
-    image_size: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    encoder_lr: float | None = None
-    freeze_encoder_epochs: int | None = None
-    label_fraction: float | None = None
-    val_fraction: float | None = None
-    folds: int | None = None
-    limit: int | None = None
-    cache_rate: float | None = None
-    baseline: bool | None = None
-    synthetic_images: int | None = None
-    synthetic_val_images: int | None = None
-    num_workers: int | None = None
-    accelerator: str | None = None
-    devices: int | str | None = None
-    strategy: str | None = None
-    precision: str | None = None
-    seed: int | None = None
-    checkpoint_every_n_steps: int | None = None
-    plots: bool | None = None
-    progress_bar: bool | None = None
-    tensorboard: bool | None = None
-    out: str | None = None
+    input_size: int | None = option(rule=Range.int(16))
+    epochs: int | None = option(rule=Range.int(1))
+    batch_size: int = option(16, Range.int(1))
+    lr: float = option(1e-3, Range.positive())
+    encoder_lr: float | None = option(rule=Range.positive())
+    freeze_encoder_epochs: int = option(0, Range.int(0))
+    label_fraction: float = option(1.0, Range.unit_interval())
+    val_fraction: float | None = option(rule=Range.unit_interval(high_open=True))
+    folds: int | None = option(rule=Range.int(2))
+    limit: int | None = option(rule=Range.int(2))
+    cache_rate: float = option(0.0, Range(low=0.0, high=1.0))
+    baseline: bool = False
+    synthetic_images: int | None = option(rule=Range.int(2), only="demo")
+    synthetic_val_images: int | None = option(rule=Range.int(1), only="demo")
+
+    def resolved(self) -> SegmentConfig:
+        """Every default filled in and every option checked (see :func:`resolve_segment_config`)."""
+        return resolve_segment_config(self)
 
     @property
     def synthetic(self) -> bool:
         """Whether the job uses the built-in synthetic lesions."""
         return self.data is None
+
+    @property
+    def image_size(self) -> int | None:
+        """Deprecated name of :attr:`input_size` (read for one release)."""
+        warnings.warn(
+            "SegmentConfig.image_size is deprecated; use input_size",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.input_size
+
+
+def check_encoder(backbone: str) -> str:
+    """Raises :class:`ConfigError` unless ``backbone`` has a segmentation encoder."""
+    if backbone not in ENCODERS:
+        raise ConfigError(
+            f"backbone {backbone!r} has no segmentation encoder; choose one of "
+            f"{', '.join(ENCODERS)}"
+        )
+    return backbone
 
 
 def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
@@ -140,119 +164,51 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
 
     Raises:
         FileNotFoundError: The checkpoint or a data folder do not exist.
-        ValueError: An option out of range or a backbone without a segmentation encoder.
+        ConfigError: An option out of range or a backbone without a segmentation
+            encoder.
     """
-    c = dataclasses.replace(config)
+    c = config
     if c.checkpoint is not None:
-        c.checkpoint = os.fspath(c.checkpoint)
-        find_checkpoint(c.checkpoint)
+        c = dataclasses.replace(c, checkpoint=os.fspath(c.checkpoint))
+        checkpoint = find_checkpoint(c.checkpoint or "")
+        if c.backbone is None:  # the checkpoint's value comes before the preset's
+            backbone = backbone_name(checkpoint)
+            if backbone is None:
+                raise ConfigError(
+                    f"cannot tell which ResNet the backbone in {c.checkpoint} is; "
+                    f"pass --backbone ({', '.join(ENCODERS)})"
+                )
+            c = dataclasses.replace(c, backbone=backbone)
     for name in ("data", "val_data", "test_data"):
         value = getattr(c, name)
-        if value is not None:
-            if not Path(value).expanduser().is_dir():
-                raise FileNotFoundError(f"{name} folder not found: {value}")
-            setattr(c, name, os.fspath(value))
-    if c.synthetic and c.test_data is not None:
-        raise ValueError("--test-data needs --data (an ISIC folder)")
-    if c.synthetic and c.val_data is not None:
-        raise ValueError("--val-data needs --data (an ISIC folder)")
-    if c.val_data is not None and (c.val_fraction is not None or c.folds):
-        raise ValueError("--val-data excludes --val-fraction and --folds")
-    if c.backbone is None and c.checkpoint is not None:
-        c.backbone = backbone_name(find_checkpoint(c.checkpoint))
-        if c.backbone is None:
-            raise ValueError(
-                f"cannot tell which ResNet the backbone in {c.checkpoint} is; pass "
-                f"--backbone ({', '.join(ENCODERS)})"
-            )
-    c.backbone = c.backbone or ("resnet18" if c.synthetic else "resnet50")
-    if c.backbone not in ENCODERS:
-        raise ValueError(
-            f"backbone {c.backbone!r} has no segmentation encoder; choose one of "
-            f"{', '.join(ENCODERS)}"
-        )
-    c.image_size = _positive_int(
-        "image_size",
-        c.image_size if c.image_size is not None else (64 if c.synthetic else 256),
-        16,
-    )
-    c.epochs = _positive_int(
-        "epochs", c.epochs if c.epochs is not None else (3 if c.synthetic else 20)
-    )
-    c.batch_size = _positive_int(
-        "batch_size", c.batch_size if c.batch_size is not None else 16, 1
-    )
-    c.lr = float(c.lr if c.lr is not None else 1e-3)
-    if not c.lr > 0:
-        raise ValueError(f"lr must be > 0, got {c.lr}")
-    if c.encoder_lr is not None:
-        c.encoder_lr = float(c.encoder_lr)
-    c.freeze_encoder_epochs = _positive_int(
-        "freeze_encoder_epochs",
-        c.freeze_encoder_epochs if c.freeze_encoder_epochs is not None else 0,
-        0,
-    )
-    c.label_fraction = float(1.0 if c.label_fraction is None else c.label_fraction)
-    if not 0 < c.label_fraction <= 1:
-        raise ValueError(f"label_fraction must be in (0, 1], got {c.label_fraction}")
-    if c.folds is not None and c.folds != 1:
-        _positive_int("folds", c.folds, 2)
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise FileNotFoundError(f"{name} folder not found: {value}")
+    if c.backbone is not None:
+        check_encoder(c.backbone)
+    c = c.with_preset().check()
+    folds = c.folds if c.folds != 1 else None
+    if folds is not None:
         if c.synthetic:
-            raise ValueError(
+            raise ConfigError(
                 "--folds needs --data: cross-validation splits a fixed set of ISIC "
                 "pairs (the synthetic lesions have their own validation stream)"
             )
         if c.val_fraction is not None:
-            raise ValueError("--val-fraction and --folds exclude each other")
-    elif c.val_data is not None:
-        c.folds = None
-    else:
-        c.folds = None
-        c.val_fraction = float(0.2 if c.val_fraction is None else c.val_fraction)
-        if not 0 < c.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {c.val_fraction}")
-    if c.limit is not None:
-        _positive_int("limit", c.limit, 2)
-    c.cache_rate = float(c.cache_rate if c.cache_rate is not None else 0.0)
-    c.baseline = bool(c.baseline)
-    if c.synthetic:
-        c.synthetic_images = _positive_int(
-            "synthetic_images",
-            c.synthetic_images if c.synthetic_images is not None else 128,
-            2,
-        )
-        c.synthetic_val_images = _positive_int(
-            "synthetic_val_images",
-            c.synthetic_val_images if c.synthetic_val_images is not None else 48,
-            1,
-        )
-    elif c.synthetic_images is not None or c.synthetic_val_images is not None:
-        raise ValueError(
-            "the synthetic_* options apply to the built-in synthetic data only; leave "
-            "them out with --data"
-        )
-    if c.num_workers is None:
-        c.num_workers = 0 if c.synthetic else min(8, max(0, (os.cpu_count() or 1) - 1))
-    _positive_int("num_workers", c.num_workers, 0)
-    c.accelerator = c.accelerator or "auto"
-    c.devices = c.devices if c.devices is not None else "auto"
-    if isinstance(c.devices, str) and c.devices.isdigit():
-        c.devices = int(c.devices)
-    c.strategy = c.strategy or "auto"
-    c.precision = resolve_precision(c.precision, c.accelerator)
-    c.seed = _positive_int("seed", 0 if c.seed is None else c.seed, 0)
-    c.checkpoint_every_n_steps = _positive_int(
-        "checkpoint_every_n_steps",
-        200 if c.checkpoint_every_n_steps is None else c.checkpoint_every_n_steps,
-        0,
-    )
-    c.plots = True if c.plots is None else bool(c.plots)
-    c.progress_bar = True if c.progress_bar is None else bool(c.progress_bar)
-    c.tensorboard = True if c.tensorboard is None else bool(c.tensorboard)
+            raise ConfigError("--val-fraction and --folds exclude each other")
+    if c.val_data is not None and (c.val_fraction is not None or folds):
+        raise ConfigError("--val-data excludes --val-fraction and --folds")
     if c.out is None:
-        run = _run_folder(c.checkpoint) if c.checkpoint is not None else None
-        c.out = os.fspath(run / "segmentation") if run is not None else "segmentation"
-    return c
+        run = run_folder(c.checkpoint) if c.checkpoint is not None else None
+        out = os.fspath(run / "segmentation") if run is not None else "segmentation"
+    else:
+        out = os.fspath(c.out)
+    return dataclasses.replace(
+        c,
+        folds=folds,
+        val_fraction=None if folds or c.val_data else (c.val_fraction or 0.2),
+        out=out,
+        **c.resolved_run_options(),
+    ).check()
 
 
 class SyntheticSegmentationData(pl.LightningDataModule):
@@ -287,7 +243,11 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         super().__init__()
         from lightly_derm.data import SyntheticLesions
 
-        common = {"image_size": image_size, "seed": seed, "return_mask": True}
+        common: dict[str, Any] = {
+            "image_size": image_size,
+            "seed": seed,
+            "return_mask": True,
+        }
         train = SyntheticLesions(
             train_images,
             transform=SyntheticSegmentationTransform(train=True),
@@ -356,7 +316,7 @@ def segmentation_data(
         data = SyntheticSegmentationData(
             train_images=int(config.synthetic_images or 2),
             val_images=int(config.synthetic_val_images or 1),
-            image_size=int(config.image_size or 64),
+            image_size=int(config.input_size or 64),
             label_fraction=float(config.label_fraction or 1.0),
             batch_size=int(config.batch_size or 16),
             num_workers=int(config.num_workers or 0),
@@ -373,7 +333,7 @@ def segmentation_data(
     common: dict[str, Any] = {
         "label_fraction": config.label_fraction,
         "seed": config.seed,
-        "image_size": config.image_size,
+        "image_size": config.input_size,
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,
         "cache_rate": config.cache_rate,
@@ -396,8 +356,9 @@ def segmentation_data(
             f"{config.val_data}"
         )
     else:
+        assert config.val_fraction is not None  # resolved: set without folds
         module = ISICSegmentationDataModule(
-            pairs=pairs, val_fraction=config.val_fraction, **common
+            pairs=pairs, val_fraction=float(config.val_fraction), **common
         )
         modules = [module]
         split = (
@@ -407,11 +368,6 @@ def segmentation_data(
     if test_pairs:
         split += f"; {len(test_pairs)} test pairs"
     return modules, split
-
-
-def _say(verbose: bool, message: str) -> None:
-    if verbose and rank_zero_only.rank == 0:
-        print(f"lightly-derm segment: {message}", flush=True)
 
 
 def _overlays(
@@ -495,23 +451,23 @@ def finetune_segmentation(
     """
     from lightly_derm.segmentation import LesionSegmentation
 
-    if backbone not in ENCODERS:
-        raise ValueError(
-            f"backbone {backbone!r} has no segmentation encoder; choose one of "
-            f"{', '.join(ENCODERS)}"
-        )
+    check_encoder(backbone)
     run_dir = Path(out_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = LesionSegmentation(
         backbone=f"lightly-derm-{backbone}",
-        pretrained=checkpoint,
+        pretrained=Path(checkpoint) if checkpoint is not None else None,
         lr=lr,
         encoder_lr=encoder_lr,
         freeze_encoder_epochs=freeze_encoder_epochs,
     )
     label = f"[{name}] " if name else ""
     if model.transfer_report is not None:
-        _say(verbose, f"{label}encoder from {checkpoint}: {model.transfer_report}")
+        say(
+            "segment",
+            verbose,
+            f"{label}encoder from {checkpoint}: {model.transfer_report}",
+        )
     steps = max(1, len(data.train_dataloader()))
     trainer = build_trainer(
         run_dir,
@@ -538,7 +494,8 @@ def finetune_segmentation(
             scores = {**scores, **test_scores}
     fields = SCORES + (TEST_SCORES if test else ())
     result = {k: float(scores[k]) for k in fields if k in scores}
-    _say(
+    say(
+        "segment",
         verbose,
         label + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items()),
     )
@@ -593,7 +550,7 @@ def segment(
         **options: Options of :class:`SegmentConfig`; they override ``config``.
 
     Returns:
-        The content of ``results.json``: ``checkpoint``, ``backbone``, ``image_size``,
+        The content of ``results.json``: ``checkpoint``, ``backbone``, ``input_size``,
         ``epochs``, ``data`` (source, split, label fraction, folds), ``results`` (per
         encoder, ``"pretrained"`` and/or ``"random-init"``: the mean ``val_dice``,
         ``val_jaccard``, ``val_jaccard_thresholded`` (and ``test_*``), ``std`` over
@@ -604,19 +561,14 @@ def segment(
         ValueError: A bad option, checkpoint weights that do not fit the encoder, or
             results already in ``out`` (without ``overwrite``).
     """
-    base = (
-        config
-        if isinstance(config, SegmentConfig)
-        else SegmentConfig.from_mapping(config or {})
-    )
-    cfg = resolve_segment_config(base.updated(options, source="segment options"))
+    cfg = resolve_segment_config(SegmentConfig.create(config, options, "segment"))
     out = Path(str(cfg.out))
     encoders: list[tuple[str, Path | None]] = []
     if cfg.checkpoint is not None:
         encoders.append(("pretrained", find_checkpoint(cfg.checkpoint)))
     if cfg.checkpoint is None or cfg.baseline:
         encoders.append(("random-init", None))
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         if (out / "results.json").is_file() and not overwrite:
             raise ValueError(
                 f"{out} already holds segmentation results; pass --overwrite or choose "
@@ -630,9 +582,13 @@ def segment(
                 target.unlink()
     modules, split = segmentation_data(cfg)
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
-    _say(verbose, f"data: {source}; {split}")
+    say("segment", verbose, f"data: {source}; {split}")
     if cfg.checkpoint is None:
-        _say(verbose, "no --checkpoint: the encoder starts from random weights")
+        say(
+            "segment",
+            verbose,
+            "no --checkpoint: the encoder starts from random weights",
+        )
     results: dict[str, Any] = {}
     for label, checkpoint in encoders:
         runs: list[dict[str, float]] = []
@@ -674,7 +630,8 @@ def segment(
     report: dict[str, Any] = {
         "checkpoint": cfg.checkpoint,
         "backbone": cfg.backbone,
-        "image_size": cfg.image_size,
+        "input_size": cfg.input_size,
+        "image_size": cfg.input_size,  # the old name of input_size, for one release
         "epochs": cfg.epochs,
         "data": {
             "source": source,
@@ -682,12 +639,13 @@ def segment(
             "split": split,
             "label_fraction": cfg.label_fraction,
             "folds": cfg.folds,
+            "val_data": cfg.val_data,
             "test_data": cfg.test_data,
         },
         "results": results,
         "out": str(out),
     }
-    if rank_zero_only.rank == 0:
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CONFIG_FILE)
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -695,7 +653,8 @@ def segment(
         (out / "results.md").write_text(table)
         if verbose:
             print("\n" + table)
-        _say(
+        say(
+            "segment",
             verbose,
             f"wrote {out}/ (results.json, results.md, config.yaml, "
             f"{', '.join(label + '/' for label, _ in encoders)})",
@@ -728,7 +687,7 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
         ),
         f"- data: {data['source']}; {data['split']}; label fraction "
         f"{data['label_fraction']:g}",
-        f"- {report['epochs']} epochs at {report['image_size']} px; validation scores of "
+        f"- {report['epochs']} epochs at {report['input_size']} px; validation scores of "
         "the final model" + (", mean ± std over folds" if data.get("folds") else ""),
         "",
         "| encoder | " + " | ".join(names.get(k, k) for k in keys) + " |",

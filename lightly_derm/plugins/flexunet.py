@@ -3,24 +3,20 @@
 Builds on MONAI's :data:`monai.networks.nets.flexible_unet.FLEXUNET_BACKBONE`
 (``FlexUNetEncoderRegister``): every ``encoder`` component of the lightly-derm registry
 (:data:`lightly_derm.registry`) becomes a backbone name that
-``FlexibleUNet(backbone=...)`` accepts. This module imports neither torch nor MONAI
-itself, so ``import lightly_derm`` stays fast:
+``FlexibleUNet(backbone=...)`` accepts. The registration happens where the encoders are
+used, as timm registers its models: on importing :mod:`lightly_derm.segmentation`
+(which imports MONAI), in any order with MONAI's own import, and in spawned DataLoader
+workers (which import the package again when they unpickle its objects):
 
-- if MONAI is already imported, ``import lightly_derm`` registers the backbones at once;
-- otherwise a post-import hook on the ``monai`` package registers them as soon as MONAI
-  has finished importing (``import monai`` loads all of ``monai.networks``), so
+.. code-block:: python
 
-  .. code-block:: python
+    import lightly_derm.segmentation
+    from monai.networks.nets import FlexibleUNet
 
-      import lightly_derm
-      from monai.networks.nets import FlexibleUNet
+    net = FlexibleUNet(in_channels=3, out_channels=1, backbone="lightly-derm-resnet50")
 
-      net = FlexibleUNet(in_channels=3, out_channels=1, backbone="lightly-derm-resnet50")
-
-  works in that order too, in the main process and in spawned DataLoader workers
-  (which import ``lightly_derm`` again when they unpickle its objects).
-
-:func:`register_flexunet_backbones` is idempotent; call it again after
+``import lightly_derm`` alone imports neither torch nor MONAI and changes nothing in
+MONAI (no import hooks). :func:`register_flexunet_backbones` is idempotent; call it again after
 ``registry.reload()`` or ``registry.register_plugin(...)`` to pick up new encoders. An
 encoder plugin that cannot be imported, that is no MONAI ``BaseEncoder``, or whose name
 clashes with a MONAI backbone is skipped with a
@@ -29,14 +25,9 @@ clashes with a MONAI backbone is skipped with a
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
-import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from types import ModuleType
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightly_derm.plugins.errors import PluginLoadWarning
@@ -45,8 +36,6 @@ if TYPE_CHECKING:
     from lightly_derm.plugins.component import ComponentInfo
     from lightly_derm.plugins.registry import Registry
 
-#: The module whose completed import triggers the registration.
-_TRIGGER = "monai"
 #: Methods of MONAI's ``BaseEncoder`` interface that ``register_class`` calls.
 _ENCODER_INTERFACE = (
     "get_encoder_names",
@@ -58,8 +47,6 @@ _ENCODER_INTERFACE = (
 _lock = threading.RLock()
 #: The FLEXUNET_BACKBONE names this module added, and the component each came from.
 _added: dict[str, str] = {}
-#: > 0 while lightly_derm.segmentation is importing (it registers when it is done).
-_deferred = 0
 
 
 def _canonical(name: str) -> str:
@@ -179,98 +166,3 @@ def register_flexunet_backbones(registry: Registry | None = None) -> list[str]:
         _added.clear()
         _added.update(current)
         return sorted(current)
-
-
-@contextmanager
-def defer_registration() -> Iterator[None]:
-    """Holds back the post-import hook while the encoder modules themselves import MONAI.
-
-    ``lightly_derm.segmentation`` imports its modules inside this block and registers
-    the backbones when they are complete; without it, the hook would run while the
-    encoder classes are half-defined.
-    """
-    global _deferred
-    with _lock:
-        _deferred += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _deferred -= 1
-
-
-def _register_quietly() -> None:
-    """Registers the backbones; never lets an error escape into someone's import."""
-    if _deferred:
-        return
-    try:
-        register_flexunet_backbones()
-    except Exception as exc:
-        warnings.warn(
-            f"lightly-derm could not register its MONAI FlexibleUNet backbones: "
-            f"{type(exc).__name__}: {exc}",
-            PluginLoadWarning,
-            stacklevel=2,
-        )
-
-
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Runs a callback once a module has been imported completely.
-
-    Finds the module's real spec with the other finders and wraps its loader's
-    ``exec_module`` (the loader object stays the same, so ``inspect``, ``linecache`` and
-    ``importlib.reload`` see nothing unusual). Removes itself after the first import.
-    """
-
-    def __init__(self, module: str, callback: Callable[[], None]) -> None:
-        self.module = module
-        self.callback = callback
-        self._searching = False
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> Any:
-        if fullname != self.module or self._searching:
-            return None
-        self._searching = True
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._searching = False
-        loader = getattr(spec, "loader", None)
-        if spec is None or loader is None or not hasattr(loader, "exec_module"):
-            return None
-        exec_module = loader.exec_module
-        callback = self.callback
-
-        def exec_then_register(module: ModuleType) -> None:
-            exec_module(module)
-            _remove_hook()
-            callback()
-
-        loader.exec_module = exec_then_register
-        return spec
-
-
-def _remove_hook() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PostImportHook)]
-
-
-def install_flexunet_hook() -> None:
-    """Registers the encoder backbones now if MONAI is loaded, else right after it is.
-
-    Called by ``import lightly_derm``; safe to call any number of times.
-    """
-    with _lock:
-        monai = sys.modules.get(_TRIGGER)
-        flexunet = sys.modules.get("monai.networks.nets.flexible_unet")
-        if monai is not None and flexunet is not None:
-            _remove_hook()
-            _register_quietly()
-        elif not any(isinstance(f, _PostImportHook) for f in sys.meta_path):
-            # MONAI is not imported yet (or is being imported right now, in which
-            # case the registration waits for the next import of lightly_derm.segmentation).
-            sys.meta_path.insert(0, _PostImportHook(_TRIGGER, _register_quietly))

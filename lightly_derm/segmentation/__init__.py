@@ -1,8 +1,9 @@
 """Lesion segmentation in MONAI from SSL-pretrained encoders.
 
 - :class:`ResNet18Encoder`, :class:`ResNet34Encoder`, :class:`ResNet50Encoder`: torchvision
-  ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered when
-  ``lightly_derm`` is imported, see :mod:`lightly_derm.plugins.flexunet`);
+  ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered,
+  with every registered ``encoder`` plugin, when this package is imported; see
+  :mod:`lightly_derm.plugins.flexunet`);
 - :class:`TimmEncoder` and its subclasses: timm CNNs as FlexibleUNet backbones
   ``timm-<model>`` (``timm-efficientnet_b0``, ``timm-tf_efficientnet_lite0``,
   ``timm-convnext_tiny``, …);
@@ -13,45 +14,42 @@
   Dice, Jaccard and the ISIC 2017 thresholded Jaccard.
 
 Example:
-    >>> import lightly_derm
+    >>> import lightly_derm.segmentation
     >>> from monai.networks.nets import FlexibleUNet
     >>> net = FlexibleUNet(in_channels=3, out_channels=1, backbone="lightly-derm-resnet18")
 """
 
-from lightly_derm.plugins import flexunet as _flexunet
+from lightly_derm.plugins.flexunet import register_flexunet_backbones
+from lightly_derm.segmentation.encoder_names import flexunet_backbone
+from lightly_derm.segmentation.encoders import (
+    RESNET_FEATURE_CHANNELS,
+    ResNet18Encoder,
+    ResNet34Encoder,
+    ResNet50Encoder,
+    TorchvisionResNetEncoder,
+)
+from lightly_derm.segmentation.lesion_segmentation import LesionSegmentation
+from lightly_derm.segmentation.metrics import (
+    ISIC2017_JACCARD_THRESHOLD,
+    LesionSegmentationMetric,
+    binary_dice_jaccard,
+    thresholded_jaccard,
+)
+from lightly_derm.segmentation.overlays import render_overlays, save_overlays
+from lightly_derm.segmentation.timm_encoders import (
+    TIMM_ENCODER_CHANNELS,
+    TIMM_ENCODERS,
+    TimmEncoder,
+)
+from lightly_derm.segmentation.transfer import (
+    EncoderTransferReport,
+    describe_resnet,
+    load_ssl_encoder,
+)
 
-# The encoder modules import MONAI; the post-import hook must not register them while
-# they are half-defined, so registration waits until this package is complete.
-with _flexunet.defer_registration():
-    from lightly_derm.segmentation.encoder_names import flexunet_backbone
-    from lightly_derm.segmentation.encoders import (
-        RESNET_FEATURE_CHANNELS,
-        ResNet18Encoder,
-        ResNet34Encoder,
-        ResNet50Encoder,
-        TorchvisionResNetEncoder,
-    )
-    from lightly_derm.segmentation.lesion_segmentation import LesionSegmentation
-    from lightly_derm.segmentation.metrics import (
-        ISIC2017_JACCARD_THRESHOLD,
-        LesionSegmentationMetric,
-        binary_dice_jaccard,
-        thresholded_jaccard,
-    )
-    from lightly_derm.segmentation.overlays import render_overlays, save_overlays
-    from lightly_derm.segmentation.timm_encoders import (
-        TIMM_ENCODER_CHANNELS,
-        TIMM_ENCODERS,
-        TimmEncoder,
-    )
-    from lightly_derm.segmentation.transfer import (
-        EncoderTransferReport,
-        describe_resnet,
-        load_ssl_encoder,
-    )
-
-register_flexunet_backbones = _flexunet.register_flexunet_backbones
-_flexunet.install_flexunet_hook()
+# The encoders are used here: make them (and every registered encoder plugin) MONAI
+# FlexibleUNet backbones now, as timm registers its models on import.
+register_flexunet_backbones()
 
 __all__ = [
     "ISIC2017_JACCARD_THRESHOLD",

@@ -191,7 +191,7 @@ class ResNet18Encoder(TorchvisionResNetEncoder):
     Feature channels (64, 64, 128, 256, 512). See :class:`TorchvisionResNetEncoder`.
 
     Example:
-        >>> import lightly_derm
+        >>> import lightly_derm.segmentation
         >>> from monai.networks.nets import FlexibleUNet
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18")
     """
@@ -205,7 +205,7 @@ class ResNet34Encoder(TorchvisionResNetEncoder):
     Feature channels (64, 64, 128, 256, 512). See :class:`TorchvisionResNetEncoder`.
 
     Example:
-        >>> import lightly_derm
+        >>> import lightly_derm.segmentation
         >>> from monai.networks.nets import FlexibleUNet
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet34")
     """
@@ -219,7 +219,7 @@ class ResNet50Encoder(TorchvisionResNetEncoder):
     Feature channels (64, 256, 512, 1024, 2048). See :class:`TorchvisionResNetEncoder`.
 
     Example:
-        >>> import lightly_derm
+        >>> import lightly_derm.segmentation
         >>> from monai.networks.nets import FlexibleUNet
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet50")
     """

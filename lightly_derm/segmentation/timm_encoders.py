@@ -23,7 +23,7 @@ FlexibleUNet backbones ``timm-efficientnet_b0``, ``timm-tf_efficientnet_lite0``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from monai.networks.blocks import BaseEncoder
 from torch import Tensor, nn
@@ -120,9 +120,10 @@ class TimmEncoder(nn.Module, BaseEncoder):
         self.model_name = model_name
         self.in_channels = in_channels
         self.feature_channels = TIMM_ENCODER_CHANNELS[model_name]
-        model = timm_backbone(model_name, in_chans=in_channels)
+        # timm models: attributes typed loosely by nn.Module's __getattr__
+        model: Any = timm_backbone(model_name, in_chans=in_channels)
         full = set(model.state_dict())
-        info = model.feature_info
+        info: Any = model.feature_info
         self._indices = list(range(len(info)))
         self._upsample_first = int(info[0]["reduction"]) == 4
         model.prune_intermediate_layers(self._indices, prune_norm=True, prune_head=True)
@@ -140,8 +141,9 @@ class TimmEncoder(nn.Module, BaseEncoder):
                 f"{type(self).__name__} expects images (B, {self.in_channels}, H, W), "
                 f"got shape {tuple(x.shape)}"
             )
+        model: Any = self.model
         features = list(
-            self.model.forward_intermediates(
+            model.forward_intermediates(
                 x, indices=self._indices, intermediates_only=True
             )
         )

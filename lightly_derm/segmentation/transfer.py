@@ -168,7 +168,7 @@ def load_ssl_encoder(
 
     Example:
         >>> import torchvision
-        >>> import lightly_derm
+        >>> import lightly_derm.segmentation
         >>> from monai.networks.nets import EfficientNetEncoder, FlexibleUNet
         >>> from lightly_derm.segmentation import load_ssl_encoder
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18")

@@ -82,6 +82,7 @@ print("done", flush=True)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.slow
 def test_kill_during_a_save_never_leaves_a_half_written_checkpoint(tmp_path) -> None:
     """A process killed (SIGKILL) while writing: the previous last.ckpt is intact."""
     path = tmp_path / "last.ckpt"

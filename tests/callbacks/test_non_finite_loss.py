@@ -17,14 +17,6 @@ from lightly_derm.methods import FGSSL, GraVIS
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_backbone() -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -38,6 +38,7 @@ def run_cli(
 @pytest.mark.skipif(
     not SCRIPT.exists(), reason="the lightly-derm console script is not installed"
 )
+@pytest.mark.slow
 def test_console_script_json_lists_installed_plugin(plugin_template_site: Path) -> None:
     result = run_cli("plugins", "--json", extra_path=plugin_template_site)
     assert result.returncode == 0, result.stderr
@@ -66,6 +67,7 @@ def test_console_script_json_lists_installed_plugin(plugin_template_site: Path) 
 @pytest.mark.skipif(
     not SCRIPT.exists(), reason="the lightly-derm console script is not installed"
 )
+@pytest.mark.slow
 def test_console_script_table(plugin_template_site: Path) -> None:
     result = run_cli("plugins", "--kind", "loss", extra_path=plugin_template_site)
     assert result.returncode == 0, result.stderr

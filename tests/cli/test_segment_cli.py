@@ -24,6 +24,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_segment_synthetic_from_a_run_with_a_baseline(tiny_run, capsys) -> None:
     code, stdout, _ = run(
         capsys, "segment", "--checkpoint", str(tiny_run), "--baseline", *TINY

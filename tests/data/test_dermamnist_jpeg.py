@@ -19,6 +19,7 @@ ORDER = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
 @pytest.mark.parametrize("split,size", [("train", 7007), ("val", 1003), ("test", 2005)])
+@pytest.mark.slow
 def test_official_split_sizes(dermamnist_dir: Path, split: str, size: int) -> None:
     dataset = DermaMNISTJPEGDataset(dermamnist_dir, split=split)
     assert len(dataset) == size

@@ -71,6 +71,7 @@ def test_mask_is_binary_and_marks_the_lesion(size: int) -> None:
     assert 0.08 < np.median(fractions) < 0.5
 
 
+@pytest.mark.slow
 def test_classes_learnable_but_not_trivially() -> None:
     """A nearest-class-mean classifier on 8×8 thumbnails: above chance at the default
     separation but far from perfect, at chance with class_separation=0, better at 2."""

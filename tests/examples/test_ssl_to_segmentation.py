@@ -33,16 +33,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train faster and steadier on one thread than on two busy-waiting ones
-    on a shared CPU (measured: 2.5 s vs 40-80 s for the SSL + fine-tune test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _example():
     spec = importlib.util.spec_from_file_location("ssl_to_segmentation", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -50,6 +40,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_finetune_half_from_a_hand_made_checkpoint(isic_dir, tmp_path, capsys) -> None:
     """The segmentation half, from a Lightning-style SSL checkpoint made by hand."""
     torch.manual_seed(123)  # not the fine-tuning seed: the random init must differ
@@ -126,6 +117,7 @@ def tiny_method():
     registry.unregister_plugin(name)
 
 
+@pytest.mark.slow
 def test_pretrain_half_with_a_conforming_method(
     isic_dir, tmp_path, tiny_method
 ) -> None:

@@ -36,7 +36,10 @@ def fit(callbacks, epochs: int = 2, batches: int = 5) -> pl.Trainer:
         max_epochs=epochs,
         callbacks=callbacks,
         logger=False,
-        enable_checkpointing=True,
+        # no default ModelCheckpoint writing into the working directory
+        enable_checkpointing=any(
+            isinstance(c, pl.callbacks.Checkpoint) for c in callbacks
+        ),
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,

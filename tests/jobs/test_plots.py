@@ -41,6 +41,7 @@ def test_denormalize_inverts_imagenet_normalisation() -> None:
     assert denormalize(torch.zeros(1, 1, 4, 4), None, None).shape == (1, 3, 4, 4)
 
 
+@pytest.mark.slow
 def test_plots_write_pngs(tmp_path) -> None:
     views = plot_views(torch.randn(12, 3, 16, 16), 3, tmp_path / "v.png", ["a", "b"])
     jig = plot_jigsaws(

@@ -74,3 +74,52 @@ def test_resume_config_allows_hardware_changes_only(tmp_path) -> None:
     with pytest.raises(ValueError, match="epochs=9: the run was started with epochs=4"):
         resume_config(PretrainConfig(out=str(tmp_path), epochs=9))
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["method"] == "gravis"
+
+
+def test_the_keyword_names_of_the_study_driver(tmp_path) -> None:
+    """The names scripts pass to the job functions resolve in every job."""
+    from lightly_derm.jobs.evaluate import EvaluateConfig, resolve_evaluate_config
+    from lightly_derm.jobs.segment import SegmentConfig, resolve_segment_config
+
+    common = {
+        "data": str(tmp_path),
+        "backbone": "resnet18",
+        "input_size": 32,
+        "batch_size": 4,
+        "seed": 1,
+        "out": str(tmp_path / "out"),
+        "accelerator": "cpu",
+        "devices": 1,
+    }
+    pretrain = resolve_config(
+        PretrainConfig.create(
+            {}, {**common, "method": "simclr", "epochs": 1, "max_steps": 2}, "pretrain"
+        )
+    )
+    assert (pretrain.method, pretrain.max_steps, pretrain.input_size) == (
+        "simclr",
+        2,
+        32,
+    )
+    checkpoint = tmp_path / "r18.pt"
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+    segment = resolve_segment_config(
+        SegmentConfig.create(
+            {},
+            {**common, "checkpoint": str(checkpoint), "label_fraction": 0.5,
+             "baseline": True, "epochs": 1},
+            "segment",
+        )
+    )  # fmt: skip
+    assert (segment.label_fraction, segment.baseline, segment.input_size) == (
+        0.5,
+        True,
+        32,
+    )
+    evaluate = resolve_evaluate_config(
+        EvaluateConfig.create({}, {**common, "checkpoint": str(checkpoint)}, "evaluate")
+    )
+    assert evaluate.input_size == 32 and evaluate.devices == 1

@@ -205,6 +205,7 @@ def test_variable_group_sizes_in_any_order(variant, exclude_self) -> None:
     "variant,exclude_self",
     [("smooth_ap", False), ("smooth_ap", True), ("attention", False)],
 )
+@pytest.mark.slow
 def test_group_size_hint_gives_the_same_loss_and_gradients(
     batch_size, num_views, dim, variant, exclude_self
 ) -> None:
@@ -481,7 +482,7 @@ def test_exact_at_any_finite_scale(variant, scale, dtype) -> None:
         # (float32 range, not the normalisation under test)
         tau = 0.2 if variant == "smooth_ap" else 0.1
 
-        def reference(u, groups):
+        def reference(u, groups, tau=tau):
             return (loop_smooth_ap if variant == "smooth_ap" else loop_attention)(
                 u, groups, tau=tau
             )

@@ -8,7 +8,6 @@ from PIL import Image
 
 from lightly_derm.data import GroupedViewCollate
 from lightly_derm.methods import BarlowTwins
-from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 
 def reference_barlow_twins(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> float:

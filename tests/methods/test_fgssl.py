@@ -20,19 +20,6 @@ GRIDS = (8, 4, 2)
 SMALL = {"backbone": "resnet18", "grids": GRIDS, "embedding_dim": 32, "block_dim": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and much faster on a shared machine.
-
-    Two OpenMP threads on two busy cores spend most of a small convolution waiting for
-    each other (measured here: 11 s on one thread, 100 s on two, for the progressive test).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def isic_images(isic_image_paths) -> list[Image.Image]:
     images = []
@@ -84,6 +71,7 @@ def trainer(epochs: int, callbacks=(), **kwargs) -> pl.Trainer:
 @pytest.mark.parametrize(
     ("schedule", "steps_per_batch"), [("progressive", 4), ("joint", 1)]
 )
+@pytest.mark.slow
 def test_trains_on_isic_with_falling_loss(
     isic_images, tmp_path, schedule, steps_per_batch
 ) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lightly_derm.data import GroupedViewCollate
 from lightly_derm.methods import FGSSLClassifier
-from tests.methods.test_fgssl import SMALL, Recorder, one_thread, trainer  # noqa: F401
+from tests.methods.test_fgssl import SMALL, Recorder, trainer  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def dermamnist(dermamnist_dir) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(targets)
 
 
+@pytest.mark.slow
 def test_fine_tunes_on_dermamnist(dermamnist) -> None:
     pl.seed_everything(0, verbose=False)
     images, targets = dermamnist

@@ -26,14 +26,6 @@ ALLOWED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class RecordSecondStep(pl.Callback):
     """Records host syncs of the second batch (after lazy initialisation)."""
 
@@ -64,6 +56,7 @@ class RecordSecondStep(pl.Callback):
         ("fgssl", "gpu", {"schedule": "joint"}),
     ],
 )
+@pytest.mark.slow
 def test_training_step_has_no_host_syncs(name: str, augment: str, kwargs: dict) -> None:
     model = registry.create(
         "method", name, backbone="resnet18", augment=augment, **kwargs

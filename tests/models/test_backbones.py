@@ -16,6 +16,7 @@ from lightly_derm.models import (
 @pytest.mark.parametrize(
     "name,width", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)]
 )
+@pytest.mark.slow
 def test_resnet_keys_and_width(name: str, width: int) -> None:
     model = resnet(name)
     reference = getattr(torchvision.models, name)()
@@ -83,6 +84,7 @@ def test_load_weights_into_resnet(tmp_path) -> None:
         assert torch.equal(v, ref[k])
 
 
+@pytest.mark.slow
 def test_bad_weights(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         resnet("resnet18", weights=tmp_path / "missing.pt")

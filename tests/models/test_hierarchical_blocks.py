@@ -7,7 +7,6 @@ import torchvision
 from torch import nn
 
 from lightly_derm.models import HierarchicalBlocks, resnet, stage_channels
-from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 
 def reference_h(model: HierarchicalBlocks, images: torch.Tensor) -> list[torch.Tensor]:

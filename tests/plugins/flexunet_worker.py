@@ -1,14 +1,14 @@
 """A dataset whose workers build a FlexibleUNet by lightly-derm backbone name.
 
 Imported by spawned DataLoader workers in tests/plugins/test_flexunet.py, as user code
-would be: the module imports lightly_derm, then MONAI.
+would be: the module imports lightly_derm.segmentation, then MONAI.
 """
 
 from __future__ import annotations
 
 import torch
 
-import lightly_derm  # noqa: F401  (registers the FlexibleUNet backbones)
+import lightly_derm.segmentation  # noqa: F401  (registers the FlexibleUNet backbones)
 
 
 class BuildNet(torch.utils.data.Dataset):

@@ -25,16 +25,6 @@ IDS = [f"{i.kind}/{i.name}" for i in COMPONENTS]
 KIND_CONTRACTS: dict[str, Callable[[ComponentInfo, Any], None]] = {}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One OpenMP thread: a tiny training step takes 0.6 s instead of 8–11 s on a busy
-    2-core machine (two threads wait for each other; measured on the BYOL contract)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def contract(
     kind: str,
 ) -> Callable[
@@ -267,6 +257,8 @@ def encoder_contract(info: ComponentInfo, encoder: Any) -> None:
     from monai.networks.nets import FlexibleUNet
     from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
+    import lightly_derm.segmentation  # noqa: F401  (registers the encoders in MONAI)
+
     cls = info.load()
     assert isinstance(cls, type) and issubclass(cls, BaseEncoder), (
         f"encoder {info.name!r} must be a monai.networks.blocks.BaseEncoder subclass"
@@ -295,7 +287,7 @@ def encoder_contract(info: ComponentInfo, encoder: Any) -> None:
             f"got {tuple(feature.shape)}"
         )
     assert info.name in FLEXUNET_BACKBONE.register_dict, (
-        f"{info.name!r} is not a MONAI FlexibleUNet backbone after import lightly_derm"
+        f"{info.name!r} is not a MONAI FlexibleUNet backbone after import lightly_derm.segmentation"
     )
     net = FlexibleUNet(
         3, 1, backbone=info.name, spatial_dims=spatial_dims, decoder_channels=(16,) * 5
@@ -312,6 +304,7 @@ def test_has_docstring(info: ComponentInfo) -> None:
 
 
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
+@pytest.mark.slow
 def test_kind_contract(info: ComponentInfo) -> None:
     # a backbone family is a factory of named models: the contract calls it itself
     obj = (

@@ -60,20 +60,62 @@ def restore_backbones(clean_plugin_env):
     assert _lightly_names() == OURS
 
 
+IMPORT_ORDERS = {
+    "segmentation, then MONAI": """
+        import lightly_derm.segmentation
+        from monai.networks.nets import FlexibleUNet
+        """,
+    "MONAI, then segmentation": """
+        from monai.networks.nets import FlexibleUNet
+        import lightly_derm.segmentation
+        """,
+    "the package, then a segmentation class, then MONAI": """
+        import lightly_derm
+        from lightly_derm.segmentation import LesionSegmentation
+        from monai.networks.nets import FlexibleUNet
+        """,
+    "MONAI's FlexibleUNet module, then an encoder": """
+        from monai.networks.nets.flexible_unet import FlexibleUNet
+        from lightly_derm.segmentation.encoders import ResNet50Encoder
+        """,
+}
+
+
 @pytest.mark.slow
-def test_import_orders_reload_and_spawned_worker() -> None:
-    """One fresh interpreter: import lightly_derm stays light; lightly_derm.data, which
-    imports MONAI itself, gets the backbones without warnings; importing twice,
-    reloading and re-registering change nothing; a spawned DataLoader worker whose module
-    imports lightly_derm and then MONAI gets them too."""
+@pytest.mark.parametrize("order", list(IMPORT_ORDERS))
+def test_every_import_order(order: str) -> None:
+    """A fresh interpreter per order: FlexibleUNet builds by lightly-derm name."""
+    out = _run(
+        "import sys, warnings\n"
+        'warnings.filterwarnings("error", message=".*(FlexibleUNet|lightly-derm).*")\n'
+        + textwrap.dedent(IMPORT_ORDERS[order])
+        + textwrap.dedent(
+            """
+            import torch
+            net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet50").eval()
+            with torch.no_grad():
+                print("shape", tuple(net(torch.zeros(1, 3, 64, 64)).shape))
+            """
+        )
+    )
+    assert "shape (1, 1, 64, 64)" in out
+
+
+@pytest.mark.slow
+def test_import_stays_light_reload_and_spawned_worker() -> None:
+    """``import lightly_derm`` imports no torch or MONAI and hooks no imports; importing
+    twice, reloading and re-registering change nothing; a spawned DataLoader worker whose
+    module imports lightly_derm.segmentation gets the backbones."""
     out = _run(
         """
-        import importlib, sys, warnings
-        warnings.filterwarnings("error", message=".*(FlexibleUNet|lightly-derm).*")
+        import importlib, sys
+        finders = list(sys.meta_path)
+        ours = lambda: [f for f in sys.meta_path if "lightly_derm" in type(f).__module__]
         import lightly_derm
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "monai"))
         assert not heavy, heavy
-        import lightly_derm.data
+        assert sys.meta_path == finders, sys.meta_path
+        import lightly_derm.segmentation
         from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
         import torch
         names = sorted(
@@ -87,14 +129,12 @@ def test_import_orders_reload_and_spawned_worker() -> None:
         ), names
         assert "timm" not in sys.modules  # registering imports no timm
         size = len(FLEXUNET_BACKBONE.register_dict)
-        import lightly_derm
         importlib.reload(lightly_derm)
         lightly_derm.registry.reload()
         from lightly_derm.segmentation import register_flexunet_backbones
         assert register_flexunet_backbones() == names
         assert len(FLEXUNET_BACKBONE.register_dict) == size
-        from lightly_derm.plugins.flexunet import _PostImportHook
-        assert not any(isinstance(f, _PostImportHook) for f in sys.meta_path)
+        assert not ours(), ours()
         from tests.plugins.flexunet_worker import BuildNet
         loader = torch.utils.data.DataLoader(
             BuildNet(), batch_size=None, num_workers=1, multiprocessing_context="spawn"
@@ -105,14 +145,13 @@ def test_import_orders_reload_and_spawned_worker() -> None:
     assert "worker [(1, 1, 32, 32)]" in out
 
 
-def test_monai_loaded_first(restore_backbones) -> None:
-    """With MONAI already imported, installing the hook registers at once."""
+def test_registering_again_restores_removed_backbones(restore_backbones) -> None:
+    """Registration is idempotent and fills in what is missing."""
     for name in OURS:
         del FLEXUNET_BACKBONE.register_dict[name]
     flexunet._added.clear()
-    flexunet.install_flexunet_hook()
+    assert register_flexunet_backbones() == OURS
     assert _lightly_names() == OURS
-    assert not any(isinstance(f, flexunet._PostImportHook) for f in sys.meta_path)
 
 
 class TinyEncoder(nn.Module, BaseEncoder):

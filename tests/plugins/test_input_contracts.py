@@ -365,15 +365,8 @@ def method_input_contract(info: ComponentInfo, method: Any) -> None:
     method.load_state_dict(state)  # its own state dict still loads
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("info", COMPONENTS, ids=IDS)
+@pytest.mark.slow
 def test_input_contract(info: ComponentInfo) -> None:
     kwargs = {"backbone": "resnet18"} if info.kind == "method" else {}
     INPUT_CONTRACTS[info.kind](info, registry.create(info.kind, info.name, **kwargs))

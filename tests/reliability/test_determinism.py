@@ -29,14 +29,6 @@ from tests.reliability.runs import (
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def curve(
     name: str,
     seed: int,
@@ -64,6 +56,7 @@ def curve(
 
 
 @pytest.mark.parametrize("name", METHODS)
+@pytest.mark.slow
 def test_same_seed_same_loss_curve(name: str, tmp_path: Path) -> None:
     first = curve(name, seed=0, folder=tmp_path)
     assert len(first) == 2
@@ -78,6 +71,7 @@ def test_same_seed_same_loss_curve(name: str, tmp_path: Path) -> None:
     assert isinstance(restored, pl.LightningModule)
 
 
+@pytest.mark.slow
 def test_resumable_loader_curve_does_not_depend_on_workers() -> None:
     """Per-sample seeds: 0 or 2 DataLoader workers give the same curve."""
     assert curve("gravis", 0, shuffle=True) == curve(

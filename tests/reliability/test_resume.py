@@ -48,14 +48,6 @@ class Kill(pl.Callback):
             raise Killed
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(
     name: str,
     folder: Path,
@@ -132,6 +124,7 @@ def test_resumed_run_equals_uninterrupted_run(name: str, tmp_path: Path) -> None
     assert resumed_curve == curve
 
 
+@pytest.mark.slow
 def test_ordinary_dataloader_does_not_resume_exactly(tmp_path: Path) -> None:
     """Negative control: Lightning's default mid-epoch resume replays other batches."""
     reference, _ = run("gravis", tmp_path / "reference", resumable=False)

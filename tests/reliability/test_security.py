@@ -27,14 +27,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SCANNED = ("lightly_derm", "examples", "benchmarks")
 
 #: Calls that download, open URLs or unpickle arbitrary objects.
@@ -285,6 +277,7 @@ def test_cli_plugins_runs_offline(no_network, capsys) -> None:
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_cli_pretrain_runs_offline(no_network, tmp_path, capsys) -> None:
     """One GraVIS epoch from the command line on a tiny folder, no network."""
     import numpy as np

@@ -12,17 +12,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightly_derm.data import ISICSegmentationDataModule
 from lightly_derm.segmentation import LesionSegmentation
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train faster and steadier on one thread than on two busy-waiting ones
-    on a shared CPU (measured: 2.5 s vs 40-80 s for the SSL + fine-tune test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 #: A narrow decoder keeps the CPU tests fast; the ISIC test uses the default.
 SMALL = {"decoder_channels": (32, 16, 16, 8, 8)}
 
@@ -58,6 +47,7 @@ def _loader(**kwargs) -> DataLoader:
     return DataLoader(_synthetic(**kwargs), batch_size=4)
 
 
+@pytest.mark.slow
 def test_training_on_isic_pairs_lowers_the_loss(isic_dir) -> None:
     pl.seed_everything(0)
     data = ISICSegmentationDataModule(

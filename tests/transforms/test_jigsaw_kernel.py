@@ -125,6 +125,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[:5]}-{c[5]}-{c[6]}")
+@pytest.mark.slow
 def test_kernel_matches_the_loop_reference_bit_for_bit(interpreted, case) -> None:
     b, c, h, w, grid, dtype, layout = case
     images = random_batch((b, c, h, w), dtype, layout)

@@ -1,16 +1,6 @@
 from __future__ import annotations
 
-import pytest
 import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small image ops run steadier on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smooth_images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
