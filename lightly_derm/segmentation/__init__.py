@@ -3,6 +3,8 @@
 - :class:`ResNet18Encoder`, :class:`ResNet34Encoder`, :class:`ResNet50Encoder`: torchvision
   ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered when
   ``lightly_derm`` is imported, see :mod:`lightly_derm.plugins.flexunet`);
+  :class:`ResNet18CifarEncoder` … : the same with the small-image stem,
+  ``lightly-derm-resnet18/34/50-cifar``;
 - :class:`TimmEncoder` and its subclasses: timm CNNs as FlexibleUNet backbones
   ``timm-<model>`` (``timm-efficientnet_b0``, ``timm-tf_efficientnet_lite0``,
   ``timm-convnext_tiny``, …);
@@ -26,8 +28,12 @@ with _flexunet.defer_registration():
     from lightly_derm.segmentation.encoder_names import flexunet_backbone
     from lightly_derm.segmentation.encoders import (
         RESNET_FEATURE_CHANNELS,
+        CifarResNetEncoder,
+        ResNet18CifarEncoder,
         ResNet18Encoder,
+        ResNet34CifarEncoder,
         ResNet34Encoder,
+        ResNet50CifarEncoder,
         ResNet50Encoder,
         TorchvisionResNetEncoder,
     )
@@ -58,11 +64,15 @@ __all__ = [
     "RESNET_FEATURE_CHANNELS",
     "TIMM_ENCODERS",
     "TIMM_ENCODER_CHANNELS",
+    "CifarResNetEncoder",
     "EncoderTransferReport",
     "LesionSegmentation",
     "LesionSegmentationMetric",
+    "ResNet18CifarEncoder",
     "ResNet18Encoder",
+    "ResNet34CifarEncoder",
     "ResNet34Encoder",
+    "ResNet50CifarEncoder",
     "ResNet50Encoder",
     "TimmEncoder",
     "TorchvisionResNetEncoder",
