@@ -44,7 +44,11 @@ with _flexunet.defer_registration():
         binary_dice_jaccard,
         thresholded_jaccard,
     )
-    from lightly_derm.segmentation.overlays import render_overlays, save_overlays
+    from lightly_derm.segmentation.overlays import (
+        plot_encoder_comparison,
+        render_overlays,
+        save_overlays,
+    )
     from lightly_derm.segmentation.timm_encoders import (
         TIMM_ENCODER_CHANNELS,
         TIMM_ENCODERS,
@@ -80,6 +84,7 @@ __all__ = [
     "describe_resnet",
     "flexunet_backbone",
     "load_ssl_encoder",
+    "plot_encoder_comparison",
     "register_flexunet_backbones",
     "render_overlays",
     "save_overlays",
