@@ -7,7 +7,15 @@ import importlib
 
 import pytest
 
-MODULES = ["features", "knn", "linear_probe", "metrics", "subsets", "finetune"]
+MODULES = [
+    "features",
+    "knn",
+    "linear_probe",
+    "metrics",
+    "confusion",
+    "subsets",
+    "finetune",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
