@@ -1,8 +1,13 @@
-"""Shared fixtures: real plugin distributions on temporary paths, shared data folders."""
+"""Shared fixtures: real plugin distributions on temporary paths, shared data folders.
+
+Tests write only under their temporary folders: :func:`checkout_unchanged` fails the
+session when the checkout has files or changes after it that it did not have before.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -63,6 +68,56 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+#: Caches that running Python and the tools write beside the code (not test output).
+TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache")
+
+
+def checkout_state(repo: Path = REPO) -> set[str] | None:
+    """``git status --porcelain`` of the checkout with ignored and untracked files.
+
+    Ignored files count too (a ``*.ckpt`` or ``build/`` a test leaves is ignored by
+    git, and still litter); only Python's and the tools' caches are left out. ``None``
+    when ``repo`` is no git checkout or git is missing.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return {
+        line
+        for line in result.stdout.splitlines()
+        if line.strip()
+        and not any(part in TOOL_CACHES for part in Path(line[3:]).parts)
+        and not line.endswith((".pyc", ".pyo"))
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_unchanged() -> Iterator[None]:
+    """Fails the session when the tests left new files or changes in the checkout."""
+    before = checkout_state()
+    yield
+    if before is None:
+        return
+    after = checkout_state()
+    new = sorted((after or set()) - before)
+    if new:
+        pytest.fail(
+            "the tests changed the checkout (write under tmp_path instead): "
+            + ", ".join(line[3:] + f" [{line[:2].strip()}]" for line in new[:20])
+            + (f", and {len(new) - 20} more" if len(new) > 20 else ""),
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def isic_dir() -> Path:
     """The shared ISIC 2017 subset (images/, masks/, labels.csv); skips when absent."""
@@ -87,8 +142,18 @@ def dermamnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def plugin_template_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin package installed by pip into a fresh folder (real metadata)."""
+    """The example plugin package installed by pip into a fresh folder (real metadata).
+
+    pip builds a local project in place (``build/``, ``*.egg-info``), so it installs a
+    temporary copy of the template, never the checkout's.
+    """
     target = tmp_path_factory.mktemp("plugin_template_site")
+    source = tmp_path_factory.mktemp("plugin_template_source") / PLUGIN_TEMPLATE.name
+    shutil.copytree(
+        PLUGIN_TEMPLATE,
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -101,7 +166,7 @@ def plugin_template_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-compile",
             "--target",
             str(target),
-            str(PLUGIN_TEMPLATE),
+            str(source),
         ],
         check=True,
         capture_output=True,

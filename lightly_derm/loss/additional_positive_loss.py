@@ -57,7 +57,7 @@ class AdditionalPositiveLoss(nn.Module):
     with V views, predictions p, target projections z and J(i) the k chosen samples
     (``indices[i]``); ``indices=None`` chooses the sample itself, which is BYOL's loss
     exactly as lightly computes it with :class:`~lightly.loss.NegativeCosineSimilarity`
-    (for V = 2: ``0.5 * (ncs(p0, z1) + ncs(p1, z0))``). METHODS' squared form
+    (for V = 2: ``0.5 * (ncs(p0, z1) + ncs(p1, z0))``). The squared form
     ‖p̄ − z̄‖² = 2 − 2 cos is 4 ℓ_i + 4 for two views: same minimiser, gradients 4× —
     so λ weights L_add against L_BYOL identically in both forms.
 

@@ -36,8 +36,8 @@ class APBYOL(BYOL):
 
     Zeng, Wu, Hu, Xu, Hu, Shi, "Additional Positive Enables Better Representation
     Learning for Medical Images", MICCAI 2023, arXiv:2306.00112. No code was released;
-    this follows lightly-derm's METHODS §3 (choices marked *ours* there are arguments
-    here).
+    this follows the method page :doc:`/ap_byol` (lightly-derm's own choices are
+    arguments here).
 
     Every step after the warm-up:
 

@@ -242,8 +242,8 @@ class TracInPositiveMiner(nn.Module):
     ``no_grad``, the scores with :func:`pairwise_tracin`-style Gram matrices and the
     top-k. Nothing syncs with the host unless ``group_ids``/``exclude`` is given. For
     the last layer, that autograd call runs only through the loss (normalisation and
-    cosine), evaluating the closed form ∂ℓ/∂p of METHODS §3 for whatever per-sample
-    loss is given.
+    cosine), evaluating the closed form ∂ℓ/∂p (:doc:`/ap_byol`) for whatever
+    per-sample loss is given.
 
     Exactness (the layer outputs are where the per-sample structure matters):
 

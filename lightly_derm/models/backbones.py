@@ -6,6 +6,11 @@
   (:func:`resnet`, built on :mod:`torchvision.models`; the classifier ``fc`` becomes
   ``nn.Identity`` so that ``conv1``, ``bn1`` and ``layer1`` … ``layer4`` keep the
   names MONAI encoders and torchvision checkpoints use);
+- ``"resnet18-cifar"``: the same ResNet with the CIFAR-style stem for small images
+  (a 3 × 3 stride-1 ``conv1`` and no max-pool, :func:`cifar_stem`); the ImageNet stem
+  divides the image side by 32, so below :data:`SMALL_INPUT_SIZE` px ``layer4`` would
+  see a map smaller than 2 × 2 (1 × 1 at DermaMNIST's 28 px).
+  :func:`backbone_for_input_size` picks the stem from the input size;
 - ``"monai:efficientnet-b0"``: MONAI's EfficientNetBN
   (:func:`~lightly_derm.models.monai_backbone`);
 - ``"timm:convnext_tiny"``, ``"timm:efficientnet_b0"``,
@@ -51,28 +56,130 @@ RESNETS: tuple[str, ...] = (
     "wide_resnet50_2",
 )
 
+#: The stems of the torchvision ResNets: ``"imagenet"`` (torchvision's 7 × 7 stride-2
+#: ``conv1`` and 3 × 3 stride-2 max-pool, the image side / 4 after the stem) and
+#: ``"cifar"`` (a 3 × 3 stride-1 ``conv1`` and no max-pool, full resolution).
+STEMS: tuple[str, ...] = ("imagenet", "cifar")
+#: The backbone name suffix of the CIFAR-style stem: ``"resnet18-cifar"``.
+CIFAR_SUFFIX = "-cifar"
+#: Images smaller than this side (px) get the CIFAR-style stem from
+#: :func:`default_stem`: with the ImageNet stem ``layer4`` sees side / 32, which is
+#: below 2 × 2 there.
+SMALL_INPUT_SIZE = 64
+
+
+def default_stem(input_size: int) -> str:
+    """The ResNet stem for images of side ``input_size``: ``"cifar"`` below :data:`SMALL_INPUT_SIZE`.
+
+    Raises:
+        ValueError: ``input_size`` is not a positive int.
+
+    Example:
+        >>> from lightly_derm.models import default_stem
+        >>> default_stem(28), default_stem(64), default_stem(224)
+        ('cifar', 'imagenet', 'imagenet')
+    """
+    if (
+        isinstance(input_size, bool)
+        or not isinstance(input_size, int)
+        or input_size < 1
+    ):
+        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+    return "cifar" if input_size < SMALL_INPUT_SIZE else "imagenet"
+
+
+def split_resnet_stem(name: str) -> tuple[str, str]:
+    """Splits a ResNet name into the torchvision name and its stem.
+
+    Example:
+        >>> from lightly_derm.models import split_resnet_stem
+        >>> split_resnet_stem("resnet18-cifar"), split_resnet_stem("resnet50")
+        (('resnet18', 'cifar'), ('resnet50', 'imagenet'))
+    """
+    if name.endswith(CIFAR_SUFFIX):
+        return name[: -len(CIFAR_SUFFIX)], "cifar"
+    return name, "imagenet"
+
+
+def backbone_for_input_size(name: str, input_size: int) -> str:
+    """The backbone name to use for images of side ``input_size``.
+
+    A torchvision ResNet name without a stem (``"resnet18"``) gets the suffix
+    ``"-cifar"`` when :func:`default_stem` chooses the CIFAR-style stem; every other
+    name (a stem already chosen, another family) is returned as it is.
+
+    Example:
+        >>> from lightly_derm.models import backbone_for_input_size
+        >>> backbone_for_input_size("resnet18", 28), backbone_for_input_size("resnet18", 224)
+        ('resnet18-cifar', 'resnet18')
+        >>> backbone_for_input_size("timm:convnext_atto", 28)
+        'timm:convnext_atto'
+    """
+    family, model = split_backbone_name(name)
+    if family != DEFAULT_FAMILY or model not in RESNETS:
+        return name
+    return name + CIFAR_SUFFIX if default_stem(input_size) == "cifar" else name
+
+
+def cifar_stem(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
+    """Gives a torchvision ResNet the CIFAR-style stem, in place; returns it.
+
+    ``conv1`` becomes a new 3 × 3 stride-1 convolution (Kaiming-initialised as
+    torchvision initialises its own, same input channels and width) and ``maxpool``
+    ``nn.Identity``, as in the ResNets of He et al. (2016) for CIFAR-10 and the CIFAR
+    models of lightly's benchmarks. The module names stay torchvision's, so the state
+    dict differs only in the shape of ``conv1.weight`` (``(64, 3, 3, 3)``).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from lightly_derm.models import cifar_stem
+        >>> model = cifar_stem(torchvision.models.resnet18())
+        >>> model.layer4(model.layer3(model.layer2(model.layer1(model.maxpool(
+        ...     model.relu(model.bn1(model.conv1(torch.randn(1, 3, 28, 28))))))))).shape
+        torch.Size([1, 512, 4, 4])
+    """
+    old = model.conv1
+    model.conv1 = nn.Conv2d(
+        old.in_channels,
+        old.out_channels,
+        kernel_size=3,
+        stride=1,
+        padding=1,
+        bias=False,
+    )
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
 
 def resnet(
     name: str = "resnet50",
     weights: str | Path | Mapping[str, Tensor] | None = None,
     strict: bool = True,
+    stem: str | None = None,
 ) -> torchvision.models.ResNet:
     """Creates a torchvision ResNet without classifier, optionally with local weights.
 
     Args:
-        name: A torchvision ResNet constructor, one of :data:`RESNETS`.
+        name: A torchvision ResNet constructor, one of :data:`RESNETS`, optionally with
+            the stem suffix ``"-cifar"`` (``"resnet18-cifar"``).
         weights: A local checkpoint path or state dict in any format that
             :func:`~lightly_derm.models.checkpoints.extract_backbone_state_dict`
             understands (torchvision ResNet, backbone, lightly-derm Lightning
             checkpoint, lightly ``nn.Sequential`` backbone). Never downloaded.
         strict: Raise when a backbone key is missing or unexpected.
+        stem: ``"imagenet"`` (torchvision's) or ``"cifar"`` (:func:`cifar_stem`, for
+            images below :data:`SMALL_INPUT_SIZE` px); default the name's
+            (``"-cifar"``), else ``"imagenet"``.
 
     Returns:
         The ResNet with ``fc = nn.Identity()``; it maps (B, 3, H, W) images to
-        (B, :func:`feature_dim`) features. ``model.feature_dim`` holds that width.
+        (B, :func:`feature_dim`) features. ``model.feature_dim`` holds that width and
+        ``model.stem`` the stem.
 
     Raises:
-        ValueError: ``name`` is not a known ResNet, or the weights do not fit.
+        ValueError: ``name`` is not a known ResNet, ``stem`` is unknown or contradicts
+            the name, or the weights do not fit.
 
     Example:
         >>> import torch
@@ -80,23 +187,43 @@ def resnet(
         >>> backbone = resnet("resnet18")
         >>> backbone(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 512])
+        >>> resnet("resnet18-cifar").conv1
+        Conv2d(3, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)
     """
-    if name not in RESNETS:
+    arch, named_stem = split_resnet_stem(name)
+    if arch not in RESNETS:
         raise ValueError(
             f"backbone {name!r} is not a known ResNet; choose one of {', '.join(RESNETS)}"
+            f" (optionally with {CIFAR_SUFFIX!r} for the small-image stem)"
         )
-    model: torchvision.models.ResNet = getattr(torchvision.models, name)(weights=None)
+    if stem is not None and stem not in STEMS:
+        raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+    if stem is not None and name.endswith(CIFAR_SUFFIX) and stem != named_stem:
+        raise ValueError(
+            f"stem={stem!r} contradicts the backbone name {name!r}; pass one of them"
+        )
+    stem = stem or named_stem
+    model: torchvision.models.ResNet = getattr(torchvision.models, arch)(weights=None)
+    if stem == "cifar":
+        cifar_stem(model)
     width = model.fc.in_features
     model.fc = nn.Identity()
     model.feature_dim = width  # type: ignore[assignment]
+    model.stem = stem  # type: ignore[assignment]
     if weights is not None:
         load_backbone_weights(model, weights, strict=strict)
     return model
 
 
-def torchvision_backbone(name: str) -> torchvision.models.ResNet:
-    """The ``torchvision`` backbone family: a torchvision ResNet by name (:func:`resnet`)."""
-    return resnet(name)
+def torchvision_backbone(
+    name: str, stem: str | None = None
+) -> torchvision.models.ResNet:
+    """The ``torchvision`` backbone family: a torchvision ResNet by name (:func:`resnet`).
+
+    ``name`` may end in ``"-cifar"``, or ``stem="cifar"`` chooses the small-image stem
+    (``build_backbone("resnet18", stem="cifar")``).
+    """
+    return resnet(name, stem=stem)
 
 
 def split_backbone_name(name: str) -> tuple[str, str]:
@@ -151,11 +278,12 @@ def check_backbone_name(name: str) -> str:
             f"{', '.join(registry.names('backbone'))} (or a torchvision ResNet name: "
             f"{', '.join(RESNETS)})"
         )
-    if family == "torchvision" and model not in RESNETS:
+    if family == "torchvision" and split_resnet_stem(model)[0] not in RESNETS:
         raise ValueError(
             f"backbone {name!r} is not a known ResNet nor 'family:model' (e.g. "
             f"'timm:convnext_tiny', 'monai:efficientnet-b0', 'efficientnet-lite0'); "
-            f"ResNets: {', '.join(RESNETS)}"
+            f"ResNets: {', '.join(RESNETS)} (each also with {CIFAR_SUFFIX!r}, the "
+            "small-image stem)"
         )
     if family == "monai":
         from lightly_derm.models.monai_backbones import MONAI_EFFICIENTNETS
@@ -189,7 +317,9 @@ def build_backbone(
             named weight set such as ``"imagenet:efficientnet-lite0"``
             (:data:`~lightly_derm.models.imagenet.NAMED_WEIGHTS`). Never downloaded.
         strict: Raise when a backbone key is missing or unexpected.
-        **kwargs: Passed to the family's factory (e.g. ``img_size=64`` for a timm ViT).
+        **kwargs: Passed to the family's factory (e.g. ``img_size=64`` for a timm ViT,
+            ``stem="cifar"`` for a torchvision ResNet, the same as the name
+            ``"resnet18-cifar"``).
 
     Returns:
         The backbone, mapping (B, 3, H, W) images to (B, ``model.feature_dim``)

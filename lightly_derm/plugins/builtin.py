@@ -121,6 +121,16 @@ SEGMENTATION: tuple[Component, ...] = tuple(
         metadata={"spatial_dims": 2, "in_channels": 3},
     )
     for depth in (18, 34, 50)
+) + tuple(
+    Component(
+        "encoder",
+        f"lightly-derm-resnet{depth}-cifar",
+        f"lightly_derm.segmentation.encoders:ResNet{depth}CifarEncoder",
+        description=f"torchvision ResNet-{depth} with the small-image stem (backbone "
+        f"'resnet{depth}-cifar') as a MONAI FlexibleUNet encoder",
+        metadata={"spatial_dims": 2, "in_channels": 3},
+    )
+    for depth in (18, 34, 50)
 )
 
 

@@ -4,6 +4,8 @@
   ResNets as MONAI FlexibleUNet backbones ``lightly-derm-resnet18/34/50`` (registered,
   with every registered ``encoder`` plugin, when this package is imported; see
   :mod:`lightly_derm.plugins.flexunet`);
+  :class:`ResNet18CifarEncoder` … : the same with the small-image stem,
+  ``lightly-derm-resnet18/34/50-cifar``;
 - :class:`TimmEncoder` and its subclasses: timm CNNs as FlexibleUNet backbones
   ``timm-<model>`` (``timm-efficientnet_b0``, ``timm-tf_efficientnet_lite0``,
   ``timm-convnext_tiny``, …);
@@ -23,8 +25,12 @@ from lightly_derm.plugins.flexunet import register_flexunet_backbones
 from lightly_derm.segmentation.encoder_names import flexunet_backbone
 from lightly_derm.segmentation.encoders import (
     RESNET_FEATURE_CHANNELS,
+    CifarResNetEncoder,
+    ResNet18CifarEncoder,
     ResNet18Encoder,
+    ResNet34CifarEncoder,
     ResNet34Encoder,
+    ResNet50CifarEncoder,
     ResNet50Encoder,
     TorchvisionResNetEncoder,
 )
@@ -35,7 +41,11 @@ from lightly_derm.segmentation.metrics import (
     binary_dice_jaccard,
     thresholded_jaccard,
 )
-from lightly_derm.segmentation.overlays import render_overlays, save_overlays
+from lightly_derm.segmentation.overlays import (
+    plot_encoder_comparison,
+    render_overlays,
+    save_overlays,
+)
 from lightly_derm.segmentation.timm_encoders import (
     TIMM_ENCODER_CHANNELS,
     TIMM_ENCODERS,
@@ -56,11 +66,15 @@ __all__ = [
     "RESNET_FEATURE_CHANNELS",
     "TIMM_ENCODERS",
     "TIMM_ENCODER_CHANNELS",
+    "CifarResNetEncoder",
     "EncoderTransferReport",
     "LesionSegmentation",
     "LesionSegmentationMetric",
+    "ResNet18CifarEncoder",
     "ResNet18Encoder",
+    "ResNet34CifarEncoder",
     "ResNet34Encoder",
+    "ResNet50CifarEncoder",
     "ResNet50Encoder",
     "TimmEncoder",
     "TorchvisionResNetEncoder",
@@ -68,6 +82,7 @@ __all__ = [
     "describe_resnet",
     "flexunet_backbone",
     "load_ssl_encoder",
+    "plot_encoder_comparison",
     "register_flexunet_backbones",
     "render_overlays",
     "save_overlays",

@@ -10,6 +10,7 @@ tensor by tensor:
 backbone                       FlexibleUNet backbone
 =============================  ==============================
 ``resnet18/34/50``             ``lightly-derm-resnet18/34/50``
+``resnet18/34/50-cifar``       ``lightly-derm-resnet18/34/50-cifar``
 ``monai:efficientnet-bN``      ``efficientnet-bN`` (MONAI's)
 ``timm:<model>``               ``timm-<model>``
 ``efficientnet-lite0``         ``timm-tf_efficientnet_lite0``
@@ -18,7 +19,11 @@ backbone                       FlexibleUNet backbone
 
 from __future__ import annotations
 
-from lightly_derm.models.backbones import RESNETS, split_backbone_name
+from lightly_derm.models.backbones import (
+    RESNETS,
+    split_backbone_name,
+    split_resnet_stem,
+)
 
 __all__ = ["flexunet_backbone"]
 
@@ -39,13 +44,15 @@ def flexunet_backbone(backbone: str) -> str:
         ('lightly-derm-resnet50', 'efficientnet-b0')
         >>> flexunet_backbone("efficientnet-lite0")
         'timm-tf_efficientnet_lite0'
+        >>> flexunet_backbone("resnet18-cifar")
+        'lightly-derm-resnet18-cifar'
     """
     from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
     from lightly_derm.plugins.flexunet import register_flexunet_backbones
 
     family, model = split_backbone_name(backbone)
-    if family == "torchvision" and model not in RESNETS:
+    if family == "torchvision" and split_resnet_stem(model)[0] not in RESNETS:
         name = model  # a FlexibleUNet name given as it is
     else:
         name = {"torchvision": "lightly-derm-", "monai": "", "timm": "timm-"}.get(

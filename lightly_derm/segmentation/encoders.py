@@ -12,7 +12,10 @@ lightly-derm or lightly checkpoint load without renaming
 
 Registered as ``encoder`` plugins and, when ``lightly_derm`` is imported, as MONAI
 FlexibleUNet backbones ``lightly-derm-resnet18``, ``lightly-derm-resnet34`` and
-``lightly-derm-resnet50``.
+``lightly-derm-resnet50``, and, for the backbones with the small-image stem
+(``"resnet18-cifar"``, :func:`lightly_derm.models.cifar_stem`),
+``lightly-derm-resnet18-cifar``, ``lightly-derm-resnet34-cifar`` and
+``lightly-derm-resnet50-cifar`` (:class:`CifarResNetEncoder`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import ClassVar
 from monai.networks.blocks import BaseEncoder
 from torch import Tensor, nn
 
-from lightly_derm.models.backbones import resnet
+from lightly_derm.models.backbones import CIFAR_SUFFIX, resnet
 
 #: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet.
 RESNET_FEATURE_CHANNELS: dict[str, tuple[int, ...]] = {
@@ -75,6 +78,8 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
 
     #: The torchvision architectures this class registers (one name each).
     backbone_names: ClassVar[tuple[str, ...]] = tuple(RESNET_FEATURE_CHANNELS)
+    #: The ResNet stem (:data:`lightly_derm.models.STEMS`).
+    stem: ClassVar[str] = "imagenet"
 
     def __init__(
         self,
@@ -112,12 +117,17 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
         self.model_name = model_name
         self.in_channels = in_channels
         self.feature_channels: tuple[int, ...] = RESNET_FEATURE_CHANNELS[model_name]
-        base = resnet(model_name)
+        base = resnet(model_name, stem=self.stem)
         self.conv1 = (
             base.conv1
             if in_channels == 3
             else nn.Conv2d(
-                in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False
+                in_channels,
+                64,
+                kernel_size=base.conv1.kernel_size,
+                stride=base.conv1.stride,
+                padding=base.conv1.padding,
+                bias=False,
             )
         )
         if in_channels != 3:
@@ -222,6 +232,105 @@ class ResNet50Encoder(TorchvisionResNetEncoder):
         >>> import lightly_derm.segmentation
         >>> from monai.networks.nets import FlexibleUNet
         >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet50")
+    """
+
+    backbone_names = ("resnet50",)
+
+
+class CifarResNetEncoder(TorchvisionResNetEncoder):
+    """A torchvision ResNet with the small-image stem as a FlexibleUNet encoder.
+
+    The encoder of the backbones ``"resnet18-cifar"`` … (:func:`lightly_derm.models.resnet`
+    with ``stem="cifar"``: a 3 × 3 stride-1 ``conv1``, no max-pool), with the same
+    torchvision keys, so their SSL checkpoints load tensor by tensor
+    (:func:`~lightly_derm.segmentation.load_ssl_encoder`); the checkpoint of an
+    ImageNet-stem ResNet does not fit (``conv1`` is 7 × 7) and is an error that says so.
+
+    The stem and ``layer1`` run at full resolution, so the feature maps with the
+    stride-halving ladder that FlexibleUNet's decoder expects are those of ``layer2``,
+    ``layer3`` and ``layer4`` (strides 2, 4, 8): three maps, three decoder blocks, and
+    the output at the input's resolution. Image sides must be multiples of 8 (32 for
+    the ImageNet-stem encoders): 32 px for DermaMNIST's 28 px images.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.segmentation import ResNet18CifarEncoder
+        >>> encoder = ResNet18CifarEncoder()
+        >>> [tuple(f.shape) for f in encoder(torch.randn(1, 3, 32, 32))]
+        [(1, 128, 16, 16), (1, 256, 8, 8), (1, 512, 4, 4)]
+    """
+
+    stem = "cifar"
+    #: The stride of the last feature map; image sides must be multiples of it.
+    max_stride: ClassVar[int] = 8
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """The three feature maps of images ``x`` (B, in_channels, H, W), largest first.
+
+        Raises:
+            ValueError: ``x`` is not (B, in_channels, H, W) with H and W multiples of 8.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects images (B, {self.in_channels}, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[-2] % self.max_stride or x.shape[-1] % self.max_stride:
+            raise ValueError(
+                f"{type(self).__name__} needs image sides that are multiples of "
+                f"{self.max_stride}, got {x.shape[-2]} x {x.shape[-1]} (resize or pad, "
+                "e.g. 28 px to 32 px)"
+            )
+        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        features = []
+        for layer in (self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            features.append(x)
+        return features
+
+    @classmethod
+    def get_encoder_names(cls) -> list[str]:
+        """The FlexibleUNet backbone names, ``lightly-derm-<torchvision name>-cifar``."""
+        return [f"{BACKBONE_PREFIX}{name}{CIFAR_SUFFIX}" for name in cls.backbone_names]
+
+    @classmethod
+    def num_channels_per_output(cls) -> list[tuple[int, ...]]:
+        """The channels of the three feature maps (``layer2`` … ``layer4``), for each name."""
+        return [RESNET_FEATURE_CHANNELS[name][2:] for name in cls.backbone_names]
+
+    @classmethod
+    def num_outputs(cls) -> list[int]:
+        """Three feature maps for every name."""
+        return [3] * len(cls.backbone_names)
+
+
+class ResNet18CifarEncoder(CifarResNetEncoder):
+    """ResNet-18 with the small-image stem as the FlexibleUNet backbone ``lightly-derm-resnet18-cifar``.
+
+    Feature channels (128, 256, 512). See :class:`CifarResNetEncoder`.
+
+    Example:
+        >>> import lightly_derm
+        >>> from monai.networks.nets import FlexibleUNet
+        >>> net = FlexibleUNet(3, 1, backbone="lightly-derm-resnet18-cifar")
+    """
+
+    backbone_names = ("resnet18",)
+
+
+class ResNet34CifarEncoder(CifarResNetEncoder):
+    """ResNet-34 with the small-image stem as the FlexibleUNet backbone ``lightly-derm-resnet34-cifar``.
+
+    Feature channels (128, 256, 512). See :class:`CifarResNetEncoder`.
+    """
+
+    backbone_names = ("resnet34",)
+
+
+class ResNet50CifarEncoder(CifarResNetEncoder):
+    """ResNet-50 with the small-image stem as the FlexibleUNet backbone ``lightly-derm-resnet50-cifar``.
+
+    Feature channels (512, 1024, 2048). See :class:`CifarResNetEncoder`.
     """
 
     backbone_names = ("resnet50",)

@@ -33,6 +33,7 @@ from monai.networks.nets import EfficientNetEncoder, FlexibleUNet
 from monai.networks.utils import copy_model_state
 from torch import Tensor, nn
 
+from lightly_derm.models.backbones import CIFAR_SUFFIX
 from lightly_derm.models.checkpoints import extract_backbone_state_dict
 
 #: Blocks per stage and block type of the torchvision ResNets, to name a checkpoint's.
@@ -115,11 +116,17 @@ def _backbone_part(encoder: nn.Module) -> tuple[nn.Module, set[str], set[str]]:
 def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
     """Names the torchvision ResNet a backbone state dict belongs to, if it is one.
 
+    A ResNet with the small-image stem (3 × 3 ``conv1``) is named with its suffix,
+    ``"resnet18-cifar"``, as its backbone is (:func:`lightly_derm.models.resnet`).
+
     Example:
         >>> import torchvision
         >>> from lightly_derm.segmentation.transfer import describe_resnet
         >>> describe_resnet(torchvision.models.resnet34().state_dict())
         'resnet34'
+        >>> from lightly_derm.models import resnet
+        >>> describe_resnet(resnet("resnet18", stem="cifar").state_dict())
+        'resnet18-cifar'
     """
     blocks = []
     for stage in range(1, 5):
@@ -131,7 +138,11 @@ def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
     bottleneck = any(".conv3." in k for k in state)
     first = state.get("layer1.0.conv1.weight")
     width = int(first.shape[0]) if isinstance(first, Tensor) and first.ndim else 0
-    return _RESNET_LAYOUTS.get((tuple(blocks), bottleneck, width))
+    name = _RESNET_LAYOUTS.get((tuple(blocks), bottleneck, width))
+    stem = state.get("conv1.weight")
+    if name and isinstance(stem, Tensor) and stem.ndim == 4 and stem.shape[-1] == 3:
+        name += CIFAR_SUFFIX  # the small-image stem's 3 x 3 conv1
+    return name
 
 
 def load_ssl_encoder(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -30,9 +31,11 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(callbacks, epochs: int = 2, batches: int = 5) -> pl.Trainer:
+def fit(callbacks, root: Path, epochs: int = 2, batches: int = 5) -> pl.Trainer:
+    """Fits :class:`Tiny`; Lightning's own checkpoints go under ``root`` (a tmp folder)."""
     loader = DataLoader(TensorDataset(torch.randn(batches * 2, 2)), batch_size=2)
     trainer = pl.Trainer(
+        default_root_dir=root,
         max_epochs=epochs,
         callbacks=callbacks,
         logger=False,
@@ -60,7 +63,7 @@ def test_periodic_checkpoint_every_n_steps_and_every_epoch(
 
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
     callback = PeriodicCheckpoint(tmp_path / "checkpoints", every_n_steps=3)
-    fit([callback])
+    fit([callback], tmp_path)
     # 5 steps per epoch: step 3, the epoch end (5), 3 steps later (8), the epoch end (10)
     assert saved == [3, 5, 8, 10]
     state = torch.load(callback.path, weights_only=False)
@@ -69,14 +72,14 @@ def test_periodic_checkpoint_every_n_steps_and_every_epoch(
         PeriodicCheckpoint(tmp_path, every_n_steps=-1)
 
 
-def test_epoch_mean_loss_is_the_mean_of_the_steps() -> None:
+def test_epoch_mean_loss_is_the_mean_of_the_steps(tmp_path) -> None:
     means = []
 
     class Record(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
             means.append(float(trainer.callback_metrics["train_loss_epoch"]))
 
-    fit([EpochMeanLoss(), Record()])
+    fit([EpochMeanLoss(), Record()], tmp_path)
     # reference: steps log 0..4 (+10 in the second epoch); the callback logs before
     # Record reads (callbacks run in order)
     assert means == pytest.approx([sum(range(5)) / 5, 10 + sum(range(5)) / 5])

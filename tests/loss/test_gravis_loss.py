@@ -1,7 +1,8 @@
 """GraVISLoss against slow float64 references written here (never against itself).
 
 References:
-- ``loop_smooth_ap`` / ``loop_attention``: METHODS.md §1's formulas with Python loops
+- ``loop_smooth_ap`` / ``loop_attention``: the formulas of the method page
+  docs/gravis.rst (section "Loss") with Python loops
   over anchors and positives, in float64, with the authors' clamped sigmoid.
 - ``authors_smooth_ap``: the authors' ``loss.py`` formulation (Smooth-AP reference code:
   (N, N, N) difference tensors, contiguous groups of equal size, raw dot products).

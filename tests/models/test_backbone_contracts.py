@@ -25,6 +25,7 @@ pytest.importorskip("timm")
 FAMILIES = registry.list("backbone")
 #: Backbones named in the docs, beyond each family's example.
 NAMED = [
+    "resnet18-cifar",
     "timm:efficientnet_b0",
     "efficientnet-lite0",
     "timm:convnext_tiny",
@@ -35,7 +36,7 @@ METHODS = [
     i.name for i in registry.list("method") if i.metadata.get("task") == "pretrain"
 ]
 #: Backbones whose training steps take more than a few seconds on one CPU thread.
-SLOW = {"timm:convnext_tiny", "timm:vit_small_patch16_224"}
+SLOW = {"resnet18-cifar", "timm:convnext_tiny", "timm:vit_small_patch16_224"}
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,8 @@ MODULES = [
     "lightly_derm.segmentation.timm_encoders",
     "lightly_derm.segmentation.encoder_names",
     "lightly_derm.segmentation.transfer",
+    "lightly_derm.segmentation.encoders",
+    "lightly_derm.segmentation.overlays",
 ]
 
 

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS  # noqa: E402
 
 OURS = sorted(
-    ["lightly-derm-resnet18", "lightly-derm-resnet34", "lightly-derm-resnet50"]
+    [f"lightly-derm-resnet{d}{stem}" for d in (18, 34, 50) for stem in ("", "-cifar")]
     + [f"timm-{m}" for m in TIMM_ENCODER_MODELS]
 )
 
