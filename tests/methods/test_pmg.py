@@ -15,14 +15,6 @@ GRIDS = (4, 2, 1)
 SMALL = {"backbone": "resnet18", "grids": GRIDS, "embedding_dim": 8, "block_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batches(count: int, size: int = 4) -> list:
     """Batches of [a, b, J_4(a), J_2(a), J_1(a)] views (the jigsaws fixed in the batch)."""
     generator = torch.Generator().manual_seed(0)

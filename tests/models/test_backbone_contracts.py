@@ -39,14 +39,6 @@ METHODS = [
 SLOW = {"resnet18-cifar", "timm:convnext_tiny", "timm:vit_small_patch16_224"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _build(name: str) -> nn.Module:
     # a ViT is built for the test's 64 px images (timm's img_size)
     kwargs = {"img_size": 64} if "vit_" in name else {}

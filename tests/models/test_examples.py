@@ -7,8 +7,6 @@ import importlib
 
 import pytest
 
-from tests.methods.test_fgssl import one_thread  # noqa: F401
-
 MODULES = [
     "lightly_derm.models.backbones",
     "lightly_derm.models.checkpoints",

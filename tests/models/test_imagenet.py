@@ -16,7 +16,6 @@ from lightly_derm.models import (
     lite0_weights_path,
     load_checkpoint_file,
 )
-from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 pytest.importorskip("timm")
 pytest.importorskip(

@@ -11,7 +11,6 @@ from lightly_derm.models import (
     hierarchical_stages,
     stage_channels,
 )
-from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 pytest.importorskip("timm")
 

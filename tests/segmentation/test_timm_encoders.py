@@ -14,7 +14,6 @@ from lightly_derm.segmentation import (
     flexunet_backbone,
     load_ssl_encoder,
 )
-from tests.methods.test_fgssl import one_thread  # noqa: F401
 
 timm = pytest.importorskip("timm")
 
