@@ -61,14 +61,19 @@ class SSLMethod(pl.LightningModule):
     :class:`~lightly_derm.data.DecodedImageCache`), :meth:`default_collate` stacks the
     canvases (:class:`~lightly_derm.data.CanvasCollate`), and after the batch reaches
     the device Lightning's ``on_after_batch_transfer`` makes the views for the whole
-    batch with :meth:`gpu_view_transform` — the same augmentations with the same
-    distributions, per-image random parameters — and hands ``training_step`` the same
+    batch with :meth:`gpu_view_transform` — by default derived from
+    :meth:`cpu_view_transform` (:meth:`GPUMultiViewTransform.from_view_transform
+    <lightly_derm.transforms.gpu.GPUMultiViewTransform.from_view_transform>`), so the
+    same augmentations with the same distributions, per-image random parameters, and a
+    method whose CPU transform uses the supported operations gets ``augment="gpu"``
+    without writing anything — and hands ``training_step`` the same
     :class:`~lightly_derm.data.GroupedBatch` as the CPU path would. The views come in
     the trainer's precision (bfloat16 under ``"bf16-mixed"``) and in channels-last
     layout when the backbone is. Their random numbers come from a generator of the
     method on the device, seeded from ``torch.initial_seed()`` and the global rank (so
-    ``seed_everything`` makes them reproducible and DDP ranks differ); its state is
-    not checkpointed.
+    ``seed_everything`` makes them reproducible and DDP ranks differ); its state (of
+    every rank) is saved in checkpoints and restored on resuming, so that a resumed run
+    makes the views the interrupted one would have made.
 
     Args:
         backbone: A backbone name for :func:`~lightly_derm.models.build_backbone`
@@ -80,6 +85,9 @@ class SSLMethod(pl.LightningModule):
         augment: ``"cpu"`` or ``"gpu"`` (see above).
 
     Attributes:
+        gpu_view_ignore: Transform types of :meth:`cpu_view_transform` that the derived
+            GPU views leave out on purpose (e.g. ``(torchvision.transforms.v2.AugMix,)``);
+            empty by default, so that any other untranslatable step is an error.
         ddp_find_unused_parameters: Whether a training step leaves parameters without
             gradient, so that DDP must be told
             (``DDPStrategy(find_unused_parameters=method.ddp_find_unused_parameters)``,
@@ -88,6 +96,7 @@ class SSLMethod(pl.LightningModule):
     """
 
     ddp_find_unused_parameters: bool = False
+    gpu_view_ignore: tuple[type, ...] = ()
 
     def __init__(
         self,
@@ -101,10 +110,12 @@ class SSLMethod(pl.LightningModule):
         if (
             augment == "gpu"
             and type(self).gpu_view_transform is SSLMethod.gpu_view_transform
+            and type(self).cpu_view_transform is SSLMethod.cpu_view_transform
         ):
             raise ValueError(
-                f"{type(self).__name__} has no GPU view pipeline (gpu_view_transform); "
-                "use augment='cpu'"
+                f"{type(self).__name__} has no GPU view pipeline: it defines neither "
+                "cpu_view_transform (to derive one from) nor gpu_view_transform; use "
+                "augment='cpu'"
             )
         self.augment: str = augment
         self._gpu_views: dict[tuple[int, bool], GPUMultiViewTransform] = {}
@@ -139,6 +150,8 @@ class SSLMethod(pl.LightningModule):
         canvas; the views of ``input_size`` pixels are made on the device).
         """
         if self.augment == "gpu":
+            # Built now, so that a CPU transform without GPU form fails before training.
+            self._gpu_pipeline(input_size, training=True)
             return CanvasTransform(view_size=input_size)
         return self.cpu_view_transform(input_size)
 
@@ -149,9 +162,20 @@ class SSLMethod(pl.LightningModule):
         )
 
     def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """The batched device form of :meth:`cpu_view_transform` (``augment="gpu"``)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no GPU view pipeline; use augment='cpu'"
+        """The batched device form of :meth:`cpu_view_transform` (``augment="gpu"``).
+
+        Derived from the CPU transform's objects by
+        :meth:`GPUMultiViewTransform.from_view_transform
+        <lightly_derm.transforms.gpu.GPUMultiViewTransform.from_view_transform>`
+        (leaving out :attr:`gpu_view_ignore`), so the two cannot drift apart. Override
+        it only for views the CPU transform cannot describe.
+
+        Raises:
+            ValueError: The CPU transform has a step without GPU form; the message
+                names it.
+        """
+        return GPUMultiViewTransform.from_view_transform(
+            self.cpu_view_transform(input_size), ignore=self.gpu_view_ignore
         )
 
     def gpu_eval_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
@@ -272,6 +296,16 @@ class SSLMethod(pl.LightningModule):
                 break
         return torch.contiguous_format
 
+    def _gpu_pipeline(self, view_size: int, training: bool) -> GPUMultiViewTransform:
+        """The (cached) GPU view pipeline of training or evaluation batches."""
+        key = (view_size, training)
+        pipeline = self._gpu_views.get(key)
+        if pipeline is None:
+            make = self.gpu_view_transform if training else self.gpu_eval_view_transform
+            pipeline = make(view_size)
+            self._gpu_views[key] = pipeline
+        return pipeline
+
     def make_views(self, batch: CanvasBatch, training: bool = True) -> GroupedBatch:
         """Makes the views of a :class:`~lightly_derm.data.CanvasBatch` on its device.
 
@@ -285,12 +319,7 @@ class SSLMethod(pl.LightningModule):
             raise TypeError(
                 f"make_views needs a CanvasBatch, got {type(batch).__name__}"
             )
-        key = (batch.view_size, training)
-        pipeline = self._gpu_views.get(key)
-        if pipeline is None:
-            make = self.gpu_view_transform if training else self.gpu_eval_view_transform
-            pipeline = make(batch.view_size)
-            self._gpu_views[key] = pipeline
+        pipeline = self._gpu_pipeline(batch.view_size, training)
         images = batch.images
         views = pipeline(
             images,
