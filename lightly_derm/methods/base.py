@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightly_derm._version import __version__
@@ -29,6 +30,9 @@ AUGMENT: tuple[str, ...] = ("cpu", "gpu")
 
 #: Key of the checkpoint entry that names the method which wrote it.
 CHECKPOINT_KEY = "lightly_derm"
+
+#: Key (in ``checkpoint[CHECKPOINT_KEY]``) of the GPU views' generator states.
+VIEW_GENERATOR_KEY = "gpu_view_generator"
 
 
 class SSLMethod(pl.LightningModule):
@@ -120,6 +124,7 @@ class SSLMethod(pl.LightningModule):
         self.augment: str = augment
         self._gpu_views: dict[tuple[int, bool], GPUMultiViewTransform] = {}
         self._augment_generator: torch.Generator | None = None
+        self._pending_view_state: tuple[str, Tensor] | None = None
         if isinstance(backbone, str):
             self.backbone: nn.Module = build_backbone(
                 backbone, weights=backbone_weights
@@ -191,12 +196,21 @@ class SSLMethod(pl.LightningModule):
         return CanvasCollate() if self.augment == "gpu" else GroupedViewCollate()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Records which method (class, module, lightly-derm version) wrote the checkpoint."""
+        """Records which method (class, module, lightly-derm version) wrote the checkpoint.
+
+        With ``augment="gpu"`` also the state of every rank's GPU-view generator
+        (gathered from all processes: Lightning calls this hook on every rank), so that
+        a resumed run continues the interrupted run's views.
+        """
         checkpoint[CHECKPOINT_KEY] = {
             "method": type(self).__qualname__,
             "module": type(self).__module__,
             "version": __version__,
         }
+        if self.augment == "gpu":
+            checkpoint[CHECKPOINT_KEY][VIEW_GENERATOR_KEY] = (
+                self._view_generator_states()
+            )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keeps the checkpoint's origin for the messages of :meth:`load_state_dict`."""
@@ -208,6 +222,46 @@ class SSLMethod(pl.LightningModule):
             if isinstance(hparams, Mapping)
             else None,
         }
+        states = origin.get(VIEW_GENERATOR_KEY) if isinstance(origin, Mapping) else None
+        if self.augment == "gpu" and isinstance(states, Mapping):
+            self._restore_view_generator(states)
+
+    def _view_generator_states(self) -> dict[str, Any]:
+        """``{"device": type, "per_rank": [state or None, ...]}`` of the GPU views."""
+        generator = self._augment_generator
+        state = None if generator is None else generator.get_state()
+        device = None if generator is None else generator.device.type
+        trainer = self._trainer
+        per_rank: list[Any] = [(device, state)]
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            per_rank = [None] * trainer.world_size
+            torch.distributed.all_gather_object(per_rank, (device, state))
+        return {
+            "device": [d for d, _ in per_rank],
+            "per_rank": [s for _, s in per_rank],
+        }
+
+    def _restore_view_generator(self, states: Mapping[str, Any]) -> None:
+        """Keeps this rank's saved generator state for :meth:`augment_generator`."""
+        per_rank = list(states.get("per_rank") or [])
+        devices = list(states.get("device") or [])
+        trainer = self._trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        if len(per_rank) != world_size:
+            rank_zero_warn(
+                f"the checkpoint holds GPU-view generator states of {len(per_rank)} "
+                f"processes, this run has {world_size}; the views are drawn afresh"
+            )
+            return
+        if per_rank[rank] is not None:
+            self._pending_view_state = (devices[rank], per_rank[rank])
+            self._augment_generator = None  # made again, from the saved state
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -263,12 +317,28 @@ class SSLMethod(pl.LightningModule):
 
     # ------------------------------------------------------------------ GPU views
     def augment_generator(self, device: torch.device) -> torch.Generator:
-        """The generator of the GPU views on ``device`` (made on first use)."""
+        """The generator of the GPU views on ``device`` (made on first use).
+
+        Seeded from ``torch.initial_seed()`` and the global rank, or, after resuming
+        from a checkpoint, set to the state the checkpoint saved for this rank.
+        """
         generator = self._augment_generator
         if generator is None or generator.device != device:
             rank = self.global_rank if self._trainer is not None else 0
             generator = torch.Generator(device=device)
             generator.manual_seed((torch.initial_seed() + 1_000_003 * rank) % 2**63)
+            pending = self._pending_view_state
+            if pending is not None:
+                self._pending_view_state = None
+                saved_device, state = pending
+                if saved_device == generator.device.type:
+                    generator.set_state(state.cpu())
+                else:
+                    rank_zero_warn(
+                        f"the checkpoint's GPU-view generator ran on {saved_device}, "
+                        f"this run's on {generator.device.type}; the views are drawn "
+                        "afresh"
+                    )
             self._augment_generator = generator
         return generator
 
