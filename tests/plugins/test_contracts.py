@@ -367,3 +367,16 @@ def test_miner_contract_can_fail() -> None:
     miner_contract(info, TracInPositiveMiner())
     with pytest.raises(AssertionError, match="never the sample itself"):
         miner_contract(info, SelfMiner())
+
+
+def test_third_party_method_gets_gpu_views_from_its_cpu_transform(
+    plugin_template_site, monkeypatch, clean_plugin_env
+) -> None:
+    """The template's method defines CPU views only; augment='gpu' trains all the same."""
+    from lightly_derm.plugins import Registry
+
+    monkeypatch.syspath_prepend(str(plugin_template_site))
+    reg = Registry()
+    method = reg.create("method", "group_center", backbone="resnet18", augment="gpu")
+    assert _has_gpu_views(method)
+    _train_one_step(method, precision="bf16-mixed")
