@@ -192,11 +192,11 @@ class GPUViewTransform:
     ) -> GPUViewTransform:
         """The GPU form of one CPU view transform, read from its objects.
 
-        See :func:`~lightly_derm.transforms.gpu.translate.gpu_view_kwargs` for what is
+        See :func:`~lightly_derm.transforms.gpu.gpu_view_kwargs` for what is
         translated; ``ignore`` lists transform types to leave out on purpose.
 
         Raises:
-            ValueError: (:class:`~lightly_derm.transforms.gpu.translate.UntranslatableTransformError`)
+            ValueError: (:class:`~lightly_derm.transforms.gpu.UntranslatableTransformError`)
                 naming the transform that has no GPU form.
 
         Example:
@@ -454,7 +454,7 @@ class GPUMultiViewTransform:
         pass (GraVIS's K views).
 
         Raises:
-            ValueError: (:class:`~lightly_derm.transforms.gpu.translate.UntranslatableTransformError`)
+            ValueError: (:class:`~lightly_derm.transforms.gpu.UntranslatableTransformError`)
                 naming the view and the transform that has no GPU form.
 
         Example:
