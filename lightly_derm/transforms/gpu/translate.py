@@ -264,9 +264,19 @@ def gpu_view_kwargs(
                 input_size=_square(leaf.size, "Resize", leaf_where), crop="resize"
             )
         elif isinstance(leaf, (v2.RandomHorizontalFlip, T1.RandomHorizontalFlip)):
+            if kwargs["hf_prob"] > 0:
+                raise UntranslatableTransformError(
+                    f"{leaf_where}: a second RandomHorizontalFlip in one view; the GPU pipeline has "
+                    "one of each"
+                )
             kwargs["hf_prob"] = float(leaf.p) * p
             flipped = flipped or leaf.p * p > 0
         elif isinstance(leaf, (v2.RandomVerticalFlip, T1.RandomVerticalFlip)):
+            if kwargs["vf_prob"] > 0:
+                raise UntranslatableTransformError(
+                    f"{leaf_where}: a second RandomVerticalFlip in one view; the GPU pipeline has "
+                    "one of each"
+                )
             kwargs["vf_prob"] = float(leaf.p) * p
             flipped = flipped or leaf.p * p > 0
         elif isinstance(leaf, (v2.RandomRotation, T1.RandomRotation)):

@@ -127,6 +127,14 @@ def test_plain_compose_and_random_apply_probabilities() -> None:
         ),
         ([v2.RandomResizedCrop(32), v2.RandomRotation(10, expand=True)], "expand"),
         ([v2.RandomGrayscale(0.2)], "no RandomResizedCrop or Resize"),
+        (
+            [
+                v2.RandomResizedCrop(32),
+                v2.RandomHorizontalFlip(),
+                v2.RandomHorizontalFlip(),
+            ],
+            "a second RandomHorizontalFlip",
+        ),
         ([v2.RandomResizedCrop(32), v2.RandomGrayscale(0.2)] * 2, "a second crop"),
     ],
 )
