@@ -72,8 +72,8 @@ def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Two-sample Kolmogorov–Smirnov distance sup |F_a − F_b|."""
     a, b = a.double().flatten().sort().values, b.double().flatten().sort().values
     grid = torch.cat([a, b])
-    fa = torch.searchsorted(a, grid, right=True) / a.numel()
-    fb = torch.searchsorted(b, grid, right=True) / b.numel()
+    fa = torch.searchsorted(a, grid, right=True).double() / a.numel()
+    fb = torch.searchsorted(b, grid, right=True).double() / b.numel()
     return float((fa - fb).abs().max())
 
 
