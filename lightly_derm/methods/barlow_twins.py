@@ -24,8 +24,6 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.methods.base import Augment, SSLMethod
-from lightly_derm.methods.byol import byol_gpu_views
-from lightly_derm.transforms.gpu import GPUMultiViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 __all__ = ["BarlowTwins"]
@@ -142,7 +140,3 @@ class BarlowTwins(SSLMethod):
                 view_2_transform=BYOLView2Transform(input_size=input_size),
             )
         )
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """Lightly's BYOL views on the device (see :func:`~lightly_derm.methods.byol.byol_gpu_views`)."""
-        return byol_gpu_views(input_size)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightly_derm._version import __version__
@@ -29,6 +30,9 @@ AUGMENT: tuple[str, ...] = ("cpu", "gpu")
 
 #: Key of the checkpoint entry that names the method which wrote it.
 CHECKPOINT_KEY = "lightly_derm"
+
+#: Key (in ``checkpoint[CHECKPOINT_KEY]``) of the GPU views' generator states.
+VIEW_GENERATOR_KEY = "gpu_view_generator"
 
 
 class SSLMethod(pl.LightningModule):
@@ -61,14 +65,19 @@ class SSLMethod(pl.LightningModule):
     :class:`~lightly_derm.data.DecodedImageCache`), :meth:`default_collate` stacks the
     canvases (:class:`~lightly_derm.data.CanvasCollate`), and after the batch reaches
     the device Lightning's ``on_after_batch_transfer`` makes the views for the whole
-    batch with :meth:`gpu_view_transform` — the same augmentations with the same
-    distributions, per-image random parameters — and hands ``training_step`` the same
+    batch with :meth:`gpu_view_transform` — by default derived from
+    :meth:`cpu_view_transform` (:meth:`GPUMultiViewTransform.from_view_transform
+    <lightly_derm.transforms.gpu.GPUMultiViewTransform.from_view_transform>`), so the
+    same augmentations with the same distributions, per-image random parameters, and a
+    method whose CPU transform uses the supported operations gets ``augment="gpu"``
+    without writing anything — and hands ``training_step`` the same
     :class:`~lightly_derm.data.GroupedBatch` as the CPU path would. The views come in
     the trainer's precision (bfloat16 under ``"bf16-mixed"``) and in channels-last
     layout when the backbone is. Their random numbers come from a generator of the
     method on the device, seeded from ``torch.initial_seed()`` and the global rank (so
-    ``seed_everything`` makes them reproducible and DDP ranks differ); its state is
-    not checkpointed.
+    ``seed_everything`` makes them reproducible and DDP ranks differ); its state (of
+    every rank) is saved in checkpoints and restored on resuming, so that a resumed run
+    makes the views the interrupted one would have made.
 
     Args:
         backbone: A backbone name for :func:`~lightly_derm.models.build_backbone`
@@ -80,6 +89,9 @@ class SSLMethod(pl.LightningModule):
         augment: ``"cpu"`` or ``"gpu"`` (see above).
 
     Attributes:
+        gpu_view_ignore: Transform types of :meth:`cpu_view_transform` that the derived
+            GPU views leave out on purpose (e.g. ``(torchvision.transforms.v2.AugMix,)``);
+            empty by default, so that any other untranslatable step is an error.
         ddp_find_unused_parameters: Whether a training step leaves parameters without
             gradient, so that DDP must be told
             (``DDPStrategy(find_unused_parameters=method.ddp_find_unused_parameters)``,
@@ -88,6 +100,7 @@ class SSLMethod(pl.LightningModule):
     """
 
     ddp_find_unused_parameters: bool = False
+    gpu_view_ignore: tuple[type, ...] = ()
 
     def __init__(
         self,
@@ -101,14 +114,17 @@ class SSLMethod(pl.LightningModule):
         if (
             augment == "gpu"
             and type(self).gpu_view_transform is SSLMethod.gpu_view_transform
+            and type(self).cpu_view_transform is SSLMethod.cpu_view_transform
         ):
             raise ValueError(
-                f"{type(self).__name__} has no GPU view pipeline (gpu_view_transform); "
-                "use augment='cpu'"
+                f"{type(self).__name__} has no GPU view pipeline: it defines neither "
+                "cpu_view_transform (to derive one from) nor gpu_view_transform; use "
+                "augment='cpu'"
             )
         self.augment: str = augment
         self._gpu_views: dict[tuple[int, bool], GPUMultiViewTransform] = {}
         self._augment_generator: torch.Generator | None = None
+        self._pending_view_state: tuple[str, Tensor] | None = None
         if isinstance(backbone, str):
             self.backbone: nn.Module = build_backbone(
                 backbone, weights=backbone_weights
@@ -139,6 +155,8 @@ class SSLMethod(pl.LightningModule):
         canvas; the views of ``input_size`` pixels are made on the device).
         """
         if self.augment == "gpu":
+            # Built now, so that a CPU transform without GPU form fails before training.
+            self._gpu_pipeline(input_size, training=True)
             return CanvasTransform(view_size=input_size)
         return self.cpu_view_transform(input_size)
 
@@ -149,9 +167,20 @@ class SSLMethod(pl.LightningModule):
         )
 
     def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """The batched device form of :meth:`cpu_view_transform` (``augment="gpu"``)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no GPU view pipeline; use augment='cpu'"
+        """The batched device form of :meth:`cpu_view_transform` (``augment="gpu"``).
+
+        Derived from the CPU transform's objects by
+        :meth:`GPUMultiViewTransform.from_view_transform
+        <lightly_derm.transforms.gpu.GPUMultiViewTransform.from_view_transform>`
+        (leaving out :attr:`gpu_view_ignore`), so the two cannot drift apart. Override
+        it only for views the CPU transform cannot describe.
+
+        Raises:
+            ValueError: The CPU transform has a step without GPU form; the message
+                names it.
+        """
+        return GPUMultiViewTransform.from_view_transform(
+            self.cpu_view_transform(input_size), ignore=self.gpu_view_ignore
         )
 
     def gpu_eval_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
@@ -167,12 +196,21 @@ class SSLMethod(pl.LightningModule):
         return CanvasCollate() if self.augment == "gpu" else GroupedViewCollate()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Records which method (class, module, lightly-derm version) wrote the checkpoint."""
+        """Records which method (class, module, lightly-derm version) wrote the checkpoint.
+
+        With ``augment="gpu"`` also the state of every rank's GPU-view generator
+        (gathered from all processes: Lightning calls this hook on every rank), so that
+        a resumed run continues the interrupted run's views.
+        """
         checkpoint[CHECKPOINT_KEY] = {
             "method": type(self).__qualname__,
             "module": type(self).__module__,
             "version": __version__,
         }
+        if self.augment == "gpu":
+            checkpoint[CHECKPOINT_KEY][VIEW_GENERATOR_KEY] = (
+                self._view_generator_states()
+            )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keeps the checkpoint's origin for the messages of :meth:`load_state_dict`."""
@@ -184,6 +222,46 @@ class SSLMethod(pl.LightningModule):
             if isinstance(hparams, Mapping)
             else None,
         }
+        states = origin.get(VIEW_GENERATOR_KEY) if isinstance(origin, Mapping) else None
+        if self.augment == "gpu" and isinstance(states, Mapping):
+            self._restore_view_generator(states)
+
+    def _view_generator_states(self) -> dict[str, Any]:
+        """``{"device": type, "per_rank": [state or None, ...]}`` of the GPU views."""
+        generator = self._augment_generator
+        state = None if generator is None else generator.get_state()
+        device = None if generator is None else generator.device.type
+        trainer = self._trainer
+        per_rank: list[Any] = [(device, state)]
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            per_rank = [None] * trainer.world_size
+            torch.distributed.all_gather_object(per_rank, (device, state))
+        return {
+            "device": [d for d, _ in per_rank],
+            "per_rank": [s for _, s in per_rank],
+        }
+
+    def _restore_view_generator(self, states: Mapping[str, Any]) -> None:
+        """Keeps this rank's saved generator state for :meth:`augment_generator`."""
+        per_rank = list(states.get("per_rank") or [])
+        devices = list(states.get("device") or [])
+        trainer = self._trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        if len(per_rank) != world_size:
+            rank_zero_warn(
+                f"the checkpoint holds GPU-view generator states of {len(per_rank)} "
+                f"processes, this run has {world_size}; the views are drawn afresh"
+            )
+            return
+        if per_rank[rank] is not None:
+            self._pending_view_state = (devices[rank], per_rank[rank])
+            self._augment_generator = None  # made again, from the saved state
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -239,12 +317,28 @@ class SSLMethod(pl.LightningModule):
 
     # ------------------------------------------------------------------ GPU views
     def augment_generator(self, device: torch.device) -> torch.Generator:
-        """The generator of the GPU views on ``device`` (made on first use)."""
+        """The generator of the GPU views on ``device`` (made on first use).
+
+        Seeded from ``torch.initial_seed()`` and the global rank, or, after resuming
+        from a checkpoint, set to the state the checkpoint saved for this rank.
+        """
         generator = self._augment_generator
         if generator is None or generator.device != device:
             rank = self.global_rank if self._trainer is not None else 0
             generator = torch.Generator(device=device)
             generator.manual_seed((torch.initial_seed() + 1_000_003 * rank) % 2**63)
+            pending = self._pending_view_state
+            if pending is not None:
+                self._pending_view_state = None
+                saved_device, state = pending
+                if saved_device == generator.device.type:
+                    generator.set_state(state.cpu())
+                else:
+                    rank_zero_warn(
+                        f"the checkpoint's GPU-view generator ran on {saved_device}, "
+                        f"this run's on {generator.device.type}; the views are drawn "
+                        "afresh"
+                    )
             self._augment_generator = generator
         return generator
 
@@ -272,6 +366,16 @@ class SSLMethod(pl.LightningModule):
                 break
         return torch.contiguous_format
 
+    def _gpu_pipeline(self, view_size: int, training: bool) -> GPUMultiViewTransform:
+        """The (cached) GPU view pipeline of training or evaluation batches."""
+        key = (view_size, training)
+        pipeline = self._gpu_views.get(key)
+        if pipeline is None:
+            make = self.gpu_view_transform if training else self.gpu_eval_view_transform
+            pipeline = make(view_size)
+            self._gpu_views[key] = pipeline
+        return pipeline
+
     def make_views(self, batch: CanvasBatch, training: bool = True) -> GroupedBatch:
         """Makes the views of a :class:`~lightly_derm.data.CanvasBatch` on its device.
 
@@ -285,12 +389,7 @@ class SSLMethod(pl.LightningModule):
             raise TypeError(
                 f"make_views needs a CanvasBatch, got {type(batch).__name__}"
             )
-        key = (batch.view_size, training)
-        pipeline = self._gpu_views.get(key)
-        if pipeline is None:
-            make = self.gpu_view_transform if training else self.gpu_eval_view_transform
-            pipeline = make(batch.view_size)
-            self._gpu_views[key] = pipeline
+        pipeline = self._gpu_pipeline(batch.view_size, training)
         images = batch.images
         views = pipeline(
             images,

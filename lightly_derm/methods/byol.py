@@ -30,7 +30,6 @@ from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batc
 from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
 from lightly_derm.methods._optim import hparams_ignore
 from lightly_derm.methods.base import Augment, SSLMethod
-from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 
@@ -235,25 +234,3 @@ class BYOL(SSLMethod):
                 view_2_transform=BYOLView2Transform(input_size=input_size),
             )
         )
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """Lightly's ``BYOLView1Transform`` and ``BYOLView2Transform`` on the device."""
-        return byol_gpu_views(input_size)
-
-
-def byol_gpu_views(input_size: int = 224) -> GPUMultiViewTransform:
-    """BYOL's two views with lightly's defaults, as a GPU pipeline.
-
-    View 1: RandomResizedCrop (scale 0.08–1), flip 0.5, colour jitter 0.8
-    (0.4, 0.4, 0.2, 0.1), grayscale 0.2, blur 1.0 (σ 0.1–2); view 2: the same with blur
-    0.1 and solarisation 0.2 — :class:`~lightly_derm.transforms.gpu.GPUViewTransform`'s
-    defaults are view 1's.
-    """
-    return GPUMultiViewTransform(
-        [
-            GPUViewTransform(input_size=input_size),
-            GPUViewTransform(
-                input_size=input_size, gaussian_blur=0.1, solarization_prob=0.2
-            ),
-        ]
-    )

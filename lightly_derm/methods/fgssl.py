@@ -20,8 +20,7 @@ from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.barlow_twins_frobenius_loss import BarlowTwinsFrobeniusLoss
 from lightly_derm.methods.base import Augment
 from lightly_derm.methods.pmg import PMGMethod
-from lightly_derm.transforms.fgssl_transform import FGSSLTransform, check_input_size
-from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
+from lightly_derm.transforms.fgssl_transform import FGSSLTransform
 
 __all__ = ["FGSSL", "LEARNING_RATES", "LOSSES"]
 
@@ -275,25 +274,6 @@ class FGSSL(PMGMethod):
         """:class:`~lightly_derm.transforms.FGSSLTransform` with this method's grids."""
         return FGSSLTransform(
             input_size=input_size, grids=self.grids, permutations=self.permutations
-        )
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """FG-SSL's views a = T1(x), b = T2(x) on the device (the jigsaws follow in the step).
-
-        As :class:`~lightly_derm.transforms.FGSSLView1Transform` /
-        :class:`~lightly_derm.transforms.FGSSLView2Transform`: the whole image resized
-        to a square; T1: flip 0.5, grayscale 0.2, blur always; T2: grayscale 0.2, blur
-        0.1, solarisation 0.2 (σ 0.1–2, no colour jitter).
-        """
-        check_input_size(input_size, self.grids)
-        common = {"input_size": input_size, "crop": "resize", "cj_prob": 0.0}
-        return GPUMultiViewTransform(
-            [
-                GPUViewTransform(**common, hf_prob=0.5, gaussian_blur=1.0),
-                GPUViewTransform(
-                    **common, hf_prob=0.0, gaussian_blur=0.1, solarization_prob=0.2
-                ),
-            ]
         )
 
 

@@ -55,8 +55,10 @@ class FGSSLClassifier(PMGMethod):
     ``AugMix``, ImageNet normalisation. Evaluation (:meth:`eval_transform`):
     ``Resize(round(input_size · 256/224))`` of the shorter side, then
     ``CenterCrop(input_size)`` — Resize(256) + CenterCrop(224) at 224 px. The GPU path
-    (``augment="gpu"``) has the random resized crop and flips but no AugMix, and
-    evaluates on the whole image resized to a square.
+    (``augment="gpu"``) is derived from :meth:`cpu_view_transform` without AugMix
+    (:attr:`gpu_view_ignore`; AugMix has no batched form): the random resized crop and
+    flips; it evaluates on the whole image resized to a square
+    (:meth:`gpu_eval_view_transform`).
 
     **Batches.** ``(images (B, C, H, W), targets[, filenames])`` as torch's default
     collate makes them, or a :class:`~lightly_derm.data.GroupedBatch` (its first view is
@@ -99,6 +101,9 @@ class FGSSLClassifier(PMGMethod):
         >>> model.predict_logits(torch.randn(2, 3, 64, 64)).shape
         torch.Size([2, 7])
     """
+
+    #: AugMix has no GPU form; the device views leave it out (see the class docstring).
+    gpu_view_ignore: tuple[type, ...] = (T.AugMix,)
 
     def __init__(
         self,
@@ -312,24 +317,6 @@ class FGSSLClassifier(PMGMethod):
         """Summed logits (B, num_classes) of a batch of images or of ``(images, …)``."""
         images = batch if isinstance(batch, Tensor) else self.labelled_batch(batch)[0]
         return self.predict_logits(images)
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """:meth:`cpu_view_transform` on the device without AugMix: crop, flips, normalisation."""
-        check_input_size(input_size, self.grids)
-        return GPUMultiViewTransform(
-            [
-                GPUViewTransform(
-                    input_size=input_size,
-                    crop="random_resized",
-                    min_scale=0.08,
-                    hf_prob=0.5,
-                    vf_prob=0.5,
-                    cj_prob=0.0,
-                    random_gray_scale=0.0,
-                    gaussian_blur=0.0,
-                )
-            ]
-        )
 
     def gpu_eval_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
         """Evaluation views on the device: the image resized to a square, normalised."""

@@ -22,7 +22,6 @@ from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
 from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.methods.cross_rank_shuffle import cross_rank_shuffled
-from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.gravis_transform import GraVISTransform
 
 #: How BatchNorm sees the views under DDP: shuffled across ranks, synchronised, or per rank.
@@ -222,24 +221,3 @@ class GraVIS(SSLMethod):
     def cpu_view_transform(self, input_size: int = 224) -> GraVISTransform:
         """:class:`~lightly_derm.transforms.GraVISTransform` with ``num_views`` views."""
         return GraVISTransform(num_views=self.num_views, input_size=input_size)
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """The GraVIS views on the device: ``num_views`` views in one pass.
-
-        :class:`~lightly_derm.transforms.GraVISViewTransform`'s defaults:
-        RandomResizedCrop (scale 0.2–1), rotation ±10° (always), colour jitter always
-        (0.4, 0.4, 0.4, 0.1), grayscale 0.2, blur 0.5 (σ 0.1–2, kernel 13), flip 0.5
-        (after the rotation), ImageNet normalisation, Cutout 3 × round(32·S/224) px.
-        """
-        view = GPUViewTransform(
-            input_size=input_size,
-            min_scale=0.2,
-            rr_prob=1.0,
-            rr_degrees=10.0,
-            flip_first=False,
-            cj_prob=1.0,
-            cj_sat=0.4,
-            gaussian_blur=0.5,
-            cutout_holes=3,
-        )
-        return GPUMultiViewTransform([view] * self.num_views)

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
 from lightly_derm.methods.base import Augment, SSLMethod
-from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
 from lightly_derm.transforms.rgb import RGBInput
 
 
@@ -103,19 +102,3 @@ class SimCLR(SSLMethod):
     def cpu_view_transform(self, input_size: int = 224) -> RGBInput:
         """The two-view ``SimCLRTransform`` of lightly, accepting any image mode."""
         return RGBInput(SimCLRTransform(input_size=input_size))
-
-    def gpu_view_transform(self, input_size: int = 224) -> GPUMultiViewTransform:
-        """Lightly's ``SimCLRViewTransform`` defaults on the device, twice.
-
-        RandomResizedCrop (scale 0.08–1), flip 0.5, colour jitter 0.8 (0.8, 0.8, 0.8,
-        0.2), grayscale 0.2, blur 0.5 (σ 0.1–2); both views in one pass.
-        """
-        view = GPUViewTransform(
-            input_size=input_size,
-            cj_bright=0.8,
-            cj_contrast=0.8,
-            cj_sat=0.8,
-            cj_hue=0.2,
-            gaussian_blur=0.5,
-        )
-        return GPUMultiViewTransform([view, view])

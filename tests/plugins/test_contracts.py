@@ -176,8 +176,8 @@ def miner_contract(info: ComponentInfo, miner: Any) -> None:
 def method_contract(info: ComponentInfo, method: Any) -> None:
     """A method trains one step on CPU from its own transform and collate.
 
-    Methods with a GPU view pipeline (``gpu_view_transform``) train the step a second
-    time with ``augment="gpu"``: canvases from ``default_transform``, views made in
+    Methods with a GPU view pipeline (``gpu_view_transform``, by default derived from
+    ``cpu_view_transform``) train the step a second time with ``augment="gpu"``: canvases from ``default_transform``, views made in
     ``on_after_batch_transfer`` (on CPU tensors here), under bf16 mixed precision.
     """
     from lightly_derm.methods import SSLMethod
@@ -189,10 +189,21 @@ def method_contract(info: ComponentInfo, method: Any) -> None:
         f"method {info.name!r} must declare metadata task='pretrain' or 'classify'"
     )
     _train_one_step(registry.create("method", info.name, backbone="resnet18"))
-    if type(method).gpu_view_transform is not SSLMethod.gpu_view_transform:
+    if _has_gpu_views(method):
         small = registry.create("method", info.name, backbone="resnet18", augment="gpu")
         assert small.augment == "gpu"
         _train_one_step(small, precision="bf16-mixed")
+
+
+def _has_gpu_views(method: Any) -> bool:
+    """Whether the method's views have a GPU form (derived or its own)."""
+    from lightly_derm.transforms.gpu import UntranslatableTransformError
+
+    try:
+        method.gpu_view_transform(64)
+    except (UntranslatableTransformError, NotImplementedError):
+        return False
+    return True
 
 
 def _train_one_step(small: Any, precision: str = "32-true") -> Any:
@@ -349,3 +360,16 @@ def test_miner_contract_can_fail() -> None:
     miner_contract(info, TracInPositiveMiner())
     with pytest.raises(AssertionError, match="never the sample itself"):
         miner_contract(info, SelfMiner())
+
+
+def test_third_party_method_gets_gpu_views_from_its_cpu_transform(
+    plugin_template_site, monkeypatch, clean_plugin_env
+) -> None:
+    """The template's method defines CPU views only; augment='gpu' trains all the same."""
+    from lightly_derm.plugins import Registry
+
+    monkeypatch.syspath_prepend(str(plugin_template_site))
+    reg = Registry()
+    method = reg.create("method", "group_center", backbone="resnet18", augment="gpu")
+    assert _has_gpu_views(method)
+    _train_one_step(method, precision="bf16-mixed")

@@ -1,4 +1,4 @@
-"""A minimal lightly-derm plugin: registers the loss ``group_center``."""
+"""A minimal lightly-derm plugin: registers the loss and the method ``group_center``."""
 
 from __future__ import annotations
 
@@ -14,5 +14,11 @@ def lightly_derm_components() -> list[Component]:
             name="group_center",
             target="lightly_derm_plugin_template.loss:GroupCenterLoss",
             metadata={"inputs": "grouped"},
-        )
+        ),
+        Component(
+            kind="method",
+            name="group_center",
+            target="lightly_derm_plugin_template.method:GroupCenterMethod",
+            metadata={"task": "pretrain"},
+        ),
     ]

@@ -5,7 +5,9 @@ canvas; on the device, :class:`GPUViewTransform` makes the random views of a who
 — crop, rotation and flips as one ``grid_sample``, colour jitter, grayscale, blur,
 solarisation, normalisation and Cutout as a few elementwise kernels — with the
 distributions of lightly's and lightly-derm's CPU view transforms.
-:class:`GPUMultiViewTransform` is the multi-view form. Methods select the path with
+:class:`GPUMultiViewTransform` is the multi-view form; both are derived from a CPU view
+transform with ``from_view_transform`` (:mod:`~lightly_derm.transforms.gpu.translate`
+reads lightly's and lightly-derm's transforms). Methods select the path with
 ``augment="gpu"`` (see :class:`~lightly_derm.methods.SSLMethod`).
 
 The functional ops take fixed per-image parameters and equal torchvision's
@@ -41,6 +43,11 @@ from lightly_derm.transforms.gpu.geometry import (
     resized_crop,
     sample_resized_crop,
 )
+from lightly_derm.transforms.gpu.translate import (
+    UntranslatableTransformError,
+    gpu_view_kwargs,
+    view_transforms,
+)
 from lightly_derm.transforms.gpu.view_transform import (
     GPUMultiViewTransform,
     GPUViewTransform,
@@ -52,6 +59,7 @@ __all__ = [
     "CanvasTransform",
     "GPUMultiViewTransform",
     "GPUViewTransform",
+    "UntranslatableTransformError",
     "adjust_brightness",
     "adjust_contrast",
     "adjust_hue",
@@ -64,6 +72,7 @@ __all__ = [
     "full_boxes",
     "gaussian_blur",
     "gaussian_kernels",
+    "gpu_view_kwargs",
     "grayscale",
     "resized_crop",
     "rgb_to_grayscale",
@@ -71,4 +80,5 @@ __all__ = [
     "sample_cutout",
     "sample_resized_crop",
     "solarize",
+    "view_transforms",
 ]

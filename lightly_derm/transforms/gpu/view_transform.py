@@ -24,6 +24,7 @@ where lightly's ``GaussianBlur`` uses PIL's box-blur approximation
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
@@ -43,6 +44,7 @@ from lightly_derm.transforms.gpu.geometry import (
     resized_crop,
     sample_resized_crop,
 )
+from lightly_derm.transforms.gpu.translate import gpu_view_kwargs, view_transforms
 
 __all__ = ["GPUMultiViewTransform", "GPUViewTransform"]
 
@@ -183,6 +185,28 @@ class GPUViewTransform:
         self.cutout_length = int(cutout_length)
         self.cutout_value = float(cutout_value)
         self.rotation_fill = float(rotation_fill)
+
+    @classmethod
+    def from_view_transform(
+        cls, view: Any, ignore: Sequence[type] = ()
+    ) -> GPUViewTransform:
+        """The GPU form of one CPU view transform, read from its objects.
+
+        See :func:`~lightly_derm.transforms.gpu.gpu_view_kwargs` for what is
+        translated; ``ignore`` lists transform types to leave out on purpose.
+
+        Raises:
+            ValueError: (:class:`~lightly_derm.transforms.gpu.UntranslatableTransformError`)
+                naming the transform that has no GPU form.
+
+        Example:
+            >>> from lightly.transforms import BYOLView2Transform
+            >>> from lightly_derm.transforms.gpu import GPUViewTransform
+            >>> view = GPUViewTransform.from_view_transform(BYOLView2Transform(input_size=64))
+            >>> view.blur_prob, view.solarize_prob
+            (0.1, 0.2)
+        """
+        return cls(**gpu_view_kwargs(view, ignore))
 
     def __repr__(self) -> str:
         parts = [
@@ -413,6 +437,46 @@ class GPUMultiViewTransform:
                 self.groups[-1] = (t, first, count + 1)
             else:
                 self.groups.append((transform, k, 1))
+
+    @classmethod
+    def from_view_transform(
+        cls, transform: Any, ignore: Sequence[type] = ()
+    ) -> GPUMultiViewTransform:
+        """The GPU pipeline of a CPU multi-view transform: one GPU view per CPU view.
+
+        ``transform`` is what a method's ``augment="cpu"`` path runs per image:
+        lightly's ``MultiViewTransform`` (``SimCLRTransform``, ``BYOLTransform``, …,
+        lightly-derm's :class:`~lightly_derm.transforms.GraVISTransform` and
+        :class:`~lightly_derm.transforms.FGSSLTransform`), optionally wrapped in
+        :class:`~lightly_derm.transforms.RGBInput`, or a single view transform. Each
+        view is read by :meth:`GPUViewTransform.from_view_transform`; views that
+        translate to the same arguments share one object, so that they run as one
+        pass (GraVIS's K views).
+
+        Raises:
+            ValueError: (:class:`~lightly_derm.transforms.gpu.UntranslatableTransformError`)
+                naming the view and the transform that has no GPU form.
+
+        Example:
+            >>> from lightly.transforms import SimCLRTransform
+            >>> from lightly_derm.transforms.gpu import GPUMultiViewTransform
+            >>> pipeline = GPUMultiViewTransform.from_view_transform(
+            ...     SimCLRTransform(input_size=32)
+            ... )
+            >>> pipeline.num_views, len(pipeline.groups), pipeline.input_size
+            (2, 1, 32)
+        """
+        views: list[GPUViewTransform] = []
+        made: list[tuple[dict[str, Any], GPUViewTransform]] = []
+        name = type(transform).__name__
+        for k, view in enumerate(view_transforms(transform)):
+            kwargs = gpu_view_kwargs(view, ignore, where=f"{name} view {k}")
+            same = next((t for args, t in made if args == kwargs), None)
+            if same is None:
+                same = GPUViewTransform(**kwargs)
+                made.append((kwargs, same))
+            views.append(same)
+        return cls(views)
 
     @property
     def num_views(self) -> int:
