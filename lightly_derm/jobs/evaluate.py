@@ -196,6 +196,7 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     c = c.with_preset().check()
     if c.backbone is not None:
         check_backbone_name(c.backbone)
+    _candidates(c.knn_k), _candidates(c.linear_weight_decay)  # none empty
     weights = [str(w).lower() for w in _candidates(c.linear_class_weight)]
     if any(w not in ("none", "balanced") for w in weights):
         raise ConfigError(
@@ -228,7 +229,7 @@ def _candidates(value: Any) -> list[Any]:
     """A list of the candidates of an option that takes one value or a list."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values:
-        raise ValueError("an option given as a list needs at least one value")
+        raise ConfigError("an option given as a list needs at least one value")
     return values
 
 
