@@ -6,7 +6,7 @@ plugin registry:
 
     >>> from lightly_derm import registry
     >>> sorted(registry.kinds())
-    ['collate', 'encoder', 'loss', 'method', 'miner', 'transform']
+    ['backbone', 'collate', 'encoder', 'loss', 'method', 'miner', 'transform']
 """
 
 from lightly_derm._version import __version__
