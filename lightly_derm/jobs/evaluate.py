@@ -37,7 +37,9 @@ from lightly_derm.errors import ConfigError
 from lightly_derm.evaluation.selection import SELECTION_METRICS
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
+    checkpoint_normalization,
     find_checkpoint,
+    is_named_weights,
     load_backbone,
     run_config,
     run_folder,
@@ -66,8 +68,14 @@ class EvaluateConfig(RunConfig):
 
     Attributes:
         checkpoint: A checkpoint file (Lightning checkpoint of any method, backbone or
-            torchvision state dict) or a ``pretrain`` run folder. Required.
-        backbone: The ResNet name; not set: found from the checkpoint.
+            torchvision state dict), a ``pretrain`` run folder, or named weights
+            (``imagenet:efficientnet-lite0``: ImageNet transfer without SSL). Required.
+            The images get the input scaling of the weights the run started from
+            (:func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`).
+        backbone: Any backbone name (``resnet18``, ``resnet18-cifar``,
+            ``efficientnet-lite0``, ``monai:efficientnet-b0``, ``timm:<model>``); not
+            set: found from the checkpoint. A ResNet named without a stem gets the
+            stem of the checkpoint's weights (``-cifar`` for a 3 × 3 ``conv1``).
         data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); split as the
             source defines (MedMNIST/DermaMNIST, ``train/`` + ``test/`` folders), else
             by a seeded stratified split. Not set: the built-in synthetic lesions (train
@@ -178,11 +186,13 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
             "evaluate needs --checkpoint: a checkpoint file or a pretrain run folder"
         )
     checkpoint = os.fspath(config.checkpoint)
-    find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
+    named = is_named_weights(checkpoint)
+    if not named:
+        find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
     if config.data is not None and not Path(config.data).expanduser().exists():
         raise FileNotFoundError(f"data not found: {config.data}")
     # the pretraining run's values come before the preset's
-    saved = run_config(checkpoint) or {}
+    saved = (run_config(checkpoint) if not named else None) or {}
     inherited = ("input_size", "synthetic_classes") if config.synthetic else ()
     c = dataclasses.replace(
         config,
@@ -211,7 +221,7 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     )
     assert c.input_size is not None  # every preset sets it
     if c.out is None:
-        run = run_folder(checkpoint)
+        run = run_folder(checkpoint) if not named else None
         out = os.fspath(run / "evaluation") if run is not None else "evaluation"
     else:
         out = os.fspath(c.out)
@@ -266,7 +276,8 @@ def evaluation_datasets(
     from lightly_derm.evaluation import stratified_subset
 
     assert config.input_size is not None
-    plain = eval_transform(config.input_size)
+    normalize = checkpoint_normalization(str(config.checkpoint))
+    plain = eval_transform(config.input_size, normalize)
     common: dict[str, Any] = {
         "strict": bool(config.strict),
         "decode_size": config.decode_size or None,
@@ -321,7 +332,9 @@ def evaluation_datasets(
         _require_labels(np.asarray(getattr(part, "targets", [])), f"the {name} data")
     train_eval = _labelled(_transformed(train, plain))
     test_eval = _labelled(_transformed(test, plain))
-    train_tune = _labelled(_transformed(train, finetune_transform(config.input_size)))
+    train_tune = _labelled(
+        _transformed(train, finetune_transform(config.input_size, normalize=normalize))
+    )
     return train_eval, test_eval, train_tune, split
 
 
@@ -415,7 +428,11 @@ def evaluate(
     cfg = resolve_evaluate_config(EvaluateConfig.create(config, options, "evaluate"))
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     out = Path(str(cfg.out))
-    checkpoint = find_checkpoint(str(cfg.checkpoint))
+    checkpoint: str | Path = (
+        str(cfg.checkpoint)
+        if is_named_weights(str(cfg.checkpoint))
+        else find_checkpoint(str(cfg.checkpoint))
+    )
     backbone, name = load_backbone(checkpoint, cfg.backbone)
     train, test, train_tune, split = evaluation_datasets(cfg)
     classes = list(getattr(train, "classes", []) or [])
@@ -613,7 +630,9 @@ def select_settings(
                 task=config.task,
                 strict=bool(config.strict),
                 decode_size=config.decode_size or None,
-                transform=eval_transform(config.input_size),
+                transform=eval_transform(
+                    config.input_size, checkpoint_normalization(str(config.checkpoint))
+                ),
             )
         )
         fit = train_features.labelled()

@@ -146,7 +146,7 @@ def test_evaluate_an_image_folder_with_a_stratified_split(
         ([], "evaluate needs --checkpoint"),
         (["--checkpoint", "{tmp}/nope.ckpt"], "checkpoint not found"),
         (["--checkpoint", "{tmp}"], "no checkpoint in the folder"),
-        (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which ResNet"),
+        (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which backbone"),
         (["--checkpoint", "{tmp}/r18.pt", "--data", "{tmp}/flat"], "has no labels"),
         (
             ["--checkpoint", "{tmp}/junk.pt", "--fractions", "0"],
