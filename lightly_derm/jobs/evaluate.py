@@ -106,6 +106,8 @@ class EvaluateConfig(RunConfig):
         decode_size: Decode JPEGs at reduced size (0: full); not set: twice the input
             size.
         synthetic_images: Synthetic data: training images.
+        limit: Use only the first N images of the training and of the test data (tiny
+            runs; first in the data's order).
         synthetic_test_images: Synthetic data: test images.
         synthetic_classes: Synthetic data: classes.
         devices: Lightning's devices for fine-tuning: how many, or which.
@@ -152,6 +154,7 @@ class EvaluateConfig(RunConfig):
     devices: int | str = 1
     strict: bool = False
     decode_size: int | None = option(rule=Range.int(0))
+    limit: int | None = option(rule=Range.int(2))
     synthetic_images: int | None = option(rule=Range.int(2), only="demo")
     synthetic_test_images: int | None = option(rule=Range.int(1), only="demo")
     synthetic_classes: int | None = option(rule=Range.int(2), only="demo")
@@ -328,6 +331,9 @@ def evaluation_datasets(
                 f"stratified split of the labelled images: {config.test_fraction:.0%} "
                 f"for scoring, seed {config.seed}"
             )
+    if config.limit is not None:
+        train, test = _first(train, config.limit), _first(test, config.limit)
+        split += f"; the first {config.limit} images of each"
     for name, part in (("training", train), ("test", test)):
         _require_labels(np.asarray(getattr(part, "targets", [])), f"the {name} data")
     train_eval = _labelled(_transformed(train, plain))
@@ -336,6 +342,16 @@ def evaluation_datasets(
         _transformed(train, finetune_transform(config.input_size, normalize=normalize))
     )
     return train_eval, test_eval, train_tune, split
+
+
+def _first(dataset: Dataset[Any], count: int) -> Dataset[Any]:
+    """The first ``count`` images of ``dataset`` (a :class:`LabelledSubset`)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if size <= count:
+        return dataset
+    if isinstance(dataset, LabelledSubset):
+        return LabelledSubset(dataset.dataset, dataset.indices[:count])
+    return LabelledSubset(dataset, range(count))
 
 
 def _transformed(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
@@ -391,16 +407,22 @@ def _quiet_lightning() -> Iterator[None]:
 def evaluate(
     config: EvaluateConfig | Mapping[str, Any] | None = None,
     *,
+    overwrite: bool = False,
     verbose: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluates a pretrained backbone: frozen-feature kNN and linear probe, fine-tuning.
 
-    Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml`` and
-    ``plots/embedding.png`` (PCA of the test features by class) into ``out``.
+    Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml``,
+    ``plots/embedding.png`` (PCA of the test features by class, titled with the method
+    and backbone) and ``plots/confusion_<protocol>.png`` (kNN and linear probe: the
+    confusion matrix with each class's recall,
+    :func:`~lightly_derm.evaluation.plot_confusion_matrix`) into ``out``.
 
     Args:
         config: An :class:`EvaluateConfig` or a mapping of its options.
+        overwrite: Replace the results of an earlier evaluation in ``out`` (otherwise
+            an error).
         verbose: Print progress and the table.
         **options: Options of :class:`EvaluateConfig`; they override ``config``.
 
@@ -428,6 +450,11 @@ def evaluate(
     cfg = resolve_evaluate_config(EvaluateConfig.create(config, options, "evaluate"))
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     out = Path(str(cfg.out))
+    if (out / "results.json").is_file() and not overwrite:
+        raise ValueError(
+            f"{out} already holds evaluation results; pass --overwrite or choose "
+            "another --out"
+        )
     checkpoint: str | Path = (
         str(cfg.checkpoint)
         if is_named_weights(str(cfg.checkpoint))
@@ -475,6 +502,7 @@ def evaluate(
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "backbone": name,
+        "method": _method_name(str(cfg.checkpoint)),
         "input_size": cfg.input_size,
         "data": {
             "source": source,
@@ -519,6 +547,19 @@ def evaluate(
     )
     say("evaluate", verbose, _one_line("kNN", results["knn"], "knn_"))
     say("evaluate", verbose, _one_line("linear probe", results["linear"], "linear_"))
+    results["confusion"] = confusion_reports(
+        train_features,
+        test_features,
+        num_classes,
+        classes,
+        knn_k=int(knn_k),  # type: ignore[arg-type]
+        knn_temperature=float(cfg.knn_temperature or 0.1),
+        linear_weight_decay=float(weight_decay),  # type: ignore[arg-type]
+        linear_class_weight=_class_weight(str(class_weight)),
+    )
+    results["warnings"] = _warnings(results["confusion"])
+    for line in results["warnings"]:
+        warnings.warn(line, stacklevel=2)
     results["finetune"] = {}
     for fraction in cfg.fractions or []:
         say(
@@ -563,13 +604,14 @@ def evaluate(
         table = results_markdown(results)
         (out / "results.md").write_text(table)
         if cfg.plots:
+            _plot_confusions(results, out / "plots")
             try:
                 plot_embedding(
                     test_features.features,
                     out / "plots" / PLOT_FILES["embedding"],
                     targets=test_features.targets,
                     classes=classes,
-                    title=f"{name} features of the test images "
+                    title=f"{results['method']} {name} features of the test images "
                     f"({'synthetic lesions' if cfg.synthetic else Path(str(cfg.data)).name}), PCA",
                 )
             except Exception as exc:  # plots must not fail the job
@@ -582,6 +624,95 @@ def evaluate(
             f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
         )
     return results
+
+
+def _method_name(checkpoint: str) -> str:
+    """The method that made the checkpoint's backbone, for titles."""
+    if is_named_weights(checkpoint):
+        return f"{checkpoint} (no SSL)"
+    saved = run_config(checkpoint) or {}
+    method = saved.get("method")
+    return str(method) if method else "pretrained"
+
+
+def confusion_reports(
+    train: Any,
+    test: Any,
+    num_classes: int,
+    classes: Sequence[str],
+    knn_k: int,
+    knn_temperature: float,
+    linear_weight_decay: float,
+    linear_class_weight: str | None,
+) -> dict[str, dict[str, Any]]:
+    """The test confusion matrix of the kNN and the linear-probe protocols.
+
+    The predictions are those of :func:`~lightly_derm.evaluation.knn_evaluate` and
+    :func:`~lightly_derm.evaluation.linear_probe_evaluate` with the same settings
+    (:func:`~lightly_derm.evaluation.knn_scores`; a
+    :class:`~lightly_derm.evaluation.LinearProbe` fitted again, deterministically, on
+    the same features); each report is
+    :func:`~lightly_derm.evaluation.confusion_report`'s.
+    """
+    from lightly_derm.evaluation import LinearProbe, confusion_report, knn_scores
+
+    bank = train.labelled()
+    names = list(classes) or [str(i) for i in range(num_classes)]
+    knn = knn_scores(
+        test.features, bank.features, bank.targets, num_classes, knn_k, knn_temperature
+    ).argmax(1)
+    probe = LinearProbe(
+        linear_weight_decay,
+        class_weight=linear_class_weight,  # type: ignore[arg-type]
+    )
+    probe.fit(bank.features, bank.targets, num_classes)
+    linear = probe.predict(test.features)
+    return {
+        protocol: confusion_report(
+            predicted.cpu(), test.targets.cpu(), names, num_classes
+        )
+        for protocol, predicted in (("knn", knn), ("linear", linear))
+    }
+
+
+def _warnings(confusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings about empty test classes and protocols that predict one class."""
+    lines: list[str] = []
+    empty = next(iter(confusion.values()), {}).get("empty_classes") or []
+    if empty:
+        lines.append(
+            f"the test data has no images of {', '.join(empty)}: their recall is "
+            "undefined and balanced accuracy averages the other classes"
+        )
+    for protocol, report in confusion.items():
+        if report.get("predicted_classes") == 1 and len(report["classes"]) > 1:
+            lines.append(
+                f"{PROTOCOL_NAMES.get(protocol, protocol)} predicts one class for every "
+                "test image (collapsed features or a too strong class imbalance)"
+            )
+    return lines
+
+
+#: The protocols' names in tables and titles.
+PROTOCOL_NAMES: dict[str, str] = {"knn": "kNN", "linear": "the linear probe"}
+
+
+def _plot_confusions(results: Mapping[str, Any], folder: Path) -> None:
+    from lightly_derm.evaluation import plot_confusion_matrix
+
+    for protocol, report in results.get("confusion", {}).items():
+        try:
+            plot_confusion_matrix(
+                report["matrix"],
+                report["classes"],
+                title=f"{results['method']} {results['backbone']}: "
+                f"{PROTOCOL_NAMES.get(protocol, protocol)}",
+                path=folder / f"confusion_{protocol}.png",
+            )
+        except Exception as exc:  # plots must not fail the job
+            warnings.warn(
+                f"could not draw the {protocol} confusion: {exc}", stacklevel=2
+            )
 
 
 def select_settings(
@@ -752,6 +883,25 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         )
     lines.append("")
     lines.append("AUC only for two classes; – where it does not apply.")
+    confusion = results.get("confusion") or {}
+    if confusion:
+        names = next(iter(confusion.values()))["classes"]
+        lines += [
+            "",
+            "Per-class recall on the test images:",
+            "",
+            "| protocol | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for protocol, report in confusion.items():
+            cells = [_cell(report["recall"].get(n)) for n in names]
+            lines.append(
+                f"| {PROTOCOL_NAMES.get(protocol, protocol)} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    for line in results.get("warnings") or []:
+        lines += ["", f"**Warning:** {line}."]
     return "\n".join(lines) + "\n"
 
 
