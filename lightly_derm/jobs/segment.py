@@ -41,6 +41,7 @@ from lightly_derm.jobs.checkpoints import (
     checkpoint_normalization,
     find_checkpoint,
     is_named_weights,
+    run_config,
     run_folder,
 )
 from lightly_derm.jobs.config import TrainConfig, option
@@ -417,11 +418,10 @@ def segmentation_data(
     return modules, split
 
 
-def _overlays(
-    model: pl.LightningModule, data: pl.LightningDataModule, path: Path, count: int = 6
-) -> Path:
-    from lightly_derm.segmentation import render_overlays, save_overlays
-
+def _first_predictions(
+    model: pl.LightningModule, data: pl.LightningDataModule, count: int = 6
+) -> dict[str, Any]:
+    """``images``, ``labels``, ``probabilities`` and ``ids`` of the first validation images."""
     batch = next(iter(data.val_dataloader()))
     images, labels = batch["image"][:count], batch["label"][:count]
     was_training = model.training
@@ -432,8 +432,58 @@ def _overlays(
             probabilities = torch.sigmoid(model(images.to(device)).float()).cpu()
     finally:
         model.train(was_training)
-    grid = render_overlays(images, labels, probabilities)
+    ids = [str(i) for i in batch.get("id", [])][:count]
+    return {
+        "images": images,
+        "labels": labels,
+        "probabilities": probabilities,
+        "ids": ids,
+    }
+
+
+def _overlays(
+    model: pl.LightningModule, data: pl.LightningDataModule, path: Path, count: int = 6
+) -> Path:
+    from lightly_derm.segmentation import render_overlays, save_overlays
+
+    first = _first_predictions(model, data, count)
+    grid = render_overlays(first["images"], first["labels"], first["probabilities"])
     return save_overlays(grid, path)
+
+
+def plot_encoders(
+    predictions: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    normalize: Mapping[str, Sequence[float]],
+    title: str | None = None,
+) -> Path:
+    """``plots/encoders.png``: the same validation images segmented by each encoder.
+
+    One figure of :func:`~lightly_derm.segmentation.plot_encoder_comparison`: the image,
+    the ground truth, and each encoder's prediction with its Dice.
+
+    Args:
+        predictions: Encoder label → the ``images``, ``labels`` and ``probabilities``
+            of its model on the same first validation images.
+        path: The PNG.
+        normalize: The images' normalisation (to draw them).
+        title: The figure title; default names the encoders.
+    """
+    from lightly_derm.segmentation import plot_encoder_comparison
+
+    first = next(iter(predictions.values()))
+    ids = first.get("ids") or None
+    plot_encoder_comparison(
+        first["images"],
+        first["labels"],
+        {label: p["probabilities"] for label, p in predictions.items()},
+        path=path,
+        title=title,
+        image_names=ids if ids and len(ids) == len(first["images"]) else None,
+        mean=list(normalize["mean"]),
+        std=list(normalize["std"]),
+    )
+    return path
 
 
 def finetune_segmentation(
@@ -459,6 +509,8 @@ def finetune_segmentation(
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
     normalize: Mapping[str, Sequence[float]] | None = None,
+    overlays: bool = True,
+    predictions: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Fine-tunes one :class:`~lightly_derm.segmentation.LesionSegmentation` and scores it.
 
@@ -494,6 +546,10 @@ def finetune_segmentation(
         verbose: Print the transfer report and the scores.
         normalize: The normalisation of ``data``'s images (to draw them); default:
             :func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`.
+        overlays: With ``plots``, also draw ``plots/overlays.png``.
+        predictions: A dict to fill with the ``images``, ``labels``,
+            ``probabilities`` and ``ids`` of the first validation images (for a
+            comparison of encoders, :func:`plot_encoders`).
         callbacks: More Lightning callbacks.
 
     Returns:
@@ -575,8 +631,10 @@ def finetune_segmentation(
             ),
             (
                 "the overlays",
-                lambda: _overlays(
-                    model, data, run_dir / "plots" / PLOT_FILES["overlays"]
+                lambda: (
+                    _overlays(model, data, run_dir / "plots" / PLOT_FILES["overlays"])
+                    if overlays
+                    else None
                 ),
             ),
         ):
@@ -584,7 +642,19 @@ def finetune_segmentation(
                 draw()
             except Exception as exc:  # plots must not fail the job
                 warnings.warn(f"could not draw {what}: {exc}", stacklevel=2)
+    if predictions is not None and trainer.is_global_zero:
+        predictions.update(_first_predictions(model, data))
     return result
+
+
+def _encoder_title(label: str, checkpoint: str | None) -> str:
+    """A column title of the comparison: what the encoder started from."""
+    if label != "pretrained" or checkpoint is None:
+        return label.replace("-", " ")
+    if is_named_weights(checkpoint):
+        return f"{checkpoint.split(':')[0]} init"
+    method = (run_config(checkpoint) or {}).get("method")
+    return f"SSL ({method})" if method else "pretrained"
 
 
 def segment(
@@ -645,7 +715,13 @@ def segment(
                 f"{out} already holds segmentation results; pass --overwrite or choose "
                 "another --out"
             )
-        for name in ("pretrained", "random-init", "results.json", "results.md"):
+        for name in (
+            "pretrained",
+            "random-init",
+            "results.json",
+            "results.md",
+            "plots/encoders.png",
+        ):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -666,6 +742,8 @@ def segment(
             "no --checkpoint: the encoder starts from random weights",
         )
     results: dict[str, Any] = {}
+    compare = bool(cfg.plots) and len(encoders) > 1
+    first: dict[str, dict[str, Any]] = {label: {} for label, _ in encoders}
     for label, checkpoint in encoders:
         runs: list[dict[str, float]] = []
         for fold, data in enumerate(modules):
@@ -693,6 +771,8 @@ def segment(
                     verbose=verbose,
                     callbacks=callbacks,
                     normalize=normalize,
+                    overlays=not compare,
+                    predictions=first[label] if compare and fold == 0 else None,
                 )
             )
         summary: dict[str, Any] = {
@@ -704,6 +784,18 @@ def segment(
             }
         summary["folds"] = runs
         results[label] = summary
+    if compare and is_main_process() and all(first.values()):
+        try:
+            plot_encoders(
+                {_encoder_title(k, cfg.checkpoint): v for k, v in first.items()},
+                out / "plots" / "encoders.png",
+                normalize,
+                title=f"{cfg.backbone} encoders"
+                + (f" (fold 0 of {len(modules)})" if len(modules) > 1 else "")
+                + ": validation images, ground truth, each encoder's prediction",
+            )
+        except Exception as exc:  # plots must not fail the job
+            warnings.warn(f"could not draw the encoder comparison: {exc}", stacklevel=2)
     report: dict[str, Any] = {
         "checkpoint": cfg.checkpoint,
         "backbone": cfg.backbone,

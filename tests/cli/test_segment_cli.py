@@ -45,9 +45,11 @@ def test_segment_synthetic_from_a_run_with_a_baseline(tiny_run, capsys) -> None:
             "checkpoints/best.ckpt",
             "metrics.csv",
             "plots/loss.png",
-            "plots/overlays.png",
         ):
             assert (out / label / name).is_file(), (label, name)
+        # with --baseline one comparison figure instead of an overlay per encoder
+        assert not (out / label / "plots" / "overlays.png").exists()
+    assert (out / "plots" / "encoders.png").is_file()
     # the SSL encoder is used: its run differs from the random-init run
     assert (
         report["results"]["pretrained"]["val_dice"]
