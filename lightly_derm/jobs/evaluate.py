@@ -50,6 +50,7 @@ from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
 from lightly_derm.jobs.trainer import trainer_options
 from lightly_derm.jobs.transforms import eval_transform, finetune_transform
+from lightly_derm.models.backbones import build_backbone
 from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.
@@ -106,6 +107,8 @@ class EvaluateConfig(RunConfig):
         decode_size: Decode JPEGs at reduced size (0: full); not set: twice the input
             size.
         synthetic_images: Synthetic data: training images.
+        baseline: Also score an untrained backbone of the same architecture (random
+            init) with the same protocols, settings and data (a ``random-init`` row).
         limit: Use only the first N images of the training and of the test data (tiny
             runs; first in the data's order).
         synthetic_test_images: Synthetic data: test images.
@@ -155,6 +158,7 @@ class EvaluateConfig(RunConfig):
     strict: bool = False
     decode_size: int | None = option(rule=Range.int(0))
     limit: int | None = option(rule=Range.int(2))
+    baseline: bool = False
     synthetic_images: int | None = option(rule=Range.int(2), only="demo")
     synthetic_test_images: int | None = option(rule=Range.int(1), only="demo")
     synthetic_classes: int | None = option(rule=Range.int(2), only="demo")
@@ -531,71 +535,99 @@ def evaluate(
             f"kNN k={knn_k}, linear weight decay {weight_decay:g}, class weight "
             f"{class_weight}",
         )
-    results["knn"] = knn_evaluate(
-        train_features,
-        test_features,
-        num_classes=num_classes,
-        k=int(knn_k),  # type: ignore[arg-type]
-        temperature=float(cfg.knn_temperature or 0.1),
-    )
-    results["linear"] = linear_probe_evaluate(
-        train_features,
-        test_features,
-        num_classes=num_classes,
-        weight_decay=float(weight_decay),  # type: ignore[arg-type]
-        class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
-    )
-    say("evaluate", verbose, _one_line("kNN", results["knn"], "knn_"))
-    say("evaluate", verbose, _one_line("linear probe", results["linear"], "linear_"))
-    results["confusion"] = confusion_reports(
-        train_features,
-        test_features,
-        num_classes,
-        classes,
-        knn_k=int(knn_k),  # type: ignore[arg-type]
-        knn_temperature=float(cfg.knn_temperature or 0.1),
-        linear_weight_decay=float(weight_decay),  # type: ignore[arg-type]
-        linear_class_weight=_class_weight(str(class_weight)),
-    )
-    results["warnings"] = _warnings(results["confusion"])
-    for line in results["warnings"]:
-        warnings.warn(line, stacklevel=2)
-    results["finetune"] = {}
-    for fraction in cfg.fractions or []:
+
+    def score(
+        model: torch.nn.Module, train_f: Any, test_f: Any, label: str = ""
+    ) -> dict[str, Any]:
+        """kNN, linear probe, their confusion matrices and fine-tuning of ``model``."""
+        scored: dict[str, Any] = {}
+        scored["knn"] = knn_evaluate(
+            train_f,
+            test_f,
+            num_classes=num_classes,
+            k=int(knn_k),  # type: ignore[arg-type]
+            temperature=float(cfg.knn_temperature or 0.1),
+        )
+        scored["linear"] = linear_probe_evaluate(
+            train_f,
+            test_f,
+            num_classes=num_classes,
+            weight_decay=float(weight_decay),  # type: ignore[arg-type]
+            class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
+        )
+        say("evaluate", verbose, _one_line(f"{label}kNN", scored["knn"], "knn_"))
         say(
             "evaluate",
             verbose,
-            f"fine-tuning on {_percent(fraction)} of the labelled training images",
+            _one_line(f"{label}linear probe", scored["linear"], "linear_"),
         )
-        with warnings.catch_warnings(), _quiet_lightning():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            # lightly's FinetuneClassifier has a validation_step; scoring is done here
-            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-            scores = finetune_evaluate(
-                backbone,
-                train_tune,
-                test,
-                fraction=fraction,
-                num_classes=num_classes,
-                epochs=int(cfg.finetune_epochs or 1),
-                batch_size=int(cfg.finetune_batch_size or 64),
-                lr=float(cfg.finetune_lr or 0.05),
-                seed=int(cfg.seed or 0),
-                num_workers=int(cfg.num_workers or 0),
-                trainer_kwargs=trainer_options(
-                    accelerator=str(cfg.accelerator),
-                    devices=cfg.devices,  # type: ignore[arg-type]
-                    strategy=str(cfg.strategy),
-                    precision=cfg.precision,
-                    progress_bar=bool(cfg.progress_bar),
+        scored["confusion"] = confusion_reports(
+            train_f,
+            test_f,
+            num_classes,
+            classes,
+            knn_k=int(knn_k),  # type: ignore[arg-type]
+            knn_temperature=float(cfg.knn_temperature or 0.1),
+            linear_weight_decay=float(weight_decay),  # type: ignore[arg-type]
+            linear_class_weight=_class_weight(str(class_weight)),
+        )
+        scored["warnings"] = _warnings(scored["confusion"])
+        for line in scored["warnings"]:
+            warnings.warn(line, stacklevel=2)
+        scored["finetune"] = {}
+        for fraction in cfg.fractions or []:
+            say(
+                "evaluate",
+                verbose,
+                f"{label}fine-tuning on {_percent(fraction)} of the labelled training images",
+            )
+            with warnings.catch_warnings(), _quiet_lightning():
+                warnings.filterwarnings(
+                    "ignore", message=".*does not have many workers.*"
+                )
+                # lightly's FinetuneClassifier has a validation_step; scoring is done here
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+                scores = finetune_evaluate(
+                    model,
+                    train_tune,
+                    test,
+                    fraction=fraction,
+                    num_classes=num_classes,
+                    epochs=int(cfg.finetune_epochs or 1),
+                    batch_size=int(cfg.finetune_batch_size or 64),
+                    lr=float(cfg.finetune_lr or 0.05),
+                    seed=int(cfg.seed or 0),
+                    num_workers=int(cfg.num_workers or 0),
+                    trainer_kwargs=trainer_options(
+                        accelerator=str(cfg.accelerator),
+                        devices=cfg.devices,  # type: ignore[arg-type]
+                        strategy=str(cfg.strategy),
+                        precision=cfg.precision,
+                        progress_bar=bool(cfg.progress_bar),
+                    ),
+                )
+            scored["finetune"][f"{fraction:g}"] = scores
+            say(
+                "evaluate",
+                verbose,
+                _one_line(
+                    f"{label}fine-tune {_percent(fraction)}", scores, "finetune_"
                 ),
             )
-        results["finetune"][f"{fraction:g}"] = scores
-        say(
-            "evaluate",
-            verbose,
-            _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
+        return scored
+
+    results.update(score(backbone, train_features, test_features))
+    if cfg.baseline:
+        torch.manual_seed(int(cfg.seed or 0))
+        untrained = build_backbone(name)
+        say("evaluate", verbose, f"baseline: an untrained {name} (random init)")
+        baseline = score(
+            untrained,
+            extract_features(untrained, train, **feature_options),
+            extract_features(untrained, test, **feature_options),
+            "random init: ",
         )
+        results["baseline"] = baseline
     results["out"] = str(out)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -700,19 +732,23 @@ PROTOCOL_NAMES: dict[str, str] = {"knn": "kNN", "linear": "the linear probe"}
 def _plot_confusions(results: Mapping[str, Any], folder: Path) -> None:
     from lightly_derm.evaluation import plot_confusion_matrix
 
-    for protocol, report in results.get("confusion", {}).items():
-        try:
-            plot_confusion_matrix(
-                report["matrix"],
-                report["classes"],
-                title=f"{results['method']} {results['backbone']}: "
-                f"{PROTOCOL_NAMES.get(protocol, protocol)}",
-                path=folder / f"confusion_{protocol}.png",
-            )
-        except Exception as exc:  # plots must not fail the job
-            warnings.warn(
-                f"could not draw the {protocol} confusion: {exc}", stacklevel=2
-            )
+    runs = [(results, str(results["method"]), "")]
+    if results.get("baseline"):
+        runs.append((results["baseline"], "random init", "_random_init"))
+    for scored, method, suffix in runs:
+        for protocol, report in scored.get("confusion", {}).items():
+            try:
+                plot_confusion_matrix(
+                    report["matrix"],
+                    report["classes"],
+                    title=f"{method} {results['backbone']}: "
+                    f"{PROTOCOL_NAMES.get(protocol, protocol)}",
+                    path=folder / f"confusion_{protocol}{suffix}.png",
+                )
+            except Exception as exc:  # plots must not fail the job
+                warnings.warn(
+                    f"could not draw the {protocol} confusion: {exc}", stacklevel=2
+                )
 
 
 def select_settings(
@@ -860,49 +896,61 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         "| protocol | labelled training images | accuracy | balanced accuracy | AUC |",
         "|---|---:|---:|---:|---:|",
     ]
+    lines += _protocol_rows(results, data)
+    baseline = results.get("baseline")
+    if baseline:
+        lines += _protocol_rows(baseline, data, "random init: ")
+    lines.append("")
+    lines.append("AUC only for two classes; – where it does not apply.")
+    for label, scored in (("", results), ("random init: ", baseline or {})):
+        confusion = scored.get("confusion") or {}
+        if confusion:
+            names = next(iter(confusion.values()))["classes"]
+            lines += [
+                "",
+                f"Per-class recall on the test images{' (random init)' if label else ''}:",
+                "",
+                "| protocol | " + " | ".join(names) + " |",
+                "|---|" + "---:|" * len(names),
+            ]
+            for protocol, report in confusion.items():
+                cells = [_cell(report["recall"].get(n)) for n in names]
+                lines.append(
+                    f"| {label}{PROTOCOL_NAMES.get(protocol, protocol)} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        for line in scored.get("warnings") or []:
+            lines += ["", f"**Warning:** {label}{line}."]
+    return "\n".join(lines) + "\n"
+
+
+def _protocol_rows(
+    results: Mapping[str, Any], data: Mapping[str, Any], label: str = ""
+) -> list[str]:
+    lines: list[str] = []
     knn = results["knn"]
     lines.append(
-        f"| kNN (k={knn.get('knn_k')}, frozen) | {data['train_images']} | "
+        f"| {label}kNN (k={knn.get('knn_k')}, frozen) | {data['train_images']} | "
         f"{_cell(knn.get('knn_accuracy'))} | {_cell(knn.get('knn_balanced_accuracy'))} | "
         f"{_cell(knn.get('knn_auc'))} |"
     )
     linear = results["linear"]
     lines.append(
-        f"| linear probe (frozen) | {data['train_images']} | "
+        f"| {label}linear probe (frozen) | {data['train_images']} | "
         f"{_cell(linear.get('linear_accuracy'))} | "
         f"{_cell(linear.get('linear_balanced_accuracy'))} | "
         f"{_cell(linear.get('linear_auc'))} |"
     )
     for fraction, scores in results.get("finetune", {}).items():
         lines.append(
-            f"| fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
+            f"| {label}fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
             f"{scores.get('finetune_num_train')} | "
             f"{_cell(scores.get('finetune_accuracy'))} | "
             f"{_cell(scores.get('finetune_balanced_accuracy'))} | "
             f"{_cell(scores.get('finetune_auc'))} |"
         )
-    lines.append("")
-    lines.append("AUC only for two classes; – where it does not apply.")
-    confusion = results.get("confusion") or {}
-    if confusion:
-        names = next(iter(confusion.values()))["classes"]
-        lines += [
-            "",
-            "Per-class recall on the test images:",
-            "",
-            "| protocol | " + " | ".join(names) + " |",
-            "|---|" + "---:|" * len(names),
-        ]
-        for protocol, report in confusion.items():
-            cells = [_cell(report["recall"].get(n)) for n in names]
-            lines.append(
-                f"| {PROTOCOL_NAMES.get(protocol, protocol)} | "
-                + " | ".join(cells)
-                + " |"
-            )
-    for line in results.get("warnings") or []:
-        lines += ["", f"**Warning:** {line}."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 __all__ = [

@@ -211,3 +211,22 @@ def test_evaluate_warns_about_one_predicted_class() -> None:
     assert sum("predicts one class" in line for line in lines) == 2
     fine = confusion_report([0, 1, 2], [0, 1, 2], ["a", "b", "c"])
     assert _warnings({"knn": fine}) == []
+
+
+def test_evaluate_baseline_scores_an_untrained_backbone(tmp_path, capsys) -> None:
+    torch.manual_seed(123)  # not the baseline's initialisation (seed 0)
+    checkpoint = tmp_path / "other.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]
+    code, _, err = run(capsys, *argv, "--baseline", "--fractions", "1", *TINY)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    baseline = results["baseline"]
+    assert set(baseline) >= {"knn", "linear", "finetune", "confusion"}
+    assert baseline["knn"]["knn_k"] == results["knn"]["knn_k"]  # same settings
+    # other weights, other features: the scores differ from the checkpoint's
+    assert baseline["knn"] != results["knn"] or baseline["linear"] != results["linear"]
+    table = (out / "results.md").read_text()
+    assert "| random init: kNN" in table and "| random init: fine-tune" in table
+    assert (out / "plots" / "confusion_knn_random_init.png").is_file()
