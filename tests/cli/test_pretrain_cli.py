@@ -129,7 +129,8 @@ def test_image_folder_with_an_unreadable_image(image_folder, tmp_path, capsys) -
     assert code == 0
     assert "11 images, 11 labelled in 2 classes" in stdout
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["backbone"] == "resnet50"  # the method's default with real data
+    # the method's default with real data, with the small-image stem at 32 px
+    assert config["backbone"] == "resnet50-cifar"
     assert config["synthetic_images"] is None
 
 
