@@ -652,7 +652,8 @@ def _encoder_title(label: str, checkpoint: str | None) -> str:
     if label != "pretrained" or checkpoint is None:
         return label.replace("-", " ")
     if is_named_weights(checkpoint):
-        return f"{checkpoint.split(':')[0]} init"
+        source = checkpoint.split(":")[0]
+        return f"{'ImageNet' if source.lower() == 'imagenet' else source} init"
     method = (run_config(checkpoint) or {}).get("method")
     return f"SSL ({method})" if method else "pretrained"
 
