@@ -16,6 +16,16 @@ arguments, the code path a user runs:
   kNN and linear probe with their settings chosen on val and scores on test. Reference
   rows: a random-init backbone under the same protocol, and ``supervised`` (the same
   ResNet fine-tuned end to end on all training labels by ``evaluate``'s fine-tuning).
+- ImageNet (``imagenet`` reference and ``imagenet_methods``): the reference row
+  ``imagenet`` is transfer learning without SSL — ``segment`` / ``evaluate`` with
+  ``checkpoint="imagenet:efficientnet-lite0"`` (the ImageNet-1k EfficientNet-Lite0 of
+  ``lightly-derm[imagenet]``, its TF input scaling applied by the jobs). Each method of
+  ``imagenet_methods`` also runs "continued from ImageNet" (job method
+  ``<method>+imagenet``): pretraining with ``backbone=efficientnet-lite0`` and
+  ``backbone_weights="imagenet:efficientnet-lite0"``, then the same downstream job. FG-SSL
+  continued from ImageNet runs with its authors' preset (their loss and learning rates,
+  the backbone's rate a tenth, as in the paper), not the study's equal optimiser; the
+  other methods keep the dataset's ``method_args``.
 
 Each job runs in its own process (its own session, killed with its children at its
 deadline), several at a time (they share the GPU at the ``gpu`` scale), and writes its
@@ -65,7 +75,14 @@ import study_report  # noqa: E402
 
 SCALES: tuple[str, ...] = ("smoke", "cpu", "gpu")
 #: Methods that are no pretraining but reference rows.
-REFERENCES: tuple[str, ...] = ("random", "supervised")
+REFERENCES: tuple[str, ...] = ("random", "supervised", "imagenet")
+#: The named weights of the ImageNet rows and the backbone they fit.
+IMAGENET_WEIGHTS = "imagenet:efficientnet-lite0"
+IMAGENET_BACKBONE = "efficientnet-lite0"
+#: The suffix of a method continued from ImageNet (``gravis+imagenet``).
+IMAGENET_SUFFIX = "+imagenet"
+#: Methods whose continued pretraining keeps their own (the authors') preset.
+AUTHORS_PRESET_FROM_IMAGENET = frozenset({"fgssl"})
 #: The fold split is fixed; the seeds vary pretraining, label subsets and fine-tuning.
 FOLD_SEED = 0
 #: Options the driver sets for every job (quiet, no per-job plots).
@@ -74,7 +91,7 @@ QUIET = {"progress_bar": False, "plots": False}
 STUDY_KEYS = frozenset(
     "name description methods references seeds datasets parallel threads "
     "timeout_minutes budget_minutes self_check self_check_timeout_s estimate "
-    "keep_checkpoints".split()
+    "keep_checkpoints imagenet_methods".split()
 )
 DATASET_KEYS = frozenset(
     "task data folds only_folds label_fractions limit resize subset pretrain "
@@ -158,7 +175,10 @@ class Job:
 
 def build_jobs(study: dict[str, Any], prepared: dict[str, dict[str, Any]]) -> list[Job]:
     """The grid's jobs, ordered seed first so that a run cut short has whole seeds."""
-    methods = list(study["methods"])
+    methods = [
+        *study["methods"],
+        *(f"{m}{IMAGENET_SUFFIX}" for m in study.get("imagenet_methods") or []),
+    ]
     references = list(study.get("references", []))
     jobs: list[Job] = []
     for seed in study["seeds"]:
@@ -169,6 +189,7 @@ def build_jobs(study: dict[str, Any], prepared: dict[str, dict[str, Any]]) -> li
                     for method in [
                         *methods,
                         *(["random"] if "random" in references else []),
+                        *(["imagenet"] if "imagenet" in references else []),
                     ]:
                         jobs.append(
                             Job(
@@ -198,11 +219,36 @@ def build_jobs(study: dict[str, Any], prepared: dict[str, dict[str, Any]]) -> li
                             {**spec, **data},
                         )
                     )
+                if "imagenet" in references:
+                    jobs.append(
+                        Job(
+                            name,
+                            "classification",
+                            "imagenet",
+                            seed,
+                            None,
+                            {**spec, **data},
+                        )
+                    )
     return jobs
 
 
+def split_method(method: str) -> tuple[str, bool]:
+    """``(registered method, continued from ImageNet)`` of a job's method name."""
+    if method.endswith(IMAGENET_SUFFIX):
+        return method[: -len(IMAGENET_SUFFIX)], True
+    return method, False
+
+
 def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
-    """The dataset's ``method_args``: those under ``all``, then the method's own."""
+    """The dataset's ``method_args``: those under ``all``, then the method's own.
+
+    A method continued from ImageNet that keeps its authors' preset
+    (:data:`AUTHORS_PRESET_FROM_IMAGENET`) gets none.
+    """
+    method, from_imagenet = split_method(method)
+    if from_imagenet and method in AUTHORS_PRESET_FROM_IMAGENET:
+        return {}
     args = spec.get("method_args") or {}
     return {**(args.get("all") or {}), **(args.get(method) or {})}
 
@@ -221,10 +267,17 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     checkpoint: str | None = None
     pretrain_opts = dict(spec.get("pretrain") or {})
+    base, from_imagenet = split_method(method)
+    if from_imagenet:
+        pretrain_opts.update(
+            backbone=IMAGENET_BACKBONE, backbone_weights=IMAGENET_WEIGHTS
+        )
     backbone = pretrain_opts.get("backbone", "resnet18")
+    if method == "imagenet":
+        checkpoint = IMAGENET_WEIGHTS  # transfer learning, no SSL
     if method not in REFERENCES:
         result = pretrain(
-            method=method,
+            method=base,
             method_args=_method_args(spec, method) or None,
             data=spec["pretrain_data"],
             seed=seed,
@@ -276,6 +329,8 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             }
             record["rows"].append(row)
     else:
+        if method == "imagenet":
+            backbone = IMAGENET_BACKBONE
         if checkpoint is None:
             import torch
 
@@ -297,6 +352,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             data=spec["eval_data"],
             seed=seed,
             out=str(job_dir / "evaluate"),
+            overwrite=True,
             **opts,
         )
         record["rows"].append(_classification_row(method, results))
@@ -574,7 +630,7 @@ def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
     est = {**(study.get("estimate") or {}), **(spec.get("estimate") or {})}
     seconds = float(est.get("startup_s", 15))
     pre = spec.get("pretrain") or {}
-    factor = float((est.get("method_cost") or {}).get(job.method, 1.0))
+    factor = float((est.get("method_cost") or {}).get(split_method(job.method)[0], 1.0))
     per_pretrain = factor * float(est.get("pretrain_image_epoch_s", 0.03))
     if job.task == "segmentation":
         fold = spec["fold_dirs"][job.fold]
@@ -781,6 +837,7 @@ def self_check(
     check["methods"] = study["methods"][:1]
     check["seeds"] = [0]
     check["references"] = []
+    check["imagenet_methods"] = []
     check["parallel"] = len(study["datasets"])
     check["timeout_minutes"] = float(study.get("self_check_timeout_s", 60)) / 60
     jobs = []

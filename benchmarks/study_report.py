@@ -33,6 +33,12 @@ ORDER: tuple[str, ...] = (
     "ap_byol",
     "byol",
     "simclr",
+    "gravis+imagenet",
+    "fgssl+imagenet",
+    "ap_byol+imagenet",
+    "byol+imagenet",
+    "simclr+imagenet",
+    "imagenet",
     "random",
     "supervised",
 )
@@ -42,6 +48,12 @@ LABELS: dict[str, str] = {
     "ap_byol": "AP-BYOL (lightly-derm)",
     "byol": "BYOL (lightly)",
     "simclr": "SimCLR (lightly)",
+    "gravis+imagenet": "GraVIS continued from ImageNet",
+    "fgssl+imagenet": "FG-SSL continued from ImageNet (authors' preset)",
+    "ap_byol+imagenet": "AP-BYOL continued from ImageNet",
+    "byol+imagenet": "BYOL continued from ImageNet",
+    "simclr+imagenet": "SimCLR continued from ImageNet",
+    "imagenet": "ImageNet init, transfer learning (reference)",
     "random": "random init (reference)",
     "supervised": "supervised, end to end (reference)",
 }
@@ -113,8 +125,10 @@ def segmentation_summary(records: list[dict[str, Any]], dataset: str) -> dict[st
             ]
             entry[score] = _mean_std(list(per_seed.values()))
         entry["n"] = (len(by_seed), sum(len(f) for f in by_seed.values()))
-        reference = runs.get((fraction, "random"))
-        if reference is not None and method != "random":
+        # methods continued from ImageNet are paired with ImageNet transfer learning
+        base = "imagenet" if method.endswith("+imagenet") else "random"
+        reference = runs.get((fraction, base))
+        if reference is not None and method not in ("random", "imagenet"):
             deltas = []
             for seed, folds in by_seed.items():
                 paired = [
@@ -164,7 +178,8 @@ def classification_summary(
 NOTES = (
     "Mean ± standard deviation over seeds (a seed's score: the mean over its folds). "
     "Δ Jaccard vs random: the mean paired difference to random init (same seed, fold "
-    "and label fraction). The supervised row is a ResNet trained end to end on all "
+    "and label fraction); for the rows continued from ImageNet, to ImageNet transfer "
+    "learning instead. The supervised row is a ResNet trained end to end on all "
     "training labels, scored by its own classifier (in the linear columns)."
 )
 
@@ -371,7 +386,8 @@ def plot(out: Path) -> Path | None:
     for ax, (title, per_method, runs) in zip(axes.flat, panels, strict=False):
         methods = list(per_method)
         for i, method in enumerate(methods):
-            color = "0.4" if method in ("random", "supervised") else colors(i)
+            reference_row = method in ("random", "supervised", "imagenet")
+            color = "0.4" if reference_row else colors(i)
             if runs is not None:
                 ax.scatter(
                     i + rng.uniform(-0.18, 0.18, len(runs[i])),

@@ -37,7 +37,9 @@ from lightly_derm.errors import ConfigError
 from lightly_derm.evaluation.selection import SELECTION_METRICS
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
+    checkpoint_normalization,
     find_checkpoint,
+    is_named_weights,
     load_backbone,
     run_config,
     run_folder,
@@ -48,6 +50,7 @@ from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
 from lightly_derm.jobs.trainer import trainer_options
 from lightly_derm.jobs.transforms import eval_transform, finetune_transform
+from lightly_derm.models.backbones import build_backbone
 from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.
@@ -66,8 +69,14 @@ class EvaluateConfig(RunConfig):
 
     Attributes:
         checkpoint: A checkpoint file (Lightning checkpoint of any method, backbone or
-            torchvision state dict) or a ``pretrain`` run folder. Required.
-        backbone: The ResNet name; not set: found from the checkpoint.
+            torchvision state dict), a ``pretrain`` run folder, or named weights
+            (``imagenet:efficientnet-lite0``: ImageNet transfer without SSL). Required.
+            The images get the input scaling of the weights the run started from
+            (:func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`).
+        backbone: Any backbone name (``resnet18``, ``resnet18-cifar``,
+            ``efficientnet-lite0``, ``monai:efficientnet-b0``, ``timm:<model>``); not
+            set: found from the checkpoint. A ResNet named without a stem gets the
+            stem of the checkpoint's weights (``-cifar`` for a 3 × 3 ``conv1``).
         data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); split as the
             source defines (MedMNIST/DermaMNIST, ``train/`` + ``test/`` folders), else
             by a seeded stratified split. Not set: the built-in synthetic lesions (train
@@ -98,6 +107,10 @@ class EvaluateConfig(RunConfig):
         decode_size: Decode JPEGs at reduced size (0: full); not set: twice the input
             size.
         synthetic_images: Synthetic data: training images.
+        baseline: Also score an untrained backbone of the same architecture (random
+            init) with the same protocols, settings and data (a ``random-init`` row).
+        limit: Use only the first N images of the training and of the test data (tiny
+            runs; first in the data's order).
         synthetic_test_images: Synthetic data: test images.
         synthetic_classes: Synthetic data: classes.
         devices: Lightning's devices for fine-tuning: how many, or which.
@@ -144,6 +157,8 @@ class EvaluateConfig(RunConfig):
     devices: int | str = 1
     strict: bool = False
     decode_size: int | None = option(rule=Range.int(0))
+    limit: int | None = option(rule=Range.int(2))
+    baseline: bool = False
     synthetic_images: int | None = option(rule=Range.int(2), only="demo")
     synthetic_test_images: int | None = option(rule=Range.int(1), only="demo")
     synthetic_classes: int | None = option(rule=Range.int(2), only="demo")
@@ -178,11 +193,13 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
             "evaluate needs --checkpoint: a checkpoint file or a pretrain run folder"
         )
     checkpoint = os.fspath(config.checkpoint)
-    find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
+    named = is_named_weights(checkpoint)
+    if not named:
+        find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
     if config.data is not None and not Path(config.data).expanduser().exists():
         raise FileNotFoundError(f"data not found: {config.data}")
     # the pretraining run's values come before the preset's
-    saved = run_config(checkpoint) or {}
+    saved = (run_config(checkpoint) if not named else None) or {}
     inherited = ("input_size", "synthetic_classes") if config.synthetic else ()
     c = dataclasses.replace(
         config,
@@ -212,7 +229,7 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     )
     assert c.input_size is not None  # every preset sets it
     if c.out is None:
-        run = run_folder(checkpoint)
+        run = run_folder(checkpoint) if not named else None
         out = os.fspath(run / "evaluation") if run is not None else "evaluation"
     else:
         out = os.fspath(c.out)
@@ -267,7 +284,8 @@ def evaluation_datasets(
     from lightly_derm.evaluation import stratified_subset
 
     assert config.input_size is not None
-    plain = eval_transform(config.input_size)
+    normalize = checkpoint_normalization(str(config.checkpoint))
+    plain = eval_transform(config.input_size, normalize)
     common: dict[str, Any] = {
         "strict": bool(config.strict),
         "decode_size": config.decode_size or None,
@@ -318,12 +336,27 @@ def evaluation_datasets(
                 f"stratified split of the labelled images: {config.test_fraction:.0%} "
                 f"for scoring, seed {config.seed}"
             )
+    if config.limit is not None:
+        train, test = _first(train, config.limit), _first(test, config.limit)
+        split += f"; the first {config.limit} images of each"
     for name, part in (("training", train), ("test", test)):
         _require_labels(np.asarray(getattr(part, "targets", [])), f"the {name} data")
     train_eval = _labelled(_transformed(train, plain))
     test_eval = _labelled(_transformed(test, plain))
-    train_tune = _labelled(_transformed(train, finetune_transform(config.input_size)))
+    train_tune = _labelled(
+        _transformed(train, finetune_transform(config.input_size, normalize=normalize))
+    )
     return train_eval, test_eval, train_tune, split
+
+
+def _first(dataset: Dataset[Any], count: int) -> Dataset[Any]:
+    """The first ``count`` images of ``dataset`` (a :class:`LabelledSubset`)."""
+    size = len(dataset)  # type: ignore[arg-type]
+    if size <= count:
+        return dataset
+    if isinstance(dataset, LabelledSubset):
+        return LabelledSubset(dataset.dataset, dataset.indices[:count])
+    return LabelledSubset(dataset, range(count))
 
 
 def _transformed(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
@@ -379,16 +412,22 @@ def _quiet_lightning() -> Iterator[None]:
 def evaluate(
     config: EvaluateConfig | Mapping[str, Any] | None = None,
     *,
+    overwrite: bool = False,
     verbose: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluates a pretrained backbone: frozen-feature kNN and linear probe, fine-tuning.
 
-    Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml`` and
-    ``plots/embedding.png`` (PCA of the test features by class) into ``out``.
+    Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml``,
+    ``plots/embedding.png`` (PCA of the test features by class, titled with the method
+    and backbone) and ``plots/confusion_<protocol>.png`` (kNN and linear probe: the
+    confusion matrix with each class's recall,
+    :func:`~lightly_derm.evaluation.plot_confusion_matrix`) into ``out``.
 
     Args:
         config: An :class:`EvaluateConfig` or a mapping of its options.
+        overwrite: Replace the results of an earlier evaluation in ``out`` (otherwise
+            an error).
         verbose: Print progress and the table.
         **options: Options of :class:`EvaluateConfig`; they override ``config``.
 
@@ -416,7 +455,16 @@ def evaluate(
     cfg = resolve_evaluate_config(EvaluateConfig.create(config, options, "evaluate"))
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     out = Path(str(cfg.out))
-    checkpoint = find_checkpoint(str(cfg.checkpoint))
+    if (out / "results.json").is_file() and not overwrite:
+        raise ValueError(
+            f"{out} already holds evaluation results; pass --overwrite or choose "
+            "another --out"
+        )
+    checkpoint: str | Path = (
+        str(cfg.checkpoint)
+        if is_named_weights(str(cfg.checkpoint))
+        else find_checkpoint(str(cfg.checkpoint))
+    )
     backbone, name = load_backbone(checkpoint, cfg.backbone)
     train, test, train_tune, split = evaluation_datasets(cfg)
     classes = list(getattr(train, "classes", []) or [])
@@ -459,6 +507,7 @@ def evaluate(
     results: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "backbone": name,
+        "method": _method_name(str(cfg.checkpoint)),
         "input_size": cfg.input_size,
         "data": {
             "source": source,
@@ -487,58 +536,99 @@ def evaluate(
             f"kNN k={knn_k}, linear weight decay {weight_decay:g}, class weight "
             f"{class_weight}",
         )
-    results["knn"] = knn_evaluate(
-        train_features,
-        test_features,
-        num_classes=num_classes,
-        k=int(knn_k),  # type: ignore[arg-type]
-        temperature=float(cfg.knn_temperature or 0.1),
-    )
-    results["linear"] = linear_probe_evaluate(
-        train_features,
-        test_features,
-        num_classes=num_classes,
-        weight_decay=float(weight_decay),  # type: ignore[arg-type]
-        class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
-    )
-    say("evaluate", verbose, _one_line("kNN", results["knn"], "knn_"))
-    say("evaluate", verbose, _one_line("linear probe", results["linear"], "linear_"))
-    results["finetune"] = {}
-    for fraction in cfg.fractions or []:
+
+    def score(
+        model: torch.nn.Module, train_f: Any, test_f: Any, label: str = ""
+    ) -> dict[str, Any]:
+        """kNN, linear probe, their confusion matrices and fine-tuning of ``model``."""
+        scored: dict[str, Any] = {}
+        scored["knn"] = knn_evaluate(
+            train_f,
+            test_f,
+            num_classes=num_classes,
+            k=int(knn_k),  # type: ignore[arg-type]
+            temperature=float(cfg.knn_temperature or 0.1),
+        )
+        scored["linear"] = linear_probe_evaluate(
+            train_f,
+            test_f,
+            num_classes=num_classes,
+            weight_decay=float(weight_decay),  # type: ignore[arg-type]
+            class_weight=_class_weight(str(class_weight)),  # type: ignore[arg-type]
+        )
+        say("evaluate", verbose, _one_line(f"{label}kNN", scored["knn"], "knn_"))
         say(
             "evaluate",
             verbose,
-            f"fine-tuning on {_percent(fraction)} of the labelled training images",
+            _one_line(f"{label}linear probe", scored["linear"], "linear_"),
         )
-        with warnings.catch_warnings(), _quiet_lightning():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            # lightly's FinetuneClassifier has a validation_step; scoring is done here
-            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-            scores = finetune_evaluate(
-                backbone,
-                train_tune,
-                test,
-                fraction=fraction,
-                num_classes=num_classes,
-                epochs=int(cfg.finetune_epochs or 1),
-                batch_size=int(cfg.finetune_batch_size or 64),
-                lr=float(cfg.finetune_lr or 0.05),
-                seed=int(cfg.seed or 0),
-                num_workers=int(cfg.num_workers or 0),
-                trainer_kwargs=trainer_options(
-                    accelerator=str(cfg.accelerator),
-                    devices=cfg.devices,  # type: ignore[arg-type]
-                    strategy=str(cfg.strategy),
-                    precision=cfg.precision,
-                    progress_bar=bool(cfg.progress_bar),
+        scored["confusion"] = confusion_reports(
+            train_f,
+            test_f,
+            num_classes,
+            classes,
+            knn_k=int(knn_k),  # type: ignore[arg-type]
+            knn_temperature=float(cfg.knn_temperature or 0.1),
+            linear_weight_decay=float(weight_decay),  # type: ignore[arg-type]
+            linear_class_weight=_class_weight(str(class_weight)),
+        )
+        scored["warnings"] = _warnings(scored["confusion"])
+        for line in scored["warnings"]:
+            warnings.warn(line, stacklevel=2)
+        scored["finetune"] = {}
+        for fraction in cfg.fractions or []:
+            say(
+                "evaluate",
+                verbose,
+                f"{label}fine-tuning on {_percent(fraction)} of the labelled training images",
+            )
+            with warnings.catch_warnings(), _quiet_lightning():
+                warnings.filterwarnings(
+                    "ignore", message=".*does not have many workers.*"
+                )
+                # lightly's FinetuneClassifier has a validation_step; scoring is done here
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+                scores = finetune_evaluate(
+                    model,
+                    train_tune,
+                    test,
+                    fraction=fraction,
+                    num_classes=num_classes,
+                    epochs=int(cfg.finetune_epochs or 1),
+                    batch_size=int(cfg.finetune_batch_size or 64),
+                    lr=float(cfg.finetune_lr or 0.05),
+                    seed=int(cfg.seed or 0),
+                    num_workers=int(cfg.num_workers or 0),
+                    trainer_kwargs=trainer_options(
+                        accelerator=str(cfg.accelerator),
+                        devices=cfg.devices,  # type: ignore[arg-type]
+                        strategy=str(cfg.strategy),
+                        precision=cfg.precision,
+                        progress_bar=bool(cfg.progress_bar),
+                    ),
+                )
+            scored["finetune"][f"{fraction:g}"] = scores
+            say(
+                "evaluate",
+                verbose,
+                _one_line(
+                    f"{label}fine-tune {_percent(fraction)}", scores, "finetune_"
                 ),
             )
-        results["finetune"][f"{fraction:g}"] = scores
-        say(
-            "evaluate",
-            verbose,
-            _one_line(f"fine-tune {_percent(fraction)}", scores, "finetune_"),
+        return scored
+
+    results.update(score(backbone, train_features, test_features))
+    if cfg.baseline:
+        torch.manual_seed(int(cfg.seed or 0))
+        untrained = build_backbone(name)
+        say("evaluate", verbose, f"baseline: an untrained {name} (random init)")
+        baseline = score(
+            untrained,
+            extract_features(untrained, train, **feature_options),
+            extract_features(untrained, test, **feature_options),
+            "random init: ",
         )
+        results["baseline"] = baseline
     results["out"] = str(out)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -547,13 +637,14 @@ def evaluate(
         table = results_markdown(results)
         (out / "results.md").write_text(table)
         if cfg.plots:
+            _plot_confusions(results, out / "plots")
             try:
                 plot_embedding(
                     test_features.features,
                     out / "plots" / PLOT_FILES["embedding"],
                     targets=test_features.targets,
                     classes=classes,
-                    title=f"{name} features of the test images "
+                    title=f"{results['method']} {name} features of the test images "
                     f"({'synthetic lesions' if cfg.synthetic else Path(str(cfg.data)).name}), PCA",
                 )
             except Exception as exc:  # plots must not fail the job
@@ -566,6 +657,99 @@ def evaluate(
             f"wrote {out}/ (results.json, results.md, config.yaml, plots/)",
         )
     return results
+
+
+def _method_name(checkpoint: str) -> str:
+    """The method that made the checkpoint's backbone, for titles."""
+    if is_named_weights(checkpoint):
+        return f"{checkpoint} (no SSL)"
+    saved = run_config(checkpoint) or {}
+    method = saved.get("method")
+    return str(method) if method else "pretrained"
+
+
+def confusion_reports(
+    train: Any,
+    test: Any,
+    num_classes: int,
+    classes: Sequence[str],
+    knn_k: int,
+    knn_temperature: float,
+    linear_weight_decay: float,
+    linear_class_weight: str | None,
+) -> dict[str, dict[str, Any]]:
+    """The test confusion matrix of the kNN and the linear-probe protocols.
+
+    The predictions are those of :func:`~lightly_derm.evaluation.knn_evaluate` and
+    :func:`~lightly_derm.evaluation.linear_probe_evaluate` with the same settings
+    (:func:`~lightly_derm.evaluation.knn_scores`; a
+    :class:`~lightly_derm.evaluation.LinearProbe` fitted again, deterministically, on
+    the same features); each report is
+    :func:`~lightly_derm.evaluation.confusion_report`'s.
+    """
+    from lightly_derm.evaluation import LinearProbe, confusion_report, knn_scores
+
+    bank = train.labelled()
+    names = list(classes) or [str(i) for i in range(num_classes)]
+    knn = knn_scores(
+        test.features, bank.features, bank.targets, num_classes, knn_k, knn_temperature
+    ).argmax(1)
+    probe = LinearProbe(
+        linear_weight_decay,
+        class_weight=linear_class_weight,  # type: ignore[arg-type]
+    )
+    probe.fit(bank.features, bank.targets, num_classes)
+    linear = probe.predict(test.features)
+    return {
+        protocol: confusion_report(
+            predicted.cpu(), test.targets.cpu(), names, num_classes
+        )
+        for protocol, predicted in (("knn", knn), ("linear", linear))
+    }
+
+
+def _warnings(confusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings about empty test classes and protocols that predict one class."""
+    lines: list[str] = []
+    empty = next(iter(confusion.values()), {}).get("empty_classes") or []
+    if empty:
+        lines.append(
+            f"the test data has no images of {', '.join(empty)}: their recall is "
+            "undefined and balanced accuracy averages the other classes"
+        )
+    for protocol, report in confusion.items():
+        if report.get("predicted_classes") == 1 and len(report["classes"]) > 1:
+            lines.append(
+                f"{PROTOCOL_NAMES.get(protocol, protocol)} predicts one class for every "
+                "test image (collapsed features or a too strong class imbalance)"
+            )
+    return lines
+
+
+#: The protocols' names in tables and titles.
+PROTOCOL_NAMES: dict[str, str] = {"knn": "kNN", "linear": "the linear probe"}
+
+
+def _plot_confusions(results: Mapping[str, Any], folder: Path) -> None:
+    from lightly_derm.evaluation import plot_confusion_matrix
+
+    runs = [(results, str(results["method"]), "")]
+    if results.get("baseline"):
+        runs.append((results["baseline"], "random init", "_random_init"))
+    for scored, method, suffix in runs:
+        for protocol, report in scored.get("confusion", {}).items():
+            try:
+                plot_confusion_matrix(
+                    report["matrix"],
+                    report["classes"],
+                    title=f"{method} {results['backbone']}: "
+                    f"{PROTOCOL_NAMES.get(protocol, protocol)}",
+                    path=folder / f"confusion_{protocol}{suffix}.png",
+                )
+            except Exception as exc:  # plots must not fail the job
+                warnings.warn(
+                    f"could not draw the {protocol} confusion: {exc}", stacklevel=2
+                )
 
 
 def select_settings(
@@ -614,7 +798,9 @@ def select_settings(
                 task=config.task,
                 strict=bool(config.strict),
                 decode_size=config.decode_size or None,
-                transform=eval_transform(config.input_size),
+                transform=eval_transform(
+                    config.input_size, checkpoint_normalization(str(config.checkpoint))
+                ),
             )
         )
         fit = train_features.labelled()
@@ -711,30 +897,61 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         "| protocol | labelled training images | accuracy | balanced accuracy | AUC |",
         "|---|---:|---:|---:|---:|",
     ]
+    lines += _protocol_rows(results, data)
+    baseline = results.get("baseline")
+    if baseline:
+        lines += _protocol_rows(baseline, data, "random init: ")
+    lines.append("")
+    lines.append("AUC only for two classes; – where it does not apply.")
+    for label, scored in (("", results), ("random init: ", baseline or {})):
+        confusion = scored.get("confusion") or {}
+        if confusion:
+            names = next(iter(confusion.values()))["classes"]
+            lines += [
+                "",
+                f"Per-class recall on the test images{' (random init)' if label else ''}:",
+                "",
+                "| protocol | " + " | ".join(names) + " |",
+                "|---|" + "---:|" * len(names),
+            ]
+            for protocol, report in confusion.items():
+                cells = [_cell(report["recall"].get(n)) for n in names]
+                lines.append(
+                    f"| {label}{PROTOCOL_NAMES.get(protocol, protocol)} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+        for line in scored.get("warnings") or []:
+            lines += ["", f"**Warning:** {label}{line}."]
+    return "\n".join(lines) + "\n"
+
+
+def _protocol_rows(
+    results: Mapping[str, Any], data: Mapping[str, Any], label: str = ""
+) -> list[str]:
+    lines: list[str] = []
     knn = results["knn"]
     lines.append(
-        f"| kNN (k={knn.get('knn_k')}, frozen) | {data['train_images']} | "
+        f"| {label}kNN (k={knn.get('knn_k')}, frozen) | {data['train_images']} | "
         f"{_cell(knn.get('knn_accuracy'))} | {_cell(knn.get('knn_balanced_accuracy'))} | "
         f"{_cell(knn.get('knn_auc'))} |"
     )
     linear = results["linear"]
     lines.append(
-        f"| linear probe (frozen) | {data['train_images']} | "
+        f"| {label}linear probe (frozen) | {data['train_images']} | "
         f"{_cell(linear.get('linear_accuracy'))} | "
         f"{_cell(linear.get('linear_balanced_accuracy'))} | "
         f"{_cell(linear.get('linear_auc'))} |"
     )
     for fraction, scores in results.get("finetune", {}).items():
         lines.append(
-            f"| fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
+            f"| {label}fine-tune {_percent(float(fraction))} ({scores.get('finetune_epochs')} epochs) | "
             f"{scores.get('finetune_num_train')} | "
             f"{_cell(scores.get('finetune_accuracy'))} | "
             f"{_cell(scores.get('finetune_balanced_accuracy'))} | "
             f"{_cell(scores.get('finetune_auc'))} |"
         )
-    lines.append("")
-    lines.append("AUC only for two classes; – where it does not apply.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 __all__ = [

@@ -110,9 +110,16 @@ class PretrainConfig(TrainConfig):
         labels: A labels CSV for an image folder (optional for pretraining; used for
             the embedding plot and AP-BYOL's same-label rate; required by ``classify``
             methods).
-        backbone: A torchvision ResNet name; with data, the method's default.
-        backbone_weights: A local checkpoint to start the backbone from (e.g. ImageNet
-            weights; never downloaded).
+        backbone: Any backbone name of :func:`~lightly_derm.models.build_backbone` (a
+            torchvision ResNet, also ``resnet18-cifar``; ``monai:efficientnet-b0``;
+            ``timm:convnext_tiny``; ``efficientnet-lite0``); not set: the method's
+            default. Not set and without ``backbone_weights``, a ResNet default gets the
+            small-image stem below 64 px input (``resnet18`` → ``resnet18-cifar``,
+            :func:`~lightly_derm.models.backbone_for_input_size`); a name given is
+            used as it is.
+        backbone_weights: A local checkpoint to start the backbone from, or named
+            weights (``imagenet:efficientnet-lite0``, the images then get their input
+            scaling); never downloaded.
         input_size: The side of the views in pixels.
         epochs: Training epochs.
         max_steps: Stop after this many optimizer steps (not set: no limit).
@@ -224,14 +231,44 @@ class PretrainResult:
 
 # ----------------------------------------------------------------------- checks
 def check_backbone_name(name: Any) -> str:
-    """Raises :class:`ConfigError` unless ``name`` is a ResNet lightly-derm builds by name."""
-    from lightly_derm.models.backbones import RESNETS
+    """Raises :class:`ConfigError` unless lightly-derm builds a backbone called ``name``.
 
-    if name not in RESNETS:
+    Any name :func:`lightly_derm.models.check_backbone_name` accepts: a torchvision
+    ResNet (also ``"-cifar"``), ``"monai:efficientnet-bN"``, ``"timm:<model>"``,
+    ``"efficientnet-lite0"``. Returns the name as given.
+    """
+    from lightly_derm.models.backbones import check_backbone_name as check
+
+    if not isinstance(name, str):
+        raise ConfigError(f"backbone must be a name, got {name!r}")
+    try:
+        check(name)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    return name
+
+
+def check_backbone_weights(weights: Any, backbone: str) -> None:
+    """Raises :class:`ConfigError` unless ``weights`` is an existing file or named weights.
+
+    Named weights (``"imagenet:efficientnet-lite0"``) must fit ``backbone``.
+    """
+    from lightly_derm.models.backbones import check_backbone_name as check
+    from lightly_derm.models.imagenet import NAMED_WEIGHTS, named_weights
+
+    if weights is None or Path(weights).expanduser().exists():
+        return
+    named = named_weights(str(weights))
+    if named is None:
         raise ConfigError(
-            f"backbone {name!r} is not a known ResNet; choose one of {', '.join(RESNETS)}"
+            f"backbone_weights {str(weights)!r} is neither a file nor named weights "
+            f"({', '.join(NAMED_WEIGHTS)})"
         )
-    return str(name)
+    if check(named.backbone) != check(backbone):
+        raise ConfigError(
+            f"backbone_weights {named.name!r} fit the backbone {named.backbone!r}, not "
+            f"{backbone!r}; pass --backbone {named.backbone}"
+        )
 
 
 def method_info(name: str) -> Any:
@@ -281,6 +318,12 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
     if backbone is None:  # the method's default
         default = accepts.get("backbone")
         backbone = default.default if default is not None else "resnet50"
+    if config.backbone is None and c.backbone_weights is None:
+        # not named: the "-cifar" stem for small images (backbone_for_input_size)
+        from lightly_derm.models.backbones import backbone_for_input_size
+
+        backbone = backbone_for_input_size(str(backbone), int(c.input_size or 224))
+    check_backbone_weights(c.backbone_weights, str(check_backbone_name(backbone)))
     augment = c.augment or method_args.pop("augment", None) or "cpu"
     check_choice("augment", augment, ("cpu", "gpu"))
     if augment == "gpu" and "augment" not in accepts:
@@ -480,6 +523,10 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
     if config.backbone_weights is not None:
         kwargs["backbone_weights"] = config.backbone_weights
     method = registry.create("method", info.name, **kwargs)
+    if isinstance(getattr(method, "backbone", None), torch.nn.Module):
+        from lightly_derm.jobs.transforms import renormalize_backbone_input
+
+        renormalize_backbone_input(method.backbone, config.backbone_weights)
     if not isinstance(method, SSLMethod):
         raise ConfigError(
             f"method {info.name!r} builds a {type(method).__name__}, not an SSLMethod "

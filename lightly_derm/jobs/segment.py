@@ -38,7 +38,10 @@ from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     backbone_name,
+    checkpoint_normalization,
     find_checkpoint,
+    is_named_weights,
+    run_config,
     run_folder,
 )
 from lightly_derm.jobs.config import TrainConfig, option
@@ -47,10 +50,20 @@ from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
 from lightly_derm.jobs.trainer import build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
+from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
 
-#: The encoders LesionSegmentation has (``lightly-derm-<name>`` FlexibleUNet backbones).
-ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+#: Examples of backbones with a segmentation encoder; every name
+#: :func:`~lightly_derm.segmentation.flexunet_backbone` maps to a registered MONAI
+#: FlexibleUNet encoder works (ResNets also ``-cifar``, ``monai:efficientnet-bN``,
+#: ``efficientnet-lite0``, timm models with ``features_only``).
+ENCODERS: tuple[str, ...] = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet-lite0",
+    "monai:efficientnet-b0",
+)
 #: The validation scores reported (LesionSegmentation's names).
 SCORES: tuple[str, ...] = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
 #: The test scores reported with ``test_data``.
@@ -66,7 +79,10 @@ class SegmentConfig(TrainConfig):
 
     Attributes:
         checkpoint: The SSL checkpoint (file or ``pretrain`` run folder) whose backbone
-            initialises the encoder; not set: a random encoder.
+            initialises the encoder, or named weights (``imagenet:efficientnet-lite0``:
+            ImageNet transfer learning, backbone ``efficientnet-lite0``); not set: a
+            random encoder. The images get the input scaling of the weights the
+            encoder started from.
         data: An ISIC folder (``images/`` + ``masks/``, the official ISIC 2016-2018
             Task 1 folders, or one folder with both; see
             :func:`~lightly_derm.data.find_isic_pairs`). Not set: the built-in
@@ -74,7 +90,10 @@ class SegmentConfig(TrainConfig):
         val_data: An ISIC folder that is the validation set (instead of a split of
             ``data``; not with ``val_fraction`` or ``folds``), e.g. a held-out fold.
         test_data: An ISIC folder scored once at the end (e.g. the official test set).
-        backbone: ``resnet18``, ``resnet34`` or ``resnet50``; not set: the checkpoint's.
+        backbone: Any backbone with a FlexibleUNet encoder
+            (:func:`~lightly_derm.segmentation.flexunet_backbone`): ``resnet18``,
+            ``resnet50-cifar``, ``efficientnet-lite0``, ``monai:efficientnet-b0``,
+            ``timm:convnext_tiny``, ...; not set: the checkpoint's.
         input_size: Image side in pixels (was ``image_size``).
         epochs: Fine-tuning epochs.
         batch_size: Batch size.
@@ -150,13 +169,19 @@ class SegmentConfig(TrainConfig):
 
 
 def check_encoder(backbone: str) -> str:
-    """Raises :class:`ConfigError` unless ``backbone`` has a segmentation encoder."""
-    if backbone not in ENCODERS:
-        raise ConfigError(
-            f"backbone {backbone!r} has no segmentation encoder; choose one of "
-            f"{', '.join(ENCODERS)}"
-        )
-    return backbone
+    """Raises :class:`ConfigError` unless ``backbone`` has a segmentation encoder.
+
+    Returns the MONAI FlexibleUNet backbone name of its encoder
+    (:func:`~lightly_derm.segmentation.flexunet_backbone`).
+    """
+    from lightly_derm.segmentation import flexunet_backbone
+
+    if not isinstance(backbone, str):
+        raise ConfigError(f"backbone must be a name, got {backbone!r}")
+    try:
+        return flexunet_backbone(backbone)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
@@ -170,13 +195,17 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     c = config
     if c.checkpoint is not None:
         c = dataclasses.replace(c, checkpoint=os.fspath(c.checkpoint))
-        checkpoint = find_checkpoint(c.checkpoint or "")
+        checkpoint: str | Path = (
+            str(c.checkpoint)
+            if is_named_weights(c.checkpoint)
+            else find_checkpoint(c.checkpoint or "")
+        )
         if c.backbone is None:  # the checkpoint's value comes before the preset's
             backbone = backbone_name(checkpoint)
             if backbone is None:
                 raise ConfigError(
-                    f"cannot tell which ResNet the backbone in {c.checkpoint} is; "
-                    f"pass --backbone ({', '.join(ENCODERS)})"
+                    f"cannot tell which backbone is in {c.checkpoint}; pass --backbone "
+                    f"(e.g. {', '.join(ENCODERS)})"
                 )
             c = dataclasses.replace(c, backbone=backbone)
     for name in ("data", "val_data", "test_data"):
@@ -198,7 +227,11 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     if c.val_data is not None and (c.val_fraction is not None or folds):
         raise ConfigError("--val-data excludes --val-fraction and --folds")
     if c.out is None:
-        run = run_folder(c.checkpoint) if c.checkpoint is not None else None
+        run = (
+            run_folder(c.checkpoint)
+            if c.checkpoint is not None and not is_named_weights(c.checkpoint)
+            else None
+        )
         out = os.fspath(run / "segmentation") if run is not None else "segmentation"
     else:
         out = os.fspath(c.out)
@@ -228,6 +261,7 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         batch_size: Batch size.
         num_workers: DataLoader workers.
         seed: Seeds the images and the subset.
+        normalize: ``{"mean", "std"}`` of the images in [0, 1] (default: ImageNet's).
     """
 
     def __init__(
@@ -239,6 +273,7 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
+        normalize: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         from lightly_derm.data import SyntheticLesions
@@ -250,7 +285,7 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         }
         train = SyntheticLesions(
             train_images,
-            transform=SyntheticSegmentationTransform(train=True),
+            transform=SyntheticSegmentationTransform(train=True, normalize=normalize),
             split="train",
             **common,
         )
@@ -259,7 +294,7 @@ class SyntheticSegmentationData(pl.LightningDataModule):
         self.train_dataset: Dataset[Any] = Subset(train, sorted(order[:keep].tolist()))
         self.val_dataset: Dataset[Any] = SyntheticLesions(
             val_images,
-            transform=SyntheticSegmentationTransform(train=False),
+            transform=SyntheticSegmentationTransform(train=False, normalize=normalize),
             split="val",
             **common,
         )
@@ -309,8 +344,18 @@ def _folds(
 def segmentation_data(
     config: SegmentConfig,
 ) -> tuple[list[pl.LightningDataModule], str]:
-    """One data module per fold (one without ``folds``) and a description of the split."""
+    """One data module per fold (one without ``folds``) and a description of the split.
+
+    The images are normalised as the checkpoint's weights expect
+    (:func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`).
+    """
     from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
+
+    normalize = (
+        checkpoint_normalization(config.checkpoint)
+        if config.checkpoint is not None
+        else None
+    )
 
     if config.synthetic:
         data = SyntheticSegmentationData(
@@ -321,6 +366,7 @@ def segmentation_data(
             batch_size=int(config.batch_size or 16),
             num_workers=int(config.num_workers or 0),
             seed=int(config.seed or 0),
+            normalize=normalize,
         )
         return [data], (
             f"{len(data.train_dataset)} training and "  # type: ignore[arg-type]
@@ -339,6 +385,8 @@ def segmentation_data(
         "cache_rate": config.cache_rate,
         "test_pairs": test_pairs,
     }
+    if normalize is not None:
+        common["normalize"] = normalize
     if config.folds:
         modules: list[pl.LightningDataModule] = [
             ISICSegmentationDataModule(pairs=train, val_pairs=val, **common)
@@ -370,11 +418,10 @@ def segmentation_data(
     return modules, split
 
 
-def _overlays(
-    model: pl.LightningModule, data: pl.LightningDataModule, path: Path, count: int = 6
-) -> Path:
-    from lightly_derm.segmentation import render_overlays, save_overlays
-
+def _first_predictions(
+    model: pl.LightningModule, data: pl.LightningDataModule, count: int = 6
+) -> dict[str, Any]:
+    """``images``, ``labels``, ``probabilities`` and ``ids`` of the first validation images."""
     batch = next(iter(data.val_dataloader()))
     images, labels = batch["image"][:count], batch["label"][:count]
     was_training = model.training
@@ -385,8 +432,58 @@ def _overlays(
             probabilities = torch.sigmoid(model(images.to(device)).float()).cpu()
     finally:
         model.train(was_training)
-    grid = render_overlays(images, labels, probabilities)
+    ids = [str(i) for i in batch.get("id", [])][:count]
+    return {
+        "images": images,
+        "labels": labels,
+        "probabilities": probabilities,
+        "ids": ids,
+    }
+
+
+def _overlays(
+    model: pl.LightningModule, data: pl.LightningDataModule, path: Path, count: int = 6
+) -> Path:
+    from lightly_derm.segmentation import render_overlays, save_overlays
+
+    first = _first_predictions(model, data, count)
+    grid = render_overlays(first["images"], first["labels"], first["probabilities"])
     return save_overlays(grid, path)
+
+
+def plot_encoders(
+    predictions: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    normalize: Mapping[str, Sequence[float]],
+    title: str | None = None,
+) -> Path:
+    """``plots/encoders.png``: the same validation images segmented by each encoder.
+
+    One figure of :func:`~lightly_derm.segmentation.plot_encoder_comparison`: the image,
+    the ground truth, and each encoder's prediction with its Dice.
+
+    Args:
+        predictions: Encoder label → the ``images``, ``labels`` and ``probabilities``
+            of its model on the same first validation images.
+        path: The PNG.
+        normalize: The images' normalisation (to draw them).
+        title: The figure title; default names the encoders.
+    """
+    from lightly_derm.segmentation import plot_encoder_comparison
+
+    first = next(iter(predictions.values()))
+    ids = first.get("ids") or None
+    plot_encoder_comparison(
+        first["images"],
+        first["labels"],
+        {label: p["probabilities"] for label, p in predictions.items()},
+        path=path,
+        title=title,
+        image_names=ids if ids and len(ids) == len(first["images"]) else None,
+        mean=list(normalize["mean"]),
+        std=list(normalize["std"]),
+    )
+    return path
 
 
 def finetune_segmentation(
@@ -411,6 +508,9 @@ def finetune_segmentation(
     name: str = "",
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
+    normalize: Mapping[str, Sequence[float]] | None = None,
+    overlays: bool = True,
+    predictions: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Fine-tunes one :class:`~lightly_derm.segmentation.LesionSegmentation` and scores it.
 
@@ -423,8 +523,9 @@ def finetune_segmentation(
         data: A data module with training and validation (and, for ``test``, test)
             batches of ``image``/``label`` dictionaries.
         checkpoint: SSL weights for the encoder (any format
-            :func:`~lightly_derm.segmentation.load_ssl_encoder` reads); ``None``: random.
-        backbone: ``resnet18``, ``resnet34`` or ``resnet50``.
+            :func:`~lightly_derm.segmentation.load_ssl_encoder` reads, or named weights
+            such as ``"imagenet:efficientnet-lite0"``); ``None``: random.
+        backbone: Any backbone with a FlexibleUNet encoder (:func:`check_encoder`).
         out_dir: The run folder.
         epochs: Training epochs.
         lr: Learning rate of decoder and head.
@@ -443,6 +544,12 @@ def finetune_segmentation(
         test: Also run ``Trainer.test`` (the data module needs test batches).
         name: Names the run in printed lines.
         verbose: Print the transfer report and the scores.
+        normalize: The normalisation of ``data``'s images (to draw them); default:
+            :func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`.
+        overlays: With ``plots``, also draw ``plots/overlays.png``.
+        predictions: A dict to fill with the ``images``, ``labels``,
+            ``probabilities`` and ``ids`` of the first validation images (for a
+            comparison of encoders, :func:`plot_encoders`).
         callbacks: More Lightning callbacks.
 
     Returns:
@@ -451,12 +558,25 @@ def finetune_segmentation(
     """
     from lightly_derm.segmentation import LesionSegmentation
 
-    check_encoder(backbone)
+    encoder = check_encoder(backbone)
     run_dir = Path(out_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
+    named = checkpoint is not None and is_named_weights(os.fspath(checkpoint))
+    if normalize is None:
+        normalize = (
+            checkpoint_normalization(checkpoint)
+            if checkpoint is not None
+            else input_normalization(None)
+        )
     model = LesionSegmentation(
-        backbone=f"lightly-derm-{backbone}",
-        pretrained=Path(checkpoint) if checkpoint is not None else None,
+        backbone=encoder,
+        pretrained=(
+            None
+            if checkpoint is None
+            else (os.fspath(checkpoint) if named else Path(checkpoint))
+        ),
+        image_mean=tuple(normalize["mean"]),
+        image_std=tuple(normalize["std"]),
         lr=lr,
         encoder_lr=encoder_lr,
         freeze_encoder_epochs=freeze_encoder_epochs,
@@ -511,8 +631,10 @@ def finetune_segmentation(
             ),
             (
                 "the overlays",
-                lambda: _overlays(
-                    model, data, run_dir / "plots" / PLOT_FILES["overlays"]
+                lambda: (
+                    _overlays(model, data, run_dir / "plots" / PLOT_FILES["overlays"])
+                    if overlays
+                    else None
                 ),
             ),
         ):
@@ -520,7 +642,20 @@ def finetune_segmentation(
                 draw()
             except Exception as exc:  # plots must not fail the job
                 warnings.warn(f"could not draw {what}: {exc}", stacklevel=2)
+    if predictions is not None and trainer.is_global_zero:
+        predictions.update(_first_predictions(model, data))
     return result
+
+
+def _encoder_title(label: str, checkpoint: str | None) -> str:
+    """A column title of the comparison: what the encoder started from."""
+    if label != "pretrained" or checkpoint is None:
+        return label.replace("-", " ")
+    if is_named_weights(checkpoint):
+        source = checkpoint.split(":")[0]
+        return f"{'ImageNet' if source.lower() == 'imagenet' else source} init"
+    method = (run_config(checkpoint) or {}).get("method")
+    return f"SSL ({method})" if method else "pretrained"
 
 
 def segment(
@@ -563,9 +698,16 @@ def segment(
     """
     cfg = resolve_segment_config(SegmentConfig.create(config, options, "segment"))
     out = Path(str(cfg.out))
-    encoders: list[tuple[str, Path | None]] = []
+    encoders: list[tuple[str, str | Path | None]] = []
     if cfg.checkpoint is not None:
-        encoders.append(("pretrained", find_checkpoint(cfg.checkpoint)))
+        encoders.append(
+            (
+                "pretrained",
+                cfg.checkpoint
+                if is_named_weights(cfg.checkpoint)
+                else find_checkpoint(cfg.checkpoint),
+            )
+        )
     if cfg.checkpoint is None or cfg.baseline:
         encoders.append(("random-init", None))
     if is_main_process():
@@ -574,13 +716,24 @@ def segment(
                 f"{out} already holds segmentation results; pass --overwrite or choose "
                 "another --out"
             )
-        for name in ("pretrained", "random-init", "results.json", "results.md"):
+        for name in (
+            "pretrained",
+            "random-init",
+            "results.json",
+            "results.md",
+            "plots/encoders.png",
+        ):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
     modules, split = segmentation_data(cfg)
+    normalize = (
+        checkpoint_normalization(cfg.checkpoint)
+        if cfg.checkpoint is not None
+        else input_normalization(None)
+    )
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
     say("segment", verbose, f"data: {source}; {split}")
     if cfg.checkpoint is None:
@@ -590,6 +743,8 @@ def segment(
             "no --checkpoint: the encoder starts from random weights",
         )
     results: dict[str, Any] = {}
+    compare = bool(cfg.plots) and len(encoders) > 1
+    first: dict[str, dict[str, Any]] = {label: {} for label, _ in encoders}
     for label, checkpoint in encoders:
         runs: list[dict[str, float]] = []
         for fold, data in enumerate(modules):
@@ -616,6 +771,9 @@ def segment(
                     name=f"{label}{f' fold {fold}' if len(modules) > 1 else ''}",
                     verbose=verbose,
                     callbacks=callbacks,
+                    normalize=normalize,
+                    overlays=not compare,
+                    predictions=first[label] if compare and fold == 0 else None,
                 )
             )
         summary: dict[str, Any] = {
@@ -627,6 +785,18 @@ def segment(
             }
         summary["folds"] = runs
         results[label] = summary
+    if compare and is_main_process() and all(first.values()):
+        try:
+            plot_encoders(
+                {_encoder_title(k, cfg.checkpoint): v for k, v in first.items()},
+                out / "plots" / "encoders.png",
+                normalize,
+                title=f"{cfg.backbone} encoders"
+                + (f" (fold 0 of {len(modules)})" if len(modules) > 1 else "")
+                + ": validation images, ground truth, each encoder's prediction",
+            )
+        except Exception as exc:  # plots must not fail the job
+            warnings.warn(f"could not draw the encoder comparison: {exc}", stacklevel=2)
     report: dict[str, Any] = {
         "checkpoint": cfg.checkpoint,
         "backbone": cfg.backbone,

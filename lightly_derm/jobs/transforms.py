@@ -7,23 +7,89 @@ pretraining).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
+from torch import nn
+from torch.utils.hooks import RemovableHandle
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.transforms.rgb import to_rgb
 
 
-def _normalize() -> v2.Normalize:
-    return v2.Normalize(IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"])
+def _normalize(normalize: Mapping[str, Sequence[float]] | None = None) -> v2.Normalize:
+    normalize = normalize or IMAGENET_NORMALIZE
+    return v2.Normalize(list(normalize["mean"]), list(normalize["std"]))
 
 
-def eval_transform(input_size: int) -> v2.Compose:
-    """Deterministic: RGB, resize the shorter side, centre crop, tensor, ImageNet normalisation.
+def renormalize_backbone_input(
+    backbone: nn.Module, weights: object
+) -> RemovableHandle | None:
+    """Makes ``backbone`` see its ``weights``' input scaling on ImageNet-normalised images.
+
+    The SSL methods' view transforms normalise with lightly's ``IMAGENET_NORMALIZE``.
+    Weights that expect another scaling (:func:`~lightly_derm.models.input_normalization`,
+    e.g. the TF-style ``[-1, 1]`` of ``"imagenet:efficientnet-lite0"``) get it by an
+    exact per-channel affine map in a forward pre-hook of the backbone's first
+    convolution (its stem, which every path through the backbone passes, also FG-SSL's
+    stage reads). The state dict is unchanged. Returns the hook handle, or ``None``
+    when the weights need the ImageNet normalisation.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.models import build_backbone
+        >>> model = build_backbone("resnet18")
+        >>> renormalize_backbone_input(model, None) is None
+        True
+    """
+    target = input_normalization(weights)
+    if list(target["mean"]) == list(IMAGENET_NORMALIZE["mean"]) and list(
+        target["std"]
+    ) == list(IMAGENET_NORMALIZE["std"]):
+        return None
+    stem = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    if stem is None:
+        raise ValueError(
+            f"cannot rescale the input of {type(backbone).__name__}: no convolution"
+        )
+
+    def column(values: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64).view(1, -1, 1, 1)
+
+    mean_in, std_in = (
+        column(IMAGENET_NORMALIZE["mean"]),
+        column(IMAGENET_NORMALIZE["std"]),
+    )
+    mean_out, std_out = column(target["mean"]), column(target["std"])
+    scale = std_in / std_out
+    shift = (mean_in - mean_out) / std_out
+
+    cache: dict[
+        tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
+    ] = {}
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        key = (x.device, x.dtype)
+        if key not in cache:  # one copy per device and dtype, not one per step
+            cache[key] = (scale.to(x), shift.to(x))
+        a, b = cache[key]
+        return (x * a + b, *args[1:])
+
+    return stem.register_forward_pre_hook(hook)
+
+
+def eval_transform(
+    input_size: int, normalize: Mapping[str, Sequence[float]] | None = None
+) -> v2.Compose:
+    """Deterministic: RGB, resize the shorter side, centre crop, tensor, normalisation.
+
+    ``normalize``: ``{"mean", "std"}`` for [0, 1] images (default: ImageNet's; the
+    backbone weights' own from :func:`~lightly_derm.models.input_normalization`).
 
     Example:
         >>> from PIL import Image
@@ -37,16 +103,21 @@ def eval_transform(input_size: int) -> v2.Compose:
             v2.Resize(input_size, antialias=True),
             v2.CenterCrop(input_size),
             v2.ToDtype(torch.float32, scale=True),
-            _normalize(),
+            _normalize(normalize),
         ]
     )
 
 
-def finetune_transform(input_size: int, min_scale: float = 0.5) -> v2.Compose:
+def finetune_transform(
+    input_size: int,
+    min_scale: float = 0.5,
+    normalize: Mapping[str, Sequence[float]] | None = None,
+) -> v2.Compose:
     """Light augmentation for supervised fine-tuning of dermoscopy images.
 
     RGB, ``RandomResizedCrop(input_size, scale=(min_scale, 1))``, horizontal and vertical
-    flips (lesions have no up or down), tensor, ImageNet normalisation.
+    flips (lesions have no up or down), tensor, normalisation (``normalize``, default
+    ImageNet's).
     """
     return v2.Compose(
         [
@@ -56,7 +127,7 @@ def finetune_transform(input_size: int, min_scale: float = 0.5) -> v2.Compose:
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.ToDtype(torch.float32, scale=True),
-            _normalize(),
+            _normalize(normalize),
         ]
     )
 
@@ -74,9 +145,14 @@ class SyntheticSegmentationTransform:
 
     Args:
         train: Augment.
+        normalize: ``{"mean", "std"}`` of the images in [0, 1] (default: ImageNet's).
     """
 
-    def __init__(self, train: bool = True) -> None:
+    def __init__(
+        self,
+        train: bool = True,
+        normalize: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
         self.train = train
         steps: list[Any] = []
         if train:
@@ -89,7 +165,7 @@ class SyntheticSegmentationTransform:
             v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
         )
         self.transform = v2.Compose(steps)
-        self.normalize = _normalize()
+        self.normalize = _normalize(normalize)
 
     def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """Transforms one item."""

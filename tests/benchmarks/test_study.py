@@ -90,6 +90,9 @@ def test_load_study_scales_and_errors(tmp_path: Path) -> None:
     assert gpu["methods"] == ["gravis", "fgssl", "ap_byol", "byol", "simclr"]
     assert gpu["seeds"] == [0, 1, 2]
     assert tiny["methods"] == gpu["methods"] and tiny["seeds"] == gpu["seeds"]
+    assert gpu["imagenet_methods"] == gpu["methods"]  # the continued-from-ImageNet grid
+    assert "imagenet" in gpu["references"] and "imagenet" not in smoke["references"]
+    assert study.load_study(STUDY, "cpu")["imagenet_methods"] == ["fgssl"]
     assert tiny["datasets"]["isic2017"]["pretrain"]["augment"] == "gpu"
     assert tiny["datasets"]["isic2017"]["pretrain"]["accelerator"] == "cpu"
     with pytest.raises(ValueError, match="--scale 'huge'"):
@@ -286,8 +289,23 @@ def test_gpu_scale_whole_path_at_tiny_size_on_cpu(
     assert (out / "self_check" / "results").is_dir()
     results = _rows(out)
     methods = {r["method"] for r in results.values()}
-    assert methods == {"gravis", "fgssl", "ap_byol", "byol", "simclr", "random"}
+    assert methods == {
+        "gravis",
+        "fgssl",
+        "ap_byol",
+        "byol",
+        "simclr",
+        "random",
+        "imagenet",  # ImageNet transfer learning
+        "fgssl+imagenet",  # continued from ImageNet (tiny: one method)
+    }
     assert all(r["status"] == "ok" for r in results.values())
+    continued = results["isic2017-fgssl+imagenet-seed0-fold0"]["pretrain"]["config"]
+    assert continued["backbone"] == "efficientnet-lite0"
+    assert continued["backbone_weights"] == "imagenet:efficientnet-lite0"
+    assert not continued.get("method_args")  # FG-SSL's authors' preset
+    imagenet = results["isic2017-imagenet-seed0-fold0"]["rows"][0]
+    assert imagenet["backbone"] == "efficientnet-lite0"
     config = results["isic2017-fgssl-seed0-fold0"]["pretrain"]["config"]
     assert config["augment"] == "gpu" and config["cache_images"] is True
 

@@ -146,7 +146,7 @@ def test_evaluate_an_image_folder_with_a_stratified_split(
         ([], "evaluate needs --checkpoint"),
         (["--checkpoint", "{tmp}/nope.ckpt"], "checkpoint not found"),
         (["--checkpoint", "{tmp}"], "no checkpoint in the folder"),
-        (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which ResNet"),
+        (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which backbone"),
         (["--checkpoint", "{tmp}/r18.pt", "--data", "{tmp}/flat"], "has no labels"),
         (
             ["--checkpoint", "{tmp}/junk.pt", "--fractions", "0"],
@@ -165,3 +165,68 @@ def test_evaluate_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None
     code, _, err = run(capsys, "evaluate", *args, "--out", str(tmp_path / "out"))
     assert code == 2
     assert message in one_error_line(err)
+
+
+def test_evaluate_confusion_limit_and_overwrite(
+    state_dict_file, tmp_path, capsys
+) -> None:
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(state_dict_file), "--out", str(out)]
+    code, _, err = run(capsys, *argv, "--fractions", "--limit", "10", *TINY)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["train_images"] == 10
+    assert results["data"]["test_images"] == 10
+    assert results["method"] == "pretrained"
+    for protocol in ("knn", "linear"):
+        report = results["confusion"][protocol]
+        matrix = report["matrix"]
+        assert sum(map(sum, matrix)) == 10
+        correct = sum(matrix[i][i] for i in range(len(matrix)))
+        # the matrix holds the same predictions as the protocol's accuracy
+        assert correct / 10 == pytest.approx(results[protocol][f"{protocol}_accuracy"])
+        for i, name in enumerate(report["classes"]):
+            total = sum(matrix[i])
+            expected = matrix[i][i] / total if total else None
+            assert report["recall"][name] == pytest.approx(expected)
+        assert (out / "plots" / f"confusion_{protocol}.png").is_file()
+    assert "Per-class recall" in (out / "results.md").read_text()
+    assert isinstance(results["warnings"], list)
+    # an earlier evaluation is kept unless --overwrite
+    code, _, err = run(capsys, *argv, "--fractions", "--limit", "10", *TINY)
+    assert code == 2 and "already holds evaluation results" in one_error_line(err)
+    code, _, err = run(
+        capsys, *argv, "--fractions", "--limit", "10", "--overwrite", *TINY
+    )
+    assert code == 0, err
+
+
+def test_evaluate_warns_about_one_predicted_class() -> None:
+    from lightly_derm.evaluation import confusion_report
+    from lightly_derm.jobs.evaluate import _warnings
+
+    collapsed = confusion_report([0, 0, 0], [0, 1, 1], ["a", "b", "c"])
+    lines = _warnings({"knn": collapsed, "linear": collapsed})
+    assert any("no images of c" in line for line in lines)
+    assert sum("predicts one class" in line for line in lines) == 2
+    fine = confusion_report([0, 1, 2], [0, 1, 2], ["a", "b", "c"])
+    assert _warnings({"knn": fine}) == []
+
+
+def test_evaluate_baseline_scores_an_untrained_backbone(tmp_path, capsys) -> None:
+    torch.manual_seed(123)  # not the baseline's initialisation (seed 0)
+    checkpoint = tmp_path / "other.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]
+    code, _, err = run(capsys, *argv, "--baseline", "--fractions", "1", *TINY)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    baseline = results["baseline"]
+    assert set(baseline) >= {"knn", "linear", "finetune", "confusion"}
+    assert baseline["knn"]["knn_k"] == results["knn"]["knn_k"]  # same settings
+    # other weights, other features: the scores differ from the checkpoint's
+    assert baseline["knn"] != results["knn"] or baseline["linear"] != results["linear"]
+    table = (out / "results.md").read_text()
+    assert "| random init: kNN" in table and "| random init: fine-tune" in table
+    assert (out / "plots" / "confusion_knn_random_init.png").is_file()

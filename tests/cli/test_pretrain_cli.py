@@ -53,7 +53,8 @@ def test_pretrain_synthetic_writes_the_run_folder(tmp_path, capsys) -> None:
     ):
         assert (out / name).is_file(), name
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["method"] == "gravis" and config["backbone"] == "resnet18"
+    # 32 px and no --backbone: the demo's resnet18 with the small-image stem
+    assert config["method"] == "gravis" and config["backbone"] == "resnet18-cifar"
     assert config["data"] is None and config["synthetic_images"] == 16
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic_data"] is True
@@ -61,7 +62,7 @@ def test_pretrain_synthetic_writes_the_run_folder(tmp_path, capsys) -> None:
     # backbone.pt holds torchvision keys: loads strictly into a torchvision ResNet-18
     state = torch.load(out / "backbone.pt", weights_only=True)
     assert "layer4.1.bn2.weight" in state
-    model = resnet("resnet18")
+    model = resnet("resnet18-cifar")
     model.load_state_dict(state, strict=True)
     last = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
     assert last["global_step"] == 2
@@ -128,7 +129,8 @@ def test_image_folder_with_an_unreadable_image(image_folder, tmp_path, capsys) -
     assert code == 0
     assert "11 images, 11 labelled in 2 classes" in stdout
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["backbone"] == "resnet50"  # the method's default with real data
+    # the method's default with real data, with the small-image stem at 32 px
+    assert config["backbone"] == "resnet50-cifar"
     assert config["synthetic_images"] is None
 
 

