@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from lightly_derm.jobs.plots import (
     plot_embedding,
     plot_metrics,
 )
+from lightly_derm.jobs.run_folder import RunFolder, check_out, holds_run, read_record
 from lightly_derm.jobs.trainer import (
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,
@@ -78,16 +78,17 @@ RESUME_FIXED: tuple[str, ...] = (
     "synthetic_images",
     "synthetic_classes",
 )
-#: Outputs of a run that ``overwrite`` removes.
-RUN_OUTPUTS: tuple[str, ...] = (
-    CHECKPOINT_DIR,
-    TENSORBOARD_DIR,
-    "plots",
+#: Files a run writes at fixed names (a folder holding one of them that no run of
+#: lightly-derm recorded is refused: the file is the user's).
+RUN_FILES: tuple[str, ...] = (
+    CONFIG_FILE,
     "metrics.csv",
     "hparams.yaml",
     BACKBONE_FILE,
     "summary.json",
-    CONFIG_FILE,
+    f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+    f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}",
+    *(f"plots/{name}" for name in PLOT_FILES.values()),
 )
 
 
@@ -331,9 +332,7 @@ def resume_config(
         FileNotFoundError: ``out`` holds no run or no ``checkpoints/last.ckpt``.
         ConfigError: A fixed option differs (named, with both values).
     """
-    if config.out is None:
-        raise ConfigError("resume needs the run folder: give --out DIR")
-    out = Path(config.out)
+    out = check_out(config.out)
     saved_path = out / CONFIG_FILE
     if not saved_path.is_file():
         raise FileNotFoundError(
@@ -489,13 +488,23 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
 
 
 # ----------------------------------------------------------------------- the job
-def _clear_outputs(out: Path) -> None:
-    for name in RUN_OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+def _foreign_files(out: Path) -> list[str]:
+    """Files at the run's output names in ``out`` that no lightly-derm run recorded."""
+    recorded = set(read_record(out) or [])
+    return [
+        name for name in RUN_FILES if (out / name).exists() and name not in recorded
+    ]
+
+
+def _record_outputs(run: RunFolder, tensorboard: bool) -> None:
+    """Records what the run is about to write (before it writes it)."""
+    run.record([f for f in RUN_FILES if "/" not in f])
+    run.folder(CHECKPOINT_DIR)
+    run.record([f for f in RUN_FILES if f.startswith(f"{CHECKPOINT_DIR}/")])
+    run.folder("plots")
+    run.record([f for f in RUN_FILES if f.startswith("plots/")])
+    if tensorboard:
+        run.folder(TENSORBOARD_DIR)
 
 
 def training_loader(
@@ -604,17 +613,45 @@ def pretrain(
         cfg = resume_config(requested, given)
     else:
         cfg = resolve_config(requested)
-    out = Path(str(cfg.out))
-    last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if not resume and is_zero:
-        if (out / CONFIG_FILE).is_file() or last.is_file():
-            if not overwrite:
+    out = check_out(cfg.out)
+    run = RunFolder(out) if is_zero else None
+    if run is not None and not resume:
+        foreign = _foreign_files(out)
+        if foreign:
+            raise ConfigError(
+                f"{out} holds files no lightly-derm run recorded writing "
+                f"({', '.join(foreign)}); a run would replace them, so choose another "
+                "--out (overwrite deletes only what lightly-derm wrote)"
+            )
+    if run is not None:
+        run.acquire()
+    try:
+        if run is not None and not resume and holds_run(out, CONFIG_FILE):
+            last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
+            if last.is_file() and not overwrite:
                 raise ConfigError(
                     f"{out} already holds a pretraining run; continue it with --resume, "
                     "replace it with --overwrite, or choose another --out"
                 )
-            _clear_outputs(out)
+            # overwrite, or a run that stopped before its first checkpoint (nothing
+            # to resume): replace what it wrote
+            run.clear()
+        return _pretrain(cfg, run, resume, verbose, callbacks)
+    finally:
+        if run is not None:
+            run.record_new_files()
+            run.release()
 
+
+def _pretrain(
+    cfg: PretrainConfig,
+    run: RunFolder | None,
+    resume: bool,
+    verbose: bool,
+    callbacks: Sequence[Callback],
+) -> PretrainResult:
+    out = Path(str(cfg.out))
+    last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     assert cfg.input_size is not None and cfg.batch_size is not None
     # The labels decide some method arguments (classifiers), the method decides the
@@ -648,8 +685,8 @@ def pretrain(
     )
     if resume:
         say("pretrain", verbose, f"resuming {out} from {last} (step {resume_step})")
-    if is_zero:
-        out.mkdir(parents=True, exist_ok=True)
+    if run is not None:
+        _record_outputs(run, bool(cfg.tensorboard))
         cfg.save(out / CONFIG_FILE)
 
     plots = TrainingPlots(
