@@ -38,7 +38,12 @@ from lightly_derm.data import ResumableDataLoader
 from lightly_derm.errors import ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
-from lightly_derm.jobs.config import TrainConfig, check_kwargs, option
+from lightly_derm.jobs.config import (
+    TrainConfig,
+    check_kwargs,
+    load_yaml_mapping,
+    option,
+)
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
@@ -61,6 +66,8 @@ from lightly_derm.utils.validation import Range, check_choice
 #: when the method is created, under the user's ``method_args``. Measured:
 #: benchmarks/results/demo_defaults_cpu.md.
 DEMO_METHOD_ARGS: dict[str, dict[str, Any]] = {"gravis": {"lr": 0.05}}
+#: The key of the data's fingerprint in a run's ``config.yaml`` (see :func:`data_fingerprint`).
+FINGERPRINT_KEY = "data_fingerprint"
 #: Options that must not change when a run is resumed.
 RESUME_FIXED: tuple[str, ...] = (
     "method",
@@ -182,6 +189,8 @@ class PretrainConfig(TrainConfig):
     def normalize(cls, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
         """Also reads ``method: {name: gravis, <argument>: ...}`` (name and arguments)."""
         values = dict(mapping) if isinstance(mapping, Mapping) else mapping
+        if isinstance(values, dict):
+            values.pop(FINGERPRINT_KEY, None)  # a fact of the run, not an option
         method = values.get("method") if isinstance(values, dict) else None
         if isinstance(method, Mapping):
             method = dict(method)
@@ -299,7 +308,9 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         c,
         method=info.name,
         method_args=method_args,
-        data=os.fspath(c.data) if c.data is not None else None,
+        data=_absolute(c.data),
+        labels=_absolute(c.labels),
+        backbone_weights=_absolute(c.backbone_weights),
         backbone=check_backbone_name(backbone),
         **c.resolved_run_options(),
         augment=augment,
@@ -307,6 +318,76 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         out=os.fspath(c.out) if c.out is not None else f"runs/{info.name}",
     )
     return resolved.check()
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute (so a run resumed from elsewhere reads the same files)."""
+    return os.fspath(Path(path).expanduser().absolute()) if path is not None else None
+
+
+def data_fingerprint(config: PretrainConfig) -> dict[str, Any] | None:
+    """The file count, bytes and a hash of the names and sizes of the data and labels.
+
+    ``None`` for the synthetic data. Links are not followed into folders (no loops);
+    the hash is over ``relative name, size`` lines, so renaming, adding, removing or
+    resizing a file changes it while reading no image.
+    """
+    import hashlib
+
+    if config.data is None:
+        return None
+    digest = hashlib.sha256()
+    count = total = 0
+    for source in (config.data, config.labels):
+        if source is None:
+            continue
+        root = Path(source)
+        if root.is_dir():
+            files = sorted(
+                Path(folder, name)
+                for folder, _, names in os.walk(root)
+                for name in names
+            )
+        else:
+            files = [root]
+        for path in files:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            name = path.relative_to(root).as_posix() if root.is_dir() else path.name
+            digest.update(f"{name}\t{size}\n".encode())
+            count += 1
+            total += size
+    return {"files": count, "bytes": total, "sha256": digest.hexdigest()}
+
+
+def _check_fingerprint(
+    out: Path, saved: Mapping[str, Any], cfg: PretrainConfig
+) -> None:
+    then = saved.get(FINGERPRINT_KEY)
+    if not isinstance(then, Mapping):
+        return  # a run of an earlier lightly-derm: nothing to compare
+    now = data_fingerprint(cfg)
+    if now is None or now.get("sha256") == then.get("sha256"):
+        return
+    raise DataError(
+        f"cannot resume {out}: the data at {cfg.data} differ from the run's "
+        f"({then.get('files')} files, {then.get('bytes')} bytes when it started; "
+        f"{now['files']} files, {now['bytes']} bytes now); resume on the same data, "
+        "or start a new run (another --out)"
+    )
+
+
+def save_run_config(cfg: PretrainConfig, path: Path) -> None:
+    """Writes ``config.yaml``: the options and the data's fingerprint (:func:`data_fingerprint`)."""
+    text = cfg.to_yaml()
+    fingerprint = data_fingerprint(cfg)
+    if fingerprint is not None:
+        import yaml
+
+        text += yaml.safe_dump({FINGERPRINT_KEY: fingerprint}, sort_keys=False)
+    path.write_text(text)
 
 
 def _parse_devices(value: Any) -> int | str:
@@ -374,7 +455,9 @@ def resume_config(
             )
     merged = saved.updated(given, source=str(saved_path))
     merged.out = os.fspath(out)
-    return resolve_config(merged)
+    resolved = resolve_config(merged)
+    _check_fingerprint(out, load_yaml_mapping(saved_path), resolved)
+    return resolved
 
 
 def _resume_state(path: Path) -> tuple[int | None, int | None]:
@@ -687,7 +770,7 @@ def _pretrain(
         say("pretrain", verbose, f"resuming {out} from {last} (step {resume_step})")
     if run is not None:
         _record_outputs(run, bool(cfg.tensorboard))
-        cfg.save(out / CONFIG_FILE)
+        save_run_config(cfg, out / CONFIG_FILE)
 
     plots = TrainingPlots(
         out / "plots", classes=getattr(untransformed, "classes", None)
@@ -899,4 +982,6 @@ __all__ = [
     "resume_config",
     "training_loader",
     "with_transform",
+    "data_fingerprint",
+    "save_run_config",
 ]

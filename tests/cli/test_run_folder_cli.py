@@ -54,3 +54,54 @@ def test_a_bad_out_is_one_line(tmp_path: Path, capsys, monkeypatch, kind) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == (
         [] if kind == "empty" else ["f"]
     )
+
+
+DATA_RUN = [
+    "--input-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "1",
+    "--backbone",
+    "resnet18",
+    "--num-workers",
+    "0",
+    "--embedding-images",
+    "0",
+    "--no-plots",
+    "--no-progress-bar",
+    "--no-tensorboard",
+]
+
+
+def test_resume_refuses_other_data(
+    image_folder: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import yaml
+
+    monkeypatch.chdir(image_folder.parent)
+    out = tmp_path / "run"
+    code, _, err = run(
+        capsys, "pretrain", "--data", image_folder.name, "--out", str(out), *DATA_RUN
+    )
+    assert code == 0, err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"] == str(image_folder)  # absolute, not as given
+    assert saved["data_fingerprint"]["files"] == 12
+    # the saved configuration is still a valid --config file
+    code, _, err = run(
+        capsys, "pretrain", "--config", str(out / "config.yaml"), "--print-config"
+    )
+    assert code == 0, err
+    # the same data: resuming is accepted
+    code, _, err = run(capsys, "pretrain", "--out", str(out), "--resume")
+    assert code == 0, err
+    # a file replaced by another of a different size: refused, naming the data
+    (image_folder / "a" / "img_01.png").write_bytes(b"other")
+    code, _, err = run(capsys, "pretrain", "--out", str(out), "--resume")
+    assert code == 2
+    line = one_error_line(err)
+    assert f"the data at {image_folder} differ from the run's" in line
