@@ -287,8 +287,33 @@ def error_message(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+#: Exit statuses of a run stopped by a signal (128 + the signal's number, as a shell).
+EXIT_SIGINT = 130
+EXIT_SIGPIPE = 141
+EXIT_SIGTERM = 143
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line and returns the exit status."""
+    """Runs the command line and returns the exit status.
+
+    Bad input: 2. Ctrl+C (outside training, which exits on its own): 130. A closed
+    output pipe (``lightly-derm plugins | head -2``): 141, quietly, as ``ls | head``.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away: send the rest of the output nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
+    except KeyboardInterrupt:
+        print("\nlightly-derm: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(ENV_DEBUG, "").strip().lower() in (
         "1",
@@ -306,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             return plugins.run(values)
         return run_command(command, values)
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         if debug or not is_user_error(exc):
             raise
@@ -316,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "COMMANDS",
     "CLIError",
+    "EXIT_SIGINT",
+    "EXIT_SIGPIPE",
+    "EXIT_SIGTERM",
     "Command",
     "build_parser",
     "command_parser",

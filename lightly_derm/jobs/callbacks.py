@@ -207,6 +207,8 @@ class ResumeHint(Callback):
     def __init__(self, checkpoint: str | Path, command: str) -> None:
         self.checkpoint = Path(checkpoint)
         self.command = command
+        #: The exception that stopped the run (``None`` while it runs or when it ended).
+        self.exception: BaseException | None = None
 
     def on_exception(
         self,
@@ -215,6 +217,7 @@ class ResumeHint(Callback):
         exception: BaseException,
     ) -> None:
         """Says where the run stopped and how to continue it."""
+        self.exception = exception
         if not trainer.is_global_zero:
             return
         if self.checkpoint.is_file():

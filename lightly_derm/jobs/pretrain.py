@@ -776,6 +776,7 @@ def _pretrain(
         out / "plots", classes=getattr(untransformed, "classes", None)
     )
     command = f"lightly-derm pretrain --out {out} --resume"
+    hint = ResumeHint(last, command)
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
         # e.g. FG-SSL's progressive steps leave parameters without gradient
@@ -797,7 +798,7 @@ def _pretrain(
         resume_log_step=log_step,
         callbacks=[
             *([plots] if cfg.plots else []),
-            ResumeHint(last, command),
+            hint,
             *callbacks,
         ],
     )
@@ -810,9 +811,19 @@ def _pretrain(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(
-            method, loader, ckpt_path=last if resume else None, weights_only=True
-        )
+        try:
+            trainer.fit(
+                method, loader, ckpt_path=last if resume else None, weights_only=True
+            )
+        except BaseException as exc:
+            # Lightning ends a run stopped by SIGTERM with SystemExit() (status 0) and
+            # one stopped by Ctrl+C with SystemExit(1), after saving (Ctrl+C during a
+            # checkpoint write surfaces as torch's RuntimeError); a stopped run is not
+            # a success, so exit as a shell does: 128 + the signal's number
+            code = stop_status(trainer, hint.exception or exc)
+            if code is None:
+                raise
+            raise SystemExit(code) from exc
     seconds = time.perf_counter() - started
 
     best = out / CHECKPOINT_DIR / BEST_CHECKPOINT
@@ -870,6 +881,21 @@ def _pretrain(
         summary=summary,
         plots=written,
     )
+
+
+def stop_status(trainer: pl.Trainer, exception: BaseException | None) -> int | None:
+    """The exit status of a run stopped by a signal: 143 (SIGTERM), 130 (Ctrl+C), else ``None``."""
+    import signal
+
+    if getattr(trainer, "received_sigterm", False):
+        return 128 + int(signal.SIGTERM)
+    seen: set[int] = set()
+    while exception is not None and id(exception) not in seen:
+        if isinstance(exception, KeyboardInterrupt):
+            return 128 + int(signal.SIGINT)
+        seen.add(id(exception))
+        exception = exception.__cause__ or exception.__context__
+    return None
 
 
 def _best_score(trainer: pl.Trainer) -> float | None:
