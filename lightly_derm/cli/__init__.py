@@ -14,7 +14,8 @@ presets), run several fits (evaluate, segment) and keep a run folder.
 Bad input prints one line (``lightly-derm pretrain: error: ...``) and exits with status
 2: a value the parser rejects, and an error of lightly-derm's own checks
 (:class:`~lightly_derm.errors.LightlyDermError`, and ``ValueError``/``TypeError``/file
-errors raised by lightly-derm's code). Anything else is a bug and keeps its traceback;
+errors raised directly by lightly-derm's code). Anything else — a ``KeyError``, an
+error raised inside torch or Lightning — is a bug and keeps its traceback;
 ``--debug`` (or ``LIGHTLY_DERM_DEBUG=1``) shows the traceback of every error.
 """
 
@@ -264,8 +265,10 @@ def is_user_error(exc: BaseException) -> bool:
 
     if isinstance(exc, UnreadableImageError):
         return True
+    # a check of lightly-derm's own code that raises a plain ValueError/TypeError or a
+    # file error; a KeyError (or anything else) is a bug and keeps its traceback
     return isinstance(
-        exc, (ValueError, TypeError, KeyError, OSError)
+        exc, (ValueError, TypeError, OSError)
     ) and _raised_by_lightly_derm(exc)
 
 
@@ -299,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input: 2. Ctrl+C (outside training, which exits on its own): 130. A closed
     output pipe (``lightly-derm plugins | head -2``): 141, quietly, as ``ls | head``.
     """
+    from lightly_derm.jobs.console import set_command_line
+
+    set_command_line(True)
     try:
         code = _main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -311,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nlightly-derm: interrupted", file=sys.stderr)
         return EXIT_SIGINT
+    finally:
+        set_command_line(False)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -202,11 +202,16 @@ class ResumeHint(Callback):
     Args:
         checkpoint: The checkpoint ``--resume`` continues from.
         command: The command that continues the run.
+        restart: The command that starts it again, said when no checkpoint was
+            written yet (there is nothing to continue); default: ``command``.
     """
 
-    def __init__(self, checkpoint: str | Path, command: str) -> None:
+    def __init__(
+        self, checkpoint: str | Path, command: str, restart: str | None = None
+    ) -> None:
         self.checkpoint = Path(checkpoint)
         self.command = command
+        self.restart = restart if restart is not None else command
         #: The exception that stopped the run (``None`` while it runs or when it ended).
         self.exception: BaseException | None = None
 
@@ -221,11 +226,13 @@ class ResumeHint(Callback):
         if not trainer.is_global_zero:
             return
         if self.checkpoint.is_file():
-            where = f"the last checkpoint is {self.checkpoint}"
+            where = f"the last checkpoint is {self.checkpoint}. Continue with"
+            command = self.command
         else:
-            where = "no checkpoint was written yet"
+            where = "no checkpoint was written yet. Start it again with"
+            command = self.restart
         print(
             f"\nlightly-derm: training stopped at step {trainer.global_step} "
-            f"({type(exception).__name__}); {where}. Continue with: {self.command}",
+            f"({type(exception).__name__}); {where}: {command}",
             file=sys.stderr,
         )

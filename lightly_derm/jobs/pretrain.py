@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
 from lightly_derm.data import ResumableDataLoader
-from lightly_derm.errors import ConfigError, DataError
+from lightly_derm.errors import CheckpointError, ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
 from lightly_derm.jobs.config import (
@@ -44,7 +44,7 @@ from lightly_derm.jobs.config import (
     load_yaml_mapping,
     option,
 )
-from lightly_derm.jobs.console import is_main_process, say
+from lightly_derm.jobs.console import flag, is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
     TrainingPlots,
@@ -423,7 +423,8 @@ def resume_config(
     if not (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
         raise FileNotFoundError(
             f"nothing to resume in {out}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} (the "
-            "run stopped before its first checkpoint); start it again without --resume"
+            "run stopped before its first checkpoint); start it again without "
+            f"{flag('resume')} (what it left is replaced)"
         )
     saved = PretrainConfig.load(saved_path)
     given = (
@@ -460,14 +461,72 @@ def resume_config(
     return resolved
 
 
-def _resume_state(path: Path) -> tuple[int | None, int | None]:
-    """``(global_step, logging step)`` stored in a Lightning checkpoint."""
+def resume_command(out: Path) -> str:
+    """The command (or call, from Python) that continues the run in ``out``."""
+    if flag("resume") == "--resume":
+        return f"lightly-derm pretrain --out {out} --resume"
+    return f"pretrain(out={os.fspath(out)!r}, resume=True)"
+
+
+def restart_command(
+    out: Path,
+    method_args: Mapping[str, Any] | None = None,
+    saved: Mapping[str, Any] | None = None,
+) -> str:
+    """The command (or call) that starts the run in ``out`` again from its ``config.yaml``.
+
+    Args:
+        out: The run folder.
+        method_args: Method arguments to change.
+        saved: The run's method arguments (kept; the command line merges them itself).
+    """
+    config = out / CONFIG_FILE
+    changed = dict(method_args or {})
+    if flag("overwrite") == "--overwrite":
+        extra = " ".join(f"{k}={v}" for k, v in changed.items())
+        return f"lightly-derm pretrain --config {config} --overwrite" + (
+            f" --method-args {extra}" if extra else ""
+        )
+    call = f"pretrain(PretrainConfig.load({os.fspath(config)!r}), overwrite=True"
+    if changed:
+        call += f", method_args={ ({**dict(saved or {}), **changed})!r}"
+    return call + ")"
+
+
+def non_finite_advice(cfg: PretrainConfig, out: Path) -> str:
+    """The non-finite-loss guard's advice: start again with a tenth of the learning rate."""
+    lr: Any = {**_demo_method_args(cfg), **dict(cfg.method_args or {})}.get("lr")
+    if lr is None:
+        default = inspect.signature(method_info(str(cfg.method)).load()).parameters.get(
+            "lr"
+        )
+        lr = default.default if default is not None else None
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        return "Lower the learning rate and start again: " + restart_command(
+            out, {"lr": float(f"{lr / 10:.3g}")}, cfg.method_args
+        )
+    return (
+        "Lower the learning rate (a method argument) and start again: "
+        + restart_command(out)
+    )
+
+
+def _resume_state(path: Path, out: Path) -> tuple[int | None, int | None]:
+    """``(global_step, logging step)`` stored in a Lightning checkpoint.
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read (named, with the reason and
+            the command that starts the run again).
+    """
     from lightly_derm.models.checkpoints import load_checkpoint_file
 
     try:
         checkpoint = load_checkpoint_file(path)
-    except ValueError:
-        return None, None
+    except ValueError as exc:
+        raise CheckpointError(
+            f"cannot resume {out}: {exc}; start the run again with: "
+            f"{restart_command(out)}"
+        ) from exc
     step = checkpoint.get("global_step")
     try:
         log_step = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"][
@@ -691,7 +750,9 @@ def pretrain(
         requested = PretrainConfig().updated(given)
     is_zero = is_main_process()
     if resume and overwrite:
-        raise ConfigError("resume and overwrite exclude each other")
+        raise ConfigError(
+            f"{flag('resume')} and {flag('overwrite')} exclude each other"
+        )
     if resume:
         cfg = resume_config(requested, given)
     else:
@@ -713,8 +774,9 @@ def pretrain(
             last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
             if last.is_file() and not overwrite:
                 raise ConfigError(
-                    f"{out} already holds a pretraining run; continue it with --resume, "
-                    "replace it with --overwrite, or choose another --out"
+                    f"{out} already holds a pretraining run; continue it with "
+                    f"{flag('resume')}, replace it with {flag('overwrite')}, or choose "
+                    f"another {flag('out', 'DIR')}"
                 )
             # overwrite, or a run that stopped before its first checkpoint (nothing
             # to resume): replace what it wrote
@@ -746,7 +808,7 @@ def _pretrain(
     steps_per_epoch = len(loader)
     resume_step = log_step = None
     if resume:
-        resume_step, log_step = _resume_state(last)
+        resume_step, log_step = _resume_state(last, out)
 
     say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
@@ -775,8 +837,7 @@ def _pretrain(
     plots = TrainingPlots(
         out / "plots", classes=getattr(untransformed, "classes", None)
     )
-    command = f"lightly-derm pretrain --out {out} --resume"
-    hint = ResumeHint(last, command)
+    hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
         # e.g. FG-SSL's progressive steps leave parameters without gradient
@@ -796,6 +857,7 @@ def _pretrain(
         progress_bar=bool(cfg.progress_bar),
         tensorboard=bool(cfg.tensorboard),
         resume_log_step=log_step,
+        advice=non_finite_advice(cfg, out),
         callbacks=[
             *([plots] if cfg.plots else []),
             hint,

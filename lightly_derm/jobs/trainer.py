@@ -19,10 +19,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from lightly_derm.callbacks import AtomicCheckpointIO, ExactResume, NonFiniteLossGuard
+from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.callbacks import (
     BEST_CHECKPOINT,
     EpochMeanLoss,
@@ -36,7 +38,7 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def default_callbacks() -> list[Callback]:
+def default_callbacks(advice: str | None = None) -> list[Callback]:
     """The callbacks every lightly-derm training run gets (pretraining and fine-tuning).
 
     - :class:`~lightly_derm.callbacks.NonFiniteLossGuard`: a NaN or infinite training
@@ -47,8 +49,15 @@ def default_callbacks() -> list[Callback]:
 
     The extension point for run-wide safety callbacks: add them here and every job has
     them.
+
+    Args:
+        advice: The last sentence of the guard's error: a command that works for the
+            job (default: the guard's generic advice).
     """
-    return [NonFiniteLossGuard(), ExactResume()]
+    guard = (
+        NonFiniteLossGuard() if advice is None else NonFiniteLossGuard(advice=advice)
+    )
+    return [guard, ExactResume()]
 
 
 def default_plugins() -> list[Any]:
@@ -111,6 +120,7 @@ def trainer_options(
     precision: str | int | None = None,
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
+    advice: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`pytorch_lightning.Trainer` shared by every job.
@@ -132,7 +142,7 @@ def trainer_options(
         "enable_model_summary": False,
         "logger": False,
         "enable_checkpointing": False,
-        "callbacks": [*default_callbacks(), *callbacks],
+        "callbacks": [*default_callbacks(advice), *callbacks],
         "plugins": default_plugins(),
     }
     options.update(kwargs)
@@ -155,6 +165,7 @@ def build_trainer(
     tensorboard: bool = True,
     resume_log_step: int | None = None,
     callbacks: Sequence[Callback] = (),
+    advice: str | None = None,
     **kwargs: Any,
 ) -> pl.Trainer:
     """The Trainer of a job that writes a run folder.
@@ -189,6 +200,8 @@ def build_trainer(
         resume_log_step: When resuming: the checkpoint's logging step, so that
             ``metrics.csv`` continues where the checkpoint was written.
         callbacks: More callbacks.
+        advice: What the non-finite-loss error tells to do (see
+            :func:`default_callbacks`).
         **kwargs: Passed to :class:`pytorch_lightning.Trainer` (override the above).
 
     Example:
@@ -238,6 +251,7 @@ def build_trainer(
         precision=precision,
         progress_bar=progress_bar,
         callbacks=[*job_callbacks, *callbacks],
+        advice=advice,
         logger=loggers,
         enable_checkpointing=True,
         max_epochs=max_epochs,
@@ -246,4 +260,9 @@ def build_trainer(
         default_root_dir=out,
     )
     options.update(kwargs)
-    return pl.Trainer(**options)
+    try:
+        return pl.Trainer(**options)
+    except (ValueError, MisconfigurationException) as exc:
+        # the hardware options as given (accelerator, devices, strategy, precision)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Lightning refused the Trainer options: {first}") from exc

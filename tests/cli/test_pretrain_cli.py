@@ -221,7 +221,10 @@ def test_unknown_method_argument_names_the_valid_ones(tmp_path, capsys) -> None:
         (["--batch-size", "1"], "batch_size must be an integer >= 2"),
         (["--method-args", "lr"], "--method-args takes key=value pairs"),
         (["--cache-images"], "--cache-images keeps decoded canvases for --augment gpu"),
-        (["--method-args", "augment=tpu"], "augment must be 'cpu' or 'gpu'"),
+        (
+            ["--method-args", "augment=tpu"],
+            "'augment' of method 'gravis' must be 'cpu' or 'gpu'",
+        ),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
