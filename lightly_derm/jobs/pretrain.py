@@ -813,8 +813,20 @@ def _pretrain(
     say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
-        f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
-        f"batch size {loader.batch_size}, precision {cfg.precision}"
+        f"input {cfg.input_size} px, {plural(int(cfg.epochs or 0), 'epoch')} of "
+        f"{plural(steps_per_epoch, 'batch')}"
+        + (
+            f" (stopping at {plural(cfg.max_steps, 'optimizer step')}"
+            + (
+                ""
+                if method.automatic_optimization
+                else "; this method takes several per batch"
+            )
+            + ")"
+            if cfg.max_steps is not None
+            else ""
+        )
+        + f", batch size {loader.batch_size}, precision {cfg.precision}"
     )
     demo_args = {
         k: v for k, v in _demo_method_args(cfg).items() if k not in cfg.method_args
@@ -927,7 +939,7 @@ def _pretrain(
         say(
             "pretrain",
             verbose,
-            f"done: {trainer.global_step} steps in {seconds:.0f} s"
+            f"done: {_trained(trainer)} in {seconds:.0f} s"
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
@@ -958,6 +970,27 @@ def stop_status(trainer: pl.Trainer, exception: BaseException | None) -> int | N
         seen.add(id(exception))
         exception = exception.__cause__ or exception.__context__
     return None
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"4 epochs"``, ``"2 batches"``.
+
+    Example:
+        >>> plural(1, "epoch"), plural(18, "batch"), plural(4, "optimizer step")
+        ('1 epoch', '18 batches', '4 optimizer steps')
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('ch', 'sh', 's', 'x')) else 's'}"
+
+
+def _trained(trainer: pl.Trainer) -> str:
+    """``"18 batches"``, or ``"18 batches (72 optimizer steps)"`` where they differ."""
+    batches = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+    steps = int(trainer.global_step)
+    if steps == batches:
+        return plural(steps, "step")
+    return f"{plural(batches, 'batch')} ({plural(steps, 'optimizer step')})"
 
 
 def _best_score(trainer: pl.Trainer) -> float | None:
@@ -1071,5 +1104,6 @@ __all__ = [
     "training_loader",
     "with_transform",
     "data_fingerprint",
+    "plural",
     "save_run_config",
 ]

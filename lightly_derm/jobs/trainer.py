@@ -12,6 +12,7 @@ every run should have is added once, in :func:`default_callbacks`.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import Logger
 
 from lightly_derm.callbacks import AtomicCheckpointIO, ExactResume, NonFiniteLossGuard
@@ -31,6 +32,47 @@ from lightly_derm.jobs.callbacks import (
     PeriodicCheckpoint,
 )
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... try installing ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.getMessage())
+
+
+def quiet_lightning() -> None:
+    """Hides Lightning's tips and its ``_pytree`` deprecation warning (idempotent).
+
+    Lightning's other messages and warnings stay. The warning is about a torch API
+    inside Lightning's structured-tree helper, shown on every run, Lightning's to fix.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*isinstance\(treespec, LeafSpec\)",
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
+    for name in (
+        "lightning_fabric.utilities.rank_zero",
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.pytorch.utilities.rank_zero",
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar without ``v_num`` (the logger's version, meaningless here)."""
+
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """The bar's metrics, less ``v_num``."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
 
 #: Subfolder of the run folder for checkpoints.
 CHECKPOINT_DIR = "checkpoints"
@@ -133,6 +175,7 @@ def trainer_options(
         A dictionary for ``pl.Trainer(**options)`` (or ``finetune_evaluate``'s
         ``trainer_kwargs``).
     """
+    quiet_lightning()
     options: dict[str, Any] = {
         "accelerator": accelerator,
         "devices": devices,
@@ -142,7 +185,11 @@ def trainer_options(
         "enable_model_summary": False,
         "logger": False,
         "enable_checkpointing": False,
-        "callbacks": [*default_callbacks(advice), *callbacks],
+        "callbacks": [
+            *default_callbacks(advice),
+            *([ProgressBar()] if progress_bar else []),
+            *callbacks,
+        ],
         "plugins": default_plugins(),
     }
     options.update(kwargs)

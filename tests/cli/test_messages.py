@@ -1,0 +1,79 @@
+"""What a run prints: counts in words, no Lightning tips, no v_num, no _pytree warning."""
+
+from __future__ import annotations
+
+import logging
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+
+from lightly_derm.jobs.pretrain import _trained, plural
+from lightly_derm.jobs.trainer import ProgressBar, quiet_lightning
+from tests.cli.conftest import TINY_PRETRAIN
+from tests.cli.test_pretrain_cli import run
+
+
+def test_header_and_end_line_count_in_words(tmp_path: Path, capsys) -> None:
+    code, out, err = run(
+        capsys, "pretrain", "--out", str(tmp_path), *TINY_PRETRAIN, "--max-steps", "1"
+    )
+    assert code == 0, err
+    assert "1 epoch of 2 batches (stopping at 1 optimizer step)" in out
+    assert "done: 1 step in" in out
+    assert "1 epochs" not in out and "Tip:" not in out + err
+
+
+def test_the_pytree_deprecation_is_hidden() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        warnings.warn_explicit(
+            "`isinstance(treespec, LeafSpec)` is deprecated",
+            FutureWarning,
+            "_pytree.py",
+            21,
+            module="pytorch_lightning.utilities._pytree",
+        )
+        warnings.warn_explicit(
+            "other",
+            FutureWarning,
+            "_pytree.py",
+            22,
+            module="pytorch_lightning.utilities._pytree",
+        )
+    assert [str(w.message) for w in caught] == ["other"]
+
+
+def test_batches_and_optimizer_steps_apart() -> None:
+    def trainer(batches: int, steps: int) -> object:
+        progress = types.SimpleNamespace(total=types.SimpleNamespace(completed=batches))
+        loop = types.SimpleNamespace(
+            epoch_loop=types.SimpleNamespace(batch_progress=progress)
+        )
+        return types.SimpleNamespace(fit_loop=loop, global_step=steps)
+
+    assert _trained(trainer(18, 72)) == "18 batches (72 optimizer steps)"  # type: ignore[arg-type]
+    assert _trained(trainer(1, 1)) == "1 step"  # type: ignore[arg-type]
+    assert plural(1, "epoch") == "1 epoch" and plural(2, "batch") == "2 batches"
+
+
+def test_lightning_tips_are_hidden(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_lightning()
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info("💡 Tip: For seamless cloud logging, try installing x")
+        logger.info("GPU available: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False"]
+
+
+def test_the_progress_bar_has_no_v_num(monkeypatch) -> None:
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    monkeypatch.setattr(
+        TQDMProgressBar,
+        "get_metrics",
+        lambda self, t, m: {"v_num": "oard", "loss": 1.0},
+    )
+    assert ProgressBar().get_metrics(None, None) == {"loss": 1.0}  # type: ignore[arg-type]
