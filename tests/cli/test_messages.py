@@ -77,3 +77,24 @@ def test_the_progress_bar_has_no_v_num(monkeypatch) -> None:
         lambda self, t, m: {"v_num": "oard", "loss": 1.0},
     )
     assert ProgressBar().get_metrics(None, None) == {"loss": 1.0}  # type: ignore[arg-type]
+
+
+def test_the_jobs_log_through_logging(capsys) -> None:
+    from lightly_derm.jobs import console
+
+    console.say("pretrain", True, "hello")
+    assert capsys.readouterr().out == "lightly-derm pretrain: hello\n"
+    logger = logging.getLogger("lightly_derm.jobs")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        logger.setLevel(logging.WARNING)  # silenced, as a notebook would
+        console.say("pretrain", True, "quiet")
+        logger.setLevel(logging.INFO)
+        console.say("pretrain", True, "heard")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["lightly-derm pretrain: heard"]
+    assert capsys.readouterr().out == "lightly-derm pretrain: heard\n"
