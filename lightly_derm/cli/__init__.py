@@ -25,6 +25,7 @@ import dataclasses
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,31 @@ EXIT_SIGPIPE = 141
 EXIT_SIGTERM = 143
 
 
+def _plugin_warnings_once(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints each plugin warning once, as one line."""
+    from lightly_derm.plugins.errors import PluginLoadWarning
+
+    seen: set[str] = set()
+
+    def showwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if not issubclass(category, PluginLoadWarning):
+            show(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"lightly-derm: warning: {text}", file=sys.stderr)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line and returns the exit status.
 
@@ -305,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightly_derm.jobs.console import set_command_line
 
     set_command_line(True)
+    original = warnings.showwarning
+    warnings.showwarning = _plugin_warnings_once(original)
     try:
         code = _main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -319,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGINT
     finally:
         set_command_line(False)
+        warnings.showwarning = original
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
