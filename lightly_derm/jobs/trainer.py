@@ -30,6 +30,7 @@ from lightly_derm.jobs.callbacks import (
     BEST_CHECKPOINT,
     EpochMeanLoss,
     PeriodicCheckpoint,
+    StepLoss,
 )
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
 
@@ -279,6 +280,7 @@ def build_trainer(
     if monitor is not None:
         if monitor == "train_loss_epoch":
             job_callbacks.append(EpochMeanLoss("train_loss"))
+            job_callbacks.append(StepLoss("train_loss"))
         job_callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoints,

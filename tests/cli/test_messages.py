@@ -98,3 +98,25 @@ def test_the_jobs_log_through_logging(capsys) -> None:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["lightly-derm pretrain: heard"]
     assert capsys.readouterr().out == "lightly-derm pretrain: heard\n"
+
+
+def test_the_loss_of_every_step_is_in_metrics_csv(tmp_path: Path, capsys) -> None:
+    import csv
+
+    options = [o for o in TINY_PRETRAIN]
+    options[options.index("--epochs") + 1] = "3"  # 2 batches per epoch: 6 steps
+    code, _, err = run(capsys, "pretrain", "--out", str(tmp_path), *options)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    every = {
+        int(r["step"]): r["train_loss_per_step"]
+        for r in rows
+        if r.get("train_loss_per_step")
+    }
+    assert sorted(every) == list(range(6))
+    # Lightning's own rows (every few steps) hold the same values at the same steps
+    lightning = {int(r["step"]): r["train_loss"] for r in rows if r.get("train_loss")}
+    assert lightning and all(
+        float(every[step]) == pytest.approx(float(v)) for step, v in lightning.items()
+    )
+    assert (tmp_path / "plots" / "loss.png").is_file()
