@@ -11,7 +11,7 @@ import torch
 
 import lightly_derm
 from lightly_derm.callbacks.non_finite_loss import NonFiniteLossError
-from lightly_derm.cli import is_user_error, main
+from lightly_derm.cli import is_user_error
 from lightly_derm.jobs import console, pretrain
 from tests.cli.conftest import TINY_PRETRAIN
 from tests.cli.test_pretrain_cli import one_error_line, run
@@ -114,7 +114,3 @@ def test_a_key_error_in_lightly_derm_is_a_bug() -> None:
         exec(compile("raise ValueError('bad --x')", str(package), "exec"))
     except ValueError as exc:
         assert is_user_error(exc)
-
-
-def test_debug_keeps_an_own_error_one_line_otherwise(capsys) -> None:
-    assert main(["pretrain", "--out", "", "--print-config"]) in (0, 2)
