@@ -14,7 +14,8 @@ presets), run several fits (evaluate, segment) and keep a run folder.
 Bad input prints one line (``lightly-derm pretrain: error: ...``) and exits with status
 2: a value the parser rejects, and an error of lightly-derm's own checks
 (:class:`~lightly_derm.errors.LightlyDermError`, and ``ValueError``/``TypeError``/file
-errors raised by lightly-derm's code). Anything else is a bug and keeps its traceback;
+errors raised directly by lightly-derm's code). Anything else — a ``KeyError``, an
+error raised inside torch or Lightning — is a bug and keeps its traceback;
 ``--debug`` (or ``LIGHTLY_DERM_DEBUG=1``) shows the traceback of every error.
 """
 
@@ -24,6 +25,7 @@ import dataclasses
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,8 +266,10 @@ def is_user_error(exc: BaseException) -> bool:
 
     if isinstance(exc, UnreadableImageError):
         return True
+    # a check of lightly-derm's own code that raises a plain ValueError/TypeError or a
+    # file error; a KeyError (or anything else) is a bug and keeps its traceback
     return isinstance(
-        exc, (ValueError, TypeError, KeyError, OSError)
+        exc, (ValueError, TypeError, OSError)
     ) and _raised_by_lightly_derm(exc)
 
 
@@ -287,8 +291,66 @@ def error_message(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+#: Exit statuses of a run stopped by a signal (128 + the signal's number, as a shell).
+EXIT_SIGINT = 130
+EXIT_SIGPIPE = 141
+EXIT_SIGTERM = 143
+
+
+def _plugin_warnings_once(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints each plugin warning once, as one line."""
+    from lightly_derm.plugins.errors import PluginLoadWarning
+
+    seen: set[str] = set()
+
+    def showwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if not issubclass(category, PluginLoadWarning):
+            show(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"lightly-derm: warning: {text}", file=sys.stderr)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line and returns the exit status."""
+    """Runs the command line and returns the exit status.
+
+    Bad input: 2. Ctrl+C (outside training, which exits on its own): 130. A closed
+    output pipe (``lightly-derm plugins | head -2``): 141, quietly, as ``ls | head``.
+    """
+    from lightly_derm.jobs.console import set_command_line
+
+    set_command_line(True)
+    original = warnings.showwarning
+    warnings.showwarning = _plugin_warnings_once(original)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away: send the rest of the output nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
+    except KeyboardInterrupt:
+        print("\nlightly-derm: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    finally:
+        set_command_line(False)
+        warnings.showwarning = original
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(ENV_DEBUG, "").strip().lower() in (
         "1",
@@ -306,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             return plugins.run(values)
         return run_command(command, values)
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         if debug or not is_user_error(exc):
             raise
@@ -316,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "COMMANDS",
     "CLIError",
+    "EXIT_SIGINT",
+    "EXIT_SIGPIPE",
+    "EXIT_SIGTERM",
     "Command",
     "build_parser",
     "command_parser",

@@ -57,11 +57,21 @@ def run(values: dict[str, Any]) -> int:
     """Prints the registered components (``values``: the parsed ``kind`` and ``json``)."""
     from lightly_derm import registry
 
-    with warnings.catch_warnings():
-        # Failures are reported once below, not as Python warnings.
-        warnings.simplefilter("ignore", PluginLoadWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # Plugin warnings are reported once below, as one line each.
+        warnings.simplefilter("always", PluginLoadWarning)
         infos = registry.list(values.get("kind"))
-        failures = registry.failures
+        failures = typing.cast("list[Any]", registry.failures)
+    notes: dict[str, None] = {}
+    for warning in caught:
+        if issubclass(warning.category, PluginLoadWarning):
+            notes[str(warning.message)] = None
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    for failure in failures:
+        notes.pop(str(failure), None)
     rows = []
     for info in infos:
         try:
@@ -71,9 +81,20 @@ def run(values: dict[str, Any]) -> int:
             row["description"] = f"(cannot be imported: {exc})"
             rows.append(row)
     if values.get("json"):
+        rows += [
+            {
+                "kind": None,
+                "name": failure.plugin,
+                "distribution": failure.distribution,
+                "version": failure.version,
+                "description": None,
+                "error": str(failure),
+            }
+            for failure in failures
+        ]
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows) if rows else "No components are registered.")
-    for failure in typing.cast("list[object]", failures):
-        print(f"warning: {failure}", file=sys.stderr)
+    for text in [*map(str, failures), *notes]:
+        print(f"lightly-derm: warning: {text}", file=sys.stderr)
     return 0

@@ -196,17 +196,107 @@ class EpochMeanLoss(Callback):
         self._logs_it = bool(state_dict.get("logs_it", False))
 
 
+#: The metric of :class:`StepLoss`: the training loss of every step.
+STEP_LOSS = "train_loss_per_step"
+
+
+class StepLoss(Callback):
+    """Logs the training loss of every step, without a host synchronisation per step.
+
+    Lightning writes its logged metrics every ``log_every_n_steps`` steps, reading each
+    value back to the host when it does; logging every step that way costs a
+    synchronisation per step. This callback keeps each step's ``train_loss`` on the
+    device and hands the values to the loggers (``metrics.csv``, TensorBoard) as
+    :data:`STEP_LOSS` rows in one transfer every ``flush_every`` steps, at every epoch
+    end and when training stops, so short runs get a full loss curve.
+
+    Args:
+        key: The step metric to record.
+        flush_every: Steps between transfers.
+    """
+
+    def __init__(self, key: str = "train_loss", flush_every: int = 50) -> None:
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int):
+            raise TypeError(f"flush_every must be an int, got {flush_every!r}")
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.key = key
+        self.flush_every = flush_every
+        self._values: list[torch.Tensor] = []
+        self._steps: list[int] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Keeps this step's value on the device; flushes every ``flush_every`` steps."""
+        value = trainer.callback_metrics.get(self.key)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            return
+        self._values.append(value.detach().float().reshape(()))
+        # the step of Lightning's own rows in metrics.csv (batches that stepped)
+        loop = trainer.fit_loop.epoch_loop
+        self._steps.append(int(getattr(loop, "_batches_that_stepped", 0)))
+        if len(self._values) >= self.flush_every:
+            self.flush(trainer)
+
+    def flush(self, trainer: pl.Trainer) -> None:
+        """Hands the recorded values to the loggers (one device-to-host transfer)."""
+        if not self._values:
+            return
+        values = torch.stack(self._values).cpu().tolist()
+        steps, self._values, self._steps = self._steps, [], []
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            for step, value in zip(steps, values, strict=True):
+                logger.log_metrics({STEP_LOSS: value}, step=step)
+
+    def on_train_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        """Flushes at every epoch end."""
+        self.flush(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Flushes what is left."""
+        self.flush(trainer)
+
+    def on_exception(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        exception: BaseException,
+    ) -> None:
+        """Keeps the steps before an interruption."""
+        try:
+            self.flush(trainer)
+        except Exception:  # a broken device must not hide the original error
+            self._values, self._steps = [], []
+
+
 class ResumeHint(Callback):
     """Prints how to continue a run that was interrupted (Ctrl+C, SIGTERM, an error).
 
     Args:
         checkpoint: The checkpoint ``--resume`` continues from.
         command: The command that continues the run.
+        restart: The command that starts it again, said when no checkpoint was
+            written yet (there is nothing to continue); default: ``command``.
     """
 
-    def __init__(self, checkpoint: str | Path, command: str) -> None:
+    def __init__(
+        self, checkpoint: str | Path, command: str, restart: str | None = None
+    ) -> None:
         self.checkpoint = Path(checkpoint)
         self.command = command
+        self.restart = restart if restart is not None else command
+        #: The exception that stopped the run (``None`` while it runs or when it ended).
+        self.exception: BaseException | None = None
 
     def on_exception(
         self,
@@ -215,14 +305,17 @@ class ResumeHint(Callback):
         exception: BaseException,
     ) -> None:
         """Says where the run stopped and how to continue it."""
+        self.exception = exception
         if not trainer.is_global_zero:
             return
         if self.checkpoint.is_file():
-            where = f"the last checkpoint is {self.checkpoint}"
+            where = f"the last checkpoint is {self.checkpoint}. Continue with"
+            command = self.command
         else:
-            where = "no checkpoint was written yet"
+            where = "no checkpoint was written yet. Start it again with"
+            command = self.restart
         print(
             f"\nlightly-derm: training stopped at step {trainer.global_step} "
-            f"({type(exception).__name__}); {where}. Continue with: {self.command}",
+            f"({type(exception).__name__}); {where}: {command}",
             file=sys.stderr,
         )

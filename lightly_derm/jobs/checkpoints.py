@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from lightly_derm.errors import CheckpointError
 from lightly_derm.jobs.callbacks import LAST_CHECKPOINT
 from lightly_derm.jobs.config import load_yaml_mapping
 from lightly_derm.jobs.trainer import CHECKPOINT_DIR
@@ -185,6 +186,8 @@ def backbone_name(
     elif loaded is None:
         try:
             loaded = load_checkpoint_file(Path(checkpoint))
+        except CheckpointError:
+            raise  # refused (corrupt, carrying code): the reason, not "cannot tell"
         except (FileNotFoundError, ValueError):
             loaded = None
     if loaded is not None:

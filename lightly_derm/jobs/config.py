@@ -548,3 +548,20 @@ def check_kwargs(
                 f"unknown argument {key!r} for {what}; "
                 + close_matches_hint(key, valid)
             )
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: the names are checked, not the types
+        hints = {}
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is not None and value is not None and _is_scalar_hint(hint):
+            _check_type(f"argument {key!r} of {what}", value, _without_none(hint))
+
+
+def _is_scalar_hint(hint: Any) -> bool:
+    """Whether ``hint`` is made of ``bool``/``int``/``float``/``str``/``None`` and literals only."""
+    if typing.get_origin(hint) is typing.Literal:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return all(_is_scalar_hint(a) for a in typing.get_args(hint))
+    return hint in (bool, int, float, str, type(None))

@@ -25,6 +25,8 @@ from lightly.transforms.utils import IMAGENET_NORMALIZE
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from lightly_derm.jobs.callbacks import STEP_LOSS
+
 #: File names in the ``plots/`` folder of a run.
 PLOT_FILES = {
     "metrics": "loss.png",
@@ -248,12 +250,37 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+def smooth(values: Sequence[float], weight: float | None = None) -> list[float]:
+    """An exponential moving average, debiased at the start (as TensorBoard's smoothing).
+
+    Args:
+        values: The raw series.
+        weight: The weight of the past, in ``[0, 1)``; default: ``0.6`` for fewer than
+            50 points, else ``0.9``.
+
+    Example:
+        >>> smooth([1.0, 0.0, 0.0], weight=0.5)
+        [1.0, 0.3333333333333333, 0.14285714285714285]
+    """
+    if weight is None:
+        weight = 0.6 if len(values) < 50 else 0.9
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"weight must be in [0, 1), got {weight}")
+    result, average = [], 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1.0 - weight) * value
+        result.append(average / (1.0 - weight ** (i + 1)))
+    return result
+
+
 def plot_metrics(metrics_csv: str | Path, path: str | Path, title: str = "") -> Path:
     """Loss curves (and validation scores, when there are any) from ``metrics.csv``.
 
     One panel for every metric whose name contains ``loss`` (the total ``train_loss``
     and its parts ``train_loss_<part>``, per step and per epoch), one for the other
-    ``val_``/``test_`` metrics (Dice, Jaccard, …).
+    ``val_``/``test_`` metrics (Dice, Jaccard, …). The loss of every step
+    (:data:`~lightly_derm.jobs.callbacks.STEP_LOSS`) is drawn as raw points with a
+    smoothed curve in front (:func:`smooth`).
 
     Raises:
         ValueError: The file holds no loss.
@@ -270,11 +297,25 @@ def plot_metrics(metrics_csv: str | Path, path: str | Path, title: str = "") -> 
     panels = [("loss", losses)] + ([("score", scores)] if scores else [])
     figure = _figure(6.0 * len(panels), 3.6)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    if STEP_LOSS in losses:
+        losses.pop("train_loss", None)  # the same values, every few steps only
     for axis, (label, metrics) in zip(axes, panels, strict=True):
         for key in sorted(metrics):
             points = sorted(metrics[key])
             steps = [p[0] for p in points]
             values = [p[1] for p in points]
+            if key == STEP_LOSS:
+                (raw,) = axis.plot(
+                    steps, values, ".", markersize=2.5, alpha=0.3, label=f"{key} (raw)"
+                )
+                axis.plot(
+                    steps,
+                    smooth(values),
+                    color=raw.get_color(),
+                    linewidth=2.0,
+                    label=f"{key} (smoothed)",
+                )
+                continue
             bold = key in ("train_loss", "train_loss_epoch", "val_dice")
             marker = "o" if len(points) < 30 else None
             axis.plot(

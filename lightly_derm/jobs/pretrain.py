@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import json
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,17 +35,23 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
 from lightly_derm.data import ResumableDataLoader
-from lightly_derm.errors import ConfigError, DataError
+from lightly_derm.errors import CheckpointError, ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
-from lightly_derm.jobs.config import TrainConfig, check_kwargs, option
-from lightly_derm.jobs.console import is_main_process, say
+from lightly_derm.jobs.config import (
+    TrainConfig,
+    check_kwargs,
+    load_yaml_mapping,
+    option,
+)
+from lightly_derm.jobs.console import flag, is_main_process, say
 from lightly_derm.jobs.plots import (
     PLOT_FILES,
     TrainingPlots,
     plot_embedding,
     plot_metrics,
 )
+from lightly_derm.jobs.run_folder import RunFolder, check_out, holds_run, read_record
 from lightly_derm.jobs.trainer import (
     CHECKPOINT_DIR,
     TENSORBOARD_DIR,
@@ -61,6 +66,8 @@ from lightly_derm.utils.validation import Range, check_choice
 #: when the method is created, under the user's ``method_args``. Measured:
 #: benchmarks/results/demo_defaults_cpu.md.
 DEMO_METHOD_ARGS: dict[str, dict[str, Any]] = {"gravis": {"lr": 0.05}}
+#: The key of the data's fingerprint in a run's ``config.yaml`` (see :func:`data_fingerprint`).
+FINGERPRINT_KEY = "data_fingerprint"
 #: Options that must not change when a run is resumed.
 RESUME_FIXED: tuple[str, ...] = (
     "method",
@@ -78,16 +85,17 @@ RESUME_FIXED: tuple[str, ...] = (
     "synthetic_images",
     "synthetic_classes",
 )
-#: Outputs of a run that ``overwrite`` removes.
-RUN_OUTPUTS: tuple[str, ...] = (
-    CHECKPOINT_DIR,
-    TENSORBOARD_DIR,
-    "plots",
+#: Files a run writes at fixed names (a folder holding one of them that no run of
+#: lightly-derm recorded is refused: the file is the user's).
+RUN_FILES: tuple[str, ...] = (
+    CONFIG_FILE,
     "metrics.csv",
     "hparams.yaml",
     BACKBONE_FILE,
     "summary.json",
-    CONFIG_FILE,
+    f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+    f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}",
+    *(f"plots/{name}" for name in PLOT_FILES.values()),
 )
 
 
@@ -188,6 +196,8 @@ class PretrainConfig(TrainConfig):
     def normalize(cls, mapping: Mapping[str, Any], source: str) -> dict[str, Any]:
         """Also reads ``method: {name: gravis, <argument>: ...}`` (name and arguments)."""
         values = dict(mapping) if isinstance(mapping, Mapping) else mapping
+        if isinstance(values, dict):
+            values.pop(FINGERPRINT_KEY, None)  # a fact of the run, not an option
         method = values.get("method") if isinstance(values, dict) else None
         if isinstance(method, Mapping):
             method = dict(method)
@@ -341,7 +351,9 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         c,
         method=info.name,
         method_args=method_args,
-        data=os.fspath(c.data) if c.data is not None else None,
+        data=_absolute(c.data),
+        labels=_absolute(c.labels),
+        backbone_weights=_absolute(c.backbone_weights),
         backbone=check_backbone_name(backbone),
         **c.resolved_run_options(),
         augment=augment,
@@ -349,6 +361,76 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         out=os.fspath(c.out) if c.out is not None else f"runs/{info.name}",
     )
     return resolved.check()
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute (so a run resumed from elsewhere reads the same files)."""
+    return os.fspath(Path(path).expanduser().absolute()) if path is not None else None
+
+
+def data_fingerprint(config: PretrainConfig) -> dict[str, Any] | None:
+    """The file count, bytes and a hash of the names and sizes of the data and labels.
+
+    ``None`` for the synthetic data. Links are not followed into folders (no loops);
+    the hash is over ``relative name, size`` lines, so renaming, adding, removing or
+    resizing a file changes it while reading no image.
+    """
+    import hashlib
+
+    if config.data is None:
+        return None
+    digest = hashlib.sha256()
+    count = total = 0
+    for source in (config.data, config.labels):
+        if source is None:
+            continue
+        root = Path(source)
+        if root.is_dir():
+            files = sorted(
+                Path(folder, name)
+                for folder, _, names in os.walk(root)
+                for name in names
+            )
+        else:
+            files = [root]
+        for path in files:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            name = path.relative_to(root).as_posix() if root.is_dir() else path.name
+            digest.update(f"{name}\t{size}\n".encode())
+            count += 1
+            total += size
+    return {"files": count, "bytes": total, "sha256": digest.hexdigest()}
+
+
+def _check_fingerprint(
+    out: Path, saved: Mapping[str, Any], cfg: PretrainConfig
+) -> None:
+    then = saved.get(FINGERPRINT_KEY)
+    if not isinstance(then, Mapping):
+        return  # a run of an earlier lightly-derm: nothing to compare
+    now = data_fingerprint(cfg)
+    if now is None or now.get("sha256") == then.get("sha256"):
+        return
+    raise DataError(
+        f"cannot resume {out}: the data at {cfg.data} differ from the run's "
+        f"({then.get('files')} files, {then.get('bytes')} bytes when it started; "
+        f"{now['files']} files, {now['bytes']} bytes now); resume on the same data, "
+        "or start a new run (another --out)"
+    )
+
+
+def save_run_config(cfg: PretrainConfig, path: Path) -> None:
+    """Writes ``config.yaml``: the options and the data's fingerprint (:func:`data_fingerprint`)."""
+    text = cfg.to_yaml()
+    fingerprint = data_fingerprint(cfg)
+    if fingerprint is not None:
+        import yaml
+
+        text += yaml.safe_dump({FINGERPRINT_KEY: fingerprint}, sort_keys=False)
+    path.write_text(text)
 
 
 def _parse_devices(value: Any) -> int | str:
@@ -374,9 +456,7 @@ def resume_config(
         FileNotFoundError: ``out`` holds no run or no ``checkpoints/last.ckpt``.
         ConfigError: A fixed option differs (named, with both values).
     """
-    if config.out is None:
-        raise ConfigError("resume needs the run folder: give --out DIR")
-    out = Path(config.out)
+    out = check_out(config.out)
     saved_path = out / CONFIG_FILE
     if not saved_path.is_file():
         raise FileNotFoundError(
@@ -386,7 +466,8 @@ def resume_config(
     if not (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
         raise FileNotFoundError(
             f"nothing to resume in {out}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT} (the "
-            "run stopped before its first checkpoint); start it again without --resume"
+            "run stopped before its first checkpoint); start it again without "
+            f"{flag('resume')} (what it left is replaced)"
         )
     saved = PretrainConfig.load(saved_path)
     given = (
@@ -418,17 +499,77 @@ def resume_config(
             )
     merged = saved.updated(given, source=str(saved_path))
     merged.out = os.fspath(out)
-    return resolve_config(merged)
+    resolved = resolve_config(merged)
+    _check_fingerprint(out, load_yaml_mapping(saved_path), resolved)
+    return resolved
 
 
-def _resume_state(path: Path) -> tuple[int | None, int | None]:
-    """``(global_step, logging step)`` stored in a Lightning checkpoint."""
+def resume_command(out: Path) -> str:
+    """The command (or call, from Python) that continues the run in ``out``."""
+    if flag("resume") == "--resume":
+        return f"lightly-derm pretrain --out {out} --resume"
+    return f"pretrain(out={os.fspath(out)!r}, resume=True)"
+
+
+def restart_command(
+    out: Path,
+    method_args: Mapping[str, Any] | None = None,
+    saved: Mapping[str, Any] | None = None,
+) -> str:
+    """The command (or call) that starts the run in ``out`` again from its ``config.yaml``.
+
+    Args:
+        out: The run folder.
+        method_args: Method arguments to change.
+        saved: The run's method arguments (kept; the command line merges them itself).
+    """
+    config = out / CONFIG_FILE
+    changed = dict(method_args or {})
+    if flag("overwrite") == "--overwrite":
+        extra = " ".join(f"{k}={v}" for k, v in changed.items())
+        return f"lightly-derm pretrain --config {config} --overwrite" + (
+            f" --method-args {extra}" if extra else ""
+        )
+    call = f"pretrain(PretrainConfig.load({os.fspath(config)!r}), overwrite=True"
+    if changed:
+        call += f", method_args={ ({**dict(saved or {}), **changed})!r}"
+    return call + ")"
+
+
+def non_finite_advice(cfg: PretrainConfig, out: Path) -> str:
+    """The non-finite-loss guard's advice: start again with a tenth of the learning rate."""
+    lr: Any = {**_demo_method_args(cfg), **dict(cfg.method_args or {})}.get("lr")
+    if lr is None:
+        default = inspect.signature(method_info(str(cfg.method)).load()).parameters.get(
+            "lr"
+        )
+        lr = default.default if default is not None else None
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        return "Lower the learning rate and start again: " + restart_command(
+            out, {"lr": float(f"{lr / 10:.3g}")}, cfg.method_args
+        )
+    return (
+        "Lower the learning rate (a method argument) and start again: "
+        + restart_command(out)
+    )
+
+
+def _resume_state(path: Path, out: Path) -> tuple[int | None, int | None]:
+    """``(global_step, logging step)`` stored in a Lightning checkpoint.
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read (named, with the reason and
+            the command that starts the run again).
+    """
     from lightly_derm.models.checkpoints import load_checkpoint_file
 
     try:
         checkpoint = load_checkpoint_file(path)
-    except ValueError:
-        return None, None
+    except ValueError as exc:
+        raise CheckpointError(
+            f"cannot resume {out}: {exc}; start the run again with: "
+            f"{restart_command(out)}"
+        ) from exc
     step = checkpoint.get("global_step")
     try:
         log_step = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"][
@@ -536,13 +677,23 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
 
 
 # ----------------------------------------------------------------------- the job
-def _clear_outputs(out: Path) -> None:
-    for name in RUN_OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+def _foreign_files(out: Path) -> list[str]:
+    """Files at the run's output names in ``out`` that no lightly-derm run recorded."""
+    recorded = set(read_record(out) or [])
+    return [
+        name for name in RUN_FILES if (out / name).exists() and name not in recorded
+    ]
+
+
+def _record_outputs(run: RunFolder, tensorboard: bool) -> None:
+    """Records what the run is about to write (before it writes it)."""
+    run.record([f for f in RUN_FILES if "/" not in f])
+    run.folder(CHECKPOINT_DIR)
+    run.record([f for f in RUN_FILES if f.startswith(f"{CHECKPOINT_DIR}/")])
+    run.folder("plots")
+    run.record([f for f in RUN_FILES if f.startswith("plots/")])
+    if tensorboard:
+        run.folder(TENSORBOARD_DIR)
 
 
 def training_loader(
@@ -646,22 +797,53 @@ def pretrain(
         requested = PretrainConfig().updated(given)
     is_zero = is_main_process()
     if resume and overwrite:
-        raise ConfigError("resume and overwrite exclude each other")
+        raise ConfigError(
+            f"{flag('resume')} and {flag('overwrite')} exclude each other"
+        )
     if resume:
         cfg = resume_config(requested, given)
     else:
         cfg = resolve_config(requested)
+    out = check_out(cfg.out)
+    run = RunFolder(out) if is_zero else None
+    if run is not None and not resume:
+        foreign = _foreign_files(out)
+        if foreign:
+            raise ConfigError(
+                f"{out} holds files no lightly-derm run recorded writing "
+                f"({', '.join(foreign)}); a run would replace them, so choose another "
+                "--out (overwrite deletes only what lightly-derm wrote)"
+            )
+    if run is not None:
+        run.acquire()
+    try:
+        if run is not None and not resume and holds_run(out, CONFIG_FILE):
+            last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
+            if last.is_file() and not overwrite:
+                raise ConfigError(
+                    f"{out} already holds a pretraining run; continue it with "
+                    f"{flag('resume')}, replace it with {flag('overwrite')}, or choose "
+                    f"another {flag('out', 'DIR')}"
+                )
+            # overwrite, or a run that stopped before its first checkpoint (nothing
+            # to resume): replace what it wrote
+            run.clear()
+        return _pretrain(cfg, run, resume, verbose, callbacks)
+    finally:
+        if run is not None:
+            run.record_new_files()
+            run.release()
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    run: RunFolder | None,
+    resume: bool,
+    verbose: bool,
+    callbacks: Sequence[Callback],
+) -> PretrainResult:
     out = Path(str(cfg.out))
     last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if not resume and is_zero:
-        if (out / CONFIG_FILE).is_file() or last.is_file():
-            if not overwrite:
-                raise ConfigError(
-                    f"{out} already holds a pretraining run; continue it with --resume, "
-                    "replace it with --overwrite, or choose another --out"
-                )
-            _clear_outputs(out)
-
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     assert cfg.input_size is not None and cfg.batch_size is not None
     # The labels decide some method arguments (classifiers), the method decides the
@@ -673,13 +855,25 @@ def pretrain(
     steps_per_epoch = len(loader)
     resume_step = log_step = None
     if resume:
-        resume_step, log_step = _resume_state(last)
+        resume_step, log_step = _resume_state(last, out)
 
     say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
-        f"input {cfg.input_size} px, {cfg.epochs} epochs of {steps_per_epoch} steps, "
-        f"batch size {loader.batch_size}, precision {cfg.precision}"
+        f"input {cfg.input_size} px, {plural(int(cfg.epochs or 0), 'epoch')} of "
+        f"{plural(steps_per_epoch, 'batch')}"
+        + (
+            f" (stopping at {plural(cfg.max_steps, 'optimizer step')}"
+            + (
+                ""
+                if method.automatic_optimization
+                else "; this method takes several per batch"
+            )
+            + ")"
+            if cfg.max_steps is not None
+            else ""
+        )
+        + f", batch size {loader.batch_size}, precision {cfg.precision}"
     )
     demo_args = {
         k: v for k, v in _demo_method_args(cfg).items() if k not in cfg.method_args
@@ -695,14 +889,14 @@ def pretrain(
     )
     if resume:
         say("pretrain", verbose, f"resuming {out} from {last} (step {resume_step})")
-    if is_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / CONFIG_FILE)
+    if run is not None:
+        _record_outputs(run, bool(cfg.tensorboard))
+        save_run_config(cfg, out / CONFIG_FILE)
 
     plots = TrainingPlots(
         out / "plots", classes=getattr(untransformed, "classes", None)
     )
-    command = f"lightly-derm pretrain --out {out} --resume"
+    hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
         # e.g. FG-SSL's progressive steps leave parameters without gradient
@@ -722,9 +916,10 @@ def pretrain(
         progress_bar=bool(cfg.progress_bar),
         tensorboard=bool(cfg.tensorboard),
         resume_log_step=log_step,
+        advice=non_finite_advice(cfg, out),
         callbacks=[
             *([plots] if cfg.plots else []),
-            ResumeHint(last, command),
+            hint,
             *callbacks,
         ],
     )
@@ -737,9 +932,19 @@ def pretrain(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(
-            method, loader, ckpt_path=last if resume else None, weights_only=True
-        )
+        try:
+            trainer.fit(
+                method, loader, ckpt_path=last if resume else None, weights_only=True
+            )
+        except BaseException as exc:
+            # Lightning ends a run stopped by SIGTERM with SystemExit() (status 0) and
+            # one stopped by Ctrl+C with SystemExit(1), after saving (Ctrl+C during a
+            # checkpoint write surfaces as torch's RuntimeError); a stopped run is not
+            # a success, so exit as a shell does: 128 + the signal's number
+            code = stop_status(trainer, hint.exception or exc)
+            if code is None:
+                raise
+            raise SystemExit(code) from exc
     seconds = time.perf_counter() - started
 
     best = out / CHECKPOINT_DIR / BEST_CHECKPOINT
@@ -781,7 +986,7 @@ def pretrain(
         say(
             "pretrain",
             verbose,
-            f"done: {trainer.global_step} steps in {seconds:.0f} s"
+            f"done: {_trained(trainer)} in {seconds:.0f} s"
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
@@ -797,6 +1002,42 @@ def pretrain(
         summary=summary,
         plots=written,
     )
+
+
+def stop_status(trainer: pl.Trainer, exception: BaseException | None) -> int | None:
+    """The exit status of a run stopped by a signal: 143 (SIGTERM), 130 (Ctrl+C), else ``None``."""
+    import signal
+
+    if getattr(trainer, "received_sigterm", False):
+        return 128 + int(signal.SIGTERM)
+    seen: set[int] = set()
+    while exception is not None and id(exception) not in seen:
+        if isinstance(exception, KeyboardInterrupt):
+            return 128 + int(signal.SIGINT)
+        seen.add(id(exception))
+        exception = exception.__cause__ or exception.__context__
+    return None
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"4 epochs"``, ``"2 batches"``.
+
+    Example:
+        >>> plural(1, "epoch"), plural(18, "batch"), plural(4, "optimizer step")
+        ('1 epoch', '18 batches', '4 optimizer steps')
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('ch', 'sh', 's', 'x')) else 's'}"
+
+
+def _trained(trainer: pl.Trainer) -> str:
+    """``"18 batches"``, or ``"18 batches (72 optimizer steps)"`` where they differ."""
+    batches = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+    steps = int(trainer.global_step)
+    if steps == batches:
+        return plural(steps, "step")
+    return f"{plural(batches, 'batch')} ({plural(steps, 'optimizer step')})"
 
 
 def _best_score(trainer: pl.Trainer) -> float | None:
@@ -909,4 +1150,7 @@ __all__ = [
     "resume_config",
     "training_loader",
     "with_transform",
+    "data_fingerprint",
+    "plural",
+    "save_run_config",
 ]

@@ -12,6 +12,7 @@ every run should have is added once, in :func:`default_callbacks`.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,16 +20,60 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import Logger
 
 from lightly_derm.callbacks import AtomicCheckpointIO, ExactResume, NonFiniteLossGuard
+from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.callbacks import (
     BEST_CHECKPOINT,
     EpochMeanLoss,
     PeriodicCheckpoint,
+    StepLoss,
 )
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... try installing ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.getMessage())
+
+
+def quiet_lightning() -> None:
+    """Hides Lightning's tips and its ``_pytree`` deprecation warning (idempotent).
+
+    Lightning's other messages and warnings stay. The warning is about a torch API
+    inside Lightning's structured-tree helper, shown on every run, Lightning's to fix.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*isinstance\(treespec, LeafSpec\)",
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
+    for name in (
+        "lightning_fabric.utilities.rank_zero",
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.pytorch.utilities.rank_zero",
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar without ``v_num`` (the logger's version, meaningless here)."""
+
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """The bar's metrics, less ``v_num``."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
 
 #: Subfolder of the run folder for checkpoints.
 CHECKPOINT_DIR = "checkpoints"
@@ -36,7 +81,7 @@ CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def default_callbacks() -> list[Callback]:
+def default_callbacks(advice: str | None = None) -> list[Callback]:
     """The callbacks every lightly-derm training run gets (pretraining and fine-tuning).
 
     - :class:`~lightly_derm.callbacks.NonFiniteLossGuard`: a NaN or infinite training
@@ -47,8 +92,15 @@ def default_callbacks() -> list[Callback]:
 
     The extension point for run-wide safety callbacks: add them here and every job has
     them.
+
+    Args:
+        advice: The last sentence of the guard's error: a command that works for the
+            job (default: the guard's generic advice).
     """
-    return [NonFiniteLossGuard(), ExactResume()]
+    guard = (
+        NonFiniteLossGuard() if advice is None else NonFiniteLossGuard(advice=advice)
+    )
+    return [guard, ExactResume()]
 
 
 def default_plugins() -> list[Any]:
@@ -111,6 +163,7 @@ def trainer_options(
     precision: str | int | None = None,
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
+    advice: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`pytorch_lightning.Trainer` shared by every job.
@@ -123,6 +176,7 @@ def trainer_options(
         A dictionary for ``pl.Trainer(**options)`` (or ``finetune_evaluate``'s
         ``trainer_kwargs``).
     """
+    quiet_lightning()
     options: dict[str, Any] = {
         "accelerator": accelerator,
         "devices": devices,
@@ -132,7 +186,11 @@ def trainer_options(
         "enable_model_summary": False,
         "logger": False,
         "enable_checkpointing": False,
-        "callbacks": [*default_callbacks(), *callbacks],
+        "callbacks": [
+            *default_callbacks(advice),
+            *([ProgressBar()] if progress_bar else []),
+            *callbacks,
+        ],
         "plugins": default_plugins(),
     }
     options.update(kwargs)
@@ -155,6 +213,7 @@ def build_trainer(
     tensorboard: bool = True,
     resume_log_step: int | None = None,
     callbacks: Sequence[Callback] = (),
+    advice: str | None = None,
     **kwargs: Any,
 ) -> pl.Trainer:
     """The Trainer of a job that writes a run folder.
@@ -189,6 +248,8 @@ def build_trainer(
         resume_log_step: When resuming: the checkpoint's logging step, so that
             ``metrics.csv`` continues where the checkpoint was written.
         callbacks: More callbacks.
+        advice: What the non-finite-loss error tells to do (see
+            :func:`default_callbacks`).
         **kwargs: Passed to :class:`pytorch_lightning.Trainer` (override the above).
 
     Example:
@@ -219,6 +280,7 @@ def build_trainer(
     if monitor is not None:
         if monitor == "train_loss_epoch":
             job_callbacks.append(EpochMeanLoss("train_loss"))
+            job_callbacks.append(StepLoss("train_loss"))
         job_callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoints,
@@ -238,6 +300,7 @@ def build_trainer(
         precision=precision,
         progress_bar=progress_bar,
         callbacks=[*job_callbacks, *callbacks],
+        advice=advice,
         logger=loggers,
         enable_checkpointing=True,
         max_epochs=max_epochs,
@@ -246,4 +309,9 @@ def build_trainer(
         default_root_dir=out,
     )
     options.update(kwargs)
-    return pl.Trainer(**options)
+    try:
+        return pl.Trainer(**options)
+    except (ValueError, MisconfigurationException) as exc:
+        # the hardware options as given (accelerator, devices, strategy, precision)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Lightning refused the Trainer options: {first}") from exc

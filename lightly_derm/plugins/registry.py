@@ -371,6 +371,27 @@ class Registry:
             )
         for name, plugin in self._runtime_plugins.items():
             register(name, lambda p=plugin: p, _PluginSource(None, None))
+        # A blocked name that matches no plugin is most likely a typo: say so.
+        known = {
+            _canonical(ep.name)
+            for ep in importlib.metadata.entry_points(group=self.group)
+        } | {
+            _canonical(n)
+            for n in [
+                BUILTIN_PLUGIN,
+                *_split_env(os.environ.get(ENV_PLUGINS)),
+                *self._runtime_plugins,
+            ]
+        }
+        for name in _split_env(os.environ.get(ENV_BLOCK_PLUGINS)):
+            if _canonical(name) not in known:
+                warnings.warn(
+                    f"{ENV_BLOCK_PLUGINS}: {name!r} matches no lightly-derm plugin "
+                    f"(installed: {', '.join(sorted(known))}); nothing was blocked "
+                    "by it",
+                    PluginLoadWarning,
+                    stacklevel=4,
+                )
         return pm, sources
 
     def _collect(

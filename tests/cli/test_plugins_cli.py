@@ -99,12 +99,48 @@ def test_broken_plugin_reported_on_stderr(make_dist, capsys, clean_plugin_env) -
     finally:
         lightly_derm.registry.reload()
     captured = capsys.readouterr()
-    json.loads(captured.out)
-    assert (
-        "warning: lightly-derm plugin 'broken_x' (broken-x 9.9) failed to load"
-        in captured.err
+    failed = [r for r in json.loads(captured.out) if r.get("error")]
+    assert [(r["name"], r["distribution"]) for r in failed] == [
+        ("broken_x", "broken-x")
+    ]
+    assert "kaput" in failed[0]["error"]
+    line = "warning: lightly-derm plugin 'broken_x' (broken-x 9.9) failed to load"
+    lines = [entry for entry in captured.err.splitlines() if entry.strip()]
+    assert len(lines) == 1 and line in lines[0] and "kaput" in lines[0], captured.err
+
+
+def test_broken_plugin_once_in_a_job(make_dist, capsys, clean_plugin_env) -> None:
+    import lightly_derm
+
+    make_dist(
+        "broken-y",
+        "9.9",
+        {"broken_y": "broken_y_mod"},
+        {"broken_y_mod": "raise RuntimeError('kaput')"},
     )
-    assert "kaput" in captured.err
+    lightly_derm.registry.reload()
+    try:
+        assert main(["pretrain", "--print-config"]) == 0
+    finally:
+        lightly_derm.registry.reload()
+    err = capsys.readouterr().err
+    lines = [entry for entry in err.splitlines() if "broken_y" in entry]
+    assert len(lines) == 1 and lines[0].startswith("lightly-derm: warning: "), err
+
+
+def test_a_block_list_entry_matching_nothing_warns(
+    capsys, clean_plugin_env, monkeypatch
+) -> None:
+    import lightly_derm
+
+    monkeypatch.setenv("LIGHTLY_DERM_BLOCK_PLUGINS", "brokn")
+    lightly_derm.registry.reload()
+    try:
+        assert main(["plugins", "--kind", "loss"]) == 0
+    finally:
+        lightly_derm.registry.reload()
+    err = capsys.readouterr().err
+    assert "LIGHTLY_DERM_BLOCK_PLUGINS: 'brokn' matches no lightly-derm plugin" in err
 
 
 def test_bad_arguments_exit_2(capsys) -> None:

@@ -91,3 +91,20 @@ def test_metrics_plot_reads_lightning_csv(tmp_path) -> None:
     path.write_text("epoch,step,val_dice\n0,0,0.5\n")
     with pytest.raises(ValueError, match="holds no loss"):
         plot_metrics(path, tmp_path / "loss.png")
+
+
+@pytest.mark.parametrize("n", [1, 7, 60])
+def test_smooth_matches_a_float64_reference(n: int) -> None:
+    import numpy as np
+
+    from lightly_derm.jobs.plots import smooth
+
+    values = np.random.default_rng(n).normal(size=n).tolist()
+    for weight in (0.0, 0.6, 0.9):
+        expected = []
+        for i in range(n):  # the weighted mean of the past, weights w^(i-j)
+            w = np.array([weight ** (i - j) for j in range(i + 1)], dtype=np.float64)
+            expected.append(float((w * np.array(values[: i + 1])).sum() / w.sum()))
+        assert np.allclose(smooth(values, weight), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="weight"):
+        smooth(values, 1.0)

@@ -7,7 +7,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightly_derm.jobs import build_trainer, trainer_options
 from lightly_derm.jobs.callbacks import EpochMeanLoss, PeriodicCheckpoint
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
-from lightly_derm.jobs.trainer import default_callbacks, resolve_precision
+from lightly_derm.jobs.trainer import ProgressBar, default_callbacks, resolve_precision
 
 
 def test_resolve_precision() -> None:
@@ -24,7 +24,10 @@ def test_resolve_precision() -> None:
 def test_trainer_options_carry_the_default_callbacks() -> None:
     options = trainer_options(accelerator="cpu", max_epochs=3, logger=True)
     assert options["max_epochs"] == 3 and options["logger"] is True
-    assert len(options["callbacks"]) == len(default_callbacks())
+    kinds = [type(c) for c in options["callbacks"]]
+    assert kinds == [type(c) for c in default_callbacks()] + [ProgressBar]
+    quiet = trainer_options(accelerator="cpu", progress_bar=False)
+    assert ProgressBar not in [type(c) for c in quiet["callbacks"]]
     assert (
         options["precision"] == "32-true" and options["enable_checkpointing"] is False
     )
