@@ -330,6 +330,10 @@ def restructuredtext(out: Path, pending_command: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------------ plot
+#: The smallest y range of a panel of the plot (scores in [0, 1]).
+MIN_Y_SPAN = 0.05
+
+
 def plot(out: Path) -> Path | None:
     """``study.png``: per-seed scores per method with the mean; ``None`` without results."""
     import matplotlib
@@ -428,6 +432,12 @@ def plot(out: Path) -> Path | None:
         )
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
+        # at least 0.05 of the score's range, so that a difference in the third decimal
+        # does not look like a large one
+        low, high = ax.get_ylim()
+        if high - low < MIN_Y_SPAN:
+            middle = (low + high) / 2
+            ax.set_ylim(middle - MIN_Y_SPAN / 2, middle + MIN_Y_SPAN / 2)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(
