@@ -364,8 +364,15 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
 
 
 def _absolute(path: str | None) -> str | None:
-    """``path`` made absolute (so a run resumed from elsewhere reads the same files)."""
-    return os.fspath(Path(path).expanduser().absolute()) if path is not None else None
+    """``path`` made absolute (so a run resumed from elsewhere reads the same files).
+
+    Named weights (``imagenet:efficientnet-lite0``) are names, not paths: kept as given.
+    """
+    from lightly_derm.models.imagenet import named_weights
+
+    if path is None or named_weights(str(path)) is not None:
+        return path
+    return os.fspath(Path(path).expanduser().absolute())
 
 
 def data_fingerprint(config: PretrainConfig) -> dict[str, Any] | None:
@@ -485,7 +492,7 @@ def resume_config(
         if key == "devices":
             now, then = _parse_devices(now), _parse_devices(then)
         if key in ("data", "labels", "backbone_weights") and now is not None:
-            same = (
+            same = now == then or (
                 then is not None
                 and Path(now).expanduser().resolve()
                 == Path(then).expanduser().resolve()

@@ -124,7 +124,7 @@ def test_import_stays_light_reload_and_spawned_worker() -> None:
         )
         from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS
         assert names == sorted(
-            [f"lightly-derm-resnet{d}" for d in (18, 34, 50)]
+            [f"lightly-derm-resnet{d}{s}" for d in (18, 34, 50) for s in ("", "-cifar")]
             + [f"timm-{m}" for m in TIMM_ENCODER_MODELS]
         ), names
         assert "timm" not in sys.modules  # registering imports no timm
