@@ -253,6 +253,18 @@ def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
     return {**(args.get("all") or {}), **(args.get(method) or {})}
 
 
+def interrupted_pretraining(out: Path) -> bool:
+    """Whether ``out`` holds a pretraining run with a checkpoint to continue from.
+
+    A job that finished deletes its Lightning checkpoints (unless ``keep_checkpoints``),
+    so a ``checkpoints/last.ckpt`` next to the run's ``config.yaml`` means the job was
+    cut short: after its pretraining (the fine-tunes are redone) or within it.
+    """
+    return (out / "config.yaml").is_file() and (
+        out / "checkpoints" / "last.ckpt"
+    ).is_file()
+
+
 def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     """Runs one job in this process through the library's jobs; returns its result record."""
     from lightly_derm.jobs import evaluate, pretrain, segment
@@ -276,17 +288,24 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     if method == "imagenet":
         checkpoint = IMAGENET_WEIGHTS  # transfer learning, no SSL
     if method not in REFERENCES:
-        result = pretrain(
-            method=base,
-            method_args=_method_args(spec, method) or None,
-            data=spec["pretrain_data"],
-            seed=seed,
-            out=str(job_dir / "pretrain"),
-            overwrite=True,
-            verbose=True,
-            tensorboard=False,
-            **{**QUIET, **pretrain_opts},
-        )
+        pretrain_out = job_dir / "pretrain"
+        if interrupted_pretraining(pretrain_out):
+            # a job cut short (timeout, budget, Ctrl-C) continues its pretraining from
+            # the last checkpoint instead of starting again; pretrain refuses a resume
+            # whose options differ from the run's
+            result = pretrain(out=str(pretrain_out), resume=True, verbose=True)
+        else:
+            result = pretrain(
+                method=base,
+                method_args=_method_args(spec, method) or None,
+                data=spec["pretrain_data"],
+                seed=seed,
+                out=str(pretrain_out),
+                overwrite=True,
+                verbose=True,
+                tensorboard=False,
+                **{**QUIET, **pretrain_opts},
+            )
         checkpoint = str(job_dir / "pretrain")
         record["pretrain"] = {
             k: result.summary.get(k)

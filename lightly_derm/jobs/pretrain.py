@@ -1030,12 +1030,17 @@ def plural(count: int, noun: str) -> str:
     """``"1 epoch"``, ``"4 epochs"``, ``"2 batches"``.
 
     Example:
-        >>> plural(1, "epoch"), plural(18, "batch"), plural(4, "optimizer step")
-        ('1 epoch', '18 batches', '4 optimizer steps')
+        >>> plural(1, "epoch"), plural(10, "epoch"), plural(18, "batch")
+        ('1 epoch', '10 epochs', '18 batches')
+        >>> plural(4, "optimizer step")
+        '4 optimizer steps'
     """
     if count == 1:
         return f"{count} {noun}"
-    return f"{count} {noun}{'es' if noun.endswith(('ch', 'sh', 's', 'x')) else 's'}"
+    sibilant = noun.endswith(("sh", "s", "x")) or (
+        noun.endswith("ch") and not noun.endswith("epoch")
+    )
+    return f"{count} {noun}{'es' if sibilant else 's'}"
 
 
 def _trained(trainer: pl.Trainer) -> str:

@@ -328,3 +328,48 @@ def test_timeout_kills_the_job_and_keeps_the_others(
     assert status == {"fake-sleeper-seed0": "timeout"}
     record = json.loads((tmp_path / "results" / "fake-sleeper-seed0.json").read_text())
     assert record["status"] == "timeout" and record["rows"] == []
+
+
+def test_a_job_cut_short_continues_its_pretraining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun resumes the job's pretraining from last.ckpt; a fresh job starts anew."""
+    import lightly_derm.jobs
+
+    calls: list[dict[str, object]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_pretrain(**kwargs: object) -> None:
+        calls.append(kwargs)
+        raise Stop  # only the pretrain call is under test
+
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_pretrain)
+    job = {
+        "id": "isic2017-byol-seed0-fold0",
+        "dataset": "isic2017",
+        "task": "segmentation",
+        "method": "byol",
+        "seed": 0,
+        "fold": 0,
+        "spec": {"pretrain_data": str(tmp_path / "data"), "pretrain": {"epochs": 3}},
+    }
+    job_dir = tmp_path / "job"
+    with pytest.raises(Stop):
+        study.run_job(job, job_dir)
+    assert calls[-1]["overwrite"] is True and "resume" not in calls[-1]
+    # what a killed job leaves: the run's config and its last checkpoint
+    (job_dir / "pretrain" / "checkpoints").mkdir(parents=True)
+    (job_dir / "pretrain" / "config.yaml").write_text("method: byol\n")
+    with pytest.raises(Stop):
+        study.run_job(job, job_dir)
+    assert calls[-1]["overwrite"] is True  # no checkpoint yet: start again
+    (job_dir / "pretrain" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(Stop):
+        study.run_job(job, job_dir)
+    assert calls[-1] == {
+        "out": str(job_dir / "pretrain"),
+        "resume": True,
+        "verbose": True,
+    }
