@@ -18,11 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_derm.errors import ConfigError
+from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     backbone_name,
@@ -48,7 +49,8 @@ from lightly_derm.jobs.config import TrainConfig, option
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
-from lightly_derm.jobs.trainer import build_trainer
+from lightly_derm.jobs.run_folder import RunFolder, check_out
+from lightly_derm.jobs.trainer import CHECKPOINT_DIR, TENSORBOARD_DIR, build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
 from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
@@ -68,6 +70,22 @@ ENCODERS: tuple[str, ...] = (
 SCORES: tuple[str, ...] = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
 #: The test scores reported with ``test_data``.
 TEST_SCORES: tuple[str, ...] = ("test_dice", "test_jaccard", "test_jaccard_thresholded")
+#: The files :func:`segment` writes into ``out``.
+RESULT_FILES: tuple[str, ...] = (
+    CONFIG_FILE,
+    "results.json",
+    "results.md",
+    "plots/encoders.png",
+)
+#: The files of each fine-tuning run folder (``<encoder>/[fold_<k>/]``).
+FINETUNE_FILES: tuple[str, ...] = (
+    "metrics.csv",
+    "hparams.yaml",
+    f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+    f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}",
+    f"plots/{PLOT_FILES['metrics']}",
+    f"plots/{PLOT_FILES['overlays']}",
+)
 
 
 @dataclasses.dataclass
@@ -677,9 +695,15 @@ def segment(
     ``results.json``, ``results.md`` and ``config.yaml``. The scores are those of the
     final model on the validation images (no selection on them), averaged over folds.
 
+    ``out`` is a run folder (:class:`~lightly_derm.jobs.run_folder.RunFolder`): locked
+    while the job runs (a second job there is refused, naming the holder), with a record
+    of what the job wrote; ``overwrite`` deletes only what that record lists, so files
+    of your own in ``out`` (also inside ``pretrained/``) stay.
+
     Args:
         config: A :class:`SegmentConfig` or a mapping of its options.
-        overwrite: Replace the results of an earlier run in ``out``.
+        overwrite: Replace the results of an earlier run in ``out`` (only the files it
+            recorded writing).
         verbose: Print progress and the table.
         callbacks: More Lightning callbacks for every fine-tuning run.
         **options: Options of :class:`SegmentConfig`; they override ``config``.
@@ -693,11 +717,12 @@ def segment(
 
     Raises:
         FileNotFoundError: The checkpoint or data do not exist, or images lack masks.
-        ValueError: A bad option, checkpoint weights that do not fit the encoder, or
-            results already in ``out`` (without ``overwrite``).
+        ValueError: A bad option, checkpoint weights that do not fit the encoder.
+        ConfigError: Results already in ``out`` (without ``overwrite``), files at the
+            job's output names that no run recorded, another job running in ``out``.
     """
     cfg = resolve_segment_config(SegmentConfig.create(config, options, "segment"))
-    out = Path(str(cfg.out))
+    out = check_out(cfg.out)
     encoders: list[tuple[str, str | Path | None]] = []
     if cfg.checkpoint is not None:
         encoders.append(
@@ -710,24 +735,40 @@ def segment(
         )
     if cfg.checkpoint is None or cfg.baseline:
         encoders.append(("random-init", None))
+    folds = int(cfg.folds or 1)
+    runs = [
+        label + (f"/fold_{fold}" if folds > 1 else "")
+        for label, _ in encoders
+        for fold in range(folds)
+    ]
+    run: RunFolder | None = None
     if is_main_process():
-        if (out / "results.json").is_file() and not overwrite:
-            raise ValueError(
-                f"{out} already holds segmentation results; pass --overwrite or choose "
-                "another --out"
-            )
-        for name in (
-            "pretrained",
-            "random-init",
-            "results.json",
-            "results.md",
-            "plots/encoders.png",
-        ):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        subfolders = [CHECKPOINT_DIR]
+        subfolders += ["plots"] if cfg.plots else []
+        subfolders += [TENSORBOARD_DIR] if cfg.tensorboard else []
+        run = RunFolder(out, job="segment").start(
+            [*RESULT_FILES, *(f"{r}/{f}" for r in runs for f in FINETUNE_FILES)],
+            marker="results.json",
+            overwrite=overwrite,
+            what="segmentation results",
+            folders=[
+                *(["plots"] if cfg.plots else []),
+                *dict.fromkeys(label for label, _ in encoders),
+                *runs,
+                *(f"{r}/{sub}" for r in runs for sub in subfolders),
+            ],
+        )
+    with run if run is not None else contextlib.nullcontext():
+        return _segment(cfg, out, encoders, verbose, callbacks)
+
+
+def _segment(
+    cfg: SegmentConfig,
+    out: Path,
+    encoders: Sequence[tuple[str, str | Path | None]],
+    verbose: bool,
+    callbacks: Sequence[Callback],
+) -> dict[str, Any]:
     modules, split = segmentation_data(cfg)
     normalize = (
         checkpoint_normalization(cfg.checkpoint)
