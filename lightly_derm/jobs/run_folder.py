@@ -320,8 +320,11 @@ class RunFolder:
         run are added when the run ends (:meth:`record_new_files`).
         """
         written = read_record(self.path) or []
-        for relative in paths:
-            relative = Path(relative).as_posix()
+        for given in paths:
+            # a trailing "/" marks a folder (its new files are recorded at the end)
+            relative = Path(given).as_posix() + (
+                "/" if str(given).endswith("/") else ""
+            )
             if relative not in written:
                 written.append(relative)
             target = self.path / relative
