@@ -752,7 +752,8 @@ def segment(
             overwrite=overwrite,
             what="segmentation results",
             folders=[
-                *(["plots"] if cfg.plots else []),
+                # plots/encoders.png compares two encoders
+                *(["plots"] if cfg.plots and len(encoders) > 1 else []),
                 *dict.fromkeys(label for label, _ in encoders),
                 *runs,
                 *(f"{r}/{sub}" for r in runs for sub in subfolders),
