@@ -279,8 +279,16 @@ def random_init_backbone(backbone: str | None, input_size: int, synthetic: bool)
     return backbone_for_input_size(default, input_size)
 
 
-def _stem_note(backbone: str, input_size: int) -> str:
-    """Why a ResNet chosen for a random-init evaluation has its stem (for messages)."""
+def stem_note(backbone: str, input_size: int) -> str:
+    """Why a ResNet chosen for a random init (no checkpoint, none named) has its stem.
+
+    For the run's messages; empty for a backbone that is not a torchvision ResNet.
+
+    Example:
+        >>> from lightly_derm.jobs.evaluate import stem_note
+        >>> stem_note("resnet18-cifar", 32)[:22]
+        'the small-image stem ('
+    """
     if backbone.endswith(CIFAR_SUFFIX):
         return (
             f"the small-image stem (3 x 3 conv1, no max-pool), as pretrain chooses it "
@@ -580,7 +588,7 @@ def _evaluate(
         name = str(cfg.backbone)
         torch.manual_seed(int(cfg.seed or 0))  # as the baseline of a checkpoint
         backbone = build_backbone(name)
-        note = _stem_note(name, cfg.input_size) if default_backbone else ""
+        note = stem_note(name, cfg.input_size) if default_backbone else ""
         say(
             "evaluate",
             verbose,

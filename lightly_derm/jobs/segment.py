@@ -47,11 +47,12 @@ from lightly_derm.jobs.checkpoints import (
 )
 from lightly_derm.jobs.config import TrainConfig, option
 from lightly_derm.jobs.console import is_main_process, say
-from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
+from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE, stem_note
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
 from lightly_derm.jobs.run_folder import RunFolder, check_out
 from lightly_derm.jobs.trainer import CHECKPOINT_DIR, TENSORBOARD_DIR, build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
+from lightly_derm.models.backbones import backbone_for_input_size
 from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
 
@@ -111,7 +112,10 @@ class SegmentConfig(TrainConfig):
         backbone: Any backbone with a FlexibleUNet encoder
             (:func:`~lightly_derm.segmentation.flexunet_backbone`): ``resnet18``,
             ``resnet50-cifar``, ``efficientnet-lite0``, ``monai:efficientnet-b0``,
-            ``timm:convnext_tiny``, ...; not set: the checkpoint's.
+            ``timm:convnext_tiny``, ...; not set: the checkpoint's, else (a random
+            encoder) the preset's with the stem ``pretrain`` chooses for the input
+            size (:func:`~lightly_derm.models.backbone_for_input_size`: ``-cifar``
+            below 64 px).
         input_size: Image side in pixels (was ``image_size``).
         epochs: Fine-tuning epochs.
         batch_size: Batch size.
@@ -233,6 +237,12 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     if c.backbone is not None:
         check_encoder(c.backbone)
     c = c.with_preset().check()
+    if config.backbone is None and c.checkpoint is None:
+        # a random encoder, none named: the stem for the input size, as pretrain
+        assert c.backbone is not None and c.input_size is not None  # the presets
+        c = dataclasses.replace(
+            c, backbone=backbone_for_input_size(c.backbone, c.input_size)
+        )
     folds = c.folds if c.folds != 1 else None
     if folds is not None:
         if c.synthetic:
@@ -721,7 +731,8 @@ def segment(
         ConfigError: Results already in ``out`` (without ``overwrite``), files at the
             job's output names that no run recorded, another job running in ``out``.
     """
-    cfg = resolve_segment_config(SegmentConfig.create(config, options, "segment"))
+    requested = SegmentConfig.create(config, options, "segment")
+    cfg = resolve_segment_config(requested)
     out = check_out(cfg.out)
     encoders: list[tuple[str, str | Path | None]] = []
     if cfg.checkpoint is not None:
@@ -760,7 +771,9 @@ def segment(
             ],
         )
     with run if run is not None else contextlib.nullcontext():
-        return _segment(cfg, out, encoders, verbose, callbacks)
+        return _segment(
+            cfg, out, encoders, verbose, callbacks, requested.backbone is None
+        )
 
 
 def _segment(
@@ -769,6 +782,7 @@ def _segment(
     encoders: Sequence[tuple[str, str | Path | None]],
     verbose: bool,
     callbacks: Sequence[Callback],
+    default_backbone: bool,
 ) -> dict[str, Any]:
     modules, split = segmentation_data(cfg)
     normalize = (
@@ -779,10 +793,16 @@ def _segment(
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
     say("segment", verbose, f"data: {source}; {split}")
     if cfg.checkpoint is None:
+        note = (
+            stem_note(str(cfg.backbone), int(cfg.input_size or 0))
+            if default_backbone
+            else ""
+        )
         say(
             "segment",
             verbose,
-            "no --checkpoint: the encoder starts from random weights",
+            f"no --checkpoint: the {cfg.backbone} encoder starts from random weights"
+            + (f"; {note}" if note else ""),
         )
     results: dict[str, Any] = {}
     compare = bool(cfg.plots) and len(encoders) > 1

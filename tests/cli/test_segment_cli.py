@@ -177,8 +177,11 @@ def test_segment_overwrite_deletes_only_what_it_recorded(tmp_path, capsys) -> No
     (out / "random-init").mkdir(parents=True)
     (out / "random-init" / "notes.txt").write_text("mine")  # before the first run
     argv = ["segment", "--out", str(out), *TINY]
-    code, _, err = run(capsys, *argv)
+    code, stdout, err = run(capsys, *argv)
     assert code == 0, err
+    # no checkpoint, none named: the stem pretrain chooses for 32 px
+    assert "the resnet18-cifar encoder starts from random weights" in stdout
+    assert "small-image stem" in stdout
     recorded = read_record(out) or []
     for name in ("results.json", "random-init/checkpoints/last.ckpt"):
         assert name in recorded and (out / name).is_file()
