@@ -595,6 +595,13 @@ def _evaluate(
             f"no --checkpoint: an untrained {name} (random init)"
             + (f"; {note}" if note else ""),
         )
+        if cfg.baseline:
+            say(
+                "evaluate",
+                verbose,
+                "--baseline adds nothing without --checkpoint: the random init is "
+                "what is evaluated",
+            )
     else:
         checkpoint = (
             str(cfg.checkpoint)

@@ -373,7 +373,8 @@ class RunFolder:
         job = current["job"]
         if job != self.job:
             theirs = f"a lightly-derm {job} run" if job else "another lightly-derm run"
-            ours = f"a {self.job} run" if self.job else "this run"
+            article = "an" if str(self.job)[:1] in tuple("aeiou") else "a"
+            ours = f"{article} {self.job} run" if self.job else "this run"
             raise ConfigError(
                 f"{self.path} holds {theirs}, not {ours}; choose another "
                 f"{flag('out', 'DIR')}"
