@@ -40,6 +40,7 @@ def finetune_evaluate(
     trainer_kwargs: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
+    return_predictions: bool = False,
 ) -> dict[str, Any]:
     """Fine-tunes a copy of ``backbone`` with a linear head on a labelled fraction.
 
@@ -65,11 +66,15 @@ def finetune_evaluate(
             where Lightning leaves the model after training.
         autocast_dtype: Score under :func:`torch.autocast` with this dtype (e.g.
             ``torch.bfloat16`` on a GPU).
+        return_predictions: Also return the predicted classes of the test images (for
+            a confusion matrix, :func:`~lightly_derm.evaluation.confusion_report`).
 
     Returns:
         ``{"finetune_accuracy", "finetune_balanced_accuracy", "finetune_auc" (binary),
         "finetune_num_samples", "finetune_fraction", "finetune_num_train",
-        "finetune_epochs"}``.
+        "finetune_epochs"}``; with ``return_predictions`` also
+        ``"finetune_predictions"``: the (N,) int64 tensor of the predicted classes (the
+        argmax of the logits) of the test images, in their order.
 
     Raises:
         ValueError: ``train_dataset`` has no ``targets``, or a bad ``fraction``.
@@ -137,4 +142,6 @@ def finetune_evaluate(
         finetune_num_train=len(subset),
         finetune_epochs=epochs,
     )
+    if return_predictions:
+        result["finetune_predictions"] = logits.features.argmax(dim=1).cpu()
     return result

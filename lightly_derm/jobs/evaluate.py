@@ -48,15 +48,25 @@ from lightly_derm.jobs.config import RunConfig, option
 from lightly_derm.jobs.console import is_main_process, say
 from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
+from lightly_derm.jobs.run_folder import RunFolder, check_out
 from lightly_derm.jobs.trainer import trainer_options
 from lightly_derm.jobs.transforms import eval_transform, finetune_transform
-from lightly_derm.models.backbones import build_backbone
+from lightly_derm.models.backbones import (
+    CIFAR_SUFFIX,
+    SMALL_INPUT_SIZE,
+    backbone_for_input_size,
+    build_backbone,
+)
+from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.
 SYNTHETIC_SOURCE = (
     "built-in synthetic lesions (procedurally generated, not patient data)"
 )
+#: The backbone of a random-init evaluation (no ``checkpoint``, no ``backbone``):
+#: built-in synthetic data, other data; a ResNet gets its stem by the input size.
+RANDOM_INIT_BACKBONES: tuple[str, str] = ("resnet18", "resnet50")
 
 
 @dataclasses.dataclass
@@ -70,13 +80,18 @@ class EvaluateConfig(RunConfig):
     Attributes:
         checkpoint: A checkpoint file (Lightning checkpoint of any method, backbone or
             torchvision state dict), a ``pretrain`` run folder, or named weights
-            (``imagenet:efficientnet-lite0``: ImageNet transfer without SSL). Required.
-            The images get the input scaling of the weights the run started from
-            (:func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`).
+            (``imagenet:efficientnet-lite0``: ImageNet transfer without SSL). The
+            images get the input scaling of the weights the run started from
+            (:func:`~lightly_derm.jobs.checkpoints.checkpoint_normalization`). Not
+            set: an untrained backbone (random init) is evaluated.
         backbone: Any backbone name (``resnet18``, ``resnet18-cifar``,
             ``efficientnet-lite0``, ``monai:efficientnet-b0``, ``timm:<model>``); not
             set: found from the checkpoint. A ResNet named without a stem gets the
             stem of the checkpoint's weights (``-cifar`` for a 3 × 3 ``conv1``).
+            Without a checkpoint: not set gives :data:`RANDOM_INIT_BACKBONES` with
+            the stem ``pretrain`` chooses for the input size
+            (:func:`~lightly_derm.models.backbone_for_input_size`: ``-cifar`` below
+            64 px).
         data: Labelled data (see :func:`~lightly_derm.data.make_dataset`); split as the
             source defines (MedMNIST/DermaMNIST, ``train/`` + ``test/`` folders), else
             by a seeded stratified split. Not set: the built-in synthetic lesions (train
@@ -186,20 +201,16 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
 
     Raises:
         FileNotFoundError: The checkpoint or the data do not exist.
-        ConfigError: A missing checkpoint or an option out of range (named).
+        ConfigError: An option out of range (named).
     """
-    if config.checkpoint is None:
-        raise ConfigError(
-            "evaluate needs --checkpoint: a checkpoint file or a pretrain run folder"
-        )
-    checkpoint = os.fspath(config.checkpoint)
-    named = is_named_weights(checkpoint)
-    if not named:
+    checkpoint = os.fspath(config.checkpoint) if config.checkpoint is not None else None
+    named = checkpoint is not None and is_named_weights(checkpoint)
+    if checkpoint is not None and not named:
         find_checkpoint(checkpoint)  # raises FileNotFoundError with the reason
     if config.data is not None and not Path(config.data).expanduser().exists():
         raise FileNotFoundError(f"data not found: {config.data}")
     # the pretraining run's values come before the preset's
-    saved = (run_config(checkpoint) if not named else None) or {}
+    saved = (run_config(checkpoint) if checkpoint and not named else None) or {}
     inherited = ("input_size", "synthetic_classes") if config.synthetic else ()
     c = dataclasses.replace(
         config,
@@ -211,6 +222,11 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
         },
     )
     c = c.with_preset().check()
+    assert c.input_size is not None  # every preset sets it
+    if checkpoint is None:
+        c = dataclasses.replace(
+            c, backbone=random_init_backbone(c.backbone, c.input_size, c.synthetic)
+        )
     if c.backbone is not None:
         check_backbone_name(c.backbone)
     _candidates(c.knn_k), _candidates(c.linear_weight_decay)  # none empty
@@ -227,9 +243,9 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
     c = dataclasses.replace(
         c, linear_class_weight=weights if len(weights) > 1 else weights[0]
     )
-    assert c.input_size is not None  # every preset sets it
+    assert c.input_size is not None
     if c.out is None:
-        run = run_folder(checkpoint) if not named else None
+        run = run_folder(checkpoint) if checkpoint and not named else None
         out = os.fspath(run / "evaluation") if run is not None else "evaluation"
     else:
         out = os.fspath(c.out)
@@ -240,6 +256,59 @@ def resolve_evaluate_config(config: EvaluateConfig) -> EvaluateConfig:
         out=out,
         **c.resolved_run_options(),
     ).check()
+
+
+def random_init_backbone(backbone: str | None, input_size: int, synthetic: bool) -> str:
+    """The backbone of an evaluation without a checkpoint: ``backbone``, else the default.
+
+    The default is :data:`RANDOM_INIT_BACKBONES` with the stem ``pretrain`` chooses
+    when no backbone is named
+    (:func:`~lightly_derm.models.backbone_for_input_size`: the small-image ``-cifar``
+    stem below 64 px input); a named backbone is kept as named.
+
+    Example:
+        >>> from lightly_derm.jobs.evaluate import random_init_backbone
+        >>> random_init_backbone(None, 28, synthetic=False)
+        'resnet50-cifar'
+        >>> random_init_backbone("resnet18", 28, synthetic=True)
+        'resnet18'
+    """
+    if backbone is not None:
+        return backbone
+    default = RANDOM_INIT_BACKBONES[0 if synthetic else 1]
+    return backbone_for_input_size(default, input_size)
+
+
+def stem_note(backbone: str, input_size: int) -> str:
+    """Why a ResNet chosen for a random init (no checkpoint, none named) has its stem.
+
+    For the run's messages; empty for a backbone that is not a torchvision ResNet.
+
+    Example:
+        >>> from lightly_derm.jobs.evaluate import stem_note
+        >>> stem_note("resnet18-cifar", 32)[:22]
+        'the small-image stem ('
+    """
+    if backbone.endswith(CIFAR_SUFFIX):
+        return (
+            f"the small-image stem (3 x 3 conv1, no max-pool), as pretrain chooses it "
+            f"for {input_size} px input (below {SMALL_INPUT_SIZE} px); "
+            f"--backbone {backbone.removesuffix(CIFAR_SUFFIX)} for the ImageNet stem"
+        )
+    # a torchvision ResNet without a stem suffix (it would get one for tiny images)
+    if backbone_for_input_size(backbone, 1) == backbone + CIFAR_SUFFIX:
+        return (
+            f"the ImageNet stem, as pretrain chooses it for {input_size} px input "
+            f"({SMALL_INPUT_SIZE} px or more)"
+        )
+    return ""
+
+
+def _normalization(config: EvaluateConfig) -> dict[str, list[float]]:
+    """The input normalisation of the checkpoint's weights (ImageNet's without one)."""
+    if config.checkpoint is None:
+        return input_normalization(None)
+    return checkpoint_normalization(str(config.checkpoint))
 
 
 def _candidates(value: Any) -> list[Any]:
@@ -284,7 +353,7 @@ def evaluation_datasets(
     from lightly_derm.evaluation import stratified_subset
 
     assert config.input_size is not None
-    normalize = checkpoint_normalization(str(config.checkpoint))
+    normalize = _normalization(config)
     plain = eval_transform(config.input_size, normalize)
     common: dict[str, Any] = {
         "strict": bool(config.strict),
@@ -420,14 +489,19 @@ def evaluate(
 
     Writes ``results.json``, ``results.md`` (a Markdown table), ``config.yaml``,
     ``plots/embedding.png`` (PCA of the test features by class, titled with the method
-    and backbone) and ``plots/confusion_<protocol>.png`` (kNN and linear probe: the
-    confusion matrix with each class's recall,
-    :func:`~lightly_derm.evaluation.plot_confusion_matrix`) into ``out``.
+    and backbone) and ``plots/confusion_<protocol>.png`` (``knn``, ``linear`` and
+    ``finetune_<fraction>``: the confusion matrix with each class's recall,
+    :func:`~lightly_derm.evaluation.plot_confusion_matrix`) into ``out``. Without a
+    checkpoint an untrained backbone is evaluated (random init).
+
+    ``out`` is a run folder (:class:`~lightly_derm.jobs.run_folder.RunFolder`): locked
+    while the job runs (a second job there is refused, naming the holder), with a record
+    of what the job wrote; ``overwrite`` deletes only what that record lists.
 
     Args:
         config: An :class:`EvaluateConfig` or a mapping of its options.
         overwrite: Replace the results of an earlier evaluation in ``out`` (otherwise
-            an error).
+            an error); only the files it recorded writing are deleted.
         verbose: Print progress and the table.
         **options: Options of :class:`EvaluateConfig`; they override ``config``.
 
@@ -438,41 +512,110 @@ def evaluate(
         :func:`~lightly_derm.evaluation.linear_probe_evaluate`: ``*_accuracy``,
         ``*_balanced_accuracy``, ``*_auc`` for two classes, ...), ``finetune`` (one
         :func:`~lightly_derm.evaluation.finetune_evaluate` dictionary per fraction, keyed
-        ``"0.01"``, ``"0.1"``, ``"1"``) and ``out``.
+        ``"0.01"``, ``"0.1"``, ``"1"``), ``confusion`` (per protocol,
+        :func:`~lightly_derm.evaluation.confusion_report`), ``warnings``, ``baseline``
+        (with ``baseline``: the same for the random init) and ``out``.
 
     Raises:
         FileNotFoundError: The checkpoint or the data do not exist.
-        ValueError: No checkpoint, unlabelled data, a checkpoint without a backbone, or
-            a bad option.
+        ValueError: Unlabelled data, a checkpoint without a backbone, or a bad option.
+        ConfigError: Results already in ``out`` (without ``overwrite``), files at the
+            job's output names that no run recorded, another job running in ``out``.
     """
+    requested = EvaluateConfig.create(config, options, "evaluate")
+    cfg = resolve_evaluate_config(requested)
+    out = check_out(cfg.out)
+    run: RunFolder | None = None
+    if is_main_process():
+        run = RunFolder(out, job="evaluate").start(
+            evaluation_outputs(cfg),
+            marker="results.json",
+            overwrite=overwrite,
+            what="evaluation results",
+            folders=["plots"] if cfg.plots else [],
+        )
+    with run if run is not None else contextlib.nullcontext():
+        return _evaluate(cfg, out, verbose, requested.backbone is None)
+
+
+def evaluation_outputs(config: EvaluateConfig) -> list[str]:
+    """The files :func:`evaluate` writes into its ``out`` for a resolved ``config``.
+
+    Example:
+        >>> from lightly_derm.jobs.evaluate import EvaluateConfig, evaluation_outputs
+        >>> evaluation_outputs(EvaluateConfig(fractions=[0.1], plots=False))
+        ['config.yaml', 'results.json', 'results.md']
+        >>> evaluation_outputs(EvaluateConfig(fractions=[0.1]))[3:]  # doctest: +NORMALIZE_WHITESPACE
+        ['plots/embedding.png', 'plots/confusion_knn.png', 'plots/confusion_linear.png',
+         'plots/confusion_finetune_0.1.png']
+    """
+    files = [CONFIG_FILE, "results.json", "results.md"]
+    if not config.plots:
+        return files
+    files.append(f"plots/{PLOT_FILES['embedding']}")
+    protocols = ["knn", "linear", *(_finetune_key(f) for f in config.fractions)]
+    suffixes = [""] + (
+        [RANDOM_INIT_SUFFIX] if config.baseline and config.checkpoint else []
+    )
+    files += [f"plots/confusion_{p}{s}.png" for s in suffixes for p in protocols]
+    return files
+
+
+#: The suffix of the random-init (``baseline``) confusion plots.
+RANDOM_INIT_SUFFIX = "_random_init"
+
+
+def _finetune_key(fraction: float) -> str:
+    """The protocol name of fine-tuning on ``fraction`` (``finetune_0.1``)."""
+    return f"finetune_{float(fraction):g}"
+
+
+def _evaluate(
+    cfg: EvaluateConfig, out: Path, verbose: bool, default_backbone: bool
+) -> dict[str, Any]:
     from lightly_derm.evaluation import (
+        confusion_report,
         extract_features,
         finetune_evaluate,
         knn_evaluate,
         linear_probe_evaluate,
     )
 
-    cfg = resolve_evaluate_config(EvaluateConfig.create(config, options, "evaluate"))
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
-    out = Path(str(cfg.out))
-    if (out / "results.json").is_file() and not overwrite:
-        raise ValueError(
-            f"{out} already holds evaluation results; pass --overwrite or choose "
-            "another --out"
+    assert cfg.input_size is not None  # resolved
+    checkpoint: str | Path | None = None
+    if cfg.checkpoint is None:
+        name = str(cfg.backbone)
+        torch.manual_seed(int(cfg.seed or 0))  # as the baseline of a checkpoint
+        backbone = build_backbone(name)
+        note = stem_note(name, cfg.input_size) if default_backbone else ""
+        say(
+            "evaluate",
+            verbose,
+            f"no --checkpoint: an untrained {name} (random init)"
+            + (f"; {note}" if note else ""),
         )
-    checkpoint: str | Path = (
-        str(cfg.checkpoint)
-        if is_named_weights(str(cfg.checkpoint))
-        else find_checkpoint(str(cfg.checkpoint))
-    )
-    backbone, name = load_backbone(checkpoint, cfg.backbone)
+        if cfg.baseline:
+            say(
+                "evaluate",
+                verbose,
+                "--baseline adds nothing without --checkpoint: the random init is "
+                "what is evaluated",
+            )
+    else:
+        checkpoint = (
+            str(cfg.checkpoint)
+            if is_named_weights(str(cfg.checkpoint))
+            else find_checkpoint(str(cfg.checkpoint))
+        )
+        backbone, name = load_backbone(checkpoint, cfg.backbone)
+        say("evaluate", verbose, f"backbone {name} from {checkpoint}")
     train, test, train_tune, split = evaluation_datasets(cfg)
     classes = list(getattr(train, "classes", []) or [])
     num_classes = len(classes) or int(
         max(np.max(train.targets), np.max(test.targets)) + 1  # type: ignore[attr-defined]
     )
     source = SYNTHETIC_SOURCE if cfg.synthetic else str(cfg.data)
-    say("evaluate", verbose, f"backbone {name} from {checkpoint}")
     say(
         "evaluate",
         verbose,
@@ -505,9 +648,9 @@ def evaluate(
         **feature_options,
     )
     results: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
         "backbone": name,
-        "method": _method_name(str(cfg.checkpoint)),
+        "method": _method_name(cfg.checkpoint),
         "input_size": cfg.input_size,
         "data": {
             "source": source,
@@ -540,7 +683,7 @@ def evaluate(
     def score(
         model: torch.nn.Module, train_f: Any, test_f: Any, label: str = ""
     ) -> dict[str, Any]:
-        """kNN, linear probe, their confusion matrices and fine-tuning of ``model``."""
+        """kNN, linear probe, fine-tuning of ``model`` and their confusion matrices."""
         scored: dict[str, Any] = {}
         scored["knn"] = knn_evaluate(
             train_f,
@@ -572,9 +715,6 @@ def evaluate(
             linear_weight_decay=float(weight_decay),  # type: ignore[arg-type]
             linear_class_weight=_class_weight(str(class_weight)),
         )
-        scored["warnings"] = _warnings(scored["confusion"])
-        for line in scored["warnings"]:
-            warnings.warn(line, stacklevel=2)
         scored["finetune"] = {}
         for fraction in cfg.fractions or []:
             say(
@@ -606,7 +746,15 @@ def evaluate(
                         precision=cfg.precision,
                         progress_bar=bool(cfg.progress_bar),
                     ),
+                    return_predictions=True,
                 )
+            predicted = scores.pop("finetune_predictions")
+            scored["confusion"][_finetune_key(fraction)] = confusion_report(
+                predicted,
+                test_f.targets.cpu(),
+                classes or [str(i) for i in range(num_classes)],
+                num_classes,
+            )
             scored["finetune"][f"{fraction:g}"] = scores
             say(
                 "evaluate",
@@ -615,13 +763,21 @@ def evaluate(
                     f"{label}fine-tune {_percent(fraction)}", scores, "finetune_"
                 ),
             )
+        scored["warnings"] = _warnings(scored["confusion"])
+        for line in scored["warnings"]:
+            warnings.warn(label + line, stacklevel=2)
         return scored
 
     results.update(score(backbone, train_features, test_features))
-    if cfg.baseline:
+    if cfg.baseline and cfg.checkpoint is not None:
         torch.manual_seed(int(cfg.seed or 0))
         untrained = build_backbone(name)
-        say("evaluate", verbose, f"baseline: an untrained {name} (random init)")
+        say(
+            "evaluate",
+            verbose,
+            f"baseline: an untrained {name} (random init; the checkpoint's "
+            "architecture, stem included, so that only the weights differ)",
+        )
         baseline = score(
             untrained,
             extract_features(untrained, train, **feature_options),
@@ -659,8 +815,10 @@ def evaluate(
     return results
 
 
-def _method_name(checkpoint: str) -> str:
+def _method_name(checkpoint: str | None) -> str:
     """The method that made the checkpoint's backbone, for titles."""
+    if checkpoint is None:
+        return "random init"
     if is_named_weights(checkpoint):
         return f"{checkpoint} (no SSL)"
     saved = run_config(checkpoint) or {}
@@ -720,7 +878,7 @@ def _warnings(confusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for protocol, report in confusion.items():
         if report.get("predicted_classes") == 1 and len(report["classes"]) > 1:
             lines.append(
-                f"{PROTOCOL_NAMES.get(protocol, protocol)} predicts one class for every "
+                f"{protocol_name(protocol)} predicts one class for every "
                 "test image (collapsed features or a too strong class imbalance)"
             )
     return lines
@@ -730,20 +888,32 @@ def _warnings(confusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
 PROTOCOL_NAMES: dict[str, str] = {"knn": "kNN", "linear": "the linear probe"}
 
 
+def protocol_name(protocol: str) -> str:
+    """A protocol's name in tables and titles (``finetune_0.1``: fine-tuning on 10%).
+
+    Example:
+        >>> from lightly_derm.jobs.evaluate import protocol_name
+        >>> protocol_name("knn"), protocol_name("finetune_0.1")
+        ('kNN', 'fine-tuning on 10%')
+    """
+    if protocol.startswith("finetune_"):
+        return f"fine-tuning on {_percent(float(protocol.removeprefix('finetune_')))}"
+    return PROTOCOL_NAMES.get(protocol, protocol)
+
+
 def _plot_confusions(results: Mapping[str, Any], folder: Path) -> None:
     from lightly_derm.evaluation import plot_confusion_matrix
 
     runs = [(results, str(results["method"]), "")]
     if results.get("baseline"):
-        runs.append((results["baseline"], "random init", "_random_init"))
+        runs.append((results["baseline"], "random init", RANDOM_INIT_SUFFIX))
     for scored, method, suffix in runs:
         for protocol, report in scored.get("confusion", {}).items():
             try:
                 plot_confusion_matrix(
                     report["matrix"],
                     report["classes"],
-                    title=f"{method} {results['backbone']}: "
-                    f"{PROTOCOL_NAMES.get(protocol, protocol)}",
+                    title=f"{method} {results['backbone']}: {protocol_name(protocol)}",
                     path=folder / f"confusion_{protocol}{suffix}.png",
                 )
             except Exception as exc:  # plots must not fail the job
@@ -798,9 +968,7 @@ def select_settings(
                 task=config.task,
                 strict=bool(config.strict),
                 decode_size=config.decode_size or None,
-                transform=eval_transform(
-                    config.input_size, checkpoint_normalization(str(config.checkpoint))
-                ),
+                transform=eval_transform(config.input_size, _normalization(config)),
             )
         )
         fit = train_features.labelled()
@@ -877,7 +1045,11 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     """The results of :func:`evaluate` as a Markdown table with a header paragraph."""
     data = results["data"]
     lines = [
-        f"# Evaluation of `{results['checkpoint']}`",
+        (
+            f"# Evaluation of `{results['checkpoint']}`"
+            if results["checkpoint"]
+            else f"# Evaluation of an untrained {results['backbone']} (random init)"
+        ),
         "",
         f"- backbone: {results['backbone']}, input {results['input_size']} px",
         f"- data: {data['source']}"
@@ -917,9 +1089,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
             for protocol, report in confusion.items():
                 cells = [_cell(report["recall"].get(n)) for n in names]
                 lines.append(
-                    f"| {label}{PROTOCOL_NAMES.get(protocol, protocol)} | "
-                    + " | ".join(cells)
-                    + " |"
+                    f"| {label}{protocol_name(protocol)} | " + " | ".join(cells) + " |"
                 )
         for line in scored.get("warnings") or []:
             lines += ["", f"**Warning:** {label}{line}."]

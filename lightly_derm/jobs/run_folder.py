@@ -11,6 +11,13 @@ process ends in any way, ``kill -9`` included) and a JSON record. What it adds:
   folder without the record holds no lightly-derm run, whatever else it contains.
 - **A lock** (``.lightly-derm.lock``) held for the run's life: a second run into the
   same folder is refused with one line naming the holder (pid, host, command).
+- **The job that wrote it**: a record names its job (``segment``, ``evaluate``), so a
+  job never clears a folder that holds another job's run (a ``pretrain`` run folder
+  given as ``segment --out`` stays as it is).
+
+:meth:`RunFolder.start` is the whole protocol of a job that writes known outputs:
+refuse files at its output names that no run recorded, lock, refuse (or with
+``overwrite`` clear) an earlier run's results, and record the outputs before writing.
 
 Example:
     >>> import tempfile
@@ -38,6 +45,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from lightly_derm.errors import ConfigError
+from lightly_derm.jobs.console import flag
 
 #: The record of the files and folders lightly-derm wrote in a run folder.
 RECORD_FILE = ".lightly-derm-run.json"
@@ -66,8 +74,8 @@ def check_out(out: str | os.PathLike[str] | None, option: str = "--out") -> Path
     return path
 
 
-def read_record(folder: str | os.PathLike[str]) -> list[str] | None:
-    """The paths (relative, ``/``-separated) of a folder's record, or ``None`` without one."""
+def _read(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A folder's record (``written``: paths, ``job``: its job or ``None``), or ``None``."""
     path = Path(folder) / RECORD_FILE
     try:
         data = json.loads(path.read_text())
@@ -76,9 +84,31 @@ def read_record(folder: str | os.PathLike[str]) -> list[str] | None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable run record ({exc})") from exc
     written = data.get("written") if isinstance(data, dict) else None
-    if not isinstance(written, list) or not all(isinstance(p, str) for p in written):
+    job = data.get("job") if isinstance(data, dict) else None
+    if (
+        not isinstance(written, list)
+        or not all(isinstance(p, str) for p in written)
+        or not isinstance(job, (str, type(None)))
+    ):
         raise ConfigError(f"{path}: not a lightly-derm run record")
-    return list(written)
+    return {"written": list(written), "job": job}
+
+
+def read_record(folder: str | os.PathLike[str]) -> list[str] | None:
+    """The paths (relative, ``/``-separated) of a folder's record, or ``None`` without one."""
+    record = _read(folder)
+    return None if record is None else record["written"]
+
+
+def read_job(folder: str | os.PathLike[str]) -> str | None:
+    """The job named by a folder's record (``None``: no record, or one that names none)."""
+    record = _read(folder)
+    return None if record is None else record["job"]
+
+
+def _holds_files(written: Iterable[str]) -> bool:
+    """Whether a record lists more than its own lock, record and folder."""
+    return any(p not in (LOCK_FILE, RECORD_FILE, ".") for p in written)
 
 
 def holds_run(folder: str | os.PathLike[str], marker: str) -> bool:
@@ -115,19 +145,26 @@ class RunFolder:
         path: The run folder.
         command: What holds the lock, for the message another run gets (default: this
             process's command line).
+        job: The job that writes the folder (``"segment"``, ``"evaluate"``), kept in
+            the record; a folder whose record names another job is never cleared.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], command: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        command: str | None = None,
+        job: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.command = command if command is not None else shlex.join(sys.argv)
+        self.job = job
         self._lock: IO[str] | None = None
         self._before: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ lock
     def __enter__(self) -> RunFolder:
-        self.acquire()
+        if self._lock is None:  # not locked yet (by start)
+            self.acquire()
         return self
 
     def __exit__(
@@ -189,6 +226,87 @@ class RunFolder:
             self._lock.close()
             self._lock = None
 
+    def start(
+        self,
+        outputs: Iterable[str],
+        *,
+        marker: str,
+        overwrite: bool,
+        what: str,
+        folders: Iterable[str] = (),
+    ) -> RunFolder:
+        """Prepares the folder for a job that writes ``outputs``; the lock is held after.
+
+        In this order: files at the names of ``outputs`` that no lightly-derm run
+        recorded are refused (they are the user's, or a run's from before the record
+        existed); the folder is locked (:meth:`acquire`); a record naming another job
+        is refused; an earlier run whose ``marker`` exists is refused unless
+        ``overwrite``; what the earlier run recorded is deleted (:meth:`clear`: after
+        ``overwrite``, or the leftovers of a run that ended before its ``marker``);
+        ``outputs`` and ``folders`` (subfolders, created) are recorded before anything
+        is written.
+
+        Args:
+            outputs: The files the job writes, relative to the folder (``marker`` among
+                them).
+            marker: The output that shows a finished run (e.g. ``results.json``).
+            overwrite: Replace a finished run.
+            what: What a finished run holds, for messages (``"segmentation results"``).
+            folders: Subfolders the job writes into; their new files are recorded when
+                the run ends.
+
+        Returns:
+            ``self``, locked; use it as a context manager (or :meth:`release`).
+
+        Raises:
+            ConfigError: Files no run recorded at the output names, another process
+                holding the lock, another job's run, or a finished run without
+                ``overwrite`` (one line each, naming the way out).
+
+        Example:
+            >>> import tempfile
+            >>> from lightly_derm.jobs.run_folder import RunFolder
+            >>> folder = tempfile.mkdtemp()
+            >>> options = dict(marker="results.json", what="demo results")
+            >>> with RunFolder(folder, job="demo").start(
+            ...     ["results.json"], overwrite=False, **options
+            ... ) as run:
+            ...     _ = (run.path / "results.json").write_text("{}")
+            >>> RunFolder(folder, job="demo").start(
+            ...     ["results.json"], overwrite=False, **options
+            ... )  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            lightly_derm.errors.ConfigError: ... already holds demo results; ...
+        """
+        outputs = [Path(p).as_posix() for p in outputs]
+        recorded = set(read_record(self.path) or [])
+        foreign = [p for p in outputs if (self.path / p).exists() and p not in recorded]
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise ConfigError(
+                f"{self.path} holds files no lightly-derm run recorded writing "
+                f"({shown}); a run would replace them, so choose another "
+                f"{flag('out', 'DIR')} or move them away (lightly-derm deletes only "
+                "what it recorded writing)"
+            )
+        self.acquire()
+        try:
+            self._check_job()
+            if holds_run(self.path, marker) and not overwrite:
+                raise ConfigError(
+                    f"{self.path} already holds {what}; replace them with "
+                    f"{flag('overwrite')} or choose another {flag('out', 'DIR')}"
+                )
+            self.clear()
+            self.record(outputs)
+            for relative in folders:
+                self.folder(relative)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
     # ---------------------------------------------------------------- record
     def recorded(self) -> list[str]:
         """The paths the record lists (empty without a record)."""
@@ -202,8 +320,11 @@ class RunFolder:
         run are added when the run ends (:meth:`record_new_files`).
         """
         written = read_record(self.path) or []
-        for relative in paths:
-            relative = Path(relative).as_posix()
+        for given in paths:
+            # a trailing "/" marks a folder (its new files are recorded at the end)
+            relative = Path(given).as_posix() + (
+                "/" if str(given).endswith("/") else ""
+            )
             if relative not in written:
                 written.append(relative)
             target = self.path / relative
@@ -244,10 +365,35 @@ class RunFolder:
             written = read_record(self.path) or []
             self._write(written + [p for p in new if p not in written])
 
+    def _check_job(self) -> None:
+        """Refuses a record of files that another job wrote."""
+        current = _read(self.path)
+        if current is None or not _holds_files(current["written"]):
+            return
+        job = current["job"]
+        if job != self.job:
+            theirs = f"a lightly-derm {job} run" if job else "another lightly-derm run"
+            article = "an" if str(self.job)[:1] in tuple("aeiou") else "a"
+            ours = f"{article} {self.job} run" if self.job else "this run"
+            raise ConfigError(
+                f"{self.path} holds {theirs}, not {ours}; choose another "
+                f"{flag('out', 'DIR')}"
+            )
+
     def _write(self, written: list[str]) -> None:
         path = self.path / RECORD_FILE
+        current = _read(self.path)
+        # a record keeps the job that wrote its files until they are cleared
+        job = (
+            current["job"]
+            if current is not None and _holds_files(current["written"])
+            else self.job
+        )
+        record: dict[str, Any] = {"written": written}
+        if job is not None:
+            record["job"] = job
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"written": written}, indent=1) + "\n")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, path)
 
     def clear(self) -> list[str]:
@@ -258,7 +404,12 @@ class RunFolder:
 
         Returns:
             The paths deleted.
+
+        Raises:
+            ConfigError: The record names another job than this folder's ``job`` (a
+                ``segment`` run's folder is not cleared by another job).
         """
+        self._check_job()
         removed: list[str] = []
         written = read_record(self.path) or []
         keep = {LOCK_FILE, RECORD_FILE, "."}
@@ -302,5 +453,6 @@ __all__ = [
     "RunFolder",
     "check_out",
     "holds_run",
+    "read_job",
     "read_record",
 ]

@@ -18,11 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightly_derm.errors import ConfigError
+from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     backbone_name,
@@ -46,10 +47,12 @@ from lightly_derm.jobs.checkpoints import (
 )
 from lightly_derm.jobs.config import TrainConfig, option
 from lightly_derm.jobs.console import is_main_process, say
-from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE
+from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE, stem_note
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
-from lightly_derm.jobs.trainer import build_trainer
+from lightly_derm.jobs.run_folder import RunFolder, check_out
+from lightly_derm.jobs.trainer import CHECKPOINT_DIR, TENSORBOARD_DIR, build_trainer
 from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
+from lightly_derm.models.backbones import backbone_for_input_size
 from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
 
@@ -68,6 +71,22 @@ ENCODERS: tuple[str, ...] = (
 SCORES: tuple[str, ...] = ("val_dice", "val_jaccard", "val_jaccard_thresholded")
 #: The test scores reported with ``test_data``.
 TEST_SCORES: tuple[str, ...] = ("test_dice", "test_jaccard", "test_jaccard_thresholded")
+#: The files :func:`segment` writes into ``out``.
+RESULT_FILES: tuple[str, ...] = (
+    CONFIG_FILE,
+    "results.json",
+    "results.md",
+    "plots/encoders.png",
+)
+#: The files of each fine-tuning run folder (``<encoder>/[fold_<k>/]``).
+FINETUNE_FILES: tuple[str, ...] = (
+    "metrics.csv",
+    "hparams.yaml",
+    f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}",
+    f"{CHECKPOINT_DIR}/{BEST_CHECKPOINT}",
+    f"plots/{PLOT_FILES['metrics']}",
+    f"plots/{PLOT_FILES['overlays']}",
+)
 
 
 @dataclasses.dataclass
@@ -93,7 +112,10 @@ class SegmentConfig(TrainConfig):
         backbone: Any backbone with a FlexibleUNet encoder
             (:func:`~lightly_derm.segmentation.flexunet_backbone`): ``resnet18``,
             ``resnet50-cifar``, ``efficientnet-lite0``, ``monai:efficientnet-b0``,
-            ``timm:convnext_tiny``, ...; not set: the checkpoint's.
+            ``timm:convnext_tiny``, ...; not set: the checkpoint's, else (a random
+            encoder) the preset's with the stem ``pretrain`` chooses for the input
+            size (:func:`~lightly_derm.models.backbone_for_input_size`: ``-cifar``
+            below 64 px).
         input_size: Image side in pixels (was ``image_size``).
         epochs: Fine-tuning epochs.
         batch_size: Batch size.
@@ -215,6 +237,12 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
     if c.backbone is not None:
         check_encoder(c.backbone)
     c = c.with_preset().check()
+    if config.backbone is None and c.checkpoint is None:
+        # a random encoder, none named: the stem for the input size, as pretrain
+        assert c.backbone is not None and c.input_size is not None  # the presets
+        c = dataclasses.replace(
+            c, backbone=backbone_for_input_size(c.backbone, c.input_size)
+        )
     folds = c.folds if c.folds != 1 else None
     if folds is not None:
         if c.synthetic:
@@ -677,9 +705,15 @@ def segment(
     ``results.json``, ``results.md`` and ``config.yaml``. The scores are those of the
     final model on the validation images (no selection on them), averaged over folds.
 
+    ``out`` is a run folder (:class:`~lightly_derm.jobs.run_folder.RunFolder`): locked
+    while the job runs (a second job there is refused, naming the holder), with a record
+    of what the job wrote; ``overwrite`` deletes only what that record lists, so files
+    of your own in ``out`` (also inside ``pretrained/``) stay.
+
     Args:
         config: A :class:`SegmentConfig` or a mapping of its options.
-        overwrite: Replace the results of an earlier run in ``out``.
+        overwrite: Replace the results of an earlier run in ``out`` (only the files it
+            recorded writing).
         verbose: Print progress and the table.
         callbacks: More Lightning callbacks for every fine-tuning run.
         **options: Options of :class:`SegmentConfig`; they override ``config``.
@@ -693,11 +727,13 @@ def segment(
 
     Raises:
         FileNotFoundError: The checkpoint or data do not exist, or images lack masks.
-        ValueError: A bad option, checkpoint weights that do not fit the encoder, or
-            results already in ``out`` (without ``overwrite``).
+        ValueError: A bad option, checkpoint weights that do not fit the encoder.
+        ConfigError: Results already in ``out`` (without ``overwrite``), files at the
+            job's output names that no run recorded, another job running in ``out``.
     """
-    cfg = resolve_segment_config(SegmentConfig.create(config, options, "segment"))
-    out = Path(str(cfg.out))
+    requested = SegmentConfig.create(config, options, "segment")
+    cfg = resolve_segment_config(requested)
+    out = check_out(cfg.out)
     encoders: list[tuple[str, str | Path | None]] = []
     if cfg.checkpoint is not None:
         encoders.append(
@@ -710,24 +746,44 @@ def segment(
         )
     if cfg.checkpoint is None or cfg.baseline:
         encoders.append(("random-init", None))
+    folds = int(cfg.folds or 1)
+    runs = [
+        label + (f"/fold_{fold}" if folds > 1 else "")
+        for label, _ in encoders
+        for fold in range(folds)
+    ]
+    run: RunFolder | None = None
     if is_main_process():
-        if (out / "results.json").is_file() and not overwrite:
-            raise ValueError(
-                f"{out} already holds segmentation results; pass --overwrite or choose "
-                "another --out"
-            )
-        for name in (
-            "pretrained",
-            "random-init",
-            "results.json",
-            "results.md",
-            "plots/encoders.png",
-        ):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        subfolders = [CHECKPOINT_DIR]
+        subfolders += ["plots"] if cfg.plots else []
+        subfolders += [TENSORBOARD_DIR] if cfg.tensorboard else []
+        run = RunFolder(out, job="segment").start(
+            [*RESULT_FILES, *(f"{r}/{f}" for r in runs for f in FINETUNE_FILES)],
+            marker="results.json",
+            overwrite=overwrite,
+            what="segmentation results",
+            folders=[
+                # plots/encoders.png compares two encoders
+                *(["plots"] if cfg.plots and len(encoders) > 1 else []),
+                *dict.fromkeys(label for label, _ in encoders),
+                *runs,
+                *(f"{r}/{sub}" for r in runs for sub in subfolders),
+            ],
+        )
+    with run if run is not None else contextlib.nullcontext():
+        return _segment(
+            cfg, out, encoders, verbose, callbacks, requested.backbone is None
+        )
+
+
+def _segment(
+    cfg: SegmentConfig,
+    out: Path,
+    encoders: Sequence[tuple[str, str | Path | None]],
+    verbose: bool,
+    callbacks: Sequence[Callback],
+    default_backbone: bool,
+) -> dict[str, Any]:
     modules, split = segmentation_data(cfg)
     normalize = (
         checkpoint_normalization(cfg.checkpoint)
@@ -737,10 +793,16 @@ def segment(
     source = SYNTHETIC_SOURCE + " with masks" if cfg.synthetic else str(cfg.data)
     say("segment", verbose, f"data: {source}; {split}")
     if cfg.checkpoint is None:
+        note = (
+            stem_note(str(cfg.backbone), int(cfg.input_size or 0))
+            if default_backbone
+            else ""
+        )
         say(
             "segment",
             verbose,
-            "no --checkpoint: the encoder starts from random weights",
+            f"no --checkpoint: the {cfg.backbone} encoder starts from random weights"
+            + (f"; {note}" if note else ""),
         )
     results: dict[str, Any] = {}
     compare = bool(cfg.plots) and len(encoders) > 1

@@ -143,7 +143,7 @@ def test_evaluate_an_image_folder_with_a_stratified_split(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "evaluate needs --checkpoint"),
+        (["--backbone", "resnet19"], "resnet19"),
         (["--checkpoint", "{tmp}/nope.ckpt"], "checkpoint not found"),
         (["--checkpoint", "{tmp}"], "no checkpoint in the folder"),
         (["--checkpoint", "{tmp}/junk.pt"], "cannot tell which backbone"),
@@ -172,33 +172,66 @@ def test_evaluate_confusion_limit_and_overwrite(
 ) -> None:
     out = tmp_path / "eval"
     argv = ["evaluate", "--checkpoint", str(state_dict_file), "--out", str(out)]
-    code, _, err = run(capsys, *argv, "--fractions", "--limit", "10", *TINY)
+    code, _, err = run(capsys, *argv, "--fractions", "1", "--limit", "10", *TINY)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["train_images"] == 10
     assert results["data"]["test_images"] == 10
     assert results["method"] == "pretrained"
-    for protocol in ("knn", "linear"):
-        report = results["confusion"][protocol]
+    scores = {
+        "knn": results["knn"],
+        "linear": results["linear"],
+        "finetune_1": results["finetune"]["1"],
+    }
+    assert set(results["confusion"]) == set(scores)
+    for protocol, report in results["confusion"].items():
+        prefix = protocol.split("_")[0] + "_"
         matrix = report["matrix"]
         assert sum(map(sum, matrix)) == 10
         correct = sum(matrix[i][i] for i in range(len(matrix)))
         # the matrix holds the same predictions as the protocol's accuracy
-        assert correct / 10 == pytest.approx(results[protocol][f"{protocol}_accuracy"])
-        for i, name in enumerate(report["classes"]):
+        assert correct / 10 == pytest.approx(scores[protocol][prefix + "accuracy"])
+        recalls = []
+        for i, name in enumerate(report["classes"]):  # recall from the matrix, by loops
             total = sum(matrix[i])
             expected = matrix[i][i] / total if total else None
             assert report["recall"][name] == pytest.approx(expected)
+            recalls += [expected] if total else []
+        assert sum(recalls) / len(recalls) == pytest.approx(
+            scores[protocol][prefix + "balanced_accuracy"]
+        )
         assert (out / "plots" / f"confusion_{protocol}.png").is_file()
-    assert "Per-class recall" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "Per-class recall" in table and "| fine-tuning on 100% |" in table
     assert isinstance(results["warnings"], list)
     # an earlier evaluation is kept unless --overwrite
+    (out / "plots" / "mine.png").write_bytes(b"mine")
     code, _, err = run(capsys, *argv, "--fractions", "--limit", "10", *TINY)
     assert code == 2 and "already holds evaluation results" in one_error_line(err)
     code, _, err = run(
         capsys, *argv, "--fractions", "--limit", "10", "--overwrite", *TINY
     )
     assert code == 0, err
+    # --overwrite deleted what the first evaluation wrote, not the user's file
+    assert (out / "plots" / "mine.png").read_bytes() == b"mine"
+    assert not (out / "plots" / "confusion_finetune_1.png").exists()
+    assert (out / "plots" / "confusion_knn.png").is_file()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_evaluate_results_without_a_record_are_refused(
+    tmp_path, capsys, overwrite
+) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # e.g. written before the record existed
+    code, _, err = run(capsys, "evaluate", "--out", str(out), *overwrite, *TINY)
+    assert code == 2
+    assert (
+        "holds files no lightly-derm run recorded writing (results.json); a run "
+        "would replace them"
+    ) in one_error_line(err)
+    assert [p.name for p in out.iterdir()] == ["results.json"]
 
 
 def test_evaluate_warns_about_one_predicted_class() -> None:
@@ -230,3 +263,36 @@ def test_evaluate_baseline_scores_an_untrained_backbone(tmp_path, capsys) -> Non
     table = (out / "results.md").read_text()
     assert "| random init: kNN" in table and "| random init: fine-tune" in table
     assert (out / "plots" / "confusion_knn_random_init.png").is_file()
+
+
+def test_evaluate_without_a_checkpoint_is_the_random_init_of_a_baseline(
+    tmp_path, capsys
+) -> None:
+    """No checkpoint: an untrained backbone, with the stem pretrain would choose."""
+    out = tmp_path / "random"
+    code, stdout, err = run(capsys, "evaluate", "--out", str(out), "--fractions", *TINY)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["backbone"] == "resnet18-cifar"  # 32 px, no backbone named
+    assert results["checkpoint"] is None and results["method"] == "random init"
+    assert "small-image stem" in stdout and "(below 64 px)" in stdout
+    assert "untrained resnet18-cifar (random init)" in (out / "results.md").read_text()
+    assert not (tmp_path / "evaluation").exists()
+    # a named backbone is kept as named (ImageNet stem)
+    out = tmp_path / "named"
+    argv = ["evaluate", "--backbone", "resnet18", "--out", str(out), "--fractions"]
+    code, stdout, err = run(capsys, *argv, *TINY)
+    assert code == 0, err
+    named = json.loads((out / "results.json").read_text())
+    assert named["backbone"] == "resnet18" and "small-image stem" not in stdout
+    # the same untrained backbone as the baseline of a resnet18 checkpoint
+    torch.manual_seed(123)
+    checkpoint = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+    out = tmp_path / "baseline"
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]
+    code, stdout, err = run(capsys, *argv, "--baseline", "--fractions", *TINY)
+    assert code == 0, err
+    assert "the checkpoint's architecture" in stdout
+    baseline = json.loads((out / "results.json").read_text())["baseline"]
+    assert baseline["knn"] == named["knn"] and baseline["linear"] == named["linear"]

@@ -60,7 +60,8 @@ def test_underscore_spelling_and_shared_names(tmp_path, capsys) -> None:
     assert code == 0
     config = yaml.safe_load(printed)
     assert config["input_size"] == 32 and config["batch_size"] == 4
-    assert config["backbone"] == "resnet18" and config["epochs"] == 3  # demo preset
+    # the demo preset's resnet18, with the small-image stem at 32 px (no backbone named)
+    assert config["backbone"] == "resnet18-cifar" and config["epochs"] == 3
 
 
 def test_old_image_size_is_read_with_a_warning(tmp_path, capsys) -> None:

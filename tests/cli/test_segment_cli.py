@@ -167,3 +167,100 @@ def test_segment_a_monai_efficientnet_from_random_init(tmp_path, capsys) -> None
         out / "random-init" / "checkpoints" / "last.ckpt", weights_only=False
     )["hyper_parameters"]
     assert hparams["backbone"] == "efficientnet-b0"
+
+
+@pytest.mark.slow
+def test_segment_overwrite_deletes_only_what_it_recorded(tmp_path, capsys) -> None:
+    from lightly_derm.jobs.run_folder import read_record
+
+    out = tmp_path / "seg"
+    (out / "random-init").mkdir(parents=True)
+    (out / "random-init" / "notes.txt").write_text("mine")  # before the first run
+    argv = ["segment", "--out", str(out), *TINY]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0, err
+    # no checkpoint, none named: the stem pretrain chooses for 32 px
+    assert "the resnet18-cifar encoder starts from random weights" in stdout
+    assert "small-image stem" in stdout
+    recorded = read_record(out) or []
+    for name in ("results.json", "random-init/checkpoints/last.ckpt"):
+        assert name in recorded and (out / name).is_file()
+    assert "random-init/plots/loss.png" in recorded
+    assert "random-init/notes.txt" not in recorded
+    # files of the user's put in after it, beside its outputs
+    (out / "random-init" / "checkpoints" / "mine.ckpt").write_bytes(b"mine")
+    (out / "plots").mkdir()
+    (out / "plots" / "fig1.png").write_bytes(b"mine")
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "already holds segmentation results" in one_error_line(err)
+    code, _, err = run(capsys, *argv, "--overwrite", "--no-plots")
+    assert code == 0, err
+    assert (out / "random-init" / "notes.txt").read_text() == "mine"
+    assert (out / "random-init" / "checkpoints" / "mine.ckpt").read_bytes() == b"mine"
+    assert (out / "plots" / "fig1.png").read_bytes() == b"mine"
+    assert (out / "results.json").is_file()
+    # the first run's plots were its own: deleted, and not written again
+    assert not (out / "random-init" / "plots").exists()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_segment_results_without_a_record_are_refused(
+    tmp_path, capsys, overwrite
+) -> None:
+    out = tmp_path / "seg"
+    (out / "random-init").mkdir(parents=True)
+    (out / "results.json").write_text("{}")  # e.g. written before the record existed
+    (out / "random-init" / "metrics.csv").write_text("mine")
+    code, _, err = run(capsys, "segment", "--out", str(out), *overwrite, *TINY)
+    assert code == 2
+    assert (
+        "holds files no lightly-derm run recorded writing (results.json, "
+        "random-init/metrics.csv); a run would replace them"
+    ) in one_error_line(err)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "random-init",
+        "random-init/metrics.csv",
+        "results.json",
+    ]
+
+
+def test_a_full_disk_while_checkpointing_stops_segment_with_one_line(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """ENOSPC in the second checkpoint write: one line, the first checkpoint intact."""
+    import errno
+
+    real_save = torch.save
+    saves: list[int] = []
+
+    def save(obj, f, *args, **kwargs):  # the disk fills up during the second save
+        saves.append(len(saves))
+        if len(saves) == 1:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "seg"
+    code, _, err = run(
+        capsys,
+        "segment",
+        "--out",
+        str(out),
+        "--checkpoint-every-n-steps",
+        "1",
+        "--no-plots",
+        *TINY,
+    )
+    monkeypatch.undo()
+    last = out / "random-init" / "checkpoints" / "last.ckpt"
+    assert code == 2 and len(saves) == 2
+    assert one_error_line(err).endswith(
+        f"cannot write checkpoint {last}: No space left on device; last.ckpt is "
+        "unchanged"
+    )
+    checkpoint = torch.load(last, weights_only=True)  # the first save, loadable
+    assert checkpoint["global_step"] == 1 and checkpoint["state_dict"]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    assert not (out / "results.json").exists()

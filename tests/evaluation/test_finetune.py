@@ -48,6 +48,56 @@ def test_low_label_finetune_runs_and_leaves_backbone_alone() -> None:
     assert result["finetune_auc"] is None or 0.0 <= result["finetune_auc"] <= 1.0
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "finetune_predictions" not in result  # only when asked for
+
+
+@pytest.mark.parametrize(("classes", "test_images"), [(2, 9), (3, 15)])
+def test_predictions_match_the_scores_and_a_loop_built_confusion_matrix(
+    classes: int, test_images: int
+) -> None:
+    from lightly_derm.evaluation import confusion_report
+
+    train = SyntheticLesions(
+        num_images=24, image_size=32, num_classes=classes, transform=TO_TENSOR
+    )
+    test = SyntheticLesions(
+        num_images=test_images,
+        image_size=32,
+        num_classes=classes,
+        split="test",
+        transform=TO_TENSOR,
+    )
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    result = finetune_evaluate(
+        backbone,
+        train,
+        test,
+        epochs=1,
+        batch_size=8,
+        trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False},
+        return_predictions=True,
+    )
+    predicted = result["finetune_predictions"]
+    assert predicted.dtype == torch.int64 and predicted.shape == (test_images,)
+    targets = [int(t) for t in test.targets]
+    matrix = [[0] * classes for _ in range(classes)]  # rows true, columns predicted
+    for target, prediction in zip(targets, predicted.tolist(), strict=True):
+        matrix[target][prediction] += 1
+    correct = sum(matrix[c][c] for c in range(classes))
+    assert result["finetune_accuracy"] == pytest.approx(correct / test_images)
+    recalls = [matrix[c][c] / sum(matrix[c]) for c in range(classes) if sum(matrix[c])]
+    assert result["finetune_balanced_accuracy"] == pytest.approx(
+        sum(recalls) / len(recalls)
+    )
+    report = confusion_report(predicted, targets, num_classes=classes)
+    assert report["matrix"] == matrix
 
 
 def test_needs_targets() -> None:

@@ -17,6 +17,8 @@ from lightly_derm.jobs.run_folder import (
     RunFolder,
     check_out,
     holds_run,
+    read_job,
+    read_record,
 )
 
 
@@ -120,3 +122,146 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
     # released when the holder ends: the folder can be locked again
     with RunFolder(tmp_path, command="C"):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["command"] == "C"
+
+
+START = {"marker": "results.json", "what": "demo results"}
+OUTPUTS = ["results.json", "sub/metrics.csv"]
+
+
+def _finish(folder: Path, overwrite: bool = False) -> None:
+    """A job run in ``folder``: records, then writes its outputs and a file in sub/."""
+    with RunFolder(folder, job="demo").start(
+        OUTPUTS, overwrite=overwrite, folders=["sub"], **START
+    ) as run:
+        for name in (*OUTPUTS, "sub/events.1"):
+            (run.path / name).write_text("run")
+
+
+def test_start_refuses_a_finished_run_and_overwrite_keeps_the_users_files(
+    tmp_path: Path,
+) -> None:
+    _finish(tmp_path)
+    assert set(read_record(tmp_path) or []) >= {*OUTPUTS, "sub/events.1", "sub/"}
+    assert read_job(tmp_path) == "demo"
+    (tmp_path / "sub" / "mine.txt").write_text("user")
+    with pytest.raises(ConfigError, match=r"already holds demo results; replace them"):
+        RunFolder(tmp_path, job="demo").start(OUTPUTS, overwrite=False, **START)
+    assert (tmp_path / "results.json").read_text() == "run"
+    # overwrite: the earlier files are deleted before the new run writes
+    with RunFolder(tmp_path, job="demo").start(
+        OUTPUTS, overwrite=True, folders=["sub"], **START
+    ):
+        assert not (tmp_path / "results.json").exists()
+        assert not (tmp_path / "sub" / "events.1").exists()
+        assert (tmp_path / "sub" / "mine.txt").read_text() == "user"
+
+
+def test_start_refuses_unrecorded_files_at_its_output_names(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "results.json").write_text("user")
+    (tmp_path / "sub" / "metrics.csv").write_text("user")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError) as info:
+            RunFolder(tmp_path, job="demo").start(OUTPUTS, overwrite=overwrite, **START)
+        assert str(info.value) == (
+            f"{tmp_path} holds files no lightly-derm run recorded writing "
+            "(results.json, sub/metrics.csv); a run would replace them, so choose "
+            "another out='DIR' or move them away (lightly-derm deletes only what it "
+            "recorded writing)"
+        )
+    # nothing written, not even the lock
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "metrics.csv",
+        "results.json",
+        "sub",
+    ]
+
+
+def test_no_job_clears_another_jobs_run(tmp_path: Path) -> None:
+    # a run without a job name (pretrain's) is not cleared by a named job
+    with RunFolder(tmp_path / "pretrain", command="test") as run:
+        run.record(["config.yaml"])
+        (run.path / "config.yaml").write_text("method: gravis\n")
+    with pytest.raises(ConfigError, match="holds another lightly-derm run, not a demo"):
+        RunFolder(tmp_path / "pretrain", job="demo").start(
+            ["config.yaml", *OUTPUTS], overwrite=True, **START
+        )
+    assert (tmp_path / "pretrain" / "config.yaml").is_file()
+    # and a named job's run is not cleared by another job, or by a run without a name
+    _finish(tmp_path / "demo")
+    for job in ("other", None):
+        with RunFolder(tmp_path / "demo", job=job) as run:
+            with pytest.raises(ConfigError, match="holds a lightly-derm demo run"):
+                run.clear()
+    assert (tmp_path / "demo" / "results.json").read_text() == "run"
+    assert read_job(tmp_path / "demo") == "demo"
+
+
+JOBS = {
+    # the job, a function it calls after taking the lock (stalled in the holder), and
+    # options that make it tiny
+    "segment": (
+        "lightly_derm.jobs.segment",
+        "segmentation_data",
+        ["--synthetic-images", "8", "--synthetic-val-images", "4", "--epochs", "1"],
+    ),
+    "evaluate": (
+        "lightly_derm.evaluation",
+        "extract_features",
+        ["--synthetic-images", "8", "--synthetic-test-images", "4", "--fractions"],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_a_second_job_in_a_running_jobs_folder_is_refused(
+    tmp_path: Path, capsys, job: str
+) -> None:
+    from tests.cli.test_pretrain_cli import one_error_line, run
+
+    module, stalled, options = JOBS[job]
+    out = tmp_path / "out"
+    argv = [job, "--out", str(out), "--input-size", "32", *options]
+    # the holder: the real job, stalled once it holds the folder
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import os, sys, importlib
+                module = importlib.import_module({module!r})
+
+                def stalled(*args, **kwargs):
+                    print("running", flush=True)
+                    sys.stdin.readline()
+                    os._exit(0)
+
+                setattr(module, {stalled!r}, stalled)
+                from lightly_derm.cli import main
+                sys.argv = ["lightly-derm", *{argv!r}]
+                main({argv!r})
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        lines = iter(holder.stdout.readline, "")
+        assert "running" in (line.strip() for line in lines)  # its messages before
+        record = (out / RECORD_FILE).read_text()
+        code, _, err = run(capsys, *argv, "--overwrite")
+        assert code == 2
+        line = one_error_line(err)
+        assert "is in use by another lightly-derm run" in line
+        assert f"pid {holder.pid} " in line and f"lightly-derm {job} --out" in line
+        assert (out / RECORD_FILE).read_text() == record  # nothing of it touched
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()

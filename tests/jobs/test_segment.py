@@ -39,3 +39,20 @@ def test_the_old_name_is_read_with_a_warning() -> None:
     assert config.input_size == 48
     with pytest.warns(FutureWarning):
         assert config.image_size == 48
+
+
+def test_a_random_encoder_gets_the_stem_pretrain_chooses(tmp_path) -> None:
+    # none named, no checkpoint: the small-image stem below 64 px, as in pretrain
+    small = resolve_segment_config(SegmentConfig(input_size=32))
+    assert small.backbone == "resnet18-cifar"
+    assert resolve_segment_config(SegmentConfig(input_size=64)).backbone == "resnet18"
+    # named: kept as named
+    named = resolve_segment_config(SegmentConfig(input_size=32, backbone="resnet18"))
+    assert named.backbone == "resnet18"
+    # a checkpoint's backbone is the checkpoint's (its stem from its weights)
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    config = SegmentConfig(input_size=32, checkpoint=str(tmp_path / "r18.pth"))
+    assert resolve_segment_config(config).backbone == "resnet18"
