@@ -277,7 +277,7 @@ def check_backbone_weights(weights: Any, backbone: str) -> None:
     if check(named.backbone) != check(backbone):
         raise ConfigError(
             f"backbone_weights {named.name!r} fit the backbone {named.backbone!r}, not "
-            f"{backbone!r}; pass --backbone {named.backbone}"
+            f"{backbone!r}; pass {flag('backbone', named.backbone)}"
         )
 
 
@@ -320,7 +320,10 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         factory,
         method_args,
         f"method {info.name!r}",
-        reserved={"backbone": "--backbone", "backbone_weights": "--backbone-weights"},
+        reserved={
+            "backbone": flag("backbone", "NAME"),
+            "backbone_weights": flag("backbone_weights", "PATH"),
+        },
     )
     if c.data is not None and not Path(c.data).expanduser().exists():
         raise FileNotFoundError(f"data not found: {c.data}")
@@ -339,12 +342,13 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
     if augment == "gpu" and "augment" not in accepts:
         raise ConfigError(
             f"method {info.name!r} has no GPU view pipeline (no 'augment' argument); "
-            "use --augment cpu"
+            f"use {flag('augment', 'cpu')}"
         )
     if c.cache_images and augment != "gpu":
         raise ConfigError(
-            "--cache-images keeps decoded canvases for --augment gpu; with --augment "
-            "cpu every epoch needs new random crops of the full image"
+            f"{flag('cache_images')} keeps decoded canvases for {flag('augment', 'gpu')}; "
+            f"with {flag('augment', 'cpu')} every epoch needs new random crops of the "
+            "full image"
         )
     assert c.input_size is not None  # every preset sets it
     resolved = dataclasses.replace(
@@ -425,7 +429,7 @@ def _check_fingerprint(
         f"cannot resume {out}: the data at {cfg.data} differ from the run's "
         f"({then.get('files')} files, {then.get('bytes')} bytes when it started; "
         f"{now['files']} files, {now['bytes']} bytes now); resume on the same data, "
-        "or start a new run (another --out)"
+        f"or start a new run (another {flag('out', 'DIR')})"
     )
 
 
@@ -502,7 +506,8 @@ def resume_config(
         if not same:
             raise ConfigError(
                 f"cannot resume {out} with {key}={now!r}: the run was started with "
-                f"{key}={then!r}; resume without it, or start a new run (another --out)"
+                f"{key}={then!r}; resume without it, or start a new run (another "
+                f"{flag('out', 'DIR')})"
             )
     merged = saved.updated(given, source=str(saved_path))
     merged.out = os.fspath(out)
@@ -516,6 +521,13 @@ def resume_command(out: Path) -> str:
     if flag("resume") == "--resume":
         return f"lightly-derm pretrain --out {out} --resume"
     return f"pretrain(out={os.fspath(out)!r}, resume=True)"
+
+
+def evaluate_command(out: Path) -> str:
+    """The command (or call, from Python) that evaluates the run in ``out``."""
+    if flag("checkpoint") == "--checkpoint":
+        return f"lightly-derm evaluate --checkpoint {out}"
+    return f"evaluate(checkpoint={os.fspath(out)!r})"
 
 
 def restart_command(
@@ -658,7 +670,8 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
         if not targets.size or not (targets >= 0).any():
             raise ValueError(
                 f"method {info.name!r} is a classifier (task 'classify') and needs "
-                "labelled data: give --labels CSV or a folder with class subfolders"
+                f"labelled data: give {flag('labels', 'CSV')} or a folder with class "
+                "subfolders"
             )
         accepts = inspect.signature(info.load()).parameters
         if "num_classes" in accepts and "num_classes" not in kwargs:
@@ -725,7 +738,7 @@ def training_loader(
     if config.cache_images:
         from lightly_derm.data import DecodedImageCache
 
-        say("pretrain", verbose, "decoding every image once (--cache-images)")
+        say("pretrain", verbose, f"decoding every image once ({flag('cache_images')})")
         dataset: Dataset[Any] = DecodedImageCache(data, transform)
     else:
         dataset = with_transform(data, transform)
@@ -819,7 +832,7 @@ def pretrain(
             raise ConfigError(
                 f"{out} holds files no lightly-derm run recorded writing "
                 f"({', '.join(foreign)}); a run would replace them, so choose another "
-                "--out (overwrite deletes only what lightly-derm wrote)"
+                f"{flag('out', 'DIR')} (overwrite deletes only what lightly-derm wrote)"
             )
     if run is not None:
         run.acquire()
@@ -997,7 +1010,7 @@ def _pretrain(
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
-        say("pretrain", verbose, f"next: lightly-derm evaluate --checkpoint {out}")
+        say("pretrain", verbose, f"next: {evaluate_command(out)}")
     return PretrainResult(
         out_dir=out,
         config=cfg,

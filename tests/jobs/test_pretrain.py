@@ -123,3 +123,20 @@ def test_the_keyword_names_of_the_study_driver(tmp_path) -> None:
         EvaluateConfig.create({}, {**common, "checkpoint": str(checkpoint)}, "evaluate")
     )
     assert evaluate.input_size == 32 and evaluate.devices == 1
+
+
+def test_messages_name_keywords_from_python(tmp_path) -> None:
+    """Called from Python, the messages name ``cache_images=True``, not ``--cache-images``."""
+    from lightly_derm.jobs import console
+
+    with pytest.raises(ValueError) as caught:
+        resolve_config(PretrainConfig(cache_images=True, out=str(tmp_path)))
+    message = str(caught.value)
+    assert "cache_images=True keeps decoded canvases for augment='gpu'" in message
+    assert "--" not in message
+    console.set_command_line(True)
+    try:
+        with pytest.raises(ValueError, match="--cache-images keeps .* --augment gpu"):
+            resolve_config(PretrainConfig(cache_images=True, out=str(tmp_path)))
+    finally:
+        console.set_command_line(False)
