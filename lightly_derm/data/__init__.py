@@ -52,6 +52,7 @@ from lightly_derm.data.resumable_loader import (
     ResumableSampler,
     SeededDataset,
 )
+from lightly_derm.data.ssl_datamodule import SSLDataModule
 from lightly_derm.data.synthetic_lesions import (
     SYNTHETIC_CLASSES,
     LesionSample,
@@ -82,6 +83,7 @@ __all__ = [
     "ResumableDataLoader",
     "ResumableSampler",
     "SeededDataset",
+    "SSLDataModule",
     "SyntheticLesions",
     "UnreadableImageError",
     "check_image",

@@ -34,7 +34,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
-from lightly_derm.data import ResumableDataLoader
+from lightly_derm.data import ResumableDataLoader, SSLDataModule
+from lightly_derm.data.ssl_datamodule import TransformedDataset
 from lightly_derm.errors import CheckpointError, ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
@@ -716,53 +717,61 @@ def _record_outputs(run: RunFolder, tensorboard: bool) -> None:
         run.folder(TENSORBOARD_DIR)
 
 
+def training_data(
+    config: PretrainConfig,
+    method: SSLMethod,
+    data: Dataset[Any],
+    verbose: bool = False,
+) -> SSLDataModule:
+    """The training data of a resolved configuration: an :class:`~lightly_derm.data.SSLDataModule`, set up.
+
+    ``data`` are the images without transform (:func:`pretrain_dataset` with
+    ``transform=None``); the DataModule asks ``method`` once for its transform and
+    collate function, decodes every image once with ``cache_images``
+    (:class:`~lightly_derm.data.DecodedImageCache`), serves a
+    :class:`~lightly_derm.data.ResumableDataLoader` (a run continued with ``resume``
+    picks up at the next batch of the same epoch order; every sample is augmented under
+    a (seed, epoch, index) seed) and makes GPU views after the transfer.
+
+    Raises:
+        DataError: The data has fewer than 2 images.
+    """
+    assert config.input_size is not None  # resolved
+    if config.cache_images:
+        say("pretrain", verbose, f"decoding every image once ({flag('cache_images')})")
+    datamodule = SSLDataModule(
+        data,
+        method,
+        input_size=config.input_size,
+        batch_size=config.batch_size,
+        seed=int(config.seed or 0),
+        num_workers=config.num_workers or 0,
+        cache_images=bool(config.cache_images),
+        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
+    )
+    datamodule.setup("fit")
+    if datamodule.batch_size < config.batch_size:
+        say(
+            "pretrain",
+            verbose,
+            f"batch size lowered to {datamodule.batch_size}: the data has only "
+            f"{len(datamodule.source)} images",
+        )
+    return datamodule
+
+
 def training_loader(
     config: PretrainConfig,
     method: SSLMethod,
     data: Dataset[Any],
     verbose: bool = False,
 ) -> ResumableDataLoader:
-    """The training loader of a resolved configuration: ``data`` with the method's views.
-
-    The method makes the transform and the collate function; with ``cache_images`` the
-    images are decoded once (:class:`~lightly_derm.data.DecodedImageCache`). The
-    loader is resumable: a run continued with ``resume`` picks up at the next batch of
-    the same epoch order, and every sample is augmented under a (seed, epoch, index)
-    seed.
+    """The training loader of :func:`training_data`'s DataModule (without its GPU views).
 
     Raises:
         DataError: The data has fewer than 2 images.
     """
-    assert config.input_size is not None  # resolved
-    transform: Any = method.default_transform(input_size=config.input_size)
-    if config.cache_images:
-        from lightly_derm.data import DecodedImageCache
-
-        say("pretrain", verbose, f"decoding every image once ({flag('cache_images')})")
-        dataset: Dataset[Any] = DecodedImageCache(data, transform)
-    else:
-        dataset = with_transform(data, transform)
-    size = len(dataset)  # type: ignore[arg-type]
-    if size < 2:
-        raise DataError(f"pretraining needs at least 2 images; the data has {size}")
-    batch_size = min(config.batch_size, size)
-    if batch_size < config.batch_size:
-        say(
-            "pretrain",
-            verbose,
-            f"batch size lowered to {batch_size}: the data has only {size} images",
-        )
-    return ResumableDataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=config.seed,
-        drop_last=True,
-        num_workers=config.num_workers or 0,
-        collate_fn=method.default_collate(),
-        persistent_workers=bool(config.num_workers),
-        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
-    )
+    return training_data(config, method, data, verbose).train_dataloader()
 
 
 def pretrain(
@@ -866,18 +875,17 @@ def _pretrain(
     last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     assert cfg.input_size is not None and cfg.batch_size is not None
-    # The labels decide some method arguments (classifiers), the method decides the
-    # views: read the data once, then give it the method's transform.
-    untransformed = pretrain_dataset(cfg, transform=None)
-    method = _create_method(cfg, untransformed)
-    loader = training_loader(cfg, method, untransformed, verbose)
-    dataset = loader.dataset
-    steps_per_epoch = len(loader)
+    # The labels decide some method arguments (classifiers); the DataModule asks the
+    # method for its views and makes them.
+    source = pretrain_dataset(cfg, transform=None)
+    method = _create_method(cfg, source)
+    data = training_data(cfg, method, source, verbose)
+    steps_per_epoch = len(data.train_dataloader())
     resume_step = log_step = None
     if resume:
         resume_step, log_step = _resume_state(last, out)
 
-    say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
+    say("pretrain", verbose, f"data: {_describe_data(cfg, source)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {plural(int(cfg.epochs or 0), 'epoch')} of "
@@ -893,7 +901,7 @@ def _pretrain(
             if cfg.max_steps is not None
             else ""
         )
-        + f", batch size {loader.batch_size}, precision {cfg.precision}"
+        + f", batch size {data.batch_size}, precision {cfg.precision}"
     )
     demo_args = {
         k: v for k, v in _demo_method_args(cfg).items() if k not in cfg.method_args
@@ -913,9 +921,7 @@ def _pretrain(
         _record_outputs(run, bool(cfg.tensorboard))
         save_run_config(cfg, out / CONFIG_FILE)
 
-    plots = TrainingPlots(
-        out / "plots", classes=getattr(untransformed, "classes", None)
-    )
+    plots = TrainingPlots(out / "plots", classes=getattr(source, "classes", None))
     hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
@@ -952,9 +958,16 @@ def _pretrain(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # the DataModule makes the GPU views; the method's own hook serves plain loaders
+        warnings.filterwarnings(
+            "ignore", message="You have overridden `on_after_batch_transfer` in both"
+        )
         try:
             trainer.fit(
-                method, loader, ckpt_path=last if resume else None, weights_only=True
+                method,
+                datamodule=data,
+                ckpt_path=last if resume else None,
+                weights_only=True,
             )
         except BaseException as exc:
             # Lightning ends a run stopped by SIGTERM with SystemExit() (status 0) and
@@ -978,7 +991,7 @@ def _pretrain(
             state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
             torch.save(state, backbone_path)
         if cfg.plots:
-            written += _final_plots(cfg, method, untransformed, out, trainer)
+            written += _final_plots(cfg, method, data.source, out, trainer)
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
@@ -987,7 +1000,7 @@ def _pretrain(
         summary = {
             "method": cfg.method,
             "synthetic_data": cfg.synthetic,
-            "images": len(dataset),  # type: ignore[arg-type]
+            "images": len(data.source),
             "steps_per_epoch": steps_per_epoch,
             "global_step": trainer.global_step,
             "epochs_completed": trainer.current_epoch,
@@ -1132,8 +1145,8 @@ def _embedding_plot(
     from lightly_derm.evaluation import extract_features
 
     assert cfg.input_size is not None
-    dataset = with_transform(data, eval_transform(cfg.input_size))
-    size = len(dataset)  # type: ignore[arg-type]
+    dataset = TransformedDataset(data, eval_transform(cfg.input_size))
+    size = len(dataset)
     count = min(size, int(cfg.embedding_images or 0))
     indices = np.sort(
         np.random.default_rng(cfg.seed).choice(size, size=count, replace=False)
@@ -1154,7 +1167,7 @@ def _embedding_plot(
         features.features,
         plot_dir / PLOT_FILES["embedding"],
         targets=targets,
-        classes=getattr(dataset, "classes", None),
+        classes=getattr(data, "classes", None),
         title=f"{cfg.method} {cfg.backbone} features of {count} images ({source}), PCA",
     )
 
@@ -1168,6 +1181,7 @@ __all__ = [
     "pretrain_dataset",
     "resolve_config",
     "resume_config",
+    "training_data",
     "training_loader",
     "with_transform",
     "data_fingerprint",
