@@ -83,6 +83,7 @@ RESUME_FIXED: tuple[str, ...] = (
     "batch_size",
     "seed",
     "decode_size",
+    "limit",
     "synthetic_images",
     "synthetic_classes",
 )
@@ -143,6 +144,9 @@ class PretrainConfig(TrainConfig):
         cache_images: With ``augment: gpu``: decode and resize every image once and
             keep it in memory (:class:`~lightly_derm.data.DecodedImageCache`; small
             datasets).
+        limit: Use only the first N images (tiny runs; the data's own order, which
+            is sorted by path for image folders, so always the same images), as
+            ``evaluate``'s ``limit``.
         synthetic_images: Synthetic data: the number of images.
         synthetic_classes: Synthetic data: the number of classes (1-5).
         log_every_n_steps: Logging interval; not set: ``min(50, steps per epoch)``.
@@ -179,6 +183,7 @@ class PretrainConfig(TrainConfig):
     decode_size: int | None = option(rule=Range.int(0))
     augment: Literal["cpu", "gpu"] | None = None
     cache_images: bool = False
+    limit: int | None = option(rule=Range.int(2))
     synthetic_images: int | None = option(rule=Range.int(2), only="demo")
     synthetic_classes: int | None = option(rule=Range.int(1), only="demo")
     log_every_n_steps: int | None = option(rule=Range.int(1))
@@ -636,14 +641,23 @@ def with_transform(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
     return copied
 
 
-def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
+def _describe_data(
+    config: PretrainConfig, dataset: Dataset[Any], used: Dataset[Any]
+) -> str:
+    """What the data is: kind, images (those used of how many), labels."""
     classes = getattr(dataset, "classes", None) or []
-    targets = np.asarray(getattr(dataset, "targets", []))
+    count, total = len(used), len(dataset)  # type: ignore[arg-type]
+    images = (
+        f"{count} images"
+        if count == total
+        else f"the first {count} of {total} images ({flag('limit', config.limit)})"
+    )
+    targets = np.asarray(getattr(dataset, "targets", []))[:count]  # first_images
     labelled = int((targets >= 0).sum()) if targets.size else 0
     if config.synthetic:
         return (
             f"built-in SYNTHETIC lesions (procedurally generated, not patient data): "
-            f"{len(dataset)} images of {config.input_size} px, "  # type: ignore[arg-type]
+            f"{images} of {config.input_size} px, "
             f"{len(classes)} classes ({', '.join(classes)}), seed {config.seed}"
         )
     label_text = (
@@ -651,7 +665,7 @@ def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
         if labelled
         else ", unlabelled"
     )
-    return f"{config.data}: {len(dataset)} images{label_text}"  # type: ignore[arg-type]
+    return f"{config.data}: {images}{label_text}"
 
 
 def _demo_method_args(config: PretrainConfig) -> dict[str, Any]:
@@ -747,6 +761,7 @@ def training_data(
         seed=int(config.seed or 0),
         num_workers=config.num_workers or 0,
         cache_images=bool(config.cache_images),
+        limit=config.limit,
         pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
     )
     datamodule.setup("fit")
@@ -885,7 +900,7 @@ def _pretrain(
     if resume:
         resume_step, log_step = _resume_state(last, out)
 
-    say("pretrain", verbose, f"data: {_describe_data(cfg, source)}")
+    say("pretrain", verbose, f"data: {_describe_data(cfg, source, data.source)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {plural(int(cfg.epochs or 0), 'epoch')} of "

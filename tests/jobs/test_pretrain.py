@@ -140,3 +140,38 @@ def test_messages_name_keywords_from_python(tmp_path) -> None:
             resolve_config(PretrainConfig(cache_images=True, out=str(tmp_path)))
     finally:
         console.set_command_line(False)
+
+
+def test_limit_trains_on_the_first_images_sorted_by_path(tmp_path) -> None:
+    from lightly_derm.jobs.pretrain import (
+        RESUME_FIXED,
+        _create_method,
+        pretrain_dataset,
+        training_data,
+    )
+    from tests.data.images import save_rgb
+
+    root = tmp_path / "images"
+    for name in ("z.png", "m.png", "a.png", "k.png", "b.png"):  # written unsorted
+        save_rgb(root / name, 40, 40, seed=len(name))
+    config = resolve_config(
+        PretrainConfig(
+            method="simclr",
+            data=str(root),
+            backbone="resnet18",
+            input_size=32,
+            batch_size=8,
+            limit=3,
+        )
+    )
+    source = pretrain_dataset(config, transform=None)
+    data = training_data(config, _create_method(config, source), source)
+    assert [data.source[i][2] for i in range(len(data.source))] == [
+        "a.png",
+        "b.png",
+        "k.png",
+    ]
+    assert data.batch_size == 3 and len(data.train_dataloader()) == 1
+    assert "limit" in RESUME_FIXED  # another limit is other data
+    with pytest.raises(ValueError, match="limit must be an integer >= 2"):
+        resolve_config(PretrainConfig(limit=1))
