@@ -58,6 +58,10 @@ from lightly_derm.data.synthetic_lesions import (
     LesionSample,
     SyntheticLesions,
 )
+from lightly_derm.data.synthetic_segmentation_datamodule import (
+    SyntheticSegmentationData,
+    SyntheticSegmentationTransform,
+)
 
 __all__ = [
     "ArrayImageDataset",
@@ -85,6 +89,8 @@ __all__ = [
     "SeededDataset",
     "SSLDataModule",
     "SyntheticLesions",
+    "SyntheticSegmentationData",
+    "SyntheticSegmentationTransform",
     "UnreadableImageError",
     "check_image",
     "dataset_splits",
