@@ -1,9 +1,9 @@
 """The pretraining job: any registered method on a data path or the built-in synthetic lesions.
 
-Builds on the plugin registry (``registry.create("method", ...)``), the method
-conventions of :class:`~lightly_derm.methods.SSLMethod` (``default_transform``,
-``default_collate``, ``train_loss``), :func:`~lightly_derm.data.make_dataset`,
-:class:`~lightly_derm.data.ResumableDataLoader` and the Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
+Builds on the plugin registry (``registry.create("method", ...)``),
+:func:`~lightly_derm.data.make_dataset`, :class:`~lightly_derm.data.SSLDataModule` (the
+method's views over the data, resumable batches, GPU views after the transfer) and the
+Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
 job adds: defaults that depend on the data (a CPU-sized demo on synthetic data, the
 methods' own settings on real data), a run folder with everything a person looks at,
 and ``resume`` that refuses to continue a run under a different configuration.
