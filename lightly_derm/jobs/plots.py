@@ -82,8 +82,8 @@ LABEL_WIDTH = 22
 def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
     """``text`` on lines of at most ``width`` characters, none left out.
 
-    Lines break after ``/``, ``_``, ``-``, ``.`` or a space where one is near the end
-    of a line, else inside the word.
+    Lines break after ``/``, ``_``, ``-`` or a space where one is near the end of a
+    line, else inside the word.
 
     Example:
         >>> print(wrap_label("train/melanoma/ISIC_0000002_downsampled.jpg", 16))
@@ -96,8 +96,8 @@ def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
     lines: list[str] = []
     rest = str(text)
     while len(rest) > width:
-        cut = max(rest.rfind(c, 0, width) for c in "/_-. ") + 1
-        if cut < width // 2:  # no separator near the end: break inside the word
+        cut = max(rest.rfind(c, 0, width) for c in "/_- ") + 1
+        if cut < max(1, width // 2):  # no separator near the end: break in the word
             cut = width
         lines.append(rest[:cut])
         rest = rest[cut:]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image
 
@@ -133,7 +134,7 @@ def test_views_figure_shows_full_row_labels_inside_the_figure() -> None:
     texts = [t.get_text().replace("\n", "") for t in figure.findobj(Text)]
     for name in names:
         assert name in texts
-    figure.canvas.draw()  # Agg: lay out, then nothing may stick out on the left
+    FigureCanvasAgg(figure).draw()  # lay out as savefig does; nothing may stick out
     for axis in figure.axes[::3]:
         box = axis.yaxis.label.get_window_extent()
         assert box.x0 >= 0 and box.x1 <= figure.bbox.x1
