@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -184,6 +185,8 @@ def test_a_trainer_gets_the_views_from_the_datamodule(tmp_path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    with pytest.warns(UserWarning, match="on_after_batch_transfer` in both"):
+    with warnings.catch_warnings():
+        # Lightning notes (once per process) that the method defines the hook too
+        warnings.filterwarnings("ignore", message=".*on_after_batch_transfer` in both")
         trainer.fit(method, datamodule=module)
     assert made == [GroupedBatch, GroupedBatch] and trainer.global_step == 2
