@@ -190,3 +190,56 @@ def test_a_trainer_gets_the_views_from_the_datamodule(tmp_path) -> None:
         warnings.filterwarnings("ignore", message=".*on_after_batch_transfer` in both")
         trainer.fit(method, datamodule=module)
     assert made == [GroupedBatch, GroupedBatch] and trainer.global_step == 2
+
+
+def _ddp_fit(rank: int, world_size: int, folder: str) -> dict:
+    """Two DDP processes train from one SSLDataModule with GPU views (on CPU tensors)."""
+    import os
+
+    import pytorch_lightning as pl
+
+    from lightly_derm.methods import GraVIS
+    from tests.callbacks.test_non_finite_loss import tiny_backbone
+
+    os.environ.update(  # the process group exists: Lightning joins it
+        LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE=str(world_size), RANK=str(rank)
+    )
+    seen: list[str] = []
+    kinds: list[str] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.extend(batch.filenames)
+            kinds.append(type(batch).__name__)
+
+    method = GraVIS(backbone=tiny_backbone(), hidden_dim=8, output_dim=4, augment="gpu")
+    data = SSLDataModule(
+        SyntheticLesions(8, 40), method, input_size=16, batch_size=2, seed=3
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*on_after_batch_transfer` in both")
+        pl.Trainer(
+            accelerator="cpu",
+            devices=world_size,
+            strategy="ddp",
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=folder,
+            callbacks=[Record()],
+        ).fit(method, datamodule=data)
+    return {"seen": seen, "kinds": kinds}
+
+
+@pytest.mark.distributed
+def test_ddp_processes_share_the_data(tmp_path) -> None:
+    from tests.utils.distributed import run_distributed
+
+    rank0, rank1 = run_distributed(_ddp_fit, 2, args=(str(tmp_path),), timeout_s=120)
+    assert len(rank0["seen"]) == len(rank1["seen"]) == 4
+    assert sorted(rank0["seen"] + rank1["seen"]) == sorted(
+        SyntheticLesions(8, 40)[i][2] for i in range(8)
+    )
+    assert rank0["kinds"] == rank1["kinds"] == ["GroupedBatch"] * 2
