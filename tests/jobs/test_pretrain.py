@@ -146,6 +146,7 @@ def test_limit_trains_on_the_first_images_sorted_by_path(tmp_path) -> None:
     from lightly_derm.jobs.pretrain import (
         RESUME_FIXED,
         _create_method,
+        _describe_data,
         pretrain_dataset,
         training_data,
     )
@@ -172,6 +173,8 @@ def test_limit_trains_on_the_first_images_sorted_by_path(tmp_path) -> None:
         "k.png",
     ]
     assert data.batch_size == 3 and len(data.train_dataloader()) == 1
+    said = _describe_data(config, source, data.source)
+    assert "the first 3 of 5 images (limit=3)" in said
     assert "limit" in RESUME_FIXED  # another limit is other data
     with pytest.raises(ValueError, match="limit must be an integer >= 2"):
         resolve_config(PretrainConfig(limit=1))
