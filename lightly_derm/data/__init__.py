@@ -52,10 +52,15 @@ from lightly_derm.data.resumable_loader import (
     ResumableSampler,
     SeededDataset,
 )
+from lightly_derm.data.ssl_datamodule import SSLDataModule
 from lightly_derm.data.synthetic_lesions import (
     SYNTHETIC_CLASSES,
     LesionSample,
     SyntheticLesions,
+)
+from lightly_derm.data.synthetic_segmentation_datamodule import (
+    SyntheticSegmentationData,
+    SyntheticSegmentationTransform,
 )
 
 __all__ = [
@@ -82,7 +87,10 @@ __all__ = [
     "ResumableDataLoader",
     "ResumableSampler",
     "SeededDataset",
+    "SSLDataModule",
     "SyntheticLesions",
+    "SyntheticSegmentationData",
+    "SyntheticSegmentationTransform",
     "UnreadableImageError",
     "check_image",
     "dataset_splits",

@@ -75,6 +75,73 @@ def _show(axis: Any, image: Tensor, title: str | None = None) -> None:
         axis.set_title(title, fontsize=7)
 
 
+#: Characters per line of a row label in ``views.png`` (longer labels wrap).
+LABEL_WIDTH = 22
+
+
+def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
+    """``text`` on lines of at most ``width`` characters, none left out.
+
+    Lines break after ``/``, ``_``, ``-`` or a space where one is near the end of a
+    line, else inside the word.
+
+    Example:
+        >>> print(wrap_label("train/melanoma/ISIC_0000002_downsampled.jpg", 16))
+        train/melanoma/
+        ISIC_0000002_
+        downsampled.jpg
+    """
+    if width < 1:
+        raise ValueError(f"width must be at least 1, got {width}")
+    lines: list[str] = []
+    rest = str(text)
+    while len(rest) > width:
+        cut = max(rest.rfind(c, 0, width) for c in "/_- ") + 1
+        if cut < max(1, width // 2):  # no separator near the end: break in the word
+            cut = width
+        lines.append(rest[:cut])
+        rest = rest[cut:]
+    lines.append(rest)
+    return "\n".join(lines)
+
+
+def views_figure(
+    views: Tensor,
+    num_views: int,
+    row_titles: Sequence[str] | None = None,
+    max_images: int = 8,
+    mean: Sequence[float] | None = IMAGENET_NORMALIZE["mean"],
+    std: Sequence[float] | None = IMAGENET_NORMALIZE["std"],
+) -> Any:
+    """The :class:`matplotlib.figure.Figure` of :func:`plot_views` (arguments as there).
+
+    Row labels are wrapped (:func:`wrap_label`), never cut, and the figure is widened
+    by their longest line so they fit beside the images.
+    """
+    if views.ndim != 4 or num_views < 1 or views.shape[0] % num_views:
+        raise ValueError(
+            f"views must be (B·K, C, H, W) with K = num_views = {num_views}, got shape "
+            f"{tuple(views.shape)}"
+        )
+    rows = min(views.shape[0] // num_views, max_images)
+    pictures = denormalize(views[: rows * num_views], mean, std)
+    labels = [wrap_label(str(t)) for t in (row_titles or [])[:rows]]
+    longest = max((len(line) for t in labels for line in t.split("\n")), default=0)
+    # 7-point characters are about 0.06 inch wide; the label column gets that room
+    figure = _figure(1.4 * num_views + 0.6 + 0.06 * longest, 1.4 * rows + 0.4)
+    axes = figure.subplots(rows, num_views, squeeze=False)
+    for r in range(rows):
+        for k in range(num_views):
+            _show(
+                axes[r][k], pictures[r * num_views + k], f"view {k}" if r == 0 else None
+            )
+        if r < len(labels):
+            axes[r][0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right")
+            axes[r][0].yaxis.label.set_verticalalignment("center")
+    figure.suptitle(f"first training batch: {num_views} views per image", fontsize=9)
+    return figure
+
+
 def plot_views(
     views: Tensor,
     num_views: int,
@@ -91,7 +158,8 @@ def plot_views(
             :class:`~lightly_derm.data.GroupedBatch`).
         num_views: K.
         path: The PNG file.
-        row_titles: A title per image (e.g. the file name).
+        row_titles: A label per image (e.g. the file name), written in full beside
+            its row (wrapped on lines of :data:`LABEL_WIDTH` characters).
         max_images: At most this many rows.
         mean: The normalisation mean of the views.
         std: The normalisation standard deviation.
@@ -105,23 +173,7 @@ def plot_views(
         >>> plot_views(torch.randn(8, 3, 32, 32), 4, "/tmp/views.png").name
         'views.png'
     """
-    if views.ndim != 4 or num_views < 1 or views.shape[0] % num_views:
-        raise ValueError(
-            f"views must be (B·K, C, H, W) with K = num_views = {num_views}, got shape "
-            f"{tuple(views.shape)}"
-        )
-    rows = min(views.shape[0] // num_views, max_images)
-    pictures = denormalize(views[: rows * num_views], mean, std)
-    figure = _figure(1.4 * num_views + 0.6, 1.4 * rows + 0.4)
-    axes = figure.subplots(rows, num_views, squeeze=False)
-    for r in range(rows):
-        for k in range(num_views):
-            _show(
-                axes[r][k], pictures[r * num_views + k], f"view {k}" if r == 0 else None
-            )
-        if row_titles is not None and r < len(row_titles):
-            axes[r][0].set_ylabel(str(row_titles[r])[-24:], fontsize=7)
-    figure.suptitle(f"first training batch: {num_views} views per image", fontsize=9)
+    figure = views_figure(views, num_views, row_titles, max_images, mean, std)
     return _save(figure, path)
 
 

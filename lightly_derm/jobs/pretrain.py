@@ -1,9 +1,9 @@
 """The pretraining job: any registered method on a data path or the built-in synthetic lesions.
 
-Builds on the plugin registry (``registry.create("method", ...)``), the method
-conventions of :class:`~lightly_derm.methods.SSLMethod` (``default_transform``,
-``default_collate``, ``train_loss``), :func:`~lightly_derm.data.make_dataset`,
-:class:`~lightly_derm.data.ResumableDataLoader` and the Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
+Builds on the plugin registry (``registry.create("method", ...)``),
+:func:`~lightly_derm.data.make_dataset`, :class:`~lightly_derm.data.SSLDataModule` (the
+method's views over the data, resumable batches, GPU views after the transfer) and the
+Trainer of :func:`~lightly_derm.jobs.build_trainer`. What the
 job adds: defaults that depend on the data (a CPU-sized demo on synthetic data, the
 methods' own settings on real data), a run folder with everything a person looks at,
 and ``resume`` that refuses to continue a run under a different configuration.
@@ -34,7 +34,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
-from lightly_derm.data import ResumableDataLoader
+from lightly_derm.data import ResumableDataLoader, SSLDataModule
+from lightly_derm.data.ssl_datamodule import TransformedDataset
 from lightly_derm.errors import CheckpointError, ConfigError, DataError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
@@ -82,6 +83,7 @@ RESUME_FIXED: tuple[str, ...] = (
     "batch_size",
     "seed",
     "decode_size",
+    "limit",
     "synthetic_images",
     "synthetic_classes",
 )
@@ -142,6 +144,9 @@ class PretrainConfig(TrainConfig):
         cache_images: With ``augment: gpu``: decode and resize every image once and
             keep it in memory (:class:`~lightly_derm.data.DecodedImageCache`; small
             datasets).
+        limit: Use only the first N images (tiny runs; the data's own order, which
+            is sorted by path for image folders, so always the same images), as
+            ``evaluate``'s ``limit``.
         synthetic_images: Synthetic data: the number of images.
         synthetic_classes: Synthetic data: the number of classes (1-5).
         log_every_n_steps: Logging interval; not set: ``min(50, steps per epoch)``.
@@ -178,6 +183,7 @@ class PretrainConfig(TrainConfig):
     decode_size: int | None = option(rule=Range.int(0))
     augment: Literal["cpu", "gpu"] | None = None
     cache_images: bool = False
+    limit: int | None = option(rule=Range.int(2))
     synthetic_images: int | None = option(rule=Range.int(2), only="demo")
     synthetic_classes: int | None = option(rule=Range.int(1), only="demo")
     log_every_n_steps: int | None = option(rule=Range.int(1))
@@ -277,7 +283,7 @@ def check_backbone_weights(weights: Any, backbone: str) -> None:
     if check(named.backbone) != check(backbone):
         raise ConfigError(
             f"backbone_weights {named.name!r} fit the backbone {named.backbone!r}, not "
-            f"{backbone!r}; pass --backbone {named.backbone}"
+            f"{backbone!r}; pass {flag('backbone', named.backbone)}"
         )
 
 
@@ -320,7 +326,10 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
         factory,
         method_args,
         f"method {info.name!r}",
-        reserved={"backbone": "--backbone", "backbone_weights": "--backbone-weights"},
+        reserved={
+            "backbone": flag("backbone", "NAME"),
+            "backbone_weights": flag("backbone_weights", "PATH"),
+        },
     )
     if c.data is not None and not Path(c.data).expanduser().exists():
         raise FileNotFoundError(f"data not found: {c.data}")
@@ -339,12 +348,13 @@ def resolve_config(config: PretrainConfig) -> PretrainConfig:
     if augment == "gpu" and "augment" not in accepts:
         raise ConfigError(
             f"method {info.name!r} has no GPU view pipeline (no 'augment' argument); "
-            "use --augment cpu"
+            f"use {flag('augment', 'cpu')}"
         )
     if c.cache_images and augment != "gpu":
         raise ConfigError(
-            "--cache-images keeps decoded canvases for --augment gpu; with --augment "
-            "cpu every epoch needs new random crops of the full image"
+            f"{flag('cache_images')} keeps decoded canvases for {flag('augment', 'gpu')}; "
+            f"with {flag('augment', 'cpu')} every epoch needs new random crops of the "
+            "full image"
         )
     assert c.input_size is not None  # every preset sets it
     resolved = dataclasses.replace(
@@ -425,7 +435,7 @@ def _check_fingerprint(
         f"cannot resume {out}: the data at {cfg.data} differ from the run's "
         f"({then.get('files')} files, {then.get('bytes')} bytes when it started; "
         f"{now['files']} files, {now['bytes']} bytes now); resume on the same data, "
-        "or start a new run (another --out)"
+        f"or start a new run (another {flag('out', 'DIR')})"
     )
 
 
@@ -502,7 +512,8 @@ def resume_config(
         if not same:
             raise ConfigError(
                 f"cannot resume {out} with {key}={now!r}: the run was started with "
-                f"{key}={then!r}; resume without it, or start a new run (another --out)"
+                f"{key}={then!r}; resume without it, or start a new run (another "
+                f"{flag('out', 'DIR')})"
             )
     merged = saved.updated(given, source=str(saved_path))
     merged.out = os.fspath(out)
@@ -516,6 +527,13 @@ def resume_command(out: Path) -> str:
     if flag("resume") == "--resume":
         return f"lightly-derm pretrain --out {out} --resume"
     return f"pretrain(out={os.fspath(out)!r}, resume=True)"
+
+
+def evaluate_command(out: Path) -> str:
+    """The command (or call, from Python) that evaluates the run in ``out``."""
+    if flag("checkpoint") == "--checkpoint":
+        return f"lightly-derm evaluate --checkpoint {out}"
+    return f"evaluate(checkpoint={os.fspath(out)!r})"
 
 
 def restart_command(
@@ -623,14 +641,23 @@ def with_transform(dataset: Dataset[Any], transform: Any) -> Dataset[Any]:
     return copied
 
 
-def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
+def _describe_data(
+    config: PretrainConfig, dataset: Dataset[Any], used: Dataset[Any]
+) -> str:
+    """What the data is: kind, images (those used of how many), labels."""
     classes = getattr(dataset, "classes", None) or []
-    targets = np.asarray(getattr(dataset, "targets", []))
+    count, total = len(used), len(dataset)  # type: ignore[arg-type]
+    images = (
+        f"{count} images"
+        if count == total
+        else f"the first {count} of {total} images ({flag('limit', config.limit)})"
+    )
+    targets = np.asarray(getattr(dataset, "targets", []))[:count]  # first_images
     labelled = int((targets >= 0).sum()) if targets.size else 0
     if config.synthetic:
         return (
             f"built-in SYNTHETIC lesions (procedurally generated, not patient data): "
-            f"{len(dataset)} images of {config.input_size} px, "  # type: ignore[arg-type]
+            f"{images} of {config.input_size} px, "
             f"{len(classes)} classes ({', '.join(classes)}), seed {config.seed}"
         )
     label_text = (
@@ -638,7 +665,7 @@ def _describe_data(config: PretrainConfig, dataset: Dataset[Any]) -> str:
         if labelled
         else ", unlabelled"
     )
-    return f"{config.data}: {len(dataset)} images{label_text}"  # type: ignore[arg-type]
+    return f"{config.data}: {images}{label_text}"
 
 
 def _demo_method_args(config: PretrainConfig) -> dict[str, Any]:
@@ -658,7 +685,8 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
         if not targets.size or not (targets >= 0).any():
             raise ValueError(
                 f"method {info.name!r} is a classifier (task 'classify') and needs "
-                "labelled data: give --labels CSV or a folder with class subfolders"
+                f"labelled data: give {flag('labels', 'CSV')} or a folder with class "
+                "subfolders"
             )
         accepts = inspect.signature(info.load()).parameters
         if "num_classes" in accepts and "num_classes" not in kwargs:
@@ -703,53 +731,62 @@ def _record_outputs(run: RunFolder, tensorboard: bool) -> None:
         run.folder(TENSORBOARD_DIR)
 
 
+def training_data(
+    config: PretrainConfig,
+    method: SSLMethod,
+    data: Dataset[Any],
+    verbose: bool = False,
+) -> SSLDataModule:
+    """The training data of a resolved configuration: an :class:`~lightly_derm.data.SSLDataModule`, set up.
+
+    ``data`` are the images without transform (:func:`pretrain_dataset` with
+    ``transform=None``); the DataModule asks ``method`` once for its transform and
+    collate function, decodes every image once with ``cache_images``
+    (:class:`~lightly_derm.data.DecodedImageCache`), serves a
+    :class:`~lightly_derm.data.ResumableDataLoader` (a run continued with ``resume``
+    picks up at the next batch of the same epoch order; every sample is augmented under
+    a (seed, epoch, index) seed) and makes GPU views after the transfer.
+
+    Raises:
+        DataError: The data has fewer than 2 images.
+    """
+    assert config.input_size is not None  # resolved
+    if config.cache_images:
+        say("pretrain", verbose, f"decoding every image once ({flag('cache_images')})")
+    datamodule = SSLDataModule(
+        data,
+        method,
+        input_size=config.input_size,
+        batch_size=config.batch_size,
+        seed=int(config.seed or 0),
+        num_workers=config.num_workers or 0,
+        cache_images=bool(config.cache_images),
+        limit=config.limit,
+        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
+    )
+    datamodule.setup("fit")
+    if datamodule.batch_size < config.batch_size:
+        say(
+            "pretrain",
+            verbose,
+            f"batch size lowered to {datamodule.batch_size}: the data has only "
+            f"{len(datamodule.source)} images",
+        )
+    return datamodule
+
+
 def training_loader(
     config: PretrainConfig,
     method: SSLMethod,
     data: Dataset[Any],
     verbose: bool = False,
 ) -> ResumableDataLoader:
-    """The training loader of a resolved configuration: ``data`` with the method's views.
-
-    The method makes the transform and the collate function; with ``cache_images`` the
-    images are decoded once (:class:`~lightly_derm.data.DecodedImageCache`). The
-    loader is resumable: a run continued with ``resume`` picks up at the next batch of
-    the same epoch order, and every sample is augmented under a (seed, epoch, index)
-    seed.
+    """The training loader of :func:`training_data`'s DataModule (without its GPU views).
 
     Raises:
         DataError: The data has fewer than 2 images.
     """
-    assert config.input_size is not None  # resolved
-    transform: Any = method.default_transform(input_size=config.input_size)
-    if config.cache_images:
-        from lightly_derm.data import DecodedImageCache
-
-        say("pretrain", verbose, "decoding every image once (--cache-images)")
-        dataset: Dataset[Any] = DecodedImageCache(data, transform)
-    else:
-        dataset = with_transform(data, transform)
-    size = len(dataset)  # type: ignore[arg-type]
-    if size < 2:
-        raise DataError(f"pretraining needs at least 2 images; the data has {size}")
-    batch_size = min(config.batch_size, size)
-    if batch_size < config.batch_size:
-        say(
-            "pretrain",
-            verbose,
-            f"batch size lowered to {batch_size}: the data has only {size} images",
-        )
-    return ResumableDataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=config.seed,
-        drop_last=True,
-        num_workers=config.num_workers or 0,
-        collate_fn=method.default_collate(),
-        persistent_workers=bool(config.num_workers),
-        pin_memory=torch.cuda.is_available() and config.accelerator != "cpu",
-    )
+    return training_data(config, method, data, verbose).train_dataloader()
 
 
 def pretrain(
@@ -819,7 +856,7 @@ def pretrain(
             raise ConfigError(
                 f"{out} holds files no lightly-derm run recorded writing "
                 f"({', '.join(foreign)}); a run would replace them, so choose another "
-                "--out (overwrite deletes only what lightly-derm wrote)"
+                f"{flag('out', 'DIR')} (overwrite deletes only what lightly-derm wrote)"
             )
     if run is not None:
         run.acquire()
@@ -853,18 +890,17 @@ def _pretrain(
     last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
     pl.seed_everything(int(cfg.seed or 0), workers=True, verbose=False)
     assert cfg.input_size is not None and cfg.batch_size is not None
-    # The labels decide some method arguments (classifiers), the method decides the
-    # views: read the data once, then give it the method's transform.
-    untransformed = pretrain_dataset(cfg, transform=None)
-    method = _create_method(cfg, untransformed)
-    loader = training_loader(cfg, method, untransformed, verbose)
-    dataset = loader.dataset
-    steps_per_epoch = len(loader)
+    # The labels decide some method arguments (classifiers); the DataModule asks the
+    # method for its views and makes them.
+    source = pretrain_dataset(cfg, transform=None)
+    method = _create_method(cfg, source)
+    data = training_data(cfg, method, source, verbose)
+    steps_per_epoch = len(data.train_dataloader())
     resume_step = log_step = None
     if resume:
         resume_step, log_step = _resume_state(last, out)
 
-    say("pretrain", verbose, f"data: {_describe_data(cfg, untransformed)}")
+    say("pretrain", verbose, f"data: {_describe_data(cfg, source, data.source)}")
     chosen = (
         f"method {cfg.method} ({type(method).__name__}), backbone {cfg.backbone}, "
         f"input {cfg.input_size} px, {plural(int(cfg.epochs or 0), 'epoch')} of "
@@ -880,7 +916,7 @@ def _pretrain(
             if cfg.max_steps is not None
             else ""
         )
-        + f", batch size {loader.batch_size}, precision {cfg.precision}"
+        + f", batch size {data.batch_size}, precision {cfg.precision}"
     )
     demo_args = {
         k: v for k, v in _demo_method_args(cfg).items() if k not in cfg.method_args
@@ -900,9 +936,7 @@ def _pretrain(
         _record_outputs(run, bool(cfg.tensorboard))
         save_run_config(cfg, out / CONFIG_FILE)
 
-    plots = TrainingPlots(
-        out / "plots", classes=getattr(untransformed, "classes", None)
-    )
+    plots = TrainingPlots(out / "plots", classes=getattr(source, "classes", None))
     hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
@@ -939,9 +973,16 @@ def _pretrain(
             "ignore", message=".*resuming from a checkpoint that ended before the epoch"
         )
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # the DataModule makes the GPU views; the method's own hook serves plain loaders
+        warnings.filterwarnings(
+            "ignore", message="You have overridden `on_after_batch_transfer` in both"
+        )
         try:
             trainer.fit(
-                method, loader, ckpt_path=last if resume else None, weights_only=True
+                method,
+                datamodule=data,
+                ckpt_path=last if resume else None,
+                weights_only=True,
             )
         except BaseException as exc:
             # Lightning ends a run stopped by SIGTERM with SystemExit() (status 0) and
@@ -965,7 +1006,7 @@ def _pretrain(
             state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
             torch.save(state, backbone_path)
         if cfg.plots:
-            written += _final_plots(cfg, method, untransformed, out, trainer)
+            written += _final_plots(cfg, method, data.source, out, trainer)
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
@@ -974,7 +1015,7 @@ def _pretrain(
         summary = {
             "method": cfg.method,
             "synthetic_data": cfg.synthetic,
-            "images": len(dataset),  # type: ignore[arg-type]
+            "images": len(data.source),
             "steps_per_epoch": steps_per_epoch,
             "global_step": trainer.global_step,
             "epochs_completed": trainer.current_epoch,
@@ -997,7 +1038,7 @@ def _pretrain(
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
-        say("pretrain", verbose, f"next: lightly-derm evaluate --checkpoint {out}")
+        say("pretrain", verbose, f"next: {evaluate_command(out)}")
     return PretrainResult(
         out_dir=out,
         config=cfg,
@@ -1124,8 +1165,8 @@ def _embedding_plot(
     from lightly_derm.evaluation import extract_features
 
     assert cfg.input_size is not None
-    dataset = with_transform(data, eval_transform(cfg.input_size))
-    size = len(dataset)  # type: ignore[arg-type]
+    dataset = TransformedDataset(data, eval_transform(cfg.input_size))
+    size = len(dataset)
     count = min(size, int(cfg.embedding_images or 0))
     indices = np.sort(
         np.random.default_rng(cfg.seed).choice(size, size=count, replace=False)
@@ -1146,7 +1187,7 @@ def _embedding_plot(
         features.features,
         plot_dir / PLOT_FILES["embedding"],
         targets=targets,
-        classes=getattr(dataset, "classes", None),
+        classes=getattr(data, "classes", None),
         title=f"{cfg.method} {cfg.backbone} features of {count} images ({source}), PCA",
     )
 
@@ -1160,6 +1201,7 @@ __all__ = [
     "pretrain_dataset",
     "resolve_config",
     "resume_config",
+    "training_data",
     "training_loader",
     "with_transform",
     "data_fingerprint",

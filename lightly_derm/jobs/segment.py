@@ -32,8 +32,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightly_derm.data.synthetic_segmentation_datamodule import (
+    SyntheticSegmentationData,  # re-exported: its home is lightly_derm.data
+)
 from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT
 from lightly_derm.jobs.checkpoints import (
@@ -51,7 +53,6 @@ from lightly_derm.jobs.evaluate import SYNTHETIC_SOURCE, stem_note
 from lightly_derm.jobs.plots import PLOT_FILES, plot_metrics
 from lightly_derm.jobs.run_folder import RunFolder, check_out
 from lightly_derm.jobs.trainer import CHECKPOINT_DIR, TENSORBOARD_DIR, build_trainer
-from lightly_derm.jobs.transforms import SyntheticSegmentationTransform
 from lightly_derm.models.backbones import backbone_for_input_size
 from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.utils.validation import Range
@@ -270,84 +271,6 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
         out=out,
         **c.resolved_run_options(),
     ).check()
-
-
-class SyntheticSegmentationData(pl.LightningDataModule):
-    """Synthetic lesions with masks for :class:`~lightly_derm.segmentation.LesionSegmentation`.
-
-    Training items from the ``train`` stream of
-    :class:`~lightly_derm.data.SyntheticLesions` (``return_mask=True``, augmented),
-    validation items from its ``val`` stream; batches are dictionaries ``image``,
-    ``label``, ``id`` as :class:`~lightly_derm.data.ISICSegmentationDataModule` gives.
-    Synthetic data, not patient data.
-
-    Args:
-        train_images: Training images before ``label_fraction``.
-        val_images: Validation images.
-        image_size: Image side.
-        label_fraction: Share of the training images used (a seeded subset).
-        batch_size: Batch size.
-        num_workers: DataLoader workers.
-        seed: Seeds the images and the subset.
-        normalize: ``{"mean", "std"}`` of the images in [0, 1] (default: ImageNet's).
-    """
-
-    def __init__(
-        self,
-        train_images: int = 128,
-        val_images: int = 48,
-        image_size: int = 64,
-        label_fraction: float = 1.0,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        normalize: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
-        super().__init__()
-        from lightly_derm.data import SyntheticLesions
-
-        common: dict[str, Any] = {
-            "image_size": image_size,
-            "seed": seed,
-            "return_mask": True,
-        }
-        train = SyntheticLesions(
-            train_images,
-            transform=SyntheticSegmentationTransform(train=True, normalize=normalize),
-            split="train",
-            **common,
-        )
-        keep = max(1, round(label_fraction * train_images))
-        order = np.random.default_rng(seed).permutation(train_images)
-        self.train_dataset: Dataset[Any] = Subset(train, sorted(order[:keep].tolist()))
-        self.val_dataset: Dataset[Any] = SyntheticLesions(
-            val_images,
-            transform=SyntheticSegmentationTransform(train=False, normalize=normalize),
-            split="val",
-            **common,
-        )
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-
-    def _loader(self, dataset: Dataset[Any], train: bool) -> DataLoader[Any]:
-        size = len(dataset)  # type: ignore[arg-type]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # a last batch of one image breaks BatchNorm in training mode
-            drop_last=train and size > self.batch_size and size % self.batch_size == 1,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled, augmented training items."""
-        return self._loader(self.train_dataset, True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        """Validation items, not augmented."""
-        return self._loader(self.val_dataset, False)
 
 
 def _folds(

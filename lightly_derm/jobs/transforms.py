@@ -1,4 +1,4 @@
-"""The standard image pipelines of the jobs: evaluation, fine-tuning, synthetic segmentation.
+"""The standard image pipelines of the jobs: evaluation and fine-tuning.
 
 Builds on torchvision transforms v2 and lightly's ``IMAGENET_NORMALIZE`` (the
 normalisation every lightly-derm method trains with, so frozen features see images as in
@@ -14,9 +14,11 @@ import torch
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import nn
 from torch.utils.hooks import RemovableHandle
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from lightly_derm.data.synthetic_segmentation_datamodule import (
+    SyntheticSegmentationTransform,  # re-exported: its home is lightly_derm.data
+)
 from lightly_derm.models.imagenet import input_normalization
 from lightly_derm.transforms.rgb import to_rgb
 
@@ -132,47 +134,9 @@ def finetune_transform(
     )
 
 
-class SyntheticSegmentationTransform:
-    """Maps a :class:`~lightly_derm.data.SyntheticLesions` mask item to a segmentation sample.
-
-    ``{"image": tv_tensors.Image uint8, "mask": tv_tensors.Mask, "filename", ...}`` →
-    ``{"image": (3, H, W) float32 normalised, "label": (1, H, W) float32 in {0, 1},
-    "id": filename}``, the format of
-    :func:`~lightly_derm.data.isic_segmentation_transforms` that
-    :class:`~lightly_derm.segmentation.LesionSegmentation` trains on. With ``train``,
-    image and mask are flipped and rotated by multiples of 90° together (torchvision v2
-    moves tv_tensors jointly).
-
-    Args:
-        train: Augment.
-        normalize: ``{"mean", "std"}`` of the images in [0, 1] (default: ImageNet's).
-    """
-
-    def __init__(
-        self,
-        train: bool = True,
-        normalize: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
-        self.train = train
-        steps: list[Any] = []
-        if train:
-            steps += [
-                v2.RandomHorizontalFlip(),
-                v2.RandomVerticalFlip(),
-                v2.RandomApply([v2.RandomRotation((90, 90))], p=0.5),
-            ]
-        steps.append(
-            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
-        )
-        self.transform = v2.Compose(steps)
-        self.normalize = _normalize(normalize)
-
-    def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        """Transforms one item."""
-        out = self.transform({"image": item["image"], "mask": item["mask"]})
-        image = self.normalize(out["image"]).as_subclass(torch.Tensor)
-        label = out["mask"].as_subclass(torch.Tensor).to(torch.float32)
-        return {"image": image, "label": label, "id": item.get("filename", "")}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(train={self.train})"
+__all__ = [
+    "SyntheticSegmentationTransform",
+    "eval_transform",
+    "finetune_transform",
+    "renormalize_backbone_input",
+]

@@ -1,9 +1,10 @@
 """The interface every lightly-derm pretraining method offers.
 
-Builds on :class:`pytorch_lightning.LightningModule` (and its
-``on_after_batch_transfer`` hook, where GPU views are made). The command line,
-evaluation and the segmentation transfer rely on these members only, so any ``method``
-plugin that subclasses :class:`SSLMethod` works with them.
+Builds on :class:`pytorch_lightning.LightningModule`. A method describes its views
+(:meth:`SSLMethod.default_transform`, :meth:`SSLMethod.default_collate`,
+:meth:`SSLMethod.make_views`); :class:`~lightly_derm.data.SSLDataModule` applies them.
+The command line, evaluation and the segmentation transfer rely on these members only,
+so any ``method`` plugin that subclasses :class:`SSLMethod` works with them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class SSLMethod(pl.LightningModule):
     - :meth:`default_transform` gives the view transform of the method's data, and
       :meth:`default_collate` the collate function; ``training_step`` accepts its
       output and lightly's ``MultiViewCollate`` output (see
-      :func:`~lightly_derm.data.to_grouped_batch`).
+      :func:`~lightly_derm.data.to_grouped_batch`). They describe the views;
+      :class:`~lightly_derm.data.SSLDataModule` asks for them once and applies them.
     - The total training loss is logged as ``train_loss``; parts as ``train_loss_<part>``.
     - Checkpoints name the method that wrote them (``checkpoint["lightly_derm"]``), and
       :meth:`load_state_dict` refuses a state dict of another method or architecture
@@ -64,8 +66,10 @@ class SSLMethod(pl.LightningModule):
     (:class:`~lightly_derm.transforms.gpu.CanvasTransform`; cache it with
     :class:`~lightly_derm.data.DecodedImageCache`), :meth:`default_collate` stacks the
     canvases (:class:`~lightly_derm.data.CanvasCollate`), and after the batch reaches
-    the device Lightning's ``on_after_batch_transfer`` makes the views for the whole
-    batch with :meth:`gpu_view_transform` — by default derived from
+    the device :meth:`make_views` makes the views for the whole batch — called by
+    :class:`~lightly_derm.data.SSLDataModule`'s ``on_after_batch_transfer``, or by this
+    method's own when it is fed by a plain DataLoader — with :meth:`gpu_view_transform`,
+    by default derived from
     :meth:`cpu_view_transform` (:meth:`GPUMultiViewTransform.from_view_transform
     <lightly_derm.transforms.gpu.GPUMultiViewTransform.from_view_transform>`), so the
     same augmentations with the same distributions, per-image random parameters, and a
@@ -403,7 +407,12 @@ class SSLMethod(pl.LightningModule):
         return GroupedBatch(views, group_ids, batch.targets, list(batch.filenames))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turns a :class:`~lightly_derm.data.CanvasBatch` into views (``augment="gpu"``)."""
+        """Turns a :class:`~lightly_derm.data.CanvasBatch` into views (``augment="gpu"``).
+
+        For a method fed by a plain DataLoader (``trainer.fit(method, loader)``); with
+        :class:`~lightly_derm.data.SSLDataModule`, Lightning calls the DataModule's hook
+        instead, which makes the same views with :meth:`make_views`.
+        """
         if isinstance(batch, CanvasBatch):
             trainer = self._trainer
             training = trainer is None or bool(trainer.training)

@@ -310,6 +310,13 @@ def test_print_config_round_trip(tmp_path, capsys) -> None:
     assert config["batch_size"] == 8
 
 
+def test_limit_is_an_option(capsys) -> None:
+    code, printed, _ = run(capsys, "pretrain", "--limit", "24", "--print_config")
+    assert code == 0 and yaml.safe_load(printed)["limit"] == 24
+    code, _, err = run(capsys, "pretrain", "--limit", "1")
+    assert code == 2 and "limit must be an integer >= 2" in one_error_line(err)
+
+
 def test_config_file_errors(tmp_path, capsys) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("epochz: 3\n")

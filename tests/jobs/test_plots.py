@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 from PIL import Image
 
 from lightly_derm.jobs.plots import (
@@ -14,6 +16,8 @@ from lightly_derm.jobs.plots import (
     plot_mined_pairs,
     plot_views,
     read_metrics,
+    views_figure,
+    wrap_label,
 )
 
 
@@ -108,3 +112,29 @@ def test_smooth_matches_a_float64_reference(n: int) -> None:
         assert np.allclose(smooth(values, weight), expected, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="weight"):
         smooth(values, 1.0)
+
+
+def test_wrap_label_keeps_every_character() -> None:
+    for text in ("a", "x" * 50, "train/melanoma/ISIC_0000002_downsampled.jpg", ""):
+        for width in (1, 7, 16, 22):
+            lines = wrap_label(text, width).split("\n")
+            assert "".join(lines) == text
+            assert all(len(line) <= width for line in lines)
+    assert wrap_label("abc_defgh", 5) == "abc_\ndefgh"  # breaks after a separator
+    with pytest.raises(ValueError, match="width"):
+        wrap_label("a", 0)
+
+
+def test_views_figure_shows_full_row_labels_inside_the_figure() -> None:
+    names = [
+        "train/seborrheic_keratosis/ISIC_0012345_downsampled.jpg",
+        "nevus/ISIC_0000001.jpg",
+    ]
+    figure = views_figure(torch.randn(6, 3, 16, 16), 3, names)
+    texts = [t.get_text().replace("\n", "") for t in figure.findobj(Text)]
+    for name in names:
+        assert name in texts
+    FigureCanvasAgg(figure).draw()  # lay out as savefig does; nothing may stick out
+    for axis in figure.axes[::3]:
+        box = axis.yaxis.label.get_window_extent()
+        assert box.x0 >= 0 and box.x1 <= figure.bbox.x1

@@ -123,3 +123,58 @@ def test_the_keyword_names_of_the_study_driver(tmp_path) -> None:
         EvaluateConfig.create({}, {**common, "checkpoint": str(checkpoint)}, "evaluate")
     )
     assert evaluate.input_size == 32 and evaluate.devices == 1
+
+
+def test_messages_name_keywords_from_python(tmp_path) -> None:
+    """Called from Python, the messages name ``cache_images=True``, not ``--cache-images``."""
+    from lightly_derm.jobs import console
+
+    with pytest.raises(ValueError) as caught:
+        resolve_config(PretrainConfig(cache_images=True, out=str(tmp_path)))
+    message = str(caught.value)
+    assert "cache_images=True keeps decoded canvases for augment='gpu'" in message
+    assert "--" not in message
+    console.set_command_line(True)
+    try:
+        with pytest.raises(ValueError, match="--cache-images keeps .* --augment gpu"):
+            resolve_config(PretrainConfig(cache_images=True, out=str(tmp_path)))
+    finally:
+        console.set_command_line(False)
+
+
+def test_limit_trains_on_the_first_images_sorted_by_path(tmp_path) -> None:
+    from lightly_derm.jobs.pretrain import (
+        RESUME_FIXED,
+        _create_method,
+        _describe_data,
+        pretrain_dataset,
+        training_data,
+    )
+    from tests.data.images import save_rgb
+
+    root = tmp_path / "images"
+    for name in ("z.png", "m.png", "a.png", "k.png", "b.png"):  # written unsorted
+        save_rgb(root / name, 40, 40, seed=len(name))
+    config = resolve_config(
+        PretrainConfig(
+            method="simclr",
+            data=str(root),
+            backbone="resnet18",
+            input_size=32,
+            batch_size=8,
+            limit=3,
+        )
+    )
+    source = pretrain_dataset(config, transform=None)
+    data = training_data(config, _create_method(config, source), source)
+    assert [data.source[i][2] for i in range(len(data.source))] == [
+        "a.png",
+        "b.png",
+        "k.png",
+    ]
+    assert data.batch_size == 3 and len(data.train_dataloader()) == 1
+    said = _describe_data(config, source, data.source)
+    assert "the first 3 of 5 images (limit=3)" in said
+    assert "limit" in RESUME_FIXED  # another limit is other data
+    with pytest.raises(ValueError, match="limit must be an integer >= 2"):
+        resolve_config(PretrainConfig(limit=1))
