@@ -9,12 +9,6 @@ from lightly_derm.data.grouped_view_collate import (
     GroupedViewCollate,
     to_grouped_batch,
 )
-from lightly_derm.data.idx import (
-    FASHION_MNIST_CLASSES,
-    IDXImageDataset,
-    is_idx_folder,
-    read_idx,
-)
 from lightly_derm.data.image_file_dataset import ImageFileDataset
 from lightly_derm.data.image_folder import (
     EXCLUDE_PATTERNS,
@@ -63,7 +57,6 @@ __all__ = [
     "DATA_SOURCES",
     "DERMAMNIST_CLASSES",
     "EXCLUDE_PATTERNS",
-    "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "SYNTHETIC_CLASSES",
     "CanvasBatch",
@@ -72,7 +65,6 @@ __all__ = [
     "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",
-    "IDXImageDataset",
     "ISICClassificationDataset",
     "ImageFileDataset",
     "ImageFolderDataset",
@@ -89,10 +81,8 @@ __all__ = [
     "find_image_files",
     "scan_image_files",
     "ImageFileScan",
-    "is_idx_folder",
     "load_image",
     "make_dataset",
-    "read_idx",
     "read_labels_csv",
     "to_grouped_batch",
     "to_rgb8",

@@ -1,7 +1,7 @@
 """The shared part of the datasets that hold a whole split as one uint8 array.
 
 Builds on :class:`torch.utils.data.Dataset` and PIL. Subclasses
-(:class:`~lightly_derm.data.MedMNISTDataset`, :class:`~lightly_derm.data.IDXImageDataset`)
+(:class:`~lightly_derm.data.MedMNISTDataset`; the benchmarks' MNIST-format reader)
 read their files into ``images``, ``targets``, ``classes`` and a filename prefix; this
 base serves the items in the form every lightly-derm transform takes (PIL RGB).
 """
