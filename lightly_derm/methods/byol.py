@@ -31,6 +31,7 @@ from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
 from lightly_derm.methods._optim import hparams_ignore
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
+from lightly_derm.utils.scheduler import cosine_annealing
 
 
 class BYOL(SSLMethod):
@@ -211,15 +212,9 @@ class BYOL(SSLMethod):
             parameters, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
         total = self.total_steps()
-        if total is None:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(total, 1)
+        return cosine_annealing(
+            optimizer, None if total is None else (max(total, 1), "step")
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     # ------------------------------------------------------------------ data
     def cpu_view_transform(self, input_size: int = 224) -> Callable[[Any], Any]:
