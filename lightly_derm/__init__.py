@@ -40,7 +40,9 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
         SyntheticLesions,
         make_dataset,
     )
-    from lightly_derm.jobs import evaluate, pretrain, segment
+    from lightly_derm.jobs.evaluate import evaluate
+    from lightly_derm.jobs.pretrain import pretrain
+    from lightly_derm.jobs.segment import segment
     from lightly_derm.loss import (
         AdditionalPositiveLoss,
         BarlowTwinsFrobeniusLoss,

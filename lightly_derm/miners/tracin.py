@@ -354,13 +354,15 @@ class TracInPositiveMiner(nn.Module):
         elif isinstance(layers, Sequence):
             if not layers:
                 raise ValueError("layers is an empty list; give at least one nn.Linear")
+            linear: list[nn.Linear] = []
             for k, layer in enumerate(layers):
                 if not isinstance(layer, nn.Linear):
                     raise TypeError(
                         f"layers[{k}] must be an nn.Linear, got {type(layer).__name__}"
                     )
+                linear.append(layer)
             # A plain list, not a ModuleList: the layers belong to the model, not the miner.
-            self._choice, self._layers = None, list(layers)
+            self._choice, self._layers = None, linear
         else:
             raise TypeError(
                 "layers must be 'last', 'predictor', 'all' or a list of nn.Linear, got "

@@ -126,7 +126,7 @@ class CanvasTransform:
             width, height = rgb.size
             new_h, new_w = self.resized_shape(height, width)
             if (new_h, new_w) != (height, width):
-                rgb = rgb.resize((new_w, new_h), Image.BILINEAR)
+                rgb = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
             pixels = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
         else:
             if rgb.is_floating_point():
