@@ -320,10 +320,11 @@ def isic_segmentation_transforms(
             f"image_size must be an int or (height, width), got {image_size!r}"
         )
     keys = ["image", "label"]
+    # MONAI documents (and accepts) reader instances, but annotates classes only
     steps: list[Any] = [
         LoadImaged(
             "image",
-            reader=_PILReader(
+            reader=_PILReader(  # type: ignore[arg-type]
                 reverse_indexing=False, converter=_RGB(size if fast_jpeg else None)
             ),
             image_only=True,
@@ -331,7 +332,9 @@ def isic_segmentation_transforms(
         ),
         LoadImaged(
             "label",
-            reader=_PILReader(reverse_indexing=False, converter=_to_gray),
+            reader=_PILReader(  # type: ignore[arg-type]
+                reverse_indexing=False, converter=_to_gray
+            ),
             image_only=True,
             ensure_channel_first=True,
         ),
@@ -367,11 +370,13 @@ def isic_segmentation_transforms(
             ),
         ]
     if normalize is not None:
+        # MONAI takes a sequence per channel (channel_wise) but annotates arrays only;
+        # Python floats keep the arithmetic in the image's float32
         steps.append(
             NormalizeIntensityd(
                 "image",
-                subtrahend=list(normalize["mean"]),
-                divisor=list(normalize["std"]),
+                subtrahend=list(normalize["mean"]),  # type: ignore[arg-type]
+                divisor=list(normalize["std"]),  # type: ignore[arg-type]
                 channel_wise=True,
             )
         )
