@@ -114,11 +114,11 @@ class BarlowTwins(SSLMethod):
         hp = self.hparams
         optimizer = torch.optim.SGD(
             self.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            weight_decay=hp["weight_decay"],
         )
-        epochs = hp.max_epochs
+        epochs = hp["max_epochs"]
         if epochs is None and self._trainer is not None:
             epochs = self.trainer.max_epochs
         if epochs is None or epochs < 1:

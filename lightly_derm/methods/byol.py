@@ -139,11 +139,11 @@ class BYOL(SSLMethod):
         """The target-network momentum τ at the current step (cosine schedule)."""
         hp = self.hparams
         total = self.total_steps()
-        if total is None or hp.ema_start == hp.ema_end:
-            return float(hp.ema_start)
+        if total is None or hp["ema_start"] == hp["ema_end"]:
+            return float(hp["ema_start"])
         return float(
             cosine_schedule(
-                min(self.global_step, total), total, hp.ema_start, hp.ema_end
+                min(self.global_step, total), total, hp["ema_start"], hp["ema_end"]
             )
         )
 
@@ -209,7 +209,10 @@ class BYOL(SSLMethod):
         hp = self.hparams
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(
-            parameters, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            parameters,
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            weight_decay=hp["weight_decay"],
         )
         total = self.total_steps()
         return cosine_annealing(
