@@ -22,7 +22,6 @@ from lightly_derm.data.image_io import (
     UnreadableImageError,
     check_image,
     load_image,
-    to_rgb8,
 )
 from lightly_derm.data.isic_classification import ISICClassificationDataset
 from lightly_derm.data.isic_pairs import (
@@ -85,7 +84,6 @@ __all__ = [
     "make_dataset",
     "read_labels_csv",
     "to_grouped_batch",
-    "to_rgb8",
     "BinaryLesionMaskd",
     "ISICSegmentationDataModule",
     "find_isic_pairs",

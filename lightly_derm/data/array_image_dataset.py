@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lightly_derm.transforms.rgb import to_rgb8
+
 __all__ = ["ArrayImageDataset"]
 
 
@@ -66,9 +68,7 @@ class ArrayImageDataset(Dataset[tuple[Any, Any, str]]):
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for {n} images")
         index %= n
-        image = Image.fromarray(self.images[index])
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = to_rgb8(Image.fromarray(self.images[index]))
         if self.transform is not None:
             image = self.transform(image)
         return image, self.target(index), f"{self._prefix}{index:05d}"

@@ -41,19 +41,15 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 from torch import Tensor
 
-from lightly_derm.data.image_io import (
-    DECODE_ERRORS,
-    UnreadableImageError,
-    open_image,
-    to_rgb8,
-)
+from lightly_derm.data.image_io import DECODE_ERRORS, UnreadableImageError, open_image
+from lightly_derm.transforms.rgb import to_rgb8
 
 #: Meta-data key of an image's (height, width) in its file, before JPEG draft decoding.
 ORIGINAL_SHAPE_KEY = "lightly_derm_original_shape"
 
 
 class _RGB:
-    """PIL converter: 8-bit RGB as :func:`~lightly_derm.data.image_io.to_rgb8` converts.
+    """PIL converter: 8-bit RGB as :func:`~lightly_derm.transforms.to_rgb8` converts.
 
     16-bit images are scaled to 8 bit (Pillow's ``convert("RGB")`` clips them at 255:
     all white), alpha is dropped. With ``size`` (H, W), JPEGs are decoded at the largest
