@@ -37,6 +37,7 @@ import torchvision
 from torch import Tensor, nn
 
 from lightly_derm.models.checkpoints import extract_backbone_state_dict
+from lightly_derm.models.resnets import RESNET_SPECS
 
 #: Short names for ``family:name`` backbones.
 BACKBONE_ALIASES: dict[str, str] = {
@@ -46,15 +47,7 @@ BACKBONE_ALIASES: dict[str, str] = {
 DEFAULT_FAMILY = "torchvision"
 
 #: The torchvision ResNet constructors lightly-derm accepts by name.
-RESNETS: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-)
+RESNETS: tuple[str, ...] = tuple(RESNET_SPECS)
 
 #: The stems of the torchvision ResNets: ``"imagenet"`` (torchvision's 7 × 7 stride-2
 #: ``conv1`` and 3 × 3 stride-2 max-pool, the image side / 4 after the stem) and

@@ -27,18 +27,8 @@ import torch
 from torch import Tensor
 
 from lightly_derm.errors import CheckpointError
+from lightly_derm.models.resnets import RESNET_CHILDREN
 
-#: Children of a torchvision ResNet in order, as numbered by ``nn.Sequential``.
-_RESNET_CHILDREN = (
-    "conv1",
-    "bn1",
-    "relu",
-    "maxpool",
-    "layer1",
-    "layer2",
-    "layer3",
-    "layer4",
-)
 #: Prefixes that wrap a whole model's keys.
 _WRAPPERS = ("module.", "_orig_mod.")
 #: Prefixes under which a Lightning module may hold its backbone, most specific first.
@@ -238,7 +228,7 @@ def _renumber(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, value in state.items():
         index, _, rest = key.partition(".")
         i = int(index)
-        if i >= len(_RESNET_CHILDREN):
+        if i >= len(RESNET_CHILDREN):
             continue  # avgpool has no weights; anything later is not a backbone
-        renamed[f"{_RESNET_CHILDREN[i]}.{rest}"] = value
+        renamed[f"{RESNET_CHILDREN[i]}.{rest}"] = value
     return renamed

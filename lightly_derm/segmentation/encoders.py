@@ -27,16 +27,12 @@ from monai.networks.blocks import BaseEncoder
 from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX, resnet
+from lightly_derm.models.resnets import RESNET_SPECS
 
-#: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet.
+#: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet
+#: (from :data:`lightly_derm.models.resnets.RESNET_SPECS`).
 RESNET_FEATURE_CHANNELS: dict[str, tuple[int, ...]] = {
-    "resnet18": (64, 64, 128, 256, 512),
-    "resnet34": (64, 64, 128, 256, 512),
-    "resnet50": (64, 256, 512, 1024, 2048),
-    "resnet101": (64, 256, 512, 1024, 2048),
-    "resnet152": (64, 256, 512, 1024, 2048),
-    "resnext50_32x4d": (64, 256, 512, 1024, 2048),
-    "wide_resnet50_2": (64, 256, 512, 1024, 2048),
+    name: spec.feature_channels for name, spec in RESNET_SPECS.items()
 }
 #: Prefix of the FlexibleUNet backbone names of these encoders.
 BACKBONE_PREFIX = "lightly-derm-"
