@@ -36,7 +36,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from lightly_derm.models.checkpoints import extract_backbone_state_dict
+from lightly_derm.models.checkpoints import extract_backbone_state_dict, state_dict_fit
 from lightly_derm.models.resnets import RESNET_SPECS
 
 #: Short names for ``family:name`` backbones.
@@ -384,24 +384,19 @@ def load_backbone_weights(
             shapes.
     """
     state = extract_backbone_state_dict(weights)
-    own = model.state_dict()
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    fit = state_dict_fit(model.state_dict(), state)
+    mismatched, missing, unexpected = fit.mismatched, fit.missing, fit.unexpected
     if mismatched:
         raise ValueError(
             "backbone weights do not fit the model (another architecture?): "
             + "; ".join(mismatched[:5])
             + (f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
         )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     if strict and (missing or unexpected):
         raise ValueError(
             f"backbone weights do not match the model: {len(missing)} missing keys "
-            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+            f"{list(missing[:5])}, {len(unexpected)} unexpected keys "
+            f"{list(unexpected[:5])}"
         )
     model.load_state_dict(state, strict=False)
-    return missing, unexpected
+    return list(missing), list(unexpected)

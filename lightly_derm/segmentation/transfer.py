@@ -34,7 +34,7 @@ from monai.networks.utils import copy_model_state
 from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX
-from lightly_derm.models.checkpoints import extract_backbone_state_dict
+from lightly_derm.models.checkpoints import extract_backbone_state_dict, state_dict_fit
 from lightly_derm.models.resnets import resnet_from_layout
 
 
@@ -192,11 +192,12 @@ def load_ssl_encoder(
         if isinstance(checkpoint, (str, Path))
         else "the checkpoint"
     )
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    fit = state_dict_fit(own, state, module="encoder")
+    mismatched, missing, unexpected = (
+        fit.mismatched,
+        list(fit.missing),
+        list(fit.unexpected),
+    )
     if mismatched:
         theirs, ours = describe_resnet(state), describe_resnet(own)
         hint = ""
@@ -210,8 +211,6 @@ def load_ssl_encoder(
             f"{len(mismatched)} tensors differ in shape ({'; '.join(mismatched[:4])}"
             f"{'; ...' if len(mismatched) > 4 else ''}).{hint}"
         )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     if not set(own) & set(state):
         raise ValueError(
             f"no tensor in {source} matches the encoder {type(encoder).__name__}: the "
