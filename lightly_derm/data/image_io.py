@@ -41,6 +41,7 @@ from PIL import Image
 
 from lightly_derm.errors import ConfigError, DataError
 from lightly_derm.transforms.rgb import to_rgb8
+from lightly_derm.utils.validation import check_int
 
 #: File extensions read as images (lower case), the same as lightly's and torchvision's.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -163,7 +164,7 @@ def load_image(
             corrupt; the message names it and the reason.
         ImageTooLargeError: (an ``UnreadableImageError``) More pixels than
             :func:`max_image_pixels`, refused before decoding.
-        ValueError: ``decode_size`` is not a positive integer.
+        ValueError: ``decode_size`` is not an integer >= 1.
 
     Example:
         >>> import io
@@ -173,14 +174,8 @@ def load_image(
         >>> load_image(buffer.getvalue(), decode_size=200).size  # JPEG decoded at 1/2
         (400, 300)
     """
-    if decode_size is not None and (
-        isinstance(decode_size, bool)
-        or not isinstance(decode_size, int)
-        or decode_size < 1
-    ):
-        raise ValueError(
-            f"decode_size must be a positive int or None, got {decode_size!r}"
-        )
+    if decode_size is not None:
+        check_int("decode_size", decode_size)
     label = _source_name(source, name)
     try:
         if isinstance(source, (str, os.PathLike)):

@@ -23,6 +23,8 @@ import torch
 from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
+from lightly_derm.utils.validation import check_int
+
 LayerChoice = Literal["last", "predictor", "all"]
 _LAYER_CHOICES: tuple[str, ...] = ("last", "predictor", "all")
 
@@ -368,8 +370,7 @@ class TracInPositiveMiner(nn.Module):
                 "layers must be 'last', 'predictor', 'all' or a list of nn.Linear, got "
                 f"{type(layers).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        check_int("top_k", top_k)
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {normalize!r}")
         self.normalize = normalize

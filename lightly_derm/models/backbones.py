@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from lightly_derm.models.checkpoints import extract_backbone_state_dict, state_dict_fit
 from lightly_derm.models.resnets import RESNET_SPECS
+from lightly_derm.utils.validation import check_int
 
 #: Short names for ``family:name`` backbones.
 BACKBONE_ALIASES: dict[str, str] = {
@@ -65,19 +66,14 @@ def default_stem(input_size: int) -> str:
     """The ResNet stem for images of side ``input_size``: ``"cifar"`` below :data:`SMALL_INPUT_SIZE`.
 
     Raises:
-        ValueError: ``input_size`` is not a positive int.
+        ValueError: ``input_size`` is not an integer >= 1.
 
     Example:
         >>> from lightly_derm.models import default_stem
         >>> default_stem(28), default_stem(64), default_stem(224)
         ('cifar', 'imagenet', 'imagenet')
     """
-    if (
-        isinstance(input_size, bool)
-        or not isinstance(input_size, int)
-        or input_size < 1
-    ):
-        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+    check_int("input_size", input_size)
     return "cifar" if input_size < SMALL_INPUT_SIZE else "imagenet"
 
 

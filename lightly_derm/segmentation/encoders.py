@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX, resnet
 from lightly_derm.models.resnets import RESNET_SPECS
+from lightly_derm.utils.validation import check_int
 
 #: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet
 #: (from :data:`lightly_derm.models.resnets.RESNET_SPECS`).
@@ -102,8 +103,7 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
                 f"spatial_dims={spatial_dims!r}: torchvision ResNet encoders are 2-D; use "
                 "MONAI's 'resnet*' FlexibleUNet backbones for 3-D images"
             )
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        check_int("in_channels", in_channels)
         if pretrained is True:
             raise ValueError(
                 "pretrained=True: lightly-derm downloads no weights; pass a local "

@@ -45,6 +45,7 @@ from lightly_derm.transforms.gpu.geometry import (
     sample_resized_crop,
 )
 from lightly_derm.transforms.gpu.translate import gpu_view_kwargs, view_transforms
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["GPUMultiViewTransform", "GPUViewTransform"]
 
@@ -124,12 +125,7 @@ class GPUViewTransform:
         cutout_value: float = 0.0,
         rotation_fill: float = 0.0,
     ) -> None:
-        if (
-            isinstance(input_size, bool)
-            or not isinstance(input_size, int)
-            or input_size < 1
-        ):
-            raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        check_int("input_size", input_size)
         if crop not in ("random_resized", "resize"):
             raise ValueError(f"crop must be 'random_resized' or 'resize', got {crop!r}")
         if not 0 < min_scale <= 1:
