@@ -12,7 +12,7 @@ Cutout, which kornia lacks, three ``RandomErasing`` of the same square). Reporte
 - **throughput**: views per second (median of ``--repeats`` timed batches after a
   warm-up; on CUDA with ``torch.cuda.synchronize`` around each batch);
 - **peak memory**: ``torch.cuda.max_memory_allocated`` over one batch (CUDA only);
-- **host syncs per batch**: :func:`~lightly_derm.utils.record_host_syncs`
+- **host syncs per batch**: :func:`~lightly_derm.utils.host_sync.record_host_syncs`
   (``factories=True``) over one warm batch — the operations that would synchronise
   the host with a GPU, recognised on any device;
 - **parameter distributions against the CPU transforms** (4096 images): crop area and
@@ -62,7 +62,7 @@ from lightly_derm.transforms.gpu import (
     sample_cutout,
     sample_resized_crop,
 )
-from lightly_derm.utils import record_host_syncs
+from lightly_derm.utils.host_sync import record_host_syncs
 
 MEAN = torch.tensor(IMAGENET_NORMALIZE["mean"])
 STD = torch.tensor(IMAGENET_NORMALIZE["std"])

@@ -23,7 +23,7 @@ with bf16 autocast and channels-last on CUDA. Models are stepped round-robin
 synchronisations; the median is reported, with peak memory (``max_memory_allocated``
 during the step, on top of the model's own parameters, gradients and optimizer state)
 and the host synchronisations in one step (CUDA: ``torch.cuda.set_sync_debug_mode``,
-with where they happen; CPU: :func:`lightly_derm.utils.record_host_syncs`).
+with where they happen; CPU: :func:`lightly_derm.utils.host_sync.record_host_syncs`).
 
 Ratios are throughputs relative to the matching lightly baseline in the same run, in
 the unit the issue sets: AP-BYOL and BYOL per image against lightly BYOL; GraVIS per
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 from lightly_derm.data import GroupedBatch  # noqa: E402
 from lightly_derm.methods import APBYOL, BYOL, FGSSL, GraVIS  # noqa: E402
 from lightly_derm.models import resnet  # noqa: E402
-from lightly_derm.utils import record_host_syncs  # noqa: E402
+from lightly_derm.utils.host_sync import record_host_syncs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _lightly_examples import LightlyBarlowTwins, LightlyBYOL, LightlySimCLR  # noqa: E402

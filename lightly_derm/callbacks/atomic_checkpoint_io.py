@@ -260,9 +260,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "Trainer.save_checkpoint(..., storage_options=...) is not supported by "
                 f"{type(self).__name__}"
             )
-        fs = get_filesystem(path)
+        fs = get_filesystem(os.fspath(path))
         if not isinstance(fs, LocalFileSystem):
-            super().save_checkpoint(checkpoint, path)
+            super().save_checkpoint(checkpoint, os.fspath(path))
             return
         local = Path(fs._strip_protocol(str(path)))
         self._clean(local.parent)
@@ -289,14 +289,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             )
         if weights_only is None:
             weights_only = self.weights_only
-        fs = get_filesystem(path)
+        fs = get_filesystem(os.fspath(path))
         if isinstance(fs, LocalFileSystem):
             local = Path(fs._strip_protocol(str(path)))
             if local.is_file():
                 self._clean(local.parent)
         try:
             checkpoint = super().load_checkpoint(
-                path, map_location=map_location, weights_only=weights_only
+                os.fspath(path), map_location=map_location, weights_only=weights_only
             )
         except FileNotFoundError:
             raise

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn.utils import get_total_norm
 
 from lightly_derm.errors import LightlyDermError
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
 
@@ -138,15 +139,8 @@ class NonFiniteLossGuard(Callback):
         advice: str = DEFAULT_ADVICE,
     ) -> None:
         super().__init__()
-        if check_every_n_steps is not None and (
-            isinstance(check_every_n_steps, bool)
-            or not isinstance(check_every_n_steps, int)
-            or check_every_n_steps < 1
-        ):
-            raise ValueError(
-                f"check_every_n_steps must be a positive int or None, got "
-                f"{check_every_n_steps!r}"
-            )
+        if check_every_n_steps is not None:
+            check_int("check_every_n_steps", check_every_n_steps)
         self.monitor = monitor
         self.check_every_n_steps = check_every_n_steps
         self.check_gradients = check_gradients

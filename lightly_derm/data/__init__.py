@@ -9,12 +9,6 @@ from lightly_derm.data.grouped_view_collate import (
     GroupedViewCollate,
     to_grouped_batch,
 )
-from lightly_derm.data.idx import (
-    FASHION_MNIST_CLASSES,
-    IDXImageDataset,
-    is_idx_folder,
-    read_idx,
-)
 from lightly_derm.data.image_file_dataset import ImageFileDataset
 from lightly_derm.data.image_folder import (
     EXCLUDE_PATTERNS,
@@ -28,7 +22,6 @@ from lightly_derm.data.image_io import (
     UnreadableImageError,
     check_image,
     load_image,
-    to_rgb8,
 )
 from lightly_derm.data.isic_classification import ISICClassificationDataset
 from lightly_derm.data.isic_pairs import (
@@ -68,7 +61,6 @@ __all__ = [
     "DATA_SOURCES",
     "DERMAMNIST_CLASSES",
     "EXCLUDE_PATTERNS",
-    "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "SYNTHETIC_CLASSES",
     "CanvasBatch",
@@ -77,7 +69,6 @@ __all__ = [
     "DermaMNISTJPEGDataset",
     "GroupedBatch",
     "GroupedViewCollate",
-    "IDXImageDataset",
     "ISICClassificationDataset",
     "ImageFileDataset",
     "ImageFolderDataset",
@@ -97,13 +88,10 @@ __all__ = [
     "find_image_files",
     "scan_image_files",
     "ImageFileScan",
-    "is_idx_folder",
     "load_image",
     "make_dataset",
-    "read_idx",
     "read_labels_csv",
     "to_grouped_batch",
-    "to_rgb8",
     "BinaryLesionMaskd",
     "ISICSegmentationDataModule",
     "find_isic_pairs",

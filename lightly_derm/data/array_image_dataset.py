@@ -1,7 +1,7 @@
 """The shared part of the datasets that hold a whole split as one uint8 array.
 
 Builds on :class:`torch.utils.data.Dataset` and PIL. Subclasses
-(:class:`~lightly_derm.data.MedMNISTDataset`, :class:`~lightly_derm.data.IDXImageDataset`)
+(:class:`~lightly_derm.data.MedMNISTDataset`; the benchmarks' MNIST-format reader)
 read their files into ``images``, ``targets``, ``classes`` and a filename prefix; this
 base serves the items in the form every lightly-derm transform takes (PIL RGB).
 """
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from lightly_derm.transforms.rgb import to_rgb8
 
 __all__ = ["ArrayImageDataset"]
 
@@ -66,9 +68,7 @@ class ArrayImageDataset(Dataset[tuple[Any, Any, str]]):
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for {n} images")
         index %= n
-        image = Image.fromarray(self.images[index])
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = to_rgb8(Image.fromarray(self.images[index]))
         if self.transform is not None:
             image = self.transform(image)
         return image, self.target(index), f"{self._prefix}{index:05d}"

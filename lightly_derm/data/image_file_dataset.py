@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from lightly_derm.data.image_io import UnreadableImageError, check_image, load_image
 from lightly_derm.errors import DataError
+from lightly_derm.utils.validation import check_int
 
 #: How :class:`ImageFileDataset` checks files at construction.
 CheckMode = Literal["header", "full", "none"]
@@ -146,14 +147,8 @@ class ImageFileDataset(Dataset[tuple[Any, int, str]]):
             raise ValueError(
                 f"check must be one of {', '.join(_CHECK_MODES)}, got {check!r}"
             )
-        if decode_size is not None and (
-            isinstance(decode_size, bool)
-            or not isinstance(decode_size, int)
-            or decode_size < 1
-        ):
-            raise ValueError(
-                f"decode_size must be a positive int or None, got {decode_size!r}"
-            )
+        if decode_size is not None:
+            check_int("decode_size", decode_size)
         if transform is not None and not callable(transform):
             raise TypeError(
                 f"transform must be callable or None, got {type(transform).__name__}"

@@ -3,24 +3,10 @@
 Builds on Pillow (and follows lightly's and torchvision's ``pil_loader``: open the file,
 decode, convert to RGB). What it adds:
 
-- **Correct bit-depth conversion.** Pillow's ``convert("RGB")`` clips 16-bit grayscale
-  (``I;16``) at 255, which turns most 16-bit images white; here 16-bit values are scaled
-  to 8 bit. The rules, by PIL mode:
-
-  ============================  =========================================================
-  ``RGB``                       kept as it is
-  ``L``, ``1``, ``P``           ``convert("RGB")`` (gray replicated, palette expanded)
-  ``RGBA``, ``LA``, ``PA``,     alpha dropped, colour channels kept as stored (what
-  ``RGBa``, ``RGBX``            lightly's and torchvision's RGB loaders do)
-  ``CMYK``, ``YCbCr``, ``HSV``  Pillow's ``convert("RGB")`` (CMYK without ICC profile)
-  ``I;16``, ``I;16B/L/N``       ``round(v / 257)`` (0…65535 → 0…255), gray → RGB
-  ``I`` (32-bit int)            taken as 16-bit data: clipped to 0…65535, then as above
-  ``F`` (32-bit float)          taken as 0…1: clipped, ``round(255 v)``, gray → RGB
-  ============================  =========================================================
-
-  16-bit-per-channel colour PNGs are decoded by Pillow as ``RGB``/``RGBA`` from their
-  high bytes already, so they follow the ``RGB``/``RGBA`` rows. EXIF orientation is not
-  applied (as in lightly and torchvision), so images stay aligned with their masks.
+- **Correct bit-depth conversion** by :func:`lightly_derm.transforms.to_rgb8` (its
+  rules, per PIL mode, are listed there): Pillow's ``convert("RGB")`` clips 16-bit
+  grayscale at 255, which turns most 16-bit images white; here 16-bit values are
+  scaled to 8 bit.
 - **Reduced-size decoding.** With ``decode_size`` set, JPEGs are decoded at the smallest
   power-of-two scale (1/2, 1/4, 1/8, via :meth:`PIL.Image.Image.draft`) whose shorter
   side is still at least ``decode_size``; other formats are box-reduced
@@ -51,10 +37,11 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 from PIL import Image
 
 from lightly_derm.errors import ConfigError, DataError
+from lightly_derm.transforms.rgb import to_rgb8
+from lightly_derm.utils.validation import check_int
 
 #: File extensions read as images (lower case), the same as lightly's and torchvision's.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -87,12 +74,6 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 MAX_IMAGE_PIXELS = 89_478_485
 #: Environment variable that overrides :data:`MAX_IMAGE_PIXELS` (``0``: no limit).
 ENV_MAX_IMAGE_PIXELS = "LIGHTLY_DERM_MAX_IMAGE_PIXELS"
-_BLOCK_PIXELS = 1 << 20  # pixels per block of the 16-bit conversion
-# round(v / 257) for every 16-bit value: 0 -> 0, 257 -> 1, 65535 -> 255.
-_LUT16 = ((np.arange(65536, dtype=np.uint32) * 2 + 257) // 514).astype(np.uint8)
-
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "RGBX")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 ImageSource = str | os.PathLike[str] | bytes | BinaryIO
 
@@ -154,53 +135,6 @@ def _source_name(source: ImageSource, name: str | None) -> str:
     return "<bytes>"
 
 
-def to_rgb8(image: Image.Image) -> Image.Image:
-    """Converts a PIL image of any mode to 8-bit RGB (see the module docstring).
-
-    Args:
-        image: A loaded PIL image.
-
-    Returns:
-        The image in mode ``RGB`` (the same object when it already is).
-
-    Raises:
-        ValueError: Pillow cannot convert the mode to RGB.
-
-    Example:
-        >>> import numpy as np
-        >>> from PIL import Image
-        >>> gray16 = Image.fromarray(np.full((2, 2), 65535, dtype=np.uint16))
-        >>> gray16.mode, to_rgb8(gray16).getpixel((0, 0))
-        ('I;16', (255, 255, 255))
-    """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        array = np.asarray(image)
-        rgb = np.empty((*array.shape[:2], 3), dtype=np.uint8)
-        # Row blocks of about a million pixels: bounded temporaries at any image size
-        # (whole-image int64 intermediates took 3.9 GB for a 12000x12000 PNG).
-        rows = max(1, _BLOCK_PIXELS // max(1, array.shape[1]))
-        for start in range(0, array.shape[0], rows):
-            block = array[start : start + rows]
-            if mode == "F":
-                gray8 = np.rint(np.clip(block, 0.0, 1.0) * 255.0).astype(np.uint8)
-            else:
-                gray8 = _LUT16[np.clip(block, 0, 65535).astype(np.uint16)]
-            rgb[start : start + rows] = gray8[..., None]
-        return Image.fromarray(rgb)
-    if mode in _ALPHA_MODES and mode not in ("RGBA", "RGBX"):
-        # LA/PA/La: drop alpha via the alpha-carrying RGB form, then drop alpha.
-        image = image.convert("RGBA")
-    try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as exc:
-        raise ValueError(
-            f"cannot convert an image of mode {mode!r} to RGB: {exc}"
-        ) from exc
-
-
 def _reduce_to(image: Image.Image, decode_size: int) -> Image.Image:
     factor = min(image.size) // decode_size
     if factor >= 2:
@@ -230,7 +164,7 @@ def load_image(
             corrupt; the message names it and the reason.
         ImageTooLargeError: (an ``UnreadableImageError``) More pixels than
             :func:`max_image_pixels`, refused before decoding.
-        ValueError: ``decode_size`` is not a positive integer.
+        ValueError: ``decode_size`` is not an integer >= 1.
 
     Example:
         >>> import io
@@ -240,14 +174,8 @@ def load_image(
         >>> load_image(buffer.getvalue(), decode_size=200).size  # JPEG decoded at 1/2
         (400, 300)
     """
-    if decode_size is not None and (
-        isinstance(decode_size, bool)
-        or not isinstance(decode_size, int)
-        or decode_size < 1
-    ):
-        raise ValueError(
-            f"decode_size must be a positive int or None, got {decode_size!r}"
-        )
+    if decode_size is not None:
+        check_int("decode_size", decode_size)
     label = _source_name(source, name)
     try:
         if isinstance(source, (str, os.PathLike)):

@@ -95,9 +95,9 @@ class ISICClassificationDataset(ImageFileDataset):
         files = find_image_files(root, extensions, EXCLUDE_PATTERNS)
         by_path: dict[str, str] = {}
         by_stem: dict[str, list[str]] = {}
-        for rel in files:
-            by_path[normalize_id(rel)] = rel
-            by_stem.setdefault(Path(rel).stem, []).append(rel)
+        for file in files:
+            by_path[normalize_id(file)] = file
+            by_stem.setdefault(Path(file).stem, []).append(file)
         chosen: list[str] = []
         targets: list[int] = []
         missing: list[str] = []

@@ -88,8 +88,8 @@ def find_isic_pairs(
             raise FileNotFoundError(f"ISIC folder {str(root)!r} does not exist")
         found_images, found_masks = _find_dirs(root)
     images_path = Path(image_dir) if image_dir is not None else found_images
-    masks_path = Path(mask_dir) if mask_dir is not None else found_masks or images_path
     assert images_path is not None
+    masks_path = Path(mask_dir) if mask_dir is not None else found_masks or images_path
     for name, folder in (("image_dir", images_path), ("mask_dir", masks_path)):
         if not folder.is_dir():
             raise FileNotFoundError(f"{name} {str(folder)!r} does not exist")

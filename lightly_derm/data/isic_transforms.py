@@ -41,19 +41,15 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 from torch import Tensor
 
-from lightly_derm.data.image_io import (
-    DECODE_ERRORS,
-    UnreadableImageError,
-    open_image,
-    to_rgb8,
-)
+from lightly_derm.data.image_io import DECODE_ERRORS, UnreadableImageError, open_image
+from lightly_derm.transforms.rgb import to_rgb8
 
 #: Meta-data key of an image's (height, width) in its file, before JPEG draft decoding.
 ORIGINAL_SHAPE_KEY = "lightly_derm_original_shape"
 
 
 class _RGB:
-    """PIL converter: 8-bit RGB as :func:`~lightly_derm.data.image_io.to_rgb8` converts.
+    """PIL converter: 8-bit RGB as :func:`~lightly_derm.transforms.to_rgb8` converts.
 
     16-bit images are scaled to 8 bit (Pillow's ``convert("RGB")`` clips them at 255:
     all white), alpha is dropped. With ``size`` (H, W), JPEGs are decoded at the largest
@@ -320,10 +316,11 @@ def isic_segmentation_transforms(
             f"image_size must be an int or (height, width), got {image_size!r}"
         )
     keys = ["image", "label"]
+    # MONAI documents (and accepts) reader instances, but annotates classes only
     steps: list[Any] = [
         LoadImaged(
             "image",
-            reader=_PILReader(
+            reader=_PILReader(  # type: ignore[arg-type]
                 reverse_indexing=False, converter=_RGB(size if fast_jpeg else None)
             ),
             image_only=True,
@@ -331,7 +328,9 @@ def isic_segmentation_transforms(
         ),
         LoadImaged(
             "label",
-            reader=_PILReader(reverse_indexing=False, converter=_to_gray),
+            reader=_PILReader(  # type: ignore[arg-type]
+                reverse_indexing=False, converter=_to_gray
+            ),
             image_only=True,
             ensure_channel_first=True,
         ),
@@ -367,11 +366,13 @@ def isic_segmentation_transforms(
             ),
         ]
     if normalize is not None:
+        # MONAI takes a sequence per channel (channel_wise) but annotates arrays only;
+        # Python floats keep the arithmetic in the image's float32
         steps.append(
             NormalizeIntensityd(
                 "image",
-                subtrahend=list(normalize["mean"]),
-                divisor=list(normalize["std"]),
+                subtrahend=list(normalize["mean"]),  # type: ignore[arg-type]
+                divisor=list(normalize["std"]),  # type: ignore[arg-type]
                 channel_wise=True,
             )
         )

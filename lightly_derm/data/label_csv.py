@@ -226,10 +226,12 @@ def _read_rows(
     lower = [h.lower() for h in header]
     # One-hot ISIC formats: all class columns present (case-sensitive names as issued,
     # compared case-insensitively).
-    for name, (id_col, class_cols) in ISIC_ONE_HOT_FORMATS.items():
+    for name, (one_hot_id, class_cols) in ISIC_ONE_HOT_FORMATS.items():
         wanted = [c.lower() for c in class_cols]
-        if id_col in lower and all(c in lower for c in wanted):
-            return _read_one_hot(path, name, header, rows, lines, id_col, class_cols)
+        if one_hot_id in lower and all(c in lower for c in wanted):
+            return _read_one_hot(
+                path, name, header, rows, lines, one_hot_id, class_cols
+            )
     # ISIC 2016: no header (first cell an ISIC id) or image_id + label with
     # benign/malignant/0/1 values.
     if _ISIC_ID.match(header[0]) and len(header) == 2:

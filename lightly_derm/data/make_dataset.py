@@ -17,7 +17,6 @@ from lightly_derm.data.dermamnist_jpeg import (
     DermaMNISTJPEGDataset,
     is_dermamnist_jpeg_zip,
 )
-from lightly_derm.data.idx import IDXImageDataset, is_idx_folder
 from lightly_derm.data.image_file_dataset import CheckMode
 from lightly_derm.data.image_folder import ImageFolderDataset
 from lightly_derm.data.image_io import IMAGE_EXTENSIONS
@@ -28,8 +27,7 @@ from lightly_derm.data.synthetic_lesions import SyntheticLesions
 #: The data sources :func:`make_dataset` recognises, for messages and ``--help``.
 DATA_SOURCES = (
     "nothing (built-in synthetic lesions), a MedMNIST .npz file, the DermaMNIST JPEG "
-    "export (folder or zip), an MNIST-layout folder of IDX files (e.g. Fashion-MNIST), "
-    "an ISIC image+mask folder (images/ and masks/), a folder of "
+    "export (folder or zip), an ISIC image+mask folder (images/ and masks/), a folder of "
     "images with a labels CSV, or a plain folder of images (searched recursively)"
 )
 _SPLITS = ("train", "val", "test")
@@ -61,17 +59,14 @@ def make_dataset(
     3. A zip of ``images/DermaMNIST_*.jpg``, or a folder holding ``dermamnist_jpg.zip``:
        :class:`~lightly_derm.data.DermaMNISTJPEGDataset` (``split``; ``labels``
        overrides the ``labels.csv`` beside the zip).
-    4. A folder holding ``train-images-idx3-ubyte`` (or ``.gz``), the MNIST layout
-       (MNIST, Fashion-MNIST): :class:`~lightly_derm.data.IDXImageDataset` (``split``
-       ``"train"`` or ``"test"``; these sets have no ``"val"``).
-    5. A folder with ``train/`` and ``val/`` or ``test/`` subfolders: the rules below
+    4. A folder with ``train/`` and ``val/`` or ``test/`` subfolders: the rules below
        applied to ``data/<split>``.
-    6. A folder whose only content is one ``.npz`` file: rule 2 on that file.
-    7. The ISIC image+mask layout, a folder with ``images/`` and ``masks/``: the images
+    5. A folder whose only content is one ``.npz`` file: rule 2 on that file.
+    6. The ISIC image+mask layout, a folder with ``images/`` and ``masks/``: the images
        in ``images/`` (mask pairing is :mod:`lightly_derm.segmentation`'s job).
-    8. With ``labels``: :class:`~lightly_derm.data.ISICClassificationDataset` over the
+    7. With ``labels``: :class:`~lightly_derm.data.ISICClassificationDataset` over the
        folder (ISIC 2016–2019 ground-truth or generic CSV; ``task`` applies).
-    9. Otherwise :class:`~lightly_derm.data.ImageFolderDataset` (recursive; class
+    8. Otherwise :class:`~lightly_derm.data.ImageFolderDataset` (recursive; class
        subfolders give targets).
 
     Image folders always leave out ISIC masks and superpixel maps. ``transform``,
@@ -133,18 +128,6 @@ def make_dataset(
         return _from_file(path, labels, transform, split)
     if (path / ZIP_NAME).is_file():
         return DermaMNISTJPEGDataset(path / ZIP_NAME, split, transform, labels=labels)
-    if is_idx_folder(path):
-        if labels is not None:
-            raise ValueError(
-                f"{path} holds MNIST-format IDX files, which carry their own labels; "
-                "leave out labels"
-            )
-        if split == "val":
-            raise ValueError(
-                f"{path} holds MNIST-format IDX files, which have the splits 'train' "
-                "and 'test' only; hold a validation set out of 'train'"
-            )
-        return IDXImageDataset(path, split, transform)
     subfolders = {p.name for p in path.iterdir() if p.is_dir()}
     if "train" in subfolders and ({"val", "test"} & subfolders):
         if split not in subfolders:

@@ -26,7 +26,7 @@ import math
 import random
 from collections.abc import Iterator, Sized
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,8 @@ class ResumableSampler(DistributedSampler):
     ) -> None:
         # DistributedSampler.__init__ needs an initialised process group: set the same
         # attributes here and resolve the world at iteration time instead.
-        self.dataset = dataset
+        self._sized = dataset
+        self.dataset = cast("Dataset[Any]", dataset)  # DistributedSampler's attribute
         self.shuffle = shuffle
         self.seed = int(seed)
         self.drop_last = drop_last
@@ -169,7 +170,7 @@ class ResumableSampler(DistributedSampler):
     @property
     def num_samples(self) -> int:  # type: ignore[override]
         """Samples per process and epoch."""
-        size, replicas = len(self.dataset), self.num_replicas
+        size, replicas = len(self._sized), self.num_replicas
         if self.drop_last and size % replicas:
             return size // replicas
         return math.ceil(size / replicas)
@@ -195,7 +196,7 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         skip, self._skip = self._skip, 0
-        size = len(self.dataset)
+        size = len(self._sized)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(size, generator=generator).tolist()
@@ -338,7 +339,6 @@ class ResumableDataLoader(DataLoader):
                 + ", ".join(different)
                 + ". Resume with the data and settings of the interrupted run."
             )
-        sampler.skip(
-            int(state_dict["epoch"]), int(state_dict["batches"]) * self.batch_size
-        )
+        batch_size = int(self.batch_size or 1)  # an int: __init__ passes it on
+        sampler.skip(int(state_dict["epoch"]), int(state_dict["batches"]) * batch_size)
         self._served = int(state_dict["batches"])

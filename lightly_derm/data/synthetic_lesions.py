@@ -497,9 +497,9 @@ class SyntheticLesions(Dataset[Any]):
             layers.append(
                 (layer, np.asarray((0.70, 0.10, 0.14), dtype=np.float32), 0.75)
             )
-        for layer, colour, opacity in layers:
+        for layer, tint, opacity in layers:
             weight = np.asarray(layer, dtype=np.float32) * (opacity / 255.0) * alpha
-            image += weight[..., None] * (colour - image)
+            image += weight[..., None] * (tint - image)
 
         hairs = int(rng.poisson(1.5)) if rng.uniform() < 0.6 else 0
         if hairs:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lightly_derm.evaluation.metrics import _as_labels, _check_targets
+from lightly_derm.utils.validation import check_int
 
 __all__ = [
     "confusion_matrix",
@@ -62,9 +63,7 @@ def confusion_matrix(
     largest = int(torch.maximum(preds.max(), target.max()))
     if num_classes is None:
         num_classes = largest + 1
-    elif not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    elif largest >= num_classes:
+    elif check_int("num_classes", num_classes) <= largest:
         raise ValueError(
             f"num_classes={num_classes} but predictions/targets hold class {largest}"
         )

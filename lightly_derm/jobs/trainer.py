@@ -270,7 +270,7 @@ def build_trainer(
         else:
             warnings.warn(
                 "TensorBoard is not installed, so only metrics.csv is written "
-                "(pip install tensorboard for TensorBoard logs)",
+                "(pip install 'lightly-derm[tensorboard]' for TensorBoard logs)",
                 UserWarning,
                 stacklevel=2,
             )

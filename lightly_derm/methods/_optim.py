@@ -1,6 +1,6 @@
 """SGD with a cosine learning-rate schedule over the trainer's run, shared by methods.
 
-Builds on :class:`torch.optim.SGD` and :class:`torch.optim.lr_scheduler.CosineAnnealingLR`;
+Builds on :class:`torch.optim.SGD` and :func:`lightly_derm.utils.scheduler.cosine_annealing`;
 reads the run length from the Lightning trainer.
 """
 
@@ -12,6 +12,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+
+from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
 
 def sgd_cosine(
@@ -31,24 +33,14 @@ def sgd_cosine(
     optimizer = torch.optim.SGD(
         parameters, lr=lr, momentum=momentum, weight_decay=weight_decay
     )
-    trainer = module._trainer  # None outside a Trainer: no schedule to size
-    max_epochs = trainer.max_epochs if trainer is not None else None
-    max_steps = trainer.max_steps if trainer is not None else -1
-    if max_epochs is not None and max_epochs > 0:
-        total, interval = max_epochs, "epoch"
-    elif max_steps is not None and max_steps > 0:
-        total, interval = max_steps, "step"
-    else:
+    # module._trainer is None outside a Trainer: no schedule to size
+    length = training_length(module._trainer, "auto")
+    if length is None:
         rank_zero_warn(
             f"{type(module).__name__}: the run has no max_epochs or max_steps, so the "
             "learning rate stays constant (no cosine schedule)"
         )
-        return optimizer
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return {
-        "optimizer": optimizer,
-        "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-    }
+    return cosine_annealing(optimizer, length)
 
 
 def hparams_ignore(backbone: Any) -> list[str]:

@@ -28,7 +28,8 @@ HISTOGRAM_BINS = 17
 
 def _stable_id(name: str) -> int:
     """A 63-bit id of a file name, equal in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # byteorder is required on Python 3.10
 
 
 class APBYOL(BYOL):
@@ -188,17 +189,17 @@ class APBYOL(BYOL):
     def num_warmup_steps(self) -> int:
         """Optimizer steps before L_add is switched on."""
         hp = self.hparams
-        if hp.warmup_steps is not None:
-            return int(hp.warmup_steps)
+        if hp["warmup_steps"] is not None:
+            return int(hp["warmup_steps"])
         total = self.total_steps()
         if total is None:
-            if hp.warmup_fraction > 0 and self._trainer is not None:
+            if hp["warmup_fraction"] > 0 and self._trainer is not None:
                 raise ValueError(
                     "warmup_fraction needs a finite number of training steps (set "
                     "max_steps or max_epochs), or give warmup_steps"
                 )
             return 0
-        return int(hp.warmup_fraction * total)
+        return int(hp["warmup_fraction"] * total)
 
     def on_fit_start(self) -> None:
         """Checks the warm-up against the trainer's number of steps before training."""
@@ -206,9 +207,12 @@ class APBYOL(BYOL):
 
     def lambda_add_now(self) -> float:
         """λ at the current step: 0 during the warm-up, ``lambda_add`` after it."""
-        if self.hparams.lambda_add == 0 or self.global_step < self.num_warmup_steps():
+        if (
+            self.hparams["lambda_add"] == 0
+            or self.global_step < self.num_warmup_steps()
+        ):
             return 0.0
-        return float(self.hparams.lambda_add)
+        return float(self.hparams["lambda_add"])
 
     # ------------------------------------------------------------------ training
     def forward_views(self, views: Any) -> tuple[list[Tensor], list[Tensor]]:
@@ -226,7 +230,7 @@ class APBYOL(BYOL):
         ``None`` when ``exclude_duplicates`` is off, file names are missing, or (on one
         process) all names differ, so the common case costs nothing.
         """
-        if not self.hparams.exclude_duplicates or any(
+        if not self.hparams["exclude_duplicates"] or any(
             f is None for f in batch.filenames
         ):
             return None
@@ -341,7 +345,11 @@ class APBYOL(BYOL):
         if known > 0:
             self.log("train_mined_same_label_rate", matches / known, sync_dist=False)
         experiment = getattr(self.logger, "experiment", None)
-        if int(histogram.sum()) > 0 and hasattr(experiment, "add_histogram"):
+        if (
+            int(histogram.sum()) > 0
+            and experiment is not None
+            and hasattr(experiment, "add_histogram")
+        ):
             values = torch.repeat_interleave(
                 torch.arange(HISTOGRAM_BINS), histogram.cpu()
             ).float()

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
+from lightly_derm.utils.scheduler import cosine_annealing
 
 __all__ = ["BarlowTwins"]
 
@@ -113,20 +114,16 @@ class BarlowTwins(SSLMethod):
         hp = self.hparams
         optimizer = torch.optim.SGD(
             self.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            weight_decay=hp["weight_decay"],
         )
-        epochs = hp.max_epochs
+        epochs = hp["max_epochs"]
         if epochs is None and self._trainer is not None:
             epochs = self.trainer.max_epochs
         if epochs is None or epochs < 1:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return cosine_annealing(optimizer, (epochs, "epoch"))
 
     def cpu_view_transform(self, input_size: int = 224) -> RGBInput:
         """The two-view ``BYOLTransform`` of lightly at ``input_size``.

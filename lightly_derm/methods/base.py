@@ -9,7 +9,7 @@ so any ``method`` plugin that subclasses :class:`SSLMethod` works with them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from lightly_derm._version import __version__
 from lightly_derm.data.canvas_collate import CanvasBatch, CanvasCollate
 from lightly_derm.data.grouped_view_collate import GroupedBatch, GroupedViewCollate
 from lightly_derm.models.backbones import build_backbone, feature_dim
+from lightly_derm.models.checkpoints import state_dict_fit
 from lightly_derm.transforms.gpu.canvas import CanvasTransform
 from lightly_derm.transforms.gpu.view_transform import GPUMultiViewTransform
 
@@ -420,7 +421,7 @@ class SSLMethod(pl.LightningModule):
         return batch
 
 
-def _few(keys: list[str], count: int = 4) -> str:
+def _few(keys: Sequence[str], count: int = 4) -> str:
     return "[" + ", ".join(keys[:count]) + (", ..." if len(keys) > count else "") + "]"
 
 
@@ -429,24 +430,18 @@ def _state_dict_problem(
 ) -> str:
     """What keeps ``theirs`` from loading into a module with state dict ``own``."""
     parts = []
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in theirs.items()
-        if k in own
-        and isinstance(v, Tensor)
-        and isinstance(own[k], Tensor)
-        and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    fit = state_dict_fit(own, theirs)
+    mismatched = fit.mismatched
     if mismatched:
         parts.append(
             f"tensors that differ in shape ({len(mismatched)}) ({'; '.join(mismatched[:3])}"
             f"{'; ...' if len(mismatched) > 3 else ''})"
         )
     if strict:
-        missing = sorted(set(own) - set(theirs))
-        unexpected = sorted(set(theirs) - set(own))
-        if missing:
-            parts.append(f"missing keys ({len(missing)}) {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}) {_few(unexpected)}")
+        if fit.missing:
+            parts.append(f"missing keys ({len(fit.missing)}) {_few(fit.missing)}")
+        if fit.unexpected:
+            parts.append(
+                f"unexpected keys ({len(fit.unexpected)}) {_few(fit.unexpected)}"
+            )
     return "; ".join(parts)

@@ -31,6 +31,7 @@ from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
 from lightly_derm.methods._optim import hparams_ignore
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
+from lightly_derm.utils.scheduler import cosine_annealing
 
 
 class BYOL(SSLMethod):
@@ -138,11 +139,11 @@ class BYOL(SSLMethod):
         """The target-network momentum τ at the current step (cosine schedule)."""
         hp = self.hparams
         total = self.total_steps()
-        if total is None or hp.ema_start == hp.ema_end:
-            return float(hp.ema_start)
+        if total is None or hp["ema_start"] == hp["ema_end"]:
+            return float(hp["ema_start"])
         return float(
             cosine_schedule(
-                min(self.global_step, total), total, hp.ema_start, hp.ema_end
+                min(self.global_step, total), total, hp["ema_start"], hp["ema_end"]
             )
         )
 
@@ -208,18 +209,15 @@ class BYOL(SSLMethod):
         hp = self.hparams
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(
-            parameters, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            parameters,
+            lr=hp["lr"],
+            momentum=hp["momentum"],
+            weight_decay=hp["weight_decay"],
         )
         total = self.total_steps()
-        if total is None:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(total, 1)
+        return cosine_annealing(
+            optimizer, None if total is None else (max(total, 1), "step")
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     # ------------------------------------------------------------------ data
     def cpu_view_transform(self, input_size: int = 224) -> Callable[[Any], Any]:

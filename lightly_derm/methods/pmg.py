@@ -30,6 +30,7 @@ from lightly_derm.transforms.jigsaw import (
     check_permutations,
     jigsaw_shuffle,
 )
+from lightly_derm.utils.scheduler import cosine_annealing
 
 __all__ = ["PMGMethod", "SCHEDULES", "backbone_learning_rate"]
 
@@ -281,11 +282,7 @@ class PMGMethod(SSLMethod):
             epochs = self.trainer.max_epochs
         if epochs is None or epochs < 1:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        return cosine_annealing(optimizer, (epochs, "epoch"))
 
     def on_train_epoch_end(self) -> None:
         """Steps the cosine schedule (manual optimisation steps no scheduler itself)."""

@@ -23,6 +23,8 @@ import torch
 from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
+from lightly_derm.utils.validation import check_int
+
 LayerChoice = Literal["last", "predictor", "all"]
 _LAYER_CHOICES: tuple[str, ...] = ("last", "predictor", "all")
 
@@ -354,20 +356,21 @@ class TracInPositiveMiner(nn.Module):
         elif isinstance(layers, Sequence):
             if not layers:
                 raise ValueError("layers is an empty list; give at least one nn.Linear")
+            linear: list[nn.Linear] = []
             for k, layer in enumerate(layers):
                 if not isinstance(layer, nn.Linear):
                     raise TypeError(
                         f"layers[{k}] must be an nn.Linear, got {type(layer).__name__}"
                     )
+                linear.append(layer)
             # A plain list, not a ModuleList: the layers belong to the model, not the miner.
-            self._choice, self._layers = None, list(layers)
+            self._choice, self._layers = None, linear
         else:
             raise TypeError(
                 "layers must be 'last', 'predictor', 'all' or a list of nn.Linear, got "
                 f"{type(layers).__name__}"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        check_int("top_k", top_k)
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {normalize!r}")
         self.normalize = normalize

@@ -36,7 +36,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from lightly_derm.models.checkpoints import extract_backbone_state_dict
+from lightly_derm.models.checkpoints import extract_backbone_state_dict, state_dict_fit
+from lightly_derm.models.resnets import RESNET_SPECS
+from lightly_derm.utils.validation import check_int
 
 #: Short names for ``family:name`` backbones.
 BACKBONE_ALIASES: dict[str, str] = {
@@ -46,15 +48,7 @@ BACKBONE_ALIASES: dict[str, str] = {
 DEFAULT_FAMILY = "torchvision"
 
 #: The torchvision ResNet constructors lightly-derm accepts by name.
-RESNETS: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-)
+RESNETS: tuple[str, ...] = tuple(RESNET_SPECS)
 
 #: The stems of the torchvision ResNets: ``"imagenet"`` (torchvision's 7 × 7 stride-2
 #: ``conv1`` and 3 × 3 stride-2 max-pool, the image side / 4 after the stem) and
@@ -72,19 +66,14 @@ def default_stem(input_size: int) -> str:
     """The ResNet stem for images of side ``input_size``: ``"cifar"`` below :data:`SMALL_INPUT_SIZE`.
 
     Raises:
-        ValueError: ``input_size`` is not a positive int.
+        ValueError: ``input_size`` is not an integer >= 1.
 
     Example:
         >>> from lightly_derm.models import default_stem
         >>> default_stem(28), default_stem(64), default_stem(224)
         ('cifar', 'imagenet', 'imagenet')
     """
-    if (
-        isinstance(input_size, bool)
-        or not isinstance(input_size, int)
-        or input_size < 1
-    ):
-        raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+    check_int("input_size", input_size)
     return "cifar" if input_size < SMALL_INPUT_SIZE else "imagenet"
 
 
@@ -391,24 +380,19 @@ def load_backbone_weights(
             shapes.
     """
     state = extract_backbone_state_dict(weights)
-    own = model.state_dict()
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    fit = state_dict_fit(model.state_dict(), state)
+    mismatched, missing, unexpected = fit.mismatched, fit.missing, fit.unexpected
     if mismatched:
         raise ValueError(
             "backbone weights do not fit the model (another architecture?): "
             + "; ".join(mismatched[:5])
             + (f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
         )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     if strict and (missing or unexpected):
         raise ValueError(
             f"backbone weights do not match the model: {len(missing)} missing keys "
-            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+            f"{list(missing[:5])}, {len(unexpected)} unexpected keys "
+            f"{list(unexpected[:5])}"
         )
     model.load_state_dict(state, strict=False)
-    return missing, unexpected
+    return list(missing), list(unexpected)

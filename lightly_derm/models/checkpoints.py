@@ -12,6 +12,10 @@ the torchvision ResNet key names. Understood formats:
 - any of these behind the prefixes ``module.`` (DDP) or ``_orig_mod.`` (torch.compile);
 - a named weight set instead of a path, e.g. ``"imagenet:efficientnet-lite0"``
   (:data:`~lightly_derm.models.imagenet.NAMED_WEIGHTS`, read from a locally installed package).
+
+:func:`state_dict_fit` is the one check of whether a state dict fits a module (used
+by the backbones, the methods' ``load_state_dict`` and the segmentation transfer,
+which each word the answer for their context).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +32,70 @@ import torch
 from torch import Tensor
 
 from lightly_derm.errors import CheckpointError
+from lightly_derm.models.resnets import RESNET_CHILDREN
 
-#: Children of a torchvision ResNet in order, as numbered by ``nn.Sequential``.
-_RESNET_CHILDREN = (
-    "conv1",
-    "bn1",
-    "relu",
-    "maxpool",
-    "layer1",
-    "layer2",
-    "layer3",
-    "layer4",
-)
 #: Prefixes that wrap a whole model's keys.
 _WRAPPERS = ("module.", "_orig_mod.")
 #: Prefixes under which a Lightning module may hold its backbone, most specific first.
 BACKBONE_PREFIXES = ("backbone.", "model.backbone.", "encoder.", "model.encoder.")
 _TORCHVISION_KEY = re.compile(r"^(conv1|bn1|layer[1-4])\.")
+
+
+@dataclass(frozen=True)
+class StateDictFit:
+    """How a state dict fits a module's: tensors of other shapes, missing and extra keys.
+
+    Attributes:
+        mismatched: ``"key: checkpoint (shape) vs <module> (shape)"`` for each tensor
+            both have in different shapes (another architecture), in the given order.
+        missing: The module's keys the state dict lacks, sorted.
+        unexpected: The state dict's keys the module lacks, sorted.
+    """
+
+    mismatched: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        """Whether it loads with ``strict=True``."""
+        return not (self.mismatched or self.missing or self.unexpected)
+
+
+def state_dict_fit(
+    own: Mapping[str, Any], theirs: Mapping[str, Any], module: str = "model"
+) -> StateDictFit:
+    """Compares a state dict (``theirs``) with a module's (``own``) before loading it.
+
+    Shapes are compared first: torch's ``load_state_dict`` names only the first
+    mismatched tensor and says nothing of the architecture. Entries that are not
+    tensors (extra states) are compared by key only.
+
+    Args:
+        own: The module's ``state_dict()``.
+        theirs: The state dict to load.
+        module: What to call the module in the shape messages.
+
+    Example:
+        >>> import torch
+        >>> fit = state_dict_fit(torch.nn.Linear(2, 3).state_dict(),
+        ...                      torch.nn.Linear(2, 4, bias=False).state_dict())
+        >>> fit.mismatched, fit.missing, fit.unexpected, fit.fits
+        (('weight: checkpoint (4, 2) vs model (3, 2)',), ('bias',), (), False)
+    """
+    mismatched = tuple(
+        f"{k}: checkpoint {tuple(v.shape)} vs {module} {tuple(own[k].shape)}"
+        for k, v in theirs.items()
+        if k in own
+        and isinstance(v, Tensor)
+        and isinstance(own[k], Tensor)
+        and tuple(v.shape) != tuple(own[k].shape)
+    )
+    return StateDictFit(
+        mismatched=mismatched,
+        missing=tuple(sorted(set(own) - set(theirs))),
+        unexpected=tuple(sorted(set(theirs) - set(own))),
+    )
 
 
 def load_checkpoint_file(path: str | Path) -> Mapping[str, Any]:
@@ -238,7 +290,7 @@ def _renumber(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, value in state.items():
         index, _, rest = key.partition(".")
         i = int(index)
-        if i >= len(_RESNET_CHILDREN):
+        if i >= len(RESNET_CHILDREN):
             continue  # avgpool has no weights; anything later is not a backbone
-        renamed[f"{_RESNET_CHILDREN[i]}.{rest}"] = value
+        renamed[f"{RESNET_CHILDREN[i]}.{rest}"] = value
     return renamed

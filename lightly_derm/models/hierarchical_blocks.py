@@ -25,6 +25,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from lightly_derm.models.backbones import build_backbone
 from lightly_derm.models.stages import RESNET_STAGES, hierarchical_stages
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["HierarchicalBlocks", "HierarchicalOutput", "stage_channels"]
 
@@ -133,20 +134,11 @@ class HierarchicalBlocks(nn.Module):
         backbone_weights: str | Path | Mapping[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("feature_dim", feature_dim),
-            ("block_dim", 1 if block_dim is None else block_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if num_classes is not None and (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, int)
-            or num_classes < 1
-        ):
-            raise ValueError(
-                f"num_classes must be a positive int or None, got {num_classes!r}"
-            )
+        check_int("feature_dim", feature_dim)
+        if block_dim is not None:
+            check_int("block_dim", block_dim)
+        if num_classes is not None:
+            check_int("num_classes", num_classes)
         if isinstance(backbone, str):
             self.backbone: nn.Module = build_backbone(
                 backbone, weights=backbone_weights

@@ -55,7 +55,8 @@ def monai_backbone(name: str, in_channels: int = 3) -> nn.Module:
         name, pretrained=False, spatial_dims=2, in_channels=in_channels
     )
     width = model._fc.in_features
-    model._dropout = nn.Identity()
-    model._fc = nn.Identity()
+    # MONAI annotates these as Dropout and Linear; any module fits where they are called
+    model._dropout = nn.Identity()  # type: ignore[assignment]
+    model._fc = nn.Identity()  # type: ignore[assignment]
     model.feature_dim = int(width)  # type: ignore[assignment]
     return model

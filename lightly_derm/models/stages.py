@@ -19,16 +19,24 @@ resolution) is a :class:`TypeError` that says so.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
 __all__ = ["HierarchicalStages", "hierarchical_stages"]
 
 #: The torchvision ResNet stages the blocks read, shallowest first.
-RESNET_STAGES: tuple[str, ...] = ("layer2", "layer3", "layer4")
+RESNET_STAGES: tuple[str, str, str] = ("layer2", "layer3", "layer4")
+
+_T = TypeVar("_T")
+
+
+def _three(items: Sequence[_T]) -> tuple[_T, _T, _T]:
+    """The three stages' values of a sequence of three."""
+    return items[0], items[1], items[2]
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class HierarchicalStages:
 
 # The readers are module-level functions (with functools.partial), so that a module
 # holding a HierarchicalStages can be pickled.
-def _read_resnet(b: nn.Module, images: Tensor, depth: int) -> list[Tensor]:
+def _read_resnet(b: Any, images: Tensor, depth: int) -> list[Tensor]:
     x = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(images)))))
     features = []
     for name in RESNET_STAGES[:depth]:
@@ -59,7 +67,7 @@ def _read_resnet(b: nn.Module, images: Tensor, depth: int) -> list[Tensor]:
 
 
 def _read_monai_efficientnet(
-    b: nn.Module, images: Tensor, depth: int, ends: tuple[int, ...]
+    b: Any, images: Tensor, depth: int, ends: tuple[int, ...]
 ) -> list[Tensor]:
     x = b._swish(b._bn0(b._conv_stem(b._conv_stem_padding(images))))
     features: list[Tensor] = []
@@ -73,10 +81,10 @@ def _read_monai_efficientnet(
 
 
 def _read_timm(
-    b: nn.Module, images: Tensor, depth: int, indices: tuple[int, ...]
+    b: Any, images: Tensor, depth: int, indices: tuple[int, ...]
 ) -> list[Tensor]:
     return list(
-        b.forward_intermediates(  # type: ignore[operator]
+        b.forward_intermediates(
             images,
             indices=list(indices[:depth]),
             intermediates_only=True,
@@ -103,9 +111,7 @@ def _resnet_stages(model: nn.Module) -> HierarchicalStages | None:
             return None
         channels.append(norms[-1].num_features)
 
-    return HierarchicalStages(
-        (channels[0], channels[1], channels[2]), RESNET_STAGES, _read_resnet
-    )
+    return HierarchicalStages(_three(channels), RESNET_STAGES, _read_resnet)
 
 
 def _monai_efficientnet_stages(model: nn.Module) -> HierarchicalStages | None:
@@ -120,15 +126,19 @@ def _monai_efficientnet_stages(model: nn.Module) -> HierarchicalStages | None:
     channels = tuple(int(model._blocks_args[i].output_filters) for i in ends)
 
     return HierarchicalStages(
-        (channels[0], channels[1], channels[2]),
-        tuple(f"_blocks.{i}" for i in ends),  # type: ignore[arg-type]
+        _three(channels),
+        _three([f"_blocks.{i}" for i in ends]),
         partial(_read_monai_efficientnet, ends=tuple(ends)),
     )
 
 
 def _timm_features_only_stages(model: nn.Module) -> HierarchicalStages | None:
     info = getattr(model, "feature_info", None)
-    if isinstance(info, list) or not callable(getattr(info, "reduction", None)):
+    if (
+        info is None
+        or isinstance(info, list)
+        or not callable(getattr(info, "reduction", None))
+    ):
         return None
     reductions = [int(r) for r in info.reduction()][-3:]
     if len(reductions) < 3 or not reductions[0] < reductions[1] < reductions[2]:
@@ -140,8 +150,8 @@ def _timm_features_only_stages(model: nn.Module) -> HierarchicalStages | None:
     names = tuple(str(m) for m in info.module_name()[-3:])
 
     return HierarchicalStages(
-        (channels[0], channels[1], channels[2]),
-        names,  # type: ignore[arg-type]
+        _three(channels),
+        _three(names),
         _read_features_only,
     )
 
@@ -170,8 +180,8 @@ def _timm_stages(model: nn.Module) -> HierarchicalStages | None:
     channels = tuple(int(f["num_chs"]) for f in last)
 
     return HierarchicalStages(
-        (channels[0], channels[1], channels[2]),
-        tuple(str(f["module"]) for f in last),  # type: ignore[arg-type]
+        _three(channels),
+        _three([str(f["module"]) for f in last]),
         partial(_read_timm, indices=tuple(indices)),
     )
 

@@ -86,11 +86,12 @@ def _entry(info: ComponentInfo) -> tuple[str, dict[str, Any]] | None:
             PluginLoadWarning,
             stacklevel=3,
         )
+    encoder: Any = cls  # has the BaseEncoder class methods (checked above)
     try:
-        names: Sequence[str] = list(cls.get_encoder_names())
-        numbers = list(cls.num_outputs())
-        channels = list(cls.num_channels_per_output())
-        parameters = list(cls.get_encoder_parameters())
+        names: Sequence[str] = list(encoder.get_encoder_names())
+        numbers = list(encoder.num_outputs())
+        channels = list(encoder.num_channels_per_output())
+        parameters = list(encoder.get_encoder_parameters())
     except Exception as exc:
         _warn(
             info, f"its BaseEncoder class methods failed: {type(exc).__name__}: {exc}"

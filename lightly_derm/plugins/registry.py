@@ -27,12 +27,13 @@ distributions declaring one plugin name load neither, with a warning.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.metadata
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,7 @@ class Registry:
         kinds = KINDS if kind is None else (self._check_kind(kind),)
         return [entries[k][key] for k in kinds for key in sorted(entries[k])]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         """The names of the registered components of one kind, sorted."""
         return [info.name for info in self.list(kind)]
 
@@ -226,12 +227,12 @@ class Registry:
         return iter(self.list())
 
     @property
-    def failures(self) -> list[PluginFailure]:
+    def failures(self) -> builtins.list[PluginFailure]:
         """The plugins that failed to load in the last discovery."""
         self._load()
         return list(self._failures)
 
-    def plugins(self) -> list[PluginInfo]:
+    def plugins(self) -> builtins.list[PluginInfo]:
         """The plugins loaded in the last discovery, in registration order."""
         self._load()
         return [
@@ -403,7 +404,13 @@ class Registry:
             plugin = impl.plugin_name
             source = sources.get(plugin, _PluginSource(None, None))
             try:
-                components = list(impl.function())
+                returned = impl.function()
+                if not isinstance(returned, Iterable):
+                    raise TypeError(
+                        "lightly_derm_components() must return an iterable of "
+                        f"lightly_derm.plugins.Component, got {type(returned).__name__}"
+                    )
+                components = list(returned)
                 for component in components:
                     if not isinstance(component, Component):
                         raise TypeError(

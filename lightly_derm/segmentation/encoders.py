@@ -27,16 +27,13 @@ from monai.networks.blocks import BaseEncoder
 from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX, resnet
+from lightly_derm.models.resnets import RESNET_SPECS
+from lightly_derm.utils.validation import check_int
 
-#: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet.
+#: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet
+#: (from :data:`lightly_derm.models.resnets.RESNET_SPECS`).
 RESNET_FEATURE_CHANNELS: dict[str, tuple[int, ...]] = {
-    "resnet18": (64, 64, 128, 256, 512),
-    "resnet34": (64, 64, 128, 256, 512),
-    "resnet50": (64, 256, 512, 1024, 2048),
-    "resnet101": (64, 256, 512, 1024, 2048),
-    "resnet152": (64, 256, 512, 1024, 2048),
-    "resnext50_32x4d": (64, 256, 512, 1024, 2048),
-    "wide_resnet50_2": (64, 256, 512, 1024, 2048),
+    name: spec.feature_channels for name, spec in RESNET_SPECS.items()
 }
 #: Prefix of the FlexibleUNet backbone names of these encoders.
 BACKBONE_PREFIX = "lightly-derm-"
@@ -106,8 +103,7 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
                 f"spatial_dims={spatial_dims!r}: torchvision ResNet encoders are 2-D; use "
                 "MONAI's 'resnet*' FlexibleUNet backbones for 3-D images"
             )
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        check_int("in_channels", in_channels)
         if pretrained is True:
             raise ValueError(
                 "pretrained=True: lightly-derm downloads no weights; pass a local "

@@ -29,6 +29,7 @@ from lightly_derm.segmentation.metrics import (
 )
 from lightly_derm.segmentation.overlays import render_overlays, save_overlays
 from lightly_derm.segmentation.transfer import EncoderTransferReport, load_ssl_encoder
+from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
 
 class LesionSegmentation(pl.LightningModule):
@@ -360,9 +361,4 @@ class LesionSegmentation(pl.LightningModule):
         )
         if self.hparams["scheduler"] == "none":
             return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
-        }
+        return cosine_annealing(optimizer, training_length(self.trainer, "step"))

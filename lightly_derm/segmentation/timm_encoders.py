@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from lightly_derm.models.timm_backbones import timm_backbone
 from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS, timm_encoder_class_name
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["TIMM_ENCODER_CHANNELS", "TimmEncoder"]
 
@@ -109,8 +110,7 @@ class TimmEncoder(nn.Module, BaseEncoder):
             )
         if spatial_dims != 2:
             raise ValueError(f"spatial_dims={spatial_dims!r}: timm encoders are 2-D")
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        check_int("in_channels", in_channels)
         if pretrained is True:
             raise ValueError(
                 "pretrained=True: lightly-derm downloads no weights; pass a local "

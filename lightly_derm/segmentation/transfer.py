@@ -34,16 +34,8 @@ from monai.networks.utils import copy_model_state
 from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX
-from lightly_derm.models.checkpoints import extract_backbone_state_dict
-
-#: Blocks per stage and block type of the torchvision ResNets, to name a checkpoint's.
-_RESNET_LAYOUTS: dict[tuple[tuple[int, ...], bool, int], str] = {
-    ((2, 2, 2, 2), False, 64): "resnet18",
-    ((3, 4, 6, 3), False, 64): "resnet34",
-    ((3, 4, 6, 3), True, 64): "resnet50",
-    ((3, 4, 23, 3), True, 64): "resnet101",
-    ((3, 8, 36, 3), True, 64): "resnet152",
-}
+from lightly_derm.models.checkpoints import extract_backbone_state_dict, state_dict_fit
+from lightly_derm.models.resnets import resnet_from_layout
 
 
 @dataclass(frozen=True)
@@ -138,7 +130,7 @@ def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
     bottleneck = any(".conv3." in k for k in state)
     first = state.get("layer1.0.conv1.weight")
     width = int(first.shape[0]) if isinstance(first, Tensor) and first.ndim else 0
-    name = _RESNET_LAYOUTS.get((tuple(blocks), bottleneck, width))
+    name = resnet_from_layout(tuple(blocks), bottleneck, width)
     stem = state.get("conv1.weight")
     if name and isinstance(stem, Tensor) and stem.ndim == 4 and stem.shape[-1] == 3:
         name += CIFAR_SUFFIX  # the small-image stem's 3 x 3 conv1
@@ -200,11 +192,12 @@ def load_ssl_encoder(
         if isinstance(checkpoint, (str, Path))
         else "the checkpoint"
     )
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    fit = state_dict_fit(own, state, module="encoder")
+    mismatched, missing, unexpected = (
+        fit.mismatched,
+        list(fit.missing),
+        list(fit.unexpected),
+    )
     if mismatched:
         theirs, ours = describe_resnet(state), describe_resnet(own)
         hint = ""
@@ -218,8 +211,6 @@ def load_ssl_encoder(
             f"{len(mismatched)} tensors differ in shape ({'; '.join(mismatched[:4])}"
             f"{'; ...' if len(mismatched) > 4 else ''}).{hint}"
         )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     if not set(own) & set(state):
         raise ValueError(
             f"no tensor in {source} matches the encoder {type(encoder).__name__}: the "

@@ -30,7 +30,7 @@ from lightly_derm.transforms.jigsaw import (
     permute_tiles,
     random_tile_permutations,
 )
-from lightly_derm.transforms.rgb import RGBInput, to_rgb
+from lightly_derm.transforms.rgb import RGBInput, to_rgb, to_rgb8
 
 __all__ = [
     "PERMUTATIONS",
@@ -52,6 +52,7 @@ __all__ = [
     "permute_tiles",
     "random_tile_permutations",
     "to_rgb",
+    "to_rgb8",
 ]
 
 

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from lightly_derm.transforms.cutout import Cutout
 from lightly_derm.transforms.rgb import to_rgb
+from lightly_derm.utils.validation import check_int
 
 
 class GraVISViewTransform:
@@ -94,8 +95,7 @@ class GraVISViewTransform:
         cutout_length: int | None = None,
         cutout_value: float = 0.0,
     ) -> None:
-        if not isinstance(input_size, int) or input_size < 1:
-            raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        check_int("input_size", input_size)
         if not 0 < min_scale <= 1:
             raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
         if not 0 < sigmas[0] <= sigmas[1]:
@@ -204,8 +204,7 @@ class GraVISTransform(MultiViewTransform):
         cutout_length: int | None = None,
         cutout_value: float = 0.0,
     ) -> None:
-        if not isinstance(num_views, int) or num_views < 1:
-            raise ValueError(f"num_views must be a positive int, got {num_views!r}")
+        check_int("num_views", num_views)
         view_transform = GraVISViewTransform(
             input_size=input_size,
             min_scale=min_scale,

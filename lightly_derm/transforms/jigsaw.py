@@ -53,6 +53,8 @@ import torch
 from PIL.Image import Image
 from torch import Tensor
 
+from lightly_derm.transforms.rgb import to_rgb8
+
 __all__ = [
     "PERMUTATIONS",
     "HierarchicalJigsaw",
@@ -597,8 +599,6 @@ def _as_image_tensor(image: Any) -> Tensor:
         if image.mode not in ("RGB", "L"):
             # The datasets' conversion (16-bit scaled, alpha dropped, CMYK converted);
             # one-channel modes stay one channel (R = G = B, so "L" is exact).
-            from lightly_derm.data.image_io import to_rgb8
-
             gray = image.mode in _GRAY_MODES
             image = to_rgb8(image)
             if gray:

@@ -1,5 +1,10 @@
-"""Utilities for developers: finding host synchronisations in GPU code on any device."""
+"""Utilities: checks of user-given arguments (:mod:`lightly_derm.utils.validation`).
 
-from lightly_derm.utils.host_sync import HostSync, HostSyncRecorder, record_host_syncs
+Developer tools stay in their modules and are not exported here:
+:mod:`lightly_derm.utils.host_sync` finds host synchronisations in GPU code (the tests
+and benchmarks use it).
+"""
 
-__all__ = ["HostSync", "HostSyncRecorder", "record_host_syncs"]
+from lightly_derm.utils.validation import Range, check_choice, check_int, check_positive
+
+__all__ = ["Range", "check_choice", "check_int", "check_positive"]

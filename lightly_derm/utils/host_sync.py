@@ -243,7 +243,7 @@ def record_host_syncs(factories: bool = False) -> Iterator[HostSyncRecorder]:
 
     Example:
         >>> import torch
-        >>> from lightly_derm.utils import record_host_syncs
+        >>> from lightly_derm.utils.host_sync import record_host_syncs
         >>> x = torch.randn(8)
         >>> with record_host_syncs() as syncs:
         ...     y = x[x > 0].sum()      # boolean mask: nonzero on the device

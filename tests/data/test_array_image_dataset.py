@@ -1,4 +1,4 @@
-"""ArrayImageDataset: the items of the in-memory array datasets (MedMNIST, IDX)."""
+"""ArrayImageDataset: the items of the in-memory array datasets (MedMNIST)."""
 
 from __future__ import annotations
 

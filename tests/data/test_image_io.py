@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightly_derm.data import UnreadableImageError, check_image, load_image, to_rgb8
+from lightly_derm.data import UnreadableImageError, check_image, load_image
 from lightly_derm.data.image_io import (
     MAX_IMAGE_PIXELS,
     ImageTooLargeError,
     max_image_pixels,
 )
 from lightly_derm.errors import ConfigError
+from lightly_derm.transforms import to_rgb8
 from tests.data.images import png16_rgb, rgb_array, truncate
 
 

@@ -4,10 +4,15 @@ import pytest
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightly_derm.jobs import build_trainer, trainer_options
+from lightly_derm.jobs import build_trainer
 from lightly_derm.jobs.callbacks import EpochMeanLoss, PeriodicCheckpoint
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
-from lightly_derm.jobs.trainer import ProgressBar, default_callbacks, resolve_precision
+from lightly_derm.jobs.trainer import (
+    ProgressBar,
+    default_callbacks,
+    resolve_precision,
+    trainer_options,
+)
 
 
 def test_resolve_precision() -> None:

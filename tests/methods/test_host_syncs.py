@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from lightly_derm import registry
-from lightly_derm.utils import record_host_syncs
+from lightly_derm.utils.host_sync import record_host_syncs
 
 #: Known and accepted, per method: (file, reason).
 ALLOWED = {

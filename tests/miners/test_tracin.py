@@ -334,7 +334,7 @@ def test_miner_bad_input() -> None:
         TracInPositiveMiner("first")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"layers\[0\] must be an nn.Linear"):
         TracInPositiveMiner([heads[1]])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="top_k must be a positive int"):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
         TracInPositiveMiner(top_k=0)
     with pytest.raises(ValueError, match="needs the projection_head"):
         TracInPositiveMiner("all").attach(heads[1])

@@ -83,3 +83,35 @@ def test_non_finite_backbone_weights_are_refused_on_load(tmp_path: Path) -> None
     state["layer4.1.bn2.running_var"].fill_(1.0)
     check_finite_weights(state, "fine")  # integer buffers and finite weights pass
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_state_dict_fit_against_a_loop(seed: int) -> None:
+    from lightly_derm.models.checkpoints import state_dict_fit
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def shape() -> tuple[int, ...]:
+        rank = int(torch.randint(0, 3, (), generator=generator))
+        return tuple(int(d) for d in torch.randint(1, 3, (rank,), generator=generator))
+
+    own = {f"k{i}": torch.zeros(shape()) for i in range(12)}
+    theirs = {f"k{i}": torch.zeros(shape()) for i in range(4, 16)}
+    own["extra_state"] = {"step": 1}  # not a tensor: compared by key only
+    theirs["extra_state"] = {"step": 2}
+    fit = state_dict_fit(own, theirs, module="encoder")
+    mismatched, missing, unexpected = [], [], []
+    for key, value in theirs.items():
+        if key not in own:
+            unexpected.append(key)
+        elif torch.is_tensor(value) and value.shape != own[key].shape:
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs encoder "
+                f"{tuple(own[key].shape)}"
+            )
+    missing = [key for key in own if key not in theirs]
+    assert list(fit.mismatched) == mismatched
+    assert list(fit.missing) == sorted(missing)
+    assert list(fit.unexpected) == sorted(unexpected)
+    assert fit.fits == (not mismatched and not missing and not unexpected)
+    assert state_dict_fit(own, own).fits

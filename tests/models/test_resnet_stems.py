@@ -76,5 +76,5 @@ def test_default_stem_threshold() -> None:
         backbone_for_input_size("monai:efficientnet-b0", 28) == "monai:efficientnet-b0"
     )
     for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="input_size must be a positive int"):
+        with pytest.raises(ValueError, match="input_size must be an integer >= 1"):
             default_stem(bad)  # type: ignore[arg-type]

@@ -144,14 +144,21 @@ def test_bad_component_declarations_are_isolated(reg: Registry) -> None:
         def lightly_derm_components(self):
             raise RuntimeError("cannot list")
 
+    class NotAList:
+        @hookimpl
+        def lightly_derm_components(self):
+            return 3
+
     reg.register_plugin(BadKind(), name="bad_kind")
     reg.register_plugin(Raises(), name="raises")
+    reg.register_plugin(NotAList(), name="not_a_list")
     with pytest.warns(PluginLoadWarning) as record:
         assert reg.get("loss", "square_loss") is _Square
     messages = " | ".join(str(w.message) for w in record)
     assert "'bad_kind'" in messages and "unknown kind 'model'" in messages
     assert "'raises'" in messages and "cannot list" in messages
-    assert {f.plugin for f in reg.failures} == {"bad_kind", "raises"}
+    assert "'not_a_list'" in messages and "must return an iterable" in messages
+    assert {f.plugin for f in reg.failures} == {"bad_kind", "raises", "not_a_list"}
 
 
 def test_component_validation() -> None:

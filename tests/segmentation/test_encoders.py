@@ -97,7 +97,7 @@ def test_bad_arguments() -> None:
         ResNet18Encoder(spatial_dims=3)
     with pytest.raises(ValueError, match="downloads no weights"):
         FlexibleUNet(3, 1, backbone="lightly-derm-resnet18", pretrained=True)
-    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+    with pytest.raises(ValueError, match="in_channels must be an integer >= 1"):
         ResNet18Encoder(in_channels=0)
     with pytest.raises(ValueError, match="'resnet19' is not supported"):
         TorchvisionResNetEncoder("resnet19")

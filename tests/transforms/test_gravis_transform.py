@@ -131,7 +131,7 @@ def test_bad_inputs() -> None:
         transform(torch.zeros(3, 8, 8, dtype=torch.int32))
     with pytest.raises(TypeError, match="PIL image, a tensor.*got str"):
         transform("image.jpg")
-    with pytest.raises(ValueError, match="num_views must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="num_views must be an integer >= 1, got 0"):
         GraVISTransform(num_views=0)
     with pytest.raises(ValueError, match="blur_kernel_size must be a positive odd"):
         GraVISTransform(blur_kernel_size=4)

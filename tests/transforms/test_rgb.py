@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightly_derm.transforms import RGBInput, to_rgb
+from lightly_derm.transforms import RGBInput, to_rgb, to_rgb8
 
 
 def test_to_rgb_against_pil_and_channel_repeat() -> None:
@@ -40,8 +40,6 @@ def test_rgb_input_wraps_lightly_transforms() -> None:
 
 def test_pil_modes_convert_as_the_datasets_read_files() -> None:
     """16-bit values are scaled (not clipped at 255), alpha is dropped, CMYK converted."""
-    from lightly_derm.data import to_rgb8
-
     values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
     rgb = to_rgb(Image.fromarray(values))
     assert np.array_equal(np.asarray(rgb)[..., 0], [[0, 1, 128, 255]])
@@ -66,3 +64,21 @@ def test_values_that_would_give_wrong_pixels_are_refused() -> None:
     # Overshoots of resampling are left to the transforms (which clamp).
     assert to_rgb(torch.full((3, 2, 2), 1.2)).shape == (3, 2, 2)
     assert to_rgb(torch.full((1, 2, 2), 255, dtype=torch.uint8)).shape == (3, 2, 2)
+
+
+def test_transforms_do_not_import_the_data_package() -> None:
+    """One direction only: data imports the colour conversion from transforms."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightly_derm.transforms, lightly_derm.transforms.gpu; "
+        "print('lightly_derm.data' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    from lightly_derm.data.image_io import to_rgb8 as from_data
+
+    assert from_data is to_rgb8  # still importable where it was

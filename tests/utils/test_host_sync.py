@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from lightly_derm.utils import record_host_syncs
+from lightly_derm.utils.host_sync import record_host_syncs
 
 
 def test_records_what_syncs_on_a_gpu() -> None:

@@ -31,6 +31,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from lightly_derm.transforms.rgb import to_rgb
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["CanvasImage", "CanvasTransform", "default_canvas_size"]
 
@@ -85,16 +86,10 @@ class CanvasTransform:
     def __init__(
         self, view_size: int = 224, size: int | None = None, max_aspect: float = 4 / 3
     ) -> None:
-        if (
-            isinstance(view_size, bool)
-            or not isinstance(view_size, int)
-            or view_size < 1
-        ):
-            raise ValueError(f"view_size must be a positive int, got {view_size!r}")
+        check_int("view_size", view_size)
         if size is None:
             size = default_canvas_size(view_size)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
+        check_int("size", size)
         if size < view_size:
             raise ValueError(
                 f"size ({size}) must be at least view_size ({view_size}); smaller "
@@ -126,7 +121,7 @@ class CanvasTransform:
             width, height = rgb.size
             new_h, new_w = self.resized_shape(height, width)
             if (new_h, new_w) != (height, width):
-                rgb = rgb.resize((new_w, new_h), Image.BILINEAR)
+                rgb = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
             pixels = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
         else:
             if rgb.is_floating_point():

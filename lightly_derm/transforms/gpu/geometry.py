@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightly_derm.transforms.gpu._common import check_images, rand, to_device
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["full_boxes", "resized_crop", "sample_resized_crop"]
 
@@ -211,8 +212,7 @@ def resized_crop(
         torch.Size([2, 3, 32, 32])
     """
     check_images(images)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    check_int("size", size)
     n, channels, height, width = images.shape
     if not isinstance(boxes, Tensor) or boxes.ndim not in (2, 3) or boxes.shape[0] != n:
         raise ValueError(

@@ -23,7 +23,7 @@ where lightly's ``GaussianBlur`` uses PIL's box-blur approximation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ from lightly_derm.transforms.gpu.geometry import (
     sample_resized_crop,
 )
 from lightly_derm.transforms.gpu.translate import gpu_view_kwargs, view_transforms
+from lightly_derm.utils.validation import check_int
 
 __all__ = ["GPUMultiViewTransform", "GPUViewTransform"]
 
@@ -118,18 +119,13 @@ class GPUViewTransform:
         blur_kernel_size: int | None = None,
         solarization_prob: float = 0.0,
         solarization_threshold: float = 128 / 255,
-        normalize: dict[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
+        normalize: Mapping[str, Sequence[float]] | None = IMAGENET_NORMALIZE,
         cutout_holes: int = 0,
         cutout_length: int | None = None,
         cutout_value: float = 0.0,
         rotation_fill: float = 0.0,
     ) -> None:
-        if (
-            isinstance(input_size, bool)
-            or not isinstance(input_size, int)
-            or input_size < 1
-        ):
-            raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+        check_int("input_size", input_size)
         if crop not in ("random_resized", "resize"):
             raise ValueError(f"crop must be 'random_resized' or 'resize', got {crop!r}")
         if not 0 < min_scale <= 1:
@@ -163,8 +159,11 @@ class GPUViewTransform:
         self.vf_prob = check_probability(vf_prob, "vf_prob")
         self.flip_first = bool(flip_first)
         self.cj_prob = check_probability(cj_prob, "cj_prob")
-        self.jitter = tuple(
-            cj_strength * v for v in (cj_bright, cj_contrast, cj_sat, cj_hue)
+        self.jitter: tuple[float, float, float, float] = (
+            cj_strength * cj_bright,
+            cj_strength * cj_contrast,
+            cj_strength * cj_sat,
+            cj_strength * cj_hue,
         )
         if any(v < 0 for v in self.jitter) or self.jitter[3] > 0.5:
             raise ValueError(
@@ -296,10 +295,19 @@ class GPUViewTransform:
         device = views.device
         x = views
         if self.cj_prob > 0 and any(v > 0 for v in self.jitter):
+            brightness, contrast, saturation, hue = self.jitter
             factors, order = sample_color_jitter(
-                n, *self.jitter, p=self.cj_prob, device=device, generator=generator
+                n,
+                brightness,
+                contrast,
+                saturation,
+                hue,
+                p=self.cj_prob,
+                device=device,
+                generator=generator,
             )
-            x = color_jitter(x, factors, order, ops=tuple(v > 0 for v in self.jitter))
+            ops = (brightness > 0, contrast > 0, saturation > 0, hue > 0)
+            x = color_jitter(x, factors, order, ops=ops)
         u = rand((n, 4), generator, device)
         if self.gray_prob > 0:
             x = grayscale(x, u[:, 0] < self.gray_prob)

@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 from lightly_derm import registry
 from lightly_derm.transforms import Cutout
 from lightly_derm.transforms.gpu import GPUMultiViewTransform, GPUViewTransform
-from lightly_derm.utils import record_host_syncs
+from lightly_derm.utils.host_sync import record_host_syncs
 
 PLAIN = {
     "cj_prob": 0.0,

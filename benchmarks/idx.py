@@ -158,7 +158,7 @@ class IDXImageDataset(ArrayImageDataset):
             the image and label counts differ; a label is outside ``classes``.
 
     Example:
-        >>> from lightly_derm.data import FASHION_MNIST_CLASSES, IDXImageDataset
+        >>> from idx import FASHION_MNIST_CLASSES, IDXImageDataset
         >>> data = IDXImageDataset("/usr/share/datasets/fashion-mnist", "test",  # doctest: +SKIP
         ...                        classes=FASHION_MNIST_CLASSES)
         >>> len(data), data[0][0].size, data.classes[data[0][1]]  # doctest: +SKIP

@@ -1,3 +1,5 @@
+"""The benchmarks' MNIST-format (IDX) reader (benchmarks/idx.py)."""
+
 from __future__ import annotations
 
 import gzip
@@ -6,14 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lightly_derm.data import (
-    FASHION_MNIST_CLASSES,
-    IDXImageDataset,
-    is_idx_folder,
-    make_dataset,
-    read_idx,
-)
+from idx import FASHION_MNIST_CLASSES, IDXImageDataset, is_idx_folder, read_idx
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -158,18 +153,10 @@ def test_dataset_errors(tmp_path: Path) -> None:
         IDXImageDataset(tmp_path, "test")
 
 
-def test_make_dataset_detects_the_mnist_layout(tmp_path: Path) -> None:
+def test_is_idx_folder(tmp_path: Path) -> None:
     assert not is_idx_folder(tmp_path)
     mnist_folder(tmp_path)
     assert is_idx_folder(tmp_path)
-    dataset = make_dataset(tmp_path, split="test")
-    assert isinstance(dataset, IDXImageDataset) and len(dataset) == 4
-    with pytest.raises(ValueError, match="splits 'train' and 'test' only"):
-        make_dataset(tmp_path, split="val")
-    labels = tmp_path / "labels.csv"
-    labels.write_text("image,label\n")
-    with pytest.raises(ValueError, match="carry their own labels"):
-        make_dataset(tmp_path, labels=labels)
 
 
 @pytest.mark.skipif(
