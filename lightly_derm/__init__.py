@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
         ISICSegmentationDataModule,
         MedMNISTDataset,
         SyntheticLesions,
-        make_dataset,
     )
+    from lightly_derm.data.make_dataset import make_dataset
     from lightly_derm.jobs.evaluate import evaluate
     from lightly_derm.jobs.pretrain import pretrain
     from lightly_derm.jobs.segment import segment
