@@ -695,7 +695,7 @@ def print_plan(jobs: list[Job], study: dict[str, Any], done: set[str]) -> float:
     parallel = max(1, int(study.get("parallel", 1)))
     wall = total / parallel
     print(
-        f"{len(jobs)} jobs ({len(done)} done), about {total / 60:.1f} job-minutes; "
+        f"{len(jobs)} jobs ({sum(job.id in done for job in jobs)} done), about {total / 60:.1f} job-minutes; "
         f"{parallel} at a time: about {wall / 60:.1f} minutes of wall time "
         f"(budget {study.get('budget_minutes', '-')} minutes)"
     )
@@ -714,6 +714,29 @@ def finished(out: Path) -> set[str]:
         if record.get("status") == "ok":
             done.add(record.get("id", path.stem))
     return done
+
+
+def run_summary(header: dict[str, Any]) -> dict[str, Any]:
+    """What one invocation of the study adds to ``study.json``'s ``runs`` list."""
+    keys = ("command", "started", "wall_seconds", "status")
+    summary = {k: header[k] for k in keys if k in header}
+    summary["commit"] = header.get("machine", {}).get("commit")
+    return summary
+
+
+def earlier_runs(out: Path) -> list[dict[str, Any]]:
+    """The invocations recorded in an existing ``study.json`` (a study run in pieces:
+    reruns that finish cut jobs, ``--seeds`` added later), oldest first."""
+    try:
+        previous = json.loads((out / "study.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    runs = previous.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    return [run_summary(previous)] if previous.get("command") else []
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -1005,6 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
     }
+    header["runs"] = earlier_runs(out) + [run_summary(header)]
     write_json(out / "study.json", header)
     deadline = started + float(study.get("budget_minutes", 60)) * 60
     if study.get("self_check") and not args.no_self_check:
@@ -1022,6 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
     header["status"] = {
         s: sum(1 for v in status.values() if v == s) for s in set(status.values())
     }
+    header["runs"][-1] = run_summary(header)
     write_json(out / "study.json", header)
     report()
     print(

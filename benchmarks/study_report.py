@@ -273,6 +273,16 @@ def _facts(header: dict[str, Any]) -> list[str]:
             else ", still running or cut short"
         ),
     ]
+    runs = header.get("runs") or []
+    if len(runs) > 1:
+        facts.append(
+            f"the results come from {len(runs)} invocations of the study (reruns continue "
+            "only what is missing): "
+            + "; ".join(
+                f"`{r.get('command')}` at {r.get('started')} (commit {r.get('commit')})"
+                for r in runs
+            )
+        )
     if header.get("scale") == "smoke" or header.get("tiny"):
         facts.append(
             "toy sizes that check the code path: these numbers are not results"

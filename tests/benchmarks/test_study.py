@@ -264,6 +264,22 @@ def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
     assert study.main(argv) == 0
     header = json.loads((out / "study.json").read_text())
     assert header["status"] == {}
+    # both invocations are on record, and the report names them
+    assert [r["status"] for r in header["runs"]] == [{"ok": 4}, {}]
+    assert "2 invocations" in (out / "report.md").read_text()
+
+
+def test_plan_counts_only_its_own_jobs_as_done(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(study, "estimate_seconds", lambda job, s: 60.0)
+    loaded = study.load_study(STUDY, "smoke")
+    jobs = [
+        study.Job("isic2017", "segmentation", "gravis", 0, 0),
+        study.Job("isic2017", "segmentation", "random", 0, 0),
+    ]
+    study.print_plan(jobs, loaded, {jobs[0].id, "dermamnist-gravis-seed1"})
+    assert "2 jobs (1 done)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
