@@ -13,6 +13,10 @@ import pytest
 from tests.cli.conftest import TINY_PRETRAIN
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
@@ -28,6 +32,9 @@ def test_a_stopped_run_exits_128_plus_the_signal(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs (`pytest ... &`, nohup) with SIGINT ignored,
+        # and Python then never raises KeyboardInterrupt: give the run the default.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 240
