@@ -1,7 +1,8 @@
-"""Lightning add-ons for dependable runs: loss guard, random states, atomic files.
+"""Lightning callbacks and plugins of lightly-derm's training runs.
 
-A non-finite-loss guard, exact resumes (random states and the data position), and
-atomic checkpoint files.
+Dependable runs: a non-finite-loss guard, exact resumes (random states and the data
+position), atomic checkpoint files and a periodic ``last.ckpt``; readable runs: the
+epoch-mean and per-step training loss, and a line saying how to continue a stopped run.
 
 Use them together with :class:`~lightly_derm.data.ResumableDataLoader` (see
 docs/reliability.rst)::
@@ -19,16 +20,30 @@ from lightly_derm.callbacks.exact_resume import (
     get_rng_states,
     set_rng_states,
 )
+from lightly_derm.callbacks.loss_logging import STEP_LOSS, EpochMeanLoss, StepLoss
 from lightly_derm.callbacks.non_finite_loss import (
     NonFiniteLossError,
     NonFiniteLossGuard,
 )
+from lightly_derm.callbacks.periodic_checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    PeriodicCheckpoint,
+)
+from lightly_derm.callbacks.resume_hint import ResumeHint
 
 __all__ = [
+    "BEST_CHECKPOINT",
+    "LAST_CHECKPOINT",
+    "STEP_LOSS",
     "AtomicCheckpointIO",
+    "EpochMeanLoss",
     "ExactResume",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "PeriodicCheckpoint",
+    "ResumeHint",
+    "StepLoss",
     "atomic_save",
     "get_rng_states",
     "set_rng_states",

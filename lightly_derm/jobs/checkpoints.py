@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
+from lightly_derm.callbacks import LAST_CHECKPOINT
 from lightly_derm.errors import CheckpointError
-from lightly_derm.jobs.callbacks import LAST_CHECKPOINT
 from lightly_derm.jobs.config import load_yaml_mapping
 from lightly_derm.jobs.trainer import CHECKPOINT_DIR
 from lightly_derm.models.backbones import (

@@ -25,7 +25,7 @@ from lightly.transforms.utils import IMAGENET_NORMALIZE
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lightly_derm.jobs.callbacks import STEP_LOSS
+from lightly_derm.callbacks import STEP_LOSS
 
 #: File names in the ``plots/`` folder of a run.
 PLOT_FILES = {
@@ -331,7 +331,7 @@ def plot_metrics(metrics_csv: str | Path, path: str | Path, title: str = "") -> 
     One panel for every metric whose name contains ``loss`` (the total ``train_loss``
     and its parts ``train_loss_<part>``, per step and per epoch), one for the other
     ``val_``/``test_`` metrics (Dice, Jaccard, …). The loss of every step
-    (:data:`~lightly_derm.jobs.callbacks.STEP_LOSS`) is drawn as raw points with a
+    (:data:`~lightly_derm.callbacks.STEP_LOSS`) is drawn as raw points with a
     smoothed curve in front (:func:`smooth`).
 
     Raises:

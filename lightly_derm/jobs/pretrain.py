@@ -34,10 +34,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
+from lightly_derm.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.data import ResumableDataLoader, SSLDataModule
 from lightly_derm.data.ssl_datamodule import TransformedDataset
 from lightly_derm.errors import CheckpointError, ConfigError, DataError
-from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
 from lightly_derm.jobs.checkpoints import BACKBONE_FILE, CONFIG_FILE
 from lightly_derm.jobs.config import (
     TrainConfig,

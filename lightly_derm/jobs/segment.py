@@ -33,11 +33,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightly_derm.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT
 from lightly_derm.data.synthetic_segmentation_datamodule import (
     SyntheticSegmentationData,  # re-exported: its home is lightly_derm.data
 )
 from lightly_derm.errors import ConfigError
-from lightly_derm.jobs.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT
 from lightly_derm.jobs.checkpoints import (
     CONFIG_FILE,
     backbone_name,

@@ -24,14 +24,16 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import Logger
 
-from lightly_derm.callbacks import AtomicCheckpointIO, ExactResume, NonFiniteLossGuard
-from lightly_derm.errors import ConfigError
-from lightly_derm.jobs.callbacks import (
+from lightly_derm.callbacks import (
     BEST_CHECKPOINT,
+    AtomicCheckpointIO,
     EpochMeanLoss,
+    ExactResume,
+    NonFiniteLossGuard,
     PeriodicCheckpoint,
     StepLoss,
 )
+from lightly_derm.errors import ConfigError
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
 
 
@@ -222,10 +224,10 @@ def build_trainer(
 
     - ``checkpoints/last.ckpt``: the full training state, every
       ``checkpoint_every_n_steps`` optimizer steps and at every epoch end
-      (:class:`~lightly_derm.jobs.callbacks.PeriodicCheckpoint`);
+      (:class:`~lightly_derm.callbacks.PeriodicCheckpoint`);
     - ``checkpoints/best.ckpt``: the best state by ``monitor`` (Lightning's
       ``ModelCheckpoint``; by default the epoch-mean training loss that
-      :class:`~lightly_derm.jobs.callbacks.EpochMeanLoss` logs);
+      :class:`~lightly_derm.callbacks.EpochMeanLoss` logs);
     - ``metrics.csv`` and ``hparams.yaml``
       (:class:`~lightly_derm.jobs.csv_logger.ContinuingCSVLogger`);
     - ``tensorboard/``: TensorBoard event files (when TensorBoard is installed and

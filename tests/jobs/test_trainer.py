@@ -4,8 +4,8 @@ import pytest
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightly_derm.callbacks import EpochMeanLoss, PeriodicCheckpoint
 from lightly_derm.jobs import build_trainer
-from lightly_derm.jobs.callbacks import EpochMeanLoss, PeriodicCheckpoint
 from lightly_derm.jobs.csv_logger import ContinuingCSVLogger
 from lightly_derm.jobs.trainer import (
     ProgressBar,

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightly_derm.jobs.callbacks import EpochMeanLoss, PeriodicCheckpoint
+from lightly_derm.callbacks import EpochMeanLoss, PeriodicCheckpoint
 
 
 class Tiny(pl.LightningModule):
@@ -113,3 +113,13 @@ def test_epoch_mean_loss_survives_a_mid_epoch_checkpoint() -> None:
     assert (
         resumed.state_dict()["count"] == 0
     )  # an epoch-end checkpoint holds no partial sum
+
+
+def test_the_old_import_path_warns_and_forwards() -> None:
+    import lightly_derm.callbacks as callbacks
+    import lightly_derm.jobs.callbacks as old
+
+    with pytest.warns(FutureWarning, match="moved to lightly_derm.callbacks.StepLoss"):
+        assert old.StepLoss is callbacks.StepLoss
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        old.nothing  # noqa: B018
