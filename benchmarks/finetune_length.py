@@ -1,0 +1,202 @@
+"""Does an SSL encoder's gain at few masks survive a longer fine-tune?
+
+The study's ``cpu`` scale fine-tunes for 20 epochs at 10 % of the ISIC masks (19 images,
+about 40 optimizer steps), far from convergence, where a pretrained encoder can look
+better only because it starts closer. This script fine-tunes the same pretrained
+backbones (the study's ``jobs/<job>/pretrain/backbone.pt``) and a random encoder for
+longer, on the same masks, seed and held-out fold, and scores the final model on the
+held-out fold once at the end (no per-epoch validation: that is most of the cost on a
+CPU). It uses the library's blocks as a user would: MONAI's FlexibleUNet through
+:class:`~lightly_derm.segmentation.LesionSegmentation`,
+:class:`~lightly_derm.data.ISICSegmentationDataModule` and a Lightning ``Trainer``.
+
+Example (after the study's cpu scale has run)::
+
+    python benchmarks/finetune_length.py --study-out benchmarks/results/study_cpu \
+        --pretrain-seeds 0 --finetune-seeds 0 1 2 3 4 --methods random simclr byol \
+        --epochs 20 100 \
+        --output benchmarks/results/finetune_length_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
+from lightly_derm.segmentation import LesionSegmentation
+
+
+def finetune(
+    backbone_file: Path | None,
+    train_dir: Path,
+    val_dir: Path,
+    epochs: int,
+    seed: int,
+    label_fraction: float = 0.1,
+    image_size: int = 64,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    data = ISICSegmentationDataModule(
+        pairs=find_isic_pairs(train_dir),
+        val_pairs=find_isic_pairs(val_dir),
+        label_fraction=label_fraction,
+        seed=seed,
+        image_size=image_size,
+        batch_size=batch_size,
+        num_workers=0,
+        cache_rate=1.0,
+    )
+    model = LesionSegmentation(
+        backbone="lightly-derm-resnet18", pretrained=backbone_file
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        check_val_every_n_epoch=epochs,
+        num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(model, datamodule=data)
+        (scores,) = trainer.validate(model, datamodule=data, verbose=False)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study-out", required=True, type=Path)
+    parser.add_argument(
+        "--pretrain-seeds", nargs="+", type=int, default=[0], help="the study's seeds"
+    )
+    parser.add_argument(
+        "--finetune-seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        help="seeds of the fine-tune (mask subset, decoder init, batches)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=["random", "gravis", "simclr", "fgssl"]
+    )
+    parser.add_argument("--epochs", nargs="+", type=int, default=[100])
+    parser.add_argument("--label-fraction", type=float, default=0.1)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    folds = args.study_out / "data"
+    (fold_root,) = sorted(folds.glob(f"isic_*/folds/fold_{args.fold}"))
+    rows: list[dict[str, Any]] = []
+    jsonl = args.output.with_suffix(".jsonl")
+    if jsonl.is_file():  # a rerun continues
+        rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line]
+    done = {(r["method"], r["pretrain_seed"], r["seed"], r["epochs"]) for r in rows}
+    for epochs in args.epochs:
+        for seed in args.finetune_seeds:
+            for method in args.methods:
+                for pretrain_seed in (
+                    [None] if method == "random" else args.pretrain_seeds
+                ):
+                    if (method, pretrain_seed, seed, epochs) in done:
+                        continue
+                    backbone = None
+                    if pretrain_seed is not None:
+                        job = f"isic2017-{method}-seed{pretrain_seed}-fold{args.fold}"
+                        backbone = (
+                            args.study_out / "jobs" / job / "pretrain" / "backbone.pt"
+                        )
+                        if not backbone.is_file():
+                            print(f"skipped {job}: no {backbone}")
+                            continue
+                    started = time.time()
+                    scores = finetune(
+                        backbone,
+                        fold_root / "train",
+                        fold_root / "val",
+                        epochs,
+                        seed,
+                        args.label_fraction,
+                    )
+                    row = {
+                        "method": method,
+                        "pretrain_seed": pretrain_seed,
+                        "seed": seed,
+                        "epochs": epochs,
+                        "val_jaccard": scores.get("val_jaccard"),
+                        "val_dice": scores.get("val_dice"),
+                        "seconds": round(time.time() - started, 1),
+                    }
+                    print(row, flush=True)
+                    rows.append(row)
+                    with jsonl.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+    lines = [
+        f"# Fine-tune length at {args.label_fraction:.0%} of the masks "
+        f"(ISIC fold {args.fold}, held-out Jaccard of the final model)",
+        "",
+        "command: `python benchmarks/finetune_length.py "
+        + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+        + "`",
+        "",
+        "Per row: mean ± standard deviation over the fine-tune seeds of the held-out "
+        "Jaccard, and of the paired difference to random init (same fine-tune seed and "
+        "epochs: same mask subset, decoder init and batches).",
+        "",
+        "| method | pretrain seed | epochs | fine-tune seeds | Jaccard | Δ Jaccard vs random | Δ > 0 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    random = {
+        (r["seed"], r["epochs"]): r["val_jaccard"]
+        for r in rows
+        if r["method"] == "random"
+    }
+    groups: dict[tuple[int, str, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["epochs"], r["method"], r["pretrain_seed"]), []).append(r)
+    for (epochs, method, pretrain_seed), group in sorted(
+        groups.items(),
+        key=lambda kv: (kv[0][0], kv[0][1] != "random", kv[0][1], str(kv[0][2])),
+    ):
+        scores = [r["val_jaccard"] for r in group]
+        deltas = [
+            r["val_jaccard"] - random[(r["seed"], epochs)]
+            for r in group
+            if method != "random" and (r["seed"], epochs) in random
+        ]
+        delta = f"{_mean(deltas):+.3f} ± {_std(deltas):.3f}" if deltas else "–"
+        wins = f"{sum(d > 0 for d in deltas)}/{len(deltas)}" if deltas else "–"
+        lines.append(
+            f"| {method} | {'–' if pretrain_seed is None else pretrain_seed} | {epochs} "
+            f"| {len(group)} | {_mean(scores):.3f} ± {_std(scores):.3f} | {delta} | {wins} |"
+        )
+    args.output.write_text("\n".join(lines) + "\n")
+    print(args.output.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
