@@ -95,7 +95,8 @@ STUDY_KEYS = frozenset(
 )
 DATASET_KEYS = frozenset(
     "task data folds only_folds label_fractions limit resize subset pretrain "
-    "method_args segment segment_epochs evaluate supervised estimate".split()
+    "method_args segment segment_epochs segment_repeats evaluate supervised "
+    "estimate".split()
 )
 
 
@@ -265,6 +266,15 @@ def interrupted_pretraining(out: Path) -> bool:
     ).is_file()
 
 
+#: Fine-tune repeat r of a job with seed s uses seed s + r * this (``segment_repeats``).
+FINETUNE_SEED_STRIDE = 1000
+
+
+def _by_fraction(values: dict[Any, Any] | None) -> dict[float, Any]:
+    """``{label fraction: value}`` of a per-fraction study setting (YAML keys as floats)."""
+    return {float(k): v for k, v in (values or {}).items()}
+
+
 def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     """Runs one job in this process through the library's jobs; returns its result record."""
     from lightly_derm.jobs import evaluate, pretrain, segment
@@ -316,37 +326,43 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         ).get("train_loss_epoch")
         record["pretrain"]["config"] = result.config.given()
     if job["task"] == "segmentation":
-        epochs_by_fraction = spec.get("segment_epochs") or {}
+        epochs_by_fraction = _by_fraction(spec.get("segment_epochs"))
+        repeats_by_fraction = _by_fraction(spec.get("segment_repeats"))
         for fraction in spec["label_fractions"]:
             opts = {**QUIET, "backbone": backbone, **(spec.get("segment") or {})}
-            if float(fraction) in {float(k) for k in epochs_by_fraction}:
-                opts["epochs"] = {float(k): v for k, v in epochs_by_fraction.items()}[
-                    float(fraction)
-                ]
+            if float(fraction) in epochs_by_fraction:
+                opts["epochs"] = epochs_by_fraction[float(fraction)]
             if checkpoint is not None:
                 opts.pop("backbone", None)
-            report = segment(
-                checkpoint=checkpoint,
-                data=spec["train_data"],
-                val_data=spec["val_data"],
-                test_data=spec.get("test_data"),
-                label_fraction=float(fraction),
-                seed=seed,
-                out=str(job_dir / f"segment_{fraction:g}"),
-                overwrite=True,
-                tensorboard=False,
-                **opts,
-            )
-            scores = next(iter(report["results"].values()))
-            row = {
-                "method": method,
-                "label_fraction": float(fraction),
-                "epochs": report["epochs"],
-                "image_size": report["image_size"],
-                "backbone": report["backbone"],
-                **{k: v for k, v in scores.items() if k not in ("folds", "std")},
-            }
-            record["rows"].append(row)
+            for repeat in range(int(repeats_by_fraction.get(float(fraction), 1))):
+                # repeat r fine-tunes with seed + 1000 r (other masks, decoder init
+                # and batches); every method's repeat r has the same seed, so they pair
+                report = segment(
+                    checkpoint=checkpoint,
+                    data=spec["train_data"],
+                    val_data=spec["val_data"],
+                    test_data=spec.get("test_data"),
+                    label_fraction=float(fraction),
+                    seed=seed + FINETUNE_SEED_STRIDE * repeat,
+                    out=str(
+                        job_dir
+                        / f"segment_{fraction:g}{f'_r{repeat}' if repeat else ''}"
+                    ),
+                    overwrite=True,
+                    tensorboard=False,
+                    **opts,
+                )
+                scores = next(iter(report["results"].values()))
+                row = {
+                    "method": method,
+                    "label_fraction": float(fraction),
+                    "repeat": repeat,
+                    "epochs": report["epochs"],
+                    "image_size": report["image_size"],
+                    "backbone": report["backbone"],
+                    **{k: v for k, v in scores.items() if k not in ("folds", "std")},
+                }
+                record["rows"].append(row)
     else:
         if method == "imagenet":
             backbone = IMAGENET_BACKBONE
@@ -656,11 +672,11 @@ def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
         if job.method not in REFERENCES:
             seconds += fold["train_pairs"] * pre.get("epochs", 1) * per_pretrain
         seg = spec.get("segment") or {}
-        by_fraction = {
-            float(k): v for k, v in (spec.get("segment_epochs") or {}).items()
-        }
+        by_fraction = _by_fraction(spec.get("segment_epochs"))
+        repeats = _by_fraction(spec.get("segment_repeats"))
         for fraction in spec["label_fractions"]:
             epochs = by_fraction.get(float(fraction), seg.get("epochs", 20))
+            epochs *= int(repeats.get(float(fraction), 1))
             images = max(2, round(fold["train_pairs"] * float(fraction)))
             seconds += (
                 (images + fold["val_pairs"] / 3)
@@ -888,6 +904,7 @@ def self_check(
         spec["label_fractions"] = spec.get("label_fractions", [1.0])[-1:]
         spec["segment"] = {**(spec.get("segment") or {}), "epochs": 1, "limit": 16}
         spec["segment_epochs"] = {}
+        spec["segment_repeats"] = {}
         spec["evaluate"] = {**(spec.get("evaluate") or {}), "fractions": []}
     for job in build_jobs(check, prepared):
         if job.fold is None or job.fold == prepared[job.dataset]["folds"][0]:

@@ -3,11 +3,13 @@
 Reads ``OUT/study.json`` (command, machine, settings) and ``OUT/results/*.json`` (one per
 job) and writes ``OUT/report.md`` (Markdown), ``OUT/report.rst`` (reStructuredText, for
 ``.. include::`` in docs/results.rst) and ``OUT/study.png``: every method's score per seed
-(dots; small dots: single folds) with its mean (bar), random init as a dashed line.
+(dots; small dots: single fine-tunes, i.e. folds and repeats) with its mean (bar),
+random init as a dashed line.
 
-Per seed, a segmentation score is the mean over the folds that finished; the tables give
-the mean ± standard deviation over seeds (``n``: seeds, then runs), and ``Δ random`` the
-mean paired difference to random init (same seed, fold and label fraction).
+Per seed, a segmentation score is the mean over the folds and fine-tune repeats that
+finished; the tables give the mean ± standard deviation over seeds (``n``: seeds, then
+runs), and ``Δ random`` the mean paired difference to random init (same seed, fold,
+fine-tune repeat and label fraction).
 
 Run::
 
@@ -102,15 +104,17 @@ def _cell(mean: float | None, std: float | None, signed: bool = False) -> str:
 
 def segmentation_summary(records: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
     """``{fraction: {method: {score: (mean, std), "n": ..., "delta": ..., "per_seed": ...}}}``."""
-    runs: dict[tuple[float, str], dict[int, dict[int, dict[str, float]]]] = defaultdict(
-        lambda: defaultdict(dict)
-    )
+    # per (fraction, method): seed -> (fold, fine-tune repeat) -> row
+    runs: dict[
+        tuple[float, str], dict[int, dict[tuple[int, int], dict[str, float]]]
+    ] = defaultdict(lambda: defaultdict(dict))
     for record in records:
         if record.get("dataset") != dataset or record.get("status") != "ok":
             continue
         for row in record["rows"]:
             key = (float(row["label_fraction"]), row["method"])
-            runs[key][int(record["seed"])][int(record.get("fold") or 0)] = row
+            run = (int(record.get("fold") or 0), int(row.get("repeat") or 0))
+            runs[key][int(record["seed"])][run] = row
     summary: dict[float, dict[str, Any]] = defaultdict(dict)
     for (fraction, method), by_seed in runs.items():
         entry: dict[str, Any] = {"per_seed": {}, "runs": {}}
@@ -176,7 +180,7 @@ def classification_summary(
 
 #: The note under the tables.
 NOTES = (
-    "Mean ± standard deviation over seeds (a seed's score: the mean over its folds). "
+    "Mean ± standard deviation over seeds (a seed's score: the mean over its folds and fine-tune repeats). "
     "Δ Jaccard vs random: the mean paired difference to random init (same seed, fold "
     "and label fraction); for the rows continued from ImageNet, to ImageNet transfer "
     "learning instead. The supervised row is a ResNet trained end to end on all "
@@ -451,7 +455,7 @@ def plot(out: Path) -> Path | None:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(
-        "Scores per method: dots = seeds (small: single folds), bar = mean, dashed = random init",
+        "Scores per method: dots = seeds (small: single fine-tunes), bar = mean, dashed = random init",
         fontsize=9,
     )
     fig.tight_layout()

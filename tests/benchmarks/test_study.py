@@ -209,6 +209,38 @@ def test_report_means_over_folds_then_seeds_and_paired_delta(tmp_path: Path) -> 
     assert ".. list-table::" in rst and f"{mean:.3f} ± {std:.3f}" in rst
 
 
+def test_report_pairs_fine_tune_repeats_with_random_inits_same_repeat(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(1)
+    values = {}
+    for method in ("gravis", "random"):
+        for seed in (0, 1):
+            record = _record(method, seed, 0, 0.0)
+            row = record["rows"][0]  # type: ignore[index]
+            record["rows"] = []
+            for repeat in (0, 1, 2):
+                values[method, seed, repeat] = float(rng.uniform(0.4, 0.8))
+                record["rows"].append(  # type: ignore[attr-defined]
+                    {
+                        **row,
+                        "repeat": repeat,
+                        "val_jaccard": values[method, seed, repeat],
+                    }
+                )
+            study.write_json(tmp_path / "results" / f"{method}{seed}.json", record)
+    summary = study_report.segmentation_summary(
+        study_report.read_results(tmp_path), "isic"
+    )[0.1]
+    deltas = [
+        np.mean([values["gravis", s, r] - values["random", s, r] for r in (0, 1, 2)])
+        for s in (0, 1)
+    ]
+    assert summary["gravis"]["delta"][0] == pytest.approx(np.mean(deltas))
+    assert summary["gravis"]["delta"][1] == pytest.approx(np.std(deltas, ddof=1))
+    assert summary["gravis"]["n"] == (2, 6)
+
+
 def test_report_without_results_says_pending(tmp_path: Path) -> None:
     study_report.write_report(tmp_path, pending_command="python -m benchmarks.study")
     rst = (tmp_path / "report.rst").read_text()
@@ -246,7 +278,13 @@ def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
     }
     assert all(r["status"] == "ok" for r in results.values())
     seg = results["isic2017-gravis-seed0-fold0"]["rows"]
-    assert [r["label_fraction"] for r in seg] == [0.5, 1.0]
+    assert [(r["label_fraction"], r["repeat"]) for r in seg] == [
+        (0.5, 0),
+        (0.5, 1),
+        (1.0, 0),
+    ]
+    repeat = out / "jobs" / "isic2017-gravis-seed0-fold0" / "segment_0.5_r1"
+    assert "seed: 1000" in (repeat / "config.yaml").read_text()
     assert all(0 <= r["val_jaccard"] <= 1 for r in seg)
     derma = results["dermamnist-random-seed0"]["rows"]
     assert [r["method"] for r in derma] == ["random", "supervised"]
