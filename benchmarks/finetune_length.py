@@ -42,8 +42,13 @@ def finetune(
     label_fraction: float = 0.1,
     image_size: int = 64,
     batch_size: int = 16,
+    frozen: bool = False,
 ) -> dict[str, float]:
-    """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores."""
+    """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
+
+    ``frozen``: the encoder stays as loaded (``freeze_encoder_epochs=epochs``); only the
+    decoder and head train, so the score says what the encoder's features carry.
+    """
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ISICSegmentationDataModule(
         pairs=find_isic_pairs(train_dir),
@@ -105,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", nargs="+", type=int, default=[100])
     parser.add_argument("--label-fraction", type=float, default=0.1)
     parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="keep the encoder frozen (train decoder and head only)",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -140,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                         epochs,
                         seed,
                         args.label_fraction,
+                        frozen=args.frozen,
                     )
                     row = {
                         "method": method,
                         "pretrain_seed": pretrain_seed,
                         "seed": seed,
                         "epochs": epochs,
+                        "frozen": args.frozen,
                         "val_jaccard": scores.get("val_jaccard"),
                         "val_dice": scores.get("val_dice"),
                         "seconds": round(time.time() - started, 1),
