@@ -61,7 +61,9 @@ def finetune(
         cache_rate=1.0,
     )
     model = LesionSegmentation(
-        backbone="lightly-derm-resnet18", pretrained=backbone_file
+        backbone="lightly-derm-resnet18",
+        pretrained=backbone_file,
+        freeze_encoder_epochs=epochs if frozen else 0,
     )
     trainer = pl.Trainer(
         max_epochs=epochs,
