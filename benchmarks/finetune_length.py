@@ -43,11 +43,15 @@ def finetune(
     image_size: int = 64,
     batch_size: int = 16,
     frozen: bool = False,
+    freeze_epochs: int = 0,
 ) -> dict[str, float]:
     """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
 
     ``frozen``: the encoder stays as loaded (``freeze_encoder_epochs=epochs``); only the
     decoder and head train, so the score says what the encoder's features carry.
+    ``freeze_epochs``: the encoder is frozen for the first epochs only (decoder first,
+    then everything: "linear probing, then fine-tuning", Kumar et al. 2022); pretrained
+    encoders only, random init is always trained from the start.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ISICSegmentationDataModule(
@@ -63,7 +67,9 @@ def finetune(
     model = LesionSegmentation(
         backbone="lightly-derm-resnet18",
         pretrained=backbone_file,
-        freeze_encoder_epochs=epochs if frozen else 0,
+        freeze_encoder_epochs=(
+            epochs if frozen else (freeze_epochs if backbone_file is not None else 0)
+        ),
     )
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -117,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the encoder frozen (train decoder and head only)",
     )
+    parser.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=0,
+        help="pretrained encoders stay frozen for this many first epochs",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         seed,
                         args.label_fraction,
                         frozen=args.frozen,
+                        freeze_epochs=args.freeze_epochs,
                     )
                     row = {
                         "method": method,
@@ -160,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seed": seed,
                         "epochs": epochs,
                         "frozen": args.frozen,
+                        "freeze_epochs": args.freeze_epochs,
                         "val_jaccard": scores.get("val_jaccard"),
                         "val_dice": scores.get("val_dice"),
                         "seconds": round(time.time() - started, 1),
