@@ -1058,7 +1058,19 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # the report must never stop the study
             traceback.print_exc()
 
-    status = run_jobs(todo, study, out, deadline, on_finish=report)
+    try:
+        status = run_jobs(todo, study, out, deadline, on_finish=report)
+    except KeyboardInterrupt as stopped:
+        # Ctrl-C or SIGTERM: what finished is kept, a rerun continues the rest
+        report()
+        signum = signal.SIGTERM if "signal" in str(stopped) else signal.SIGINT
+        print(
+            f"[study] stopped ({signal.Signals(signum).name}); finished jobs are in "
+            f"{out}/results; run the same command again to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + int(signum)
     header["wall_seconds"] = round(time.time() - started, 1)
     header["status"] = {
         s: sum(1 for v in status.values() if v == s) for s in set(status.values())

@@ -427,3 +427,20 @@ def test_a_job_cut_short_continues_its_pretraining(
         "resume": True,
         "verbose": True,
     }
+
+
+def test_a_stopped_study_says_how_to_continue_and_exits_128_plus_the_signal(
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def stopped(*args: object, **kwargs: object) -> dict[str, str]:
+        raise KeyboardInterrupt("signal 15")  # as run_jobs' SIGTERM handler raises
+
+    monkeypatch.setattr(study, "run_jobs", stopped)
+    argv = ["--study", str(STUDY), "--scale", "smoke", "--out", str(tmp_path / "o")]
+    assert study.main([*argv, "--data-root", str(data_root)]) == 143
+    err = capsys.readouterr().err
+    assert "stopped (SIGTERM)" in err and "run the same command again" in err
+    assert "Traceback" not in err
