@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(ISIC fold {args.fold}, held-out Jaccard of the final model)",
         "",
         "command: `python benchmarks/finetune_length.py "
-        + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+        + " ".join(argv if argv is not None else sys.argv[1:])
         + "`",
         "",
         "Per row: mean ± standard deviation over the fine-tune seeds of the held-out "

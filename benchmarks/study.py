@@ -266,6 +266,14 @@ def interrupted_pretraining(out: Path) -> bool:
     ).is_file()
 
 
+class StudyStopped(KeyboardInterrupt):
+    """Raised in the driver by a stopping signal (SIGTERM), as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 #: Fine-tune repeat r of a job with seed s uses seed s + r * this (``segment_repeats``).
 FINETUNE_SEED_STRIDE = 1000
 
@@ -798,7 +806,7 @@ def run_jobs(
     env.setdefault("PYTHONUNBUFFERED", "1")
 
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise StudyStopped(signum)
 
     # the jobs run in their own sessions: a SIGTERM to the driver must stop them too
     previous = signal.signal(signal.SIGTERM, stop)
@@ -1063,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stopped:
         # Ctrl-C or SIGTERM: what finished is kept, a rerun continues the rest
         report()
-        signum = signal.SIGTERM if "signal" in str(stopped) else signal.SIGINT
+        signum = getattr(stopped, "signum", signal.SIGINT)
         print(
             f"[study] stopped ({signal.Signals(signum).name}); finished jobs are in "
             f"{out}/results; run the same command again to continue",

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -429,18 +431,61 @@ def test_a_job_cut_short_continues_its_pretraining(
     }
 
 
+@pytest.mark.parametrize(
+    ("stop", "status", "name"),
+    [
+        (lambda: study.StudyStopped(signal.SIGTERM), 143, "SIGTERM"),
+        (KeyboardInterrupt, 130, "SIGINT"),  # Ctrl-C
+    ],
+)
 def test_a_stopped_study_says_how_to_continue_and_exits_128_plus_the_signal(
     data_root: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    stop: Any,
+    status: int,
+    name: str,
 ) -> None:
     def stopped(*args: object, **kwargs: object) -> dict[str, str]:
-        raise KeyboardInterrupt("signal 15")  # as run_jobs' SIGTERM handler raises
+        raise stop()
 
     monkeypatch.setattr(study, "run_jobs", stopped)
     argv = ["--study", str(STUDY), "--scale", "smoke", "--out", str(tmp_path / "o")]
-    assert study.main([*argv, "--data-root", str(data_root)]) == 143
+    assert study.main([*argv, "--data-root", str(data_root)]) == status
     err = capsys.readouterr().err
-    assert "stopped (SIGTERM)" in err and "run the same command again" in err
+    assert f"stopped ({name})" in err and "run the same command again" in err
     assert "Traceback" not in err
+
+
+def test_sigterm_stops_the_driver_and_kills_the_running_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+
+    settings = study.load_study(STUDY, "smoke")
+    jobs = [study.Job("fake", "classification", "sleeper", 0, None, {})]
+    monkeypatch.setattr(
+        study,
+        "job_payload",
+        lambda job, s, out: {"id": job.id, "sleep": True, "result": "", "job_dir": ""},
+    )
+    script = tmp_path / "sleep.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(study, "__file__", str(script))
+    killed: list[int] = []
+    real_kill = study._kill
+    monkeypatch.setattr(
+        study, "_kill", lambda p: (killed.append(p.pid), real_kill(p))[1]
+    )
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(study.StudyStopped) as stopped:
+            study.run_jobs(jobs, settings, tmp_path, deadline=1e12)
+    finally:
+        timer.cancel()
+    assert stopped.value.signum == signal.SIGTERM and len(killed) == 1
+    assert signal.getsignal(signal.SIGTERM) == before  # the driver's handler is gone
