@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.finetune_length import _mean, _std, finetune
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+from benchmarks.finetune_length import _mean, _std, finetune  # noqa: E402
 
 #: GraVISTransform arguments of each variant (the rest: GraVIS's defaults).
 VARIANTS: dict[str, dict[str, Any]] = {

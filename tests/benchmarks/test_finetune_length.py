@@ -1,0 +1,66 @@
+"""benchmarks/finetune_length.py: which fine-tunes run, how they pair, what a rerun skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import finetune_length
+import numpy as np
+import pytest
+
+
+def _study_out(root: Path, methods: list[str], seed: int) -> Path:
+    for split in ("train", "val"):
+        (root / "data" / "isic_64_10" / "folds" / "fold_0" / split).mkdir(parents=True)
+    for method in methods:
+        pretrain = root / "jobs" / f"isic2017-{method}-seed{seed}-fold0" / "pretrain"
+        pretrain.mkdir(parents=True)
+        (pretrain / "backbone.pt").write_bytes(b"")
+    return root
+
+
+def test_pairs_each_method_with_random_init_of_the_same_fine_tune_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study", ["gravis"], seed=1)
+    rng = np.random.default_rng(0)
+    scores: dict[tuple[str, int], float] = {}
+    calls: list[dict[str, Any]] = []
+
+    def fake(
+        backbone: Path | None,
+        train: Path,
+        val: Path,
+        epochs: int,
+        seed: int,
+        label_fraction: float = 0.1,
+        **kwargs: Any,
+    ) -> dict[str, float]:
+        method = "random" if backbone is None else backbone.parts[-3].split("-")[1]
+        assert train.name == "train" and val.name == "val" and epochs == 7
+        calls.append({"method": method, "seed": seed, **kwargs})
+        scores[method, seed] = float(rng.uniform(0.5, 0.9))
+        return {"val_jaccard": scores[method, seed], "val_dice": 0.9}
+
+    monkeypatch.setattr(finetune_length, "finetune", fake)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--pretrain-seeds", "1", "--finetune-seeds", "0", "1",
+        "2", "--methods", "random", "gravis", "simclr", "--epochs", "7",
+        "--freeze-epochs", "3", "--output", str(output),
+    ]  # fmt: skip
+    assert finetune_length.main(argv) == 0
+    # simclr has no backbone.pt: skipped; every run got the freeze options
+    assert sorted((c["method"], c["seed"]) for c in calls) == [
+        ("gravis", 0), ("gravis", 1), ("gravis", 2),
+        ("random", 0), ("random", 1), ("random", 2),
+    ]  # fmt: skip
+    assert all(c["freeze_epochs"] == 3 and c["frozen"] is False for c in calls)
+    deltas = [scores["gravis", s] - scores["random", s] for s in (0, 1, 2)]
+    row = next(line for line in output.read_text().splitlines() if "| gravis |" in line)
+    assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
+    assert f"| {sum(d > 0 for d in deltas)}/3 |" in row
+    # a rerun continues: nothing is fine-tuned again
+    assert finetune_length.main(argv) == 0
+    assert len(calls) == 6
