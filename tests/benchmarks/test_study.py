@@ -489,3 +489,38 @@ def test_sigterm_stops_the_driver_and_kills_the_running_job(
         timer.cancel()
     assert stopped.value.signum == signal.SIGTERM and len(killed) == 1
     assert signal.getsignal(signal.SIGTERM) == before  # the driver's handler is gone
+
+
+def test_stage_data_writes_small_copies_the_run_reads_unchanged(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from lightly_derm.data import find_isic_pairs
+
+    spec = study.load_study(STUDY, "gpu")
+    spec["datasets"]["isic2017"]["resize"] = 32
+    dest = tmp_path / "staged"
+    (dest / "isic2017-seg-subset" / "images").mkdir(parents=True)
+    mine = dest / "isic2017-seg-subset" / "notes.md"
+    mine.write_text("mine")
+    written = study.stage_data(spec, [dest, data_root], dest)
+    assert [p.name for p in written] == ["isic2017-seg-subset", "dermamnist-jpg"]
+    assert mine.read_text() == "mine"  # nothing already there is overwritten
+    pairs = find_isic_pairs(dest / "isic2017-seg-subset")
+    assert len(pairs) == 30
+    for pair in pairs:
+        assert Path(pair["image"]).suffix == ".jpg"
+        with Image.open(pair["image"]) as image, Image.open(pair["label"]) as mask:
+            assert min(image.size) == 32 and image.size == mask.size
+            assert set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert (dest / "dermamnist-jpg" / "dermamnist_jpg.zip").read_bytes() == (
+        data_root / "dermamnist-jpg" / "dermamnist_jpg.zip"
+    ).read_bytes()
+    # the run stages from the copies: same pairs, no second resize
+    prepared = study.prepare_isic(
+        dest / "isic2017-seg-subset", {"folds": 3, "resize": 32}, tmp_path / "run", None
+    )
+    assert prepared["pairs"] == 30
+    # staging again keeps what is there (the copies are not read back as a source)
+    assert study.stage_data(spec, [dest, data_root], dest) == written
