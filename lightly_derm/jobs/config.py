@@ -396,11 +396,16 @@ class TrainConfig(RunConfig):
 
     Attributes:
         checkpoint_every_n_steps: Also write ``checkpoints/last.ckpt`` every this many
-            optimizer steps (0: at epoch ends only, which it always does).
+            optimizer steps (0: at epoch ends only).
+        checkpoint_interval_s: Write ``checkpoints/last.ckpt`` at an epoch end only
+            when the last write is at least this many seconds old (0: at every epoch
+            end); the last epoch is always written. Short epochs (a fine-tune on a
+            few masks) would otherwise spend their time writing the full state.
         tensorboard: Write TensorBoard logs.
     """
 
     checkpoint_every_n_steps: int = option(200, Range.int(0))
+    checkpoint_interval_s: float = option(60.0, Range(low=0.0))
     tensorboard: bool = True
 
 

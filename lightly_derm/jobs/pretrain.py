@@ -953,6 +953,7 @@ def _pretrain(
         monitor="train_loss_epoch",
         mode="min",
         checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
+        checkpoint_interval_s=cfg.checkpoint_interval_s,
         log_every_n_steps=cfg.log_every_n_steps or max(1, min(50, steps_per_epoch)),
         progress_bar=bool(cfg.progress_bar),
         tensorboard=bool(cfg.tensorboard),

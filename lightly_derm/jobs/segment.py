@@ -452,6 +452,7 @@ def finetune_segmentation(
     strategy: str = "auto",
     precision: str | None = None,
     checkpoint_every_n_steps: int | None = 200,
+    checkpoint_interval_s: float = 60.0,
     progress_bar: bool = True,
     tensorboard: bool = True,
     plots: bool = True,
@@ -489,6 +490,7 @@ def finetune_segmentation(
         precision: Lightning's precision (default: see
             :func:`~lightly_derm.jobs.resolve_precision`).
         checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps.
+        checkpoint_interval_s: Epoch-end writes of ``last.ckpt`` at most this often.
         progress_bar: Lightning's progress bar.
         tensorboard: TensorBoard logs.
         plots: Draw the loss curves and overlays.
@@ -550,6 +552,7 @@ def finetune_segmentation(
         monitor="val_dice",
         mode="max",
         checkpoint_every_n_steps=checkpoint_every_n_steps,
+        checkpoint_interval_s=checkpoint_interval_s,
         log_every_n_steps=max(1, min(50, steps)),
         progress_bar=progress_bar,
         tensorboard=tensorboard,
@@ -749,6 +752,7 @@ def _segment(
                     strategy=str(cfg.strategy),
                     precision=cfg.precision,
                     checkpoint_every_n_steps=cfg.checkpoint_every_n_steps,
+                    checkpoint_interval_s=cfg.checkpoint_interval_s,
                     progress_bar=bool(cfg.progress_bar),
                     tensorboard=bool(cfg.tensorboard),
                     plots=bool(cfg.plots),

@@ -210,6 +210,7 @@ def build_trainer(
     monitor: str | None = "train_loss_epoch",
     mode: str = "min",
     checkpoint_every_n_steps: int | None = None,
+    checkpoint_interval_s: float = 0.0,
     log_every_n_steps: int = 50,
     progress_bar: bool = True,
     tensorboard: bool = True,
@@ -223,7 +224,8 @@ def build_trainer(
     ``out_dir`` gets:
 
     - ``checkpoints/last.ckpt``: the full training state, every
-      ``checkpoint_every_n_steps`` optimizer steps and at every epoch end
+      ``checkpoint_every_n_steps`` optimizer steps and at epoch ends at most every
+      ``checkpoint_interval_s`` seconds, the last epoch always
       (:class:`~lightly_derm.callbacks.PeriodicCheckpoint`);
     - ``checkpoints/best.ckpt``: the best state by ``monitor`` (Lightning's
       ``ModelCheckpoint``; by default the epoch-mean training loss that
@@ -244,6 +246,7 @@ def build_trainer(
         monitor: The metric of ``best.ckpt`` (``None``: no best checkpoint).
         mode: ``"min"`` or ``"max"`` for ``monitor``.
         checkpoint_every_n_steps: Also write ``last.ckpt`` every this many steps.
+        checkpoint_interval_s: Epoch-end writes of ``last.ckpt`` at most this often.
         log_every_n_steps: Lightning's logging interval.
         progress_bar: Show Lightning's progress bar.
         tensorboard: Also log to TensorBoard.
@@ -277,7 +280,11 @@ def build_trainer(
                 stacklevel=2,
             )
     job_callbacks: list[Callback] = [
-        PeriodicCheckpoint(checkpoints, checkpoint_every_n_steps)
+        PeriodicCheckpoint(
+            checkpoints,
+            checkpoint_every_n_steps,
+            min_interval_s=checkpoint_interval_s,
+        )
     ]
     if monitor is not None:
         if monitor == "train_loss_epoch":

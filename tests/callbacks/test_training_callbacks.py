@@ -72,6 +72,70 @@ def test_periodic_checkpoint_every_n_steps_and_every_epoch(
         PeriodicCheckpoint(tmp_path, every_n_steps=-1)
 
 
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        (0.0, [2, 4, 6, 8]),  # every epoch end (2 steps per epoch)
+        (3600.0, [8]),  # only the last epoch
+        (10.0, [4, 8]),  # the clock moves 6 s per epoch: every second one, the last
+    ],
+)
+def test_periodic_checkpoint_epoch_ends_at_most_every_interval(
+    tmp_path, monkeypatch, interval, expected
+) -> None:
+    import lightly_derm.callbacks.periodic_checkpoint as module
+
+    saved: list[int] = []
+    original = pl.Trainer.save_checkpoint
+
+    def record(self, path, *args, **kwargs):
+        saved.append(self.global_step)
+        return original(self, path, *args, **kwargs)
+
+    now = [0.0]
+
+    class Clock(pl.Callback):  # runs before PeriodicCheckpoint's epoch end
+        def on_train_epoch_end(self, trainer, pl_module):
+            now[0] += 6.0
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    callback = PeriodicCheckpoint(
+        tmp_path / "c", every_n_steps=0, min_interval_s=interval
+    )
+    fit([Clock(), callback], tmp_path, epochs=4, batches=2)
+    assert saved == expected
+    assert torch.load(callback.path, weights_only=False)["global_step"] == 8
+    with pytest.raises(ValueError, match="min_interval_s"):
+        PeriodicCheckpoint(tmp_path, min_interval_s=-1.0)
+
+
+def test_periodic_checkpoint_saves_the_end_of_a_max_steps_run(
+    tmp_path, monkeypatch
+) -> None:
+    saved: list[int] = []
+    original = pl.Trainer.save_checkpoint
+
+    def record(self, path, *args, **kwargs):
+        saved.append(self.global_step)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+    callback = PeriodicCheckpoint(tmp_path / "c", every_n_steps=0, min_interval_s=3600)
+    loader = DataLoader(TensorDataset(torch.randn(10, 2)), batch_size=2)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=10,
+        max_steps=7,
+        callbacks=[callback],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), loader)
+    assert saved == [7]
+
+
 def test_epoch_mean_loss_is_the_mean_of_the_steps(tmp_path) -> None:
     means = []
 
