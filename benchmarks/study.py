@@ -366,7 +366,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
                     "label_fraction": float(fraction),
                     "repeat": repeat,
                     "epochs": report["epochs"],
-                    "image_size": report["image_size"],
+                    "image_size": report["input_size"],
                     "backbone": report["backbone"],
                     **{k: v for k, v in scores.items() if k not in ("folds", "std")},
                 }
@@ -1046,12 +1046,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an ISIC folder scored once after every fine-tune (no choice uses it)",
     )
     parser.add_argument(
-        "--methods", nargs="+", help="only these methods (and the references)"
+        "--methods",
+        nargs="+",
+        help="only these jobs' methods: methods (gravis), methods continued from "
+        "ImageNet (gravis+imagenet) and reference rows (random, imagenet, supervised)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
     parser.add_argument("--datasets", nargs="+", help="only these datasets")
     parser.add_argument(
+        "--folds", nargs="+", type=int, help="only these ISIC folds (held-out fold)"
+    )
+    parser.add_argument(
         "--parallel", type=int, help="jobs at a time (default: the scale's)"
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        help="wall time after which running jobs are stopped (default: the scale's)",
     )
     parser.add_argument("--no-self-check", action="store_true")
     parser.add_argument(
@@ -1076,7 +1087,18 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main(args.run_job)
     study = load_study(args.study, args.scale, tiny=args.tiny)
     if args.methods:
-        study["methods"] = [m for m in args.methods if m not in REFERENCES]
+        # job names: a method, a method continued from ImageNet ("gravis+imagenet"),
+        # a reference row ("random")
+        study["methods"] = [
+            m
+            for m in args.methods
+            if m not in REFERENCES and not m.endswith(IMAGENET_SUFFIX)
+        ]
+        study["imagenet_methods"] = [
+            m.removesuffix(IMAGENET_SUFFIX)
+            for m in args.methods
+            if m.endswith(IMAGENET_SUFFIX)
+        ]
         study["references"] = [
             m for m in study.get("references", []) if m in args.methods
         ]
@@ -1089,8 +1111,17 @@ def main(argv: list[str] | None = None) -> int:
         study["datasets"] = {
             k: v for k, v in study["datasets"].items() if k in args.datasets
         }
+    if args.folds:
+        for spec in study["datasets"].values():
+            if spec["task"] == "segmentation":
+                bad = set(args.folds) - set(range(int(spec.get("folds", 3))))
+                if bad:
+                    raise SystemExit(f"--folds: no fold {sorted(bad)[0]}")
+                spec["only_folds"] = args.folds
     if args.parallel:
         study["parallel"] = args.parallel
+    if args.budget_minutes:
+        study["budget_minutes"] = args.budget_minutes
     roots = [Path(r) for r in args.data_root] if args.data_root else default_roots()
     if args.stage_data:
         for folder in stage_data(study, roots, Path(args.stage_data)):

@@ -322,6 +322,29 @@ def test_plan_counts_only_its_own_jobs_as_done(
     assert "2 jobs (1 done)" in capsys.readouterr().out
 
 
+def test_command_line_narrows_folds_jobs_and_budget(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--study", str(STUDY), "--scale", "gpu", "--tiny", "--plan-only",
+        "--data-root", str(data_root), "--out", str(tmp_path / "out"),
+        "--seeds", "0", "--datasets", "isic2017", "--folds", "1",
+        "--methods", "random", "gravis", "ap_byol+imagenet",
+        "--budget-minutes", "2.5",
+    ]  # fmt: skip
+    assert study.main(argv) == 0
+    plan = capsys.readouterr().out
+    jobs = [line.split()[0] for line in plan.splitlines() if line.startswith("  ")]
+    assert jobs == [
+        "isic2017-gravis-seed0-fold1",
+        "isic2017-ap_byol+imagenet-seed0-fold1",
+        "isic2017-random-seed0-fold1",
+    ]
+    assert "(budget 2.5 minutes)" in plan
+    with pytest.raises(SystemExit, match="--folds: no fold 5"):
+        study.main([*argv[:-4], "--folds", "5"])
+
+
 @pytest.mark.slow
 def test_gpu_scale_whole_path_at_tiny_size_on_cpu(
     data_root: Path, tmp_path: Path
