@@ -45,6 +45,7 @@ def finetune(
     batch_size: int = 16,
     frozen: bool = False,
     freeze_epochs: int = 0,
+    encoder_lr_scale: float = 1.0,
 ) -> dict[str, float]:
     """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
 
@@ -53,6 +54,8 @@ def finetune(
     ``freeze_epochs``: the encoder is frozen for the first epochs only (decoder first,
     then everything: "linear probing, then fine-tuning", Kumar et al. 2022); pretrained
     encoders only, random init is always trained from the start.
+    ``encoder_lr_scale``: a pretrained encoder trains at this multiple of the decoder's
+    learning rate (discriminative fine-tuning); random init always at the full rate.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ISICSegmentationDataModule(
@@ -68,6 +71,11 @@ def finetune(
     model = LesionSegmentation(
         backbone="lightly-derm-resnet18",
         pretrained=backbone_file,
+        encoder_lr=(
+            1e-3 * encoder_lr_scale
+            if backbone_file is not None and encoder_lr_scale != 1.0
+            else None
+        ),
         freeze_encoder_epochs=(
             epochs if frozen else (freeze_epochs if backbone_file is not None else 0)
         ),
@@ -130,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="pretrained encoders stay frozen for this many first epochs",
     )
+    parser.add_argument(
+        "--encoder-lr-scale",
+        type=float,
+        default=1.0,
+        help="pretrained encoders train at this multiple of the learning rate (1e-3)",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -167,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.label_fraction,
                         frozen=args.frozen,
                         freeze_epochs=args.freeze_epochs,
+                        encoder_lr_scale=args.encoder_lr_scale,
                     )
                     row = {
                         "method": method,
@@ -175,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs": epochs,
                         "frozen": args.frozen,
                         "freeze_epochs": args.freeze_epochs,
+                        "encoder_lr_scale": args.encoder_lr_scale,
                         "val_jaccard": scores.get("val_jaccard"),
                         "val_dice": scores.get("val_dice"),
                         "seconds": round(time.time() - started, 1),

@@ -48,7 +48,7 @@ def test_pairs_each_method_with_random_init_of_the_same_fine_tune_seed(
     argv = [
         "--study-out", str(out), "--pretrain-seeds", "1", "--finetune-seeds", "0", "1",
         "2", "--methods", "random", "gravis", "simclr", "--epochs", "7",
-        "--freeze-epochs", "3", "--output", str(output),
+        "--freeze-epochs", "3", "--encoder-lr-scale", "0.1", "--output", str(output),
     ]  # fmt: skip
     assert finetune_length.main(argv) == 0
     # simclr has no backbone.pt: skipped; every run got the freeze options
@@ -56,7 +56,12 @@ def test_pairs_each_method_with_random_init_of_the_same_fine_tune_seed(
         ("gravis", 0), ("gravis", 1), ("gravis", 2),
         ("random", 0), ("random", 1), ("random", 2),
     ]  # fmt: skip
-    assert all(c["freeze_epochs"] == 3 and c["frozen"] is False for c in calls)
+    assert all(
+        c["freeze_epochs"] == 3
+        and c["frozen"] is False
+        and c["encoder_lr_scale"] == 0.1
+        for c in calls
+    )
     deltas = [scores["gravis", s] - scores["random", s] for s in (0, 1, 2)]
     row = next(line for line in output.read_text().splitlines() if "| gravis |" in line)
     assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
@@ -64,3 +69,26 @@ def test_pairs_each_method_with_random_init_of_the_same_fine_tune_seed(
     # a rerun continues: nothing is fine-tuned again
     assert finetune_length.main(argv) == 0
     assert len(calls) == 6
+
+
+def test_encoder_lr_scale_reaches_the_pretrained_encoder_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made: list[Any] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_model(**kwargs: Any) -> None:
+        made.append(kwargs["encoder_lr"])
+        raise Stop
+
+    monkeypatch.setattr(finetune_length, "ISICSegmentationDataModule", lambda **k: None)
+    monkeypatch.setattr(finetune_length, "find_isic_pairs", lambda d: [])
+    monkeypatch.setattr(finetune_length, "LesionSegmentation", fake_model)
+    for backbone in (tmp_path / "backbone.pt", None):
+        with pytest.raises(Stop):
+            finetune_length.finetune(
+                backbone, tmp_path, tmp_path, 1, 0, encoder_lr_scale=0.1
+            )
+    assert made == [pytest.approx(1e-4), None]
