@@ -9,13 +9,16 @@ coordinates, coloured with pigment-network lines, colour variegation and dots. T
 lesion's binary mask comes with it.
 
 The class sets the *statistics* of the lesion, loosely after the dermoscopy "ABCD" cues
-(asymmetry, border, colour, dermoscopic structures) of the lesions they imitate:
+(asymmetry, border, colour, dermoscopic structures) of the lesions they imitate. The
+first three classes (the demo's) share one distribution of colour and size — the lesion's
+brightness and tint vary per image whatever its class — and differ in *structure*,
+which survives the crops, colour jitter and grey scale of self-supervised views:
 
-- ``nevus-like``: small, round, smooth border, uniform brown, regular network;
-- ``melanoma-like``: larger, asymmetric, irregular blurred border, dark brown with black,
-  blue-grey and whitish patches, distorted network, peripheral black dots;
-- ``seborrheic-keratosis-like``: tan, sharp "stuck-on" border, bright milia-like dots and
-  dark comedo-like openings, no network;
+- ``nevus-like``: round, smooth border, a regular pigment network;
+- ``melanoma-like``: asymmetric, irregular blurred border, distorted network, radial
+  streaks and dark dots at the periphery;
+- ``seborrheic-keratosis-like``: sharp "stuck-on" border, no network, bright milia-like
+  spots, dark comedo-like openings and cerebriform furrows;
 - ``basal-cell-carcinoma-like``: pinkish, branching red vessel lines, blue-grey ovoid nests;
 - ``vascular-like``: small, red-purple with darker red lacunae.
 
@@ -59,114 +62,40 @@ _PARAM_NAMES = (
     "variegation",  # strength of the colour patches
     "network",  # pigment-network contrast
     "warp",  # distortion of the network
+    "fissures",  # contrast of the cerebriform fissures (curved furrows)
     "dark_dots",  # expected number of dark dots / globules
     "bright_dots",  # expected number of bright (milia-like) dots
     "nests",  # expected number of blue-grey ovoid nests
     "vessels",  # expected number of vessel branches
     "lacunae",  # expected number of red lacunae
+    "streaks",  # expected number of radial streaks at the periphery
 )
+# fmt: off
 _MEANS = np.array(
     [
-        # rad  irr   asym  edge   r     g     b     var   net   warp  dd   bd   nest ves  lac
-        [
-            0.50,
-            0.03,
-            0.05,
-            0.05,
-            0.52,
-            0.34,
-            0.23,
-            0.08,
-            0.45,
-            0.15,
-            2.0,
-            0.3,
-            0.1,
-            0.1,
-            0.0,
-        ],
-        [
-            0.60,
-            0.10,
-            0.16,
-            0.08,
-            0.38,
-            0.25,
-            0.20,
-            0.40,
-            0.35,
-            0.70,
-            6.0,
-            0.5,
-            0.6,
-            0.4,
-            0.1,
-        ],
-        [
-            0.55,
-            0.06,
-            0.08,
-            0.02,
-            0.62,
-            0.44,
-            0.33,
-            0.15,
-            0.06,
-            0.30,
-            3.0,
-            5.0,
-            0.1,
-            0.2,
-            0.0,
-        ],
-        [
-            0.48,
-            0.07,
-            0.10,
-            0.05,
-            0.74,
-            0.52,
-            0.50,
-            0.15,
-            0.03,
-            0.30,
-            0.5,
-            0.5,
-            3.0,
-            3.0,
-            0.2,
-        ],
-        [
-            0.40,
-            0.03,
-            0.06,
-            0.04,
-            0.60,
-            0.20,
-            0.28,
-            0.12,
-            0.00,
-            0.20,
-            0.5,
-            0.2,
-            0.2,
-            0.3,
-            6.0,
-        ],
+        # rad  irr   asym  edge  red   green blue  var   net   warp  fiss  dd   bd   nest ves  lac  str
+        [0.62, 0.02, 0.04, 0.05, 0.46, 0.31, 0.22, 0.15, 0.60, 0.10, 0.00, 0.5, 0.2, 0.1, 0.1, 0.0, 0.0],  # noqa: E501
+        [0.62, 0.14, 0.18, 0.07, 0.46, 0.31, 0.22, 0.15, 0.30, 1.00, 0.00, 8.0, 0.3, 0.3, 0.3, 0.1, 10.],  # noqa: E501
+        [0.62, 0.05, 0.08, 0.02, 0.46, 0.31, 0.22, 0.15, 0.00, 0.30, 0.60, 3.0, 10., 0.1, 0.2, 0.0, 0.0],  # noqa: E501
+        [0.48, 0.07, 0.10, 0.05, 0.74, 0.52, 0.50, 0.15, 0.03, 0.30, 0.00, 0.5, 0.5, 3.0, 3.0, 0.2, 0.0],  # noqa: E501
+        [0.40, 0.03, 0.06, 0.04, 0.60, 0.20, 0.28, 0.12, 0.00, 0.20, 0.00, 0.5, 0.2, 0.2, 0.3, 6.0, 0.0],  # noqa: E501
     ],
     dtype=np.float64,
 )
 _SPREAD = np.array(
-    [0.12, 0.04, 0.06, 0.025, 0.06, 0.05, 0.04, 0.15, 0.12, 0.25, 0, 0, 0, 0, 0],
+    [0.12, 0.04, 0.06, 0.025, 0.06, 0.05, 0.04, 0.10, 0.12, 0.25, 0.15, 0, 0, 0, 0, 0, 0],  # noqa: E501
     dtype=np.float64,
 )
-_COUNT_PARAMS = slice(10, 15)  # Poisson means, not Gaussian
+# fmt: on
+_COUNT_PARAMS = slice(11, 17)  # Poisson means, not Gaussian
 
-# Colours of the variegation patches (per class: up to three).
+# Colours of the variegation patches (per class: up to three); the three brown classes
+# share theirs, so that colour does not tell them apart.
+_BROWN_PATCHES = ((0.22, 0.14, 0.11), (0.60, 0.44, 0.32))
 _PATCHES = (
-    ((0.40, 0.25, 0.16), (0.62, 0.44, 0.30)),
-    ((0.10, 0.07, 0.07), (0.36, 0.42, 0.52), (0.82, 0.74, 0.72)),
-    ((0.50, 0.36, 0.22), (0.72, 0.60, 0.42)),
+    _BROWN_PATCHES,
+    _BROWN_PATCHES,
+    _BROWN_PATCHES,
     ((0.42, 0.45, 0.56), (0.86, 0.66, 0.66)),
     ((0.42, 0.08, 0.16), (0.75, 0.30, 0.40)),
 )
@@ -358,7 +287,9 @@ class SyntheticLesions(Dataset[Any]):
         drawn = self._means[label] + rng.standard_normal(len(_PARAM_NAMES)) * _SPREAD
         p = dict(zip(_PARAM_NAMES, drawn.tolist(), strict=True))
         counts = rng.poisson(np.maximum(self._means[label, _COUNT_PARAMS], 0.0))
-        dark_dots, bright_dots, nests, vessels, lacunae = (int(c) for c in counts)
+        dark_dots, bright_dots, nests, vessels, lacunae, streaks = (
+            int(c) for c in counts
+        )
 
         # Skin: tone, low-frequency texture, illumination gradient.
         tone = float(rng.uniform(0.0, 1.0)) ** 1.5
@@ -400,10 +331,12 @@ class SyntheticLesions(Dataset[Any]):
         relative = dist / radius  # 0 at the centre, 1 on the border
 
         # Lesion colour: base, darker centre, variegation patches, pigment network.
-        brightness = math.exp(0.18 * float(rng.standard_normal()))
-        base = np.clip(
-            brightness * np.array([p["red"], p["green"], p["blue"]]), 0.02, 0.98
+        # Colour nuisance, independent of the class: brightness and a per-channel tint
+        # of the lesion as a whole (base, patches and dots).
+        shade = math.exp(0.25 * float(rng.standard_normal())) * np.exp(
+            rng.normal(0.0, 0.05, 3)
         )
+        base = np.clip(shade * np.array([p["red"], p["green"], p["blue"]]), 0.02, 0.98)
         lesion = (
             base.astype(np.float32)[None, None, :]
             * (1.0 - 0.25 * np.clip(1.0 - relative, 0, 1))[..., None]
@@ -414,16 +347,23 @@ class SyntheticLesions(Dataset[Any]):
                 break
             field = self._noise(rng, 5) + (float(rng.normal()) - 0.8)
             weight = np.clip(field * var * 1.5, 0.0, 0.9)[..., None]
-            lesion += weight * (np.asarray(colour, dtype=np.float32) - lesion)
+            tinted = np.clip(shade * np.asarray(colour), 0.02, 0.98).astype(np.float32)
+            lesion += weight * (tinted - lesion)
         contrast = max(p["network"], 0.0)
         if contrast > 0.01:
-            freq = float(rng.uniform(16.0, 24.0))
+            freq = float(rng.uniform(10.0, 14.0))
             warp = max(p["warp"], 0.0)
             a = freq * u + warp * 3.0 * self._noise(rng, 5)
             b = freq * v + warp * 3.0 * self._noise(rng, 5)
             lines = (1.0 - np.abs(np.cos(a) * np.cos(b))) ** 2
             fade = np.clip(1.3 - relative, 0.0, 1.0)
             lesion *= (1.0 - contrast * lines * fade)[..., None]
+        fissures = max(p["fissures"], 0.0)
+        if fissures > 0.01:
+            # Cerebriform furrows: the zero lines of smooth noise, about 2 px wide.
+            furrows = np.clip(1.0 - np.abs(self._noise(rng, 9)) / 0.2, 0.0, 1.0)
+            fade = np.clip(1.2 - relative, 0.0, 1.0)
+            lesion *= (1.0 - min(fissures, 0.9) * furrows * fade)[..., None]
 
         image += alpha[..., None] * (lesion - image)
 
@@ -454,16 +394,16 @@ class SyntheticLesions(Dataset[Any]):
                 draw.ellipse((px - r, py - r, px + r, py + r), fill=255)
             layers.append((layer, np.asarray(colour, dtype=np.float32), opacity))
 
-        dot_colour = (0.08, 0.06, 0.06) if label == 1 else (0.30, 0.18, 0.12)
+        dot_colour = tuple(np.clip(shade * np.array([0.20, 0.12, 0.09]), 0.0, 1.0))
         disks(
             polar_points(dark_dots, 0.95, outer=label == 1),
-            rng.uniform(0.6, 1.3, dark_dots) * scale,
+            rng.uniform(1.0, 1.8, dark_dots) * scale,
             dot_colour,
             0.85,
         )
         disks(
             polar_points(bright_dots, 0.8),
-            rng.uniform(0.6, 1.4, bright_dots) * scale,
+            rng.uniform(1.2, 2.2, bright_dots) * scale,
             (0.95, 0.93, 0.85),
             0.8,
         )
@@ -497,6 +437,19 @@ class SyntheticLesions(Dataset[Any]):
             layers.append(
                 (layer, np.asarray((0.70, 0.10, 0.14), dtype=np.float32), 0.75)
             )
+        if streaks > 0:
+            # Radial streaks: lines from inside the lesion out to its border.
+            layer = Image.new("L", (size, size), 0)
+            draw = ImageDraw.Draw(layer)
+            width = max(1, round(2 * scale))
+            starts = polar_points(streaks, 0.75, outer=True)
+            centre = np.array([(cx + 1) * (size - 1) / 2, (cy + 1) * (size - 1) / 2])
+            for start in starts:
+                direction = start - centre
+                direction /= max(float(np.hypot(*direction)), 1e-6)
+                end = start + direction * rng.uniform(4, 8) * scale
+                draw.line((*start.tolist(), *end.tolist()), fill=255, width=width)
+            layers.append((layer, np.asarray(dot_colour, dtype=np.float32), 0.8))
         for layer, tint, opacity in layers:
             weight = np.asarray(layer, dtype=np.float32) * (opacity / 255.0) * alpha
             image += weight[..., None] * (tint - image)

@@ -134,7 +134,8 @@ class PretrainConfig(TrainConfig):
         epochs: Training epochs.
         max_steps: Stop after this many optimizer steps (not set: no limit).
         batch_size: Images per step per device (lowered to the number of images when
-            the data has fewer).
+            the data has fewer); not set: the preset's (32; the demo's 16: more
+            steps in the same time, which the short demo needs to learn).
         strict: Unreadable images are an error instead of being skipped with a warning.
         decode_size: Decode JPEGs at reduced size, the shorter side at least this (0:
             full size); not set: twice the input size.
@@ -161,12 +162,13 @@ class PretrainConfig(TrainConfig):
         "demo": {
             "backbone": "resnet18",
             "input_size": 64,
-            "epochs": 4,
+            "epochs": 8,
+            "batch_size": 16,
             "num_workers": 0,
             "synthetic_images": 256,
             "synthetic_classes": 3,
         },
-        "data": {"input_size": 224, "epochs": 100},
+        "data": {"input_size": 224, "epochs": 100, "batch_size": 32},
     }
 
     method: str = "gravis"
@@ -178,7 +180,7 @@ class PretrainConfig(TrainConfig):
     input_size: int | None = option(rule=Range.int(8))
     epochs: int | None = option(rule=Range.int(1))
     max_steps: int | None = option(rule=Range.int(1))
-    batch_size: int = option(32, Range.int(2))
+    batch_size: int | None = option(rule=Range.int(2))
     strict: bool = False
     decode_size: int | None = option(rule=Range.int(0))
     augment: Literal["cpu", "gpu"] | None = None
@@ -750,7 +752,7 @@ def training_data(
     Raises:
         DataError: The data has fewer than 2 images.
     """
-    assert config.input_size is not None  # resolved
+    assert config.input_size is not None and config.batch_size is not None  # resolved
     if config.cache_images:
         say("pretrain", verbose, f"decoding every image once ({flag('cache_images')})")
     datamodule = SSLDataModule(

@@ -17,13 +17,14 @@ def test_defaults_depend_on_the_data(tmp_path) -> None:
     assert (demo.backbone, demo.input_size, demo.epochs, demo.batch_size) == (
         "resnet18",
         64,
-        4,
-        32,
+        8,
+        16,
     )
     assert demo.synthetic_images == 256 and demo.num_workers == 0
     assert demo.out == "runs/fgssl" and demo.decode_size == 128
     real = resolve_config(PretrainConfig(method="byol", data=str(tmp_path)))
     assert (real.backbone, real.input_size, real.epochs) == ("resnet50", 224, 100)
+    assert real.batch_size == 32
     assert real.synthetic_images is None
     with pytest.raises(ValueError, match="apply to the built-in synthetic data only"):
         resolve_config(PretrainConfig(data=str(tmp_path), synthetic_images=8))
@@ -71,7 +72,7 @@ def test_resume_config_allows_hardware_changes_only(tmp_path) -> None:
         ValueError, match=r"cannot resume .* with method_args=\{'lr': 0.2\}"
     ):
         resume_config(PretrainConfig(out=str(tmp_path), method_args={"lr": 0.2}))
-    with pytest.raises(ValueError, match="epochs=9: the run was started with epochs=4"):
+    with pytest.raises(ValueError, match="epochs=9: the run was started with epochs=8"):
         resume_config(PretrainConfig(out=str(tmp_path), epochs=9))
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["method"] == "gravis"
 
