@@ -78,7 +78,7 @@ def option_rows(config_cls: type[JobConfig]) -> list[dict[str, str]]:
         >>> from lightly_derm.jobs.pretrain import PretrainConfig
         >>> row = next(r for r in option_rows(PretrainConfig) if r["option"] == "--epochs")
         >>> row["default"], row["demo"]
-        ('100', '4')
+        ('100', '8')
     """
     from lightly_derm.jobs.config import cli_name, field_default
 
