@@ -33,6 +33,9 @@ import pytorch_lightning as pl
 from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
 from lightly_derm.segmentation import LesionSegmentation
 
+#: The fine-tune's learning rate (decoder and head; the encoder's too, unless scaled).
+LR = 1e-3
+
 
 def finetune(
     backbone_file: Path | None,
@@ -71,11 +74,8 @@ def finetune(
     model = LesionSegmentation(
         backbone="lightly-derm-resnet18",
         pretrained=backbone_file,
-        encoder_lr=(
-            1e-3 * encoder_lr_scale
-            if backbone_file is not None and encoder_lr_scale != 1.0
-            else None
-        ),
+        lr=LR,
+        encoder_lr=LR * encoder_lr_scale if backbone_file is not None else None,
         freeze_encoder_epochs=(
             epochs if frozen else (freeze_epochs if backbone_file is not None else 0)
         ),
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--encoder-lr-scale",
         type=float,
         default=1.0,
-        help="pretrained encoders train at this multiple of the learning rate (1e-3)",
+        help=f"pretrained encoders train at this multiple of the learning rate ({LR:g})",
     )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)

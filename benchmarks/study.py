@@ -562,8 +562,6 @@ def stage_data(study: dict[str, Any], roots: list[Path], dest: Path) -> list[Pat
     """
     import shutil
 
-    from lightly_derm.data import find_isic_pairs
-
     written = []
     sources = [r for r in roots if r.resolve() != dest.resolve()]
     for spec in study["datasets"].values():
@@ -571,11 +569,7 @@ def stage_data(study: dict[str, Any], roots: list[Path], dest: Path) -> list[Pat
         target = dest / spec["data"]
         target.mkdir(parents=True, exist_ok=True)
         if spec["task"] == "segmentation":
-            pairs = sorted(
-                find_isic_pairs(source), key=lambda p: p.get("id", p["image"])
-            )
-            if spec.get("limit"):
-                pairs = pairs[: int(spec["limit"])]
+            pairs = isic_pairs(source, spec)
             _resize_pairs(pairs, target, spec.get("resize"), image_format="jpg")
             extras = [
                 f for f in source.iterdir() if f.suffix in (".csv", ".txt", ".md")
@@ -607,15 +601,21 @@ def isic_folds(ids: list[str], k: int, seed: int = FOLD_SEED) -> list[list[str]]
     return [sorted(order[i::k]) for i in range(k)]
 
 
+def isic_pairs(source: Path, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A dataset's ISIC pairs in id order, the first ``limit`` of them if set."""
+    from lightly_derm.data import find_isic_pairs
+
+    pairs = sorted(find_isic_pairs(source), key=lambda p: p.get("id", p["image"]))
+    return pairs[: int(spec["limit"])] if spec.get("limit") else pairs
+
+
 def prepare_isic(
     source: Path, spec: dict[str, Any], out: Path, test_data: Path | None
 ) -> dict[str, Any]:
     """Decoded-once copies (shorter side ``resize``) and per-fold folders of symlinks."""
     from lightly_derm.data import find_isic_pairs
 
-    pairs = sorted(find_isic_pairs(source), key=lambda p: p.get("id", p["image"]))
-    if spec.get("limit"):
-        pairs = pairs[: int(spec["limit"])]
+    pairs = isic_pairs(source, spec)
     side = spec.get("resize")
     cache = out / f"isic_{side or 'full'}_{len(pairs)}"
     _resize_pairs(pairs, cache, side)

@@ -80,7 +80,7 @@ def test_encoder_lr_scale_reaches_the_pretrained_encoder_only(
         pass
 
     def fake_model(**kwargs: Any) -> None:
-        made.append(kwargs["encoder_lr"])
+        made.append((kwargs["lr"], kwargs["encoder_lr"]))
         raise Stop
 
     monkeypatch.setattr(finetune_length, "ISICSegmentationDataModule", lambda **k: None)
@@ -91,4 +91,4 @@ def test_encoder_lr_scale_reaches_the_pretrained_encoder_only(
             finetune_length.finetune(
                 backbone, tmp_path, tmp_path, 1, 0, encoder_lr_scale=0.1
             )
-    assert made == [pytest.approx(1e-4), None]
+    assert made == [(1e-3, pytest.approx(1e-4)), (1e-3, None)]

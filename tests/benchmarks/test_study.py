@@ -389,12 +389,8 @@ def test_gpu_scale_whole_path_at_tiny_size_on_cpu(
     assert config["augment"] == "gpu" and config["cache_images"] is True
 
 
-def test_timeout_kills_the_job_and_keeps_the_others(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = study.load_study(STUDY, "smoke")
-    settings["timeout_minutes"] = 1.5 / 60
-    jobs = [study.Job("fake", "classification", "sleeper", 0, None, {})]
+def _sleeper_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[study.Job]:
+    """One job whose process sleeps for a minute (the driver runs a stand-in script)."""
     monkeypatch.setattr(
         study,
         "job_payload",
@@ -403,6 +399,15 @@ def test_timeout_kills_the_job_and_keeps_the_others(
     script = tmp_path / "sleep.py"
     script.write_text("import time\ntime.sleep(60)\n")
     monkeypatch.setattr(study, "__file__", str(script))
+    return [study.Job("fake", "classification", "sleeper", 0, None, {})]
+
+
+def test_timeout_kills_the_job_and_keeps_the_others(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = study.load_study(STUDY, "smoke")
+    settings["timeout_minutes"] = 1.5 / 60
+    jobs = _sleeper_jobs(tmp_path, monkeypatch)
     status = study.run_jobs(jobs, settings, tmp_path, deadline=1e12)
     assert status == {"fake-sleeper-seed0": "timeout"}
     record = json.loads((tmp_path / "results" / "fake-sleeper-seed0.json").read_text())
@@ -488,15 +493,7 @@ def test_sigterm_stops_the_driver_and_kills_the_running_job(
     import threading
 
     settings = study.load_study(STUDY, "smoke")
-    jobs = [study.Job("fake", "classification", "sleeper", 0, None, {})]
-    monkeypatch.setattr(
-        study,
-        "job_payload",
-        lambda job, s, out: {"id": job.id, "sleep": True, "result": "", "job_dir": ""},
-    )
-    script = tmp_path / "sleep.py"
-    script.write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(study, "__file__", str(script))
+    jobs = _sleeper_jobs(tmp_path, monkeypatch)
     killed: list[int] = []
     real_kill = study._kill
     monkeypatch.setattr(

@@ -31,12 +31,15 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(callbacks, root: Path, epochs: int = 2, batches: int = 5) -> pl.Trainer:
+def fit(
+    callbacks, root: Path, epochs: int = 2, batches: int = 5, max_steps: int = -1
+) -> pl.Trainer:
     """Fits :class:`Tiny`; Lightning's own checkpoints go under ``root`` (a tmp folder)."""
     loader = DataLoader(TensorDataset(torch.randn(batches * 2, 2)), batch_size=2)
     trainer = pl.Trainer(
         default_root_dir=root,
         max_epochs=epochs,
+        max_steps=max_steps,
         callbacks=callbacks,
         logger=False,
         # no default ModelCheckpoint writing into the working directory
@@ -51,17 +54,21 @@ def fit(callbacks, root: Path, epochs: int = 2, batches: int = 5) -> pl.Trainer:
     return trainer
 
 
-def test_periodic_checkpoint_every_n_steps_and_every_epoch(
-    tmp_path, monkeypatch
-) -> None:
-    saved: list[int] = []
+@pytest.fixture
+def saved(monkeypatch) -> list[int]:
+    """The global step of every ``Trainer.save_checkpoint`` call (which still saves)."""
+    steps: list[int] = []
     original = pl.Trainer.save_checkpoint
 
     def record(self, path, *args, **kwargs):
-        saved.append(self.global_step)
+        steps.append(self.global_step)
         return original(self, path, *args, **kwargs)
 
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+    return steps
+
+
+def test_periodic_checkpoint_every_n_steps_and_every_epoch(tmp_path, saved) -> None:
     callback = PeriodicCheckpoint(tmp_path / "checkpoints", every_n_steps=3)
     fit([callback], tmp_path)
     # 5 steps per epoch: step 3, the epoch end (5), 3 steps later (8), the epoch end (10)
@@ -81,16 +88,9 @@ def test_periodic_checkpoint_every_n_steps_and_every_epoch(
     ],
 )
 def test_periodic_checkpoint_epoch_ends_at_most_every_interval(
-    tmp_path, monkeypatch, interval, expected
+    tmp_path, monkeypatch, saved, interval, expected
 ) -> None:
     import lightly_derm.callbacks.periodic_checkpoint as module
-
-    saved: list[int] = []
-    original = pl.Trainer.save_checkpoint
-
-    def record(self, path, *args, **kwargs):
-        saved.append(self.global_step)
-        return original(self, path, *args, **kwargs)
 
     now = [0.0]
 
@@ -98,7 +98,6 @@ def test_periodic_checkpoint_epoch_ends_at_most_every_interval(
         def on_train_epoch_end(self, trainer, pl_module):
             now[0] += 6.0
 
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
     callback = PeriodicCheckpoint(
         tmp_path / "c", every_n_steps=0, min_interval_s=interval
@@ -110,29 +109,9 @@ def test_periodic_checkpoint_epoch_ends_at_most_every_interval(
         PeriodicCheckpoint(tmp_path, min_interval_s=-1.0)
 
 
-def test_periodic_checkpoint_saves_the_end_of_a_max_steps_run(
-    tmp_path, monkeypatch
-) -> None:
-    saved: list[int] = []
-    original = pl.Trainer.save_checkpoint
-
-    def record(self, path, *args, **kwargs):
-        saved.append(self.global_step)
-        return original(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+def test_periodic_checkpoint_saves_the_end_of_a_max_steps_run(tmp_path, saved) -> None:
     callback = PeriodicCheckpoint(tmp_path / "c", every_n_steps=0, min_interval_s=3600)
-    loader = DataLoader(TensorDataset(torch.randn(10, 2)), batch_size=2)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=10,
-        max_steps=7,
-        callbacks=[callback],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(Tiny(), loader)
+    fit([callback], tmp_path, epochs=10, batches=5, max_steps=7)  # stops mid-epoch
     assert saved == [7]
 
 
