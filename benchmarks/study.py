@@ -725,7 +725,8 @@ def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
 
     ``startup_s`` per job; ``pretrain_image_epoch_s`` per image and epoch of lightly BYOL
     times the method's ``method_cost``; ``segment_image_epoch_s`` per training image and
-    epoch of a fine-tune (validation images count a third); ``feature_image_s`` per
+    epoch of a fine-tune (validation images count a third, at every
+    ``val_every_n_epochs``-th epoch and once at the end); ``feature_image_s`` per
     image of a feature pass (a supervised epoch counts as half a BYOL image-epoch).
     """
     spec = job.spec
@@ -741,13 +742,15 @@ def estimate_seconds(job: Job, study: dict[str, Any]) -> float:
         seg = spec.get("segment") or {}
         by_fraction = _by_fraction(spec.get("segment_epochs"))
         repeats = _by_fraction(spec.get("segment_repeats"))
+        val_every = int(seg.get("val_every_n_epochs", 1))
         for fraction in spec["label_fractions"]:
             epochs = by_fraction.get(float(fraction), seg.get("epochs", 20))
-            epochs *= int(repeats.get(float(fraction), 1))
+            runs = int(repeats.get(float(fraction), 1))
             images = max(2, round(fold["train_pairs"] * float(fraction)))
+            validations = epochs // val_every + 1  # + the final model's score
             seconds += (
-                (images + fold["val_pairs"] / 3)
-                * epochs
+                (images * epochs + fold["val_pairs"] / 3 * validations)
+                * runs
                 * float(est.get("segment_image_epoch_s", 0.03))
             )
     else:

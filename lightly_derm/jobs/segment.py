@@ -123,6 +123,9 @@ class SegmentConfig(TrainConfig):
         lr: AdamW learning rate of decoder and head.
         encoder_lr: Learning rate of the encoder; not set: ``lr``.
         freeze_encoder_epochs: Train only the decoder for this many epochs first.
+        val_every_n_epochs: Validate (and keep ``best.ckpt``) every N epochs; the
+            final model is always scored. Long fine-tunes on few masks spend most of
+            their time validating at every epoch.
         label_fraction: Share of the training masks used.
         val_fraction: Share held out for validation; not set: 0.2 (not with
             ``folds``).
@@ -162,6 +165,7 @@ class SegmentConfig(TrainConfig):
     lr: float = option(1e-3, Range.positive())
     encoder_lr: float | None = option(rule=Range.positive())
     freeze_encoder_epochs: int = option(0, Range.int(0))
+    val_every_n_epochs: int = option(1, Range.int(1))
     label_fraction: float = option(1.0, Range.unit_interval())
     val_fraction: float | None = option(rule=Range.unit_interval(high_open=True))
     folds: int | None = option(rule=Range.int(2))
@@ -446,6 +450,7 @@ def finetune_segmentation(
     lr: float = 1e-3,
     encoder_lr: float | None = None,
     freeze_encoder_epochs: int = 0,
+    val_every_n_epochs: int = 1,
     seed: int = 0,
     accelerator: str = "auto",
     devices: int | str = "auto",
@@ -483,6 +488,8 @@ def finetune_segmentation(
         lr: Learning rate of decoder and head.
         encoder_lr: Learning rate of the encoder (default ``lr``).
         freeze_encoder_epochs: Epochs that train the decoder only.
+        val_every_n_epochs: Validate every N epochs (Lightning's
+            ``check_val_every_n_epoch``); the final model is scored either way.
         seed: The seed.
         accelerator: Lightning's accelerator.
         devices: Lightning's devices.
@@ -558,6 +565,7 @@ def finetune_segmentation(
         tensorboard=tensorboard,
         callbacks=callbacks,
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=val_every_n_epochs,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -746,6 +754,7 @@ def _segment(
                     lr=float(cfg.lr or 1e-3),
                     encoder_lr=cfg.encoder_lr,
                     freeze_encoder_epochs=int(cfg.freeze_encoder_epochs or 0),
+                    val_every_n_epochs=int(cfg.val_every_n_epochs),
                     seed=int(cfg.seed or 0),
                     accelerator=str(cfg.accelerator),
                     devices=cfg.devices,  # type: ignore[arg-type]

@@ -264,3 +264,36 @@ def test_a_full_disk_while_checkpointing_stops_segment_with_one_line(
     assert checkpoint["global_step"] == 1 and checkpoint["state_dict"]
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
     assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_segment_validates_every_n_epochs_and_scores_the_final_model(
+    tmp_path, capsys
+) -> None:
+    import csv
+
+    out = tmp_path / "seg"
+    args = [a for a in TINY if a not in ("--epochs", "1")]
+    code, _, _ = run(
+        capsys,
+        "segment",
+        "--backbone",
+        "resnet18",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--epochs",
+        "5",
+        "--val-every-n-epochs",
+        "2",
+        *args,
+    )
+    assert code == 0
+    with (out / "random-init" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    validated = sorted({int(r["epoch"]) for r in rows if r.get("val_dice")})
+    # during training after epochs 2 and 4 (0-based 1, 3), not 1, 3, 5; then the
+    # final model's score, logged after the last epoch (5)
+    assert validated == [1, 3, 5]
+    report = json.loads((out / "results.json").read_text())
+    assert 0.0 <= report["results"]["random-init"]["val_dice"] <= 1.0
