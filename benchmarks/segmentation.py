@@ -40,8 +40,9 @@ from monai.metrics import DiceMetric, MeanIoU
 from monai.networks.nets import FlexibleUNet
 
 import lightly_derm  # noqa: F401  (registers the backbones)
-from lightly_derm.data import find_isic_pairs, isic_segmentation_transforms
+from lightly_derm.data import find_isic_pairs
 from lightly_derm.segmentation import LesionSegmentationMetric
+from lightly_derm.transforms import isic_segmentation_transforms
 
 #: The shared ISIC subset beside the checkout (or beside its folder of worktrees).
 DEFAULT_DATA = next(

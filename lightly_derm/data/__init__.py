@@ -33,10 +33,6 @@ from lightly_derm.data.isic_segmentation_datamodule import (
     ISICSegmentationDataModule,
     isic_segmentation_dataset,
 )
-from lightly_derm.data.isic_transforms import (
-    BinaryLesionMaskd,
-    isic_segmentation_transforms,
-)
 from lightly_derm.data.label_csv import LabelTable, read_labels_csv
 from lightly_derm.data.make_dataset import DATA_SOURCES, dataset_splits, make_dataset
 from lightly_derm.data.medmnist import DERMAMNIST_CLASSES, MedMNISTDataset
@@ -54,6 +50,10 @@ from lightly_derm.data.synthetic_lesions import (
 from lightly_derm.data.synthetic_segmentation_datamodule import (
     SyntheticSegmentationData,
     SyntheticSegmentationTransform,
+)
+from lightly_derm.transforms.isic import (  # re-exported: their home is transforms
+    BinaryLesionMaskd,
+    isic_segmentation_transforms,
 )
 
 __all__ = [

@@ -3,7 +3,7 @@
 Builds on nothing but :mod:`pathlib` and PIL (to read image sizes from file headers): the
 pairs are plain dictionaries in MONAI's convention (``{"image": path, "label": path}``,
 plus ``"id"``), ready for :class:`monai.data.Dataset` and the dictionary transforms of
-:func:`~lightly_derm.data.isic_segmentation_transforms`.
+:func:`~lightly_derm.transforms.isic_segmentation_transforms`.
 
 Understood layouts (ISIC 2016–2018 Task 1 downloads and the shared subset):
 

@@ -6,7 +6,7 @@ seeds MONAI's random transforms per worker, so augmentations neither repeat acro
 workers nor change between runs with the same seed) and
 :class:`pytorch_lightning.LightningDataModule`. The pairs come from
 :func:`~lightly_derm.data.find_isic_pairs`, the transforms from
-:func:`~lightly_derm.data.isic_segmentation_transforms`.
+:func:`~lightly_derm.transforms.isic_segmentation_transforms`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from lightly_derm.data.isic_pairs import (
     split_pairs,
     subsample_pairs,
 )
-from lightly_derm.data.isic_transforms import (
-    isic_segmentation_transforms,
-)
+from lightly_derm.transforms.isic import isic_segmentation_transforms
 
 
 def isic_segmentation_dataset(

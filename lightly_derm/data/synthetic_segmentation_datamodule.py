@@ -38,7 +38,7 @@ class SyntheticSegmentationTransform:
     ``{"image": tv_tensors.Image uint8, "mask": tv_tensors.Mask, "filename", ...}`` →
     ``{"image": (3, H, W) float32 normalised, "label": (1, H, W) float32 in {0, 1},
     "id": filename}``, the format of
-    :func:`~lightly_derm.data.isic_segmentation_transforms` that
+    :func:`~lightly_derm.transforms.isic_segmentation_transforms` that
     :class:`~lightly_derm.segmentation.LesionSegmentation` trains on. With ``train``,
     image and mask are flipped and rotated by multiples of 90° together (torchvision v2
     moves tv_tensors jointly).

@@ -50,7 +50,6 @@ from lightly_derm.jobs.plots import PLOT_FILES, plot_embedding
 from lightly_derm.jobs.pretrain import check_backbone_name, with_transform
 from lightly_derm.jobs.run_folder import RunFolder, check_out
 from lightly_derm.jobs.trainer import trainer_options
-from lightly_derm.jobs.transforms import eval_transform, finetune_transform
 from lightly_derm.models.backbones import (
     CIFAR_SUFFIX,
     SMALL_INPUT_SIZE,
@@ -58,6 +57,7 @@ from lightly_derm.models.backbones import (
     build_backbone,
 )
 from lightly_derm.models.imagenet import input_normalization
+from lightly_derm.transforms import eval_transform, finetune_transform
 from lightly_derm.utils.validation import Range
 
 #: Words that mark the built-in data wherever results show.

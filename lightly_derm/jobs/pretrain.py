@@ -58,8 +58,8 @@ from lightly_derm.jobs.trainer import (
     TENSORBOARD_DIR,
     build_trainer,
 )
-from lightly_derm.jobs.transforms import eval_transform
 from lightly_derm.methods import SSLMethod
+from lightly_derm.transforms import eval_transform
 from lightly_derm.utils.validation import Range, check_choice
 
 #: Method arguments of the demo (synthetic data only) where the methods' own defaults —
@@ -702,7 +702,7 @@ def _create_method(config: PretrainConfig, dataset: Dataset[Any]) -> SSLMethod:
         kwargs["backbone_weights"] = config.backbone_weights
     method = registry.create("method", info.name, **kwargs)
     if isinstance(getattr(method, "backbone", None), torch.nn.Module):
-        from lightly_derm.jobs.transforms import renormalize_backbone_input
+        from lightly_derm.models import renormalize_backbone_input
 
         renormalize_backbone_input(method.backbone, config.backbone_weights)
     if not isinstance(method, SSLMethod):

@@ -38,6 +38,7 @@ from lightly_derm.models.imagenet import (
     lite0_state_dict_to_timm,
     lite0_weights_path,
     named_weights,
+    renormalize_backbone_input,
 )
 from lightly_derm.models.monai_backbones import MONAI_EFFICIENTNETS, monai_backbone
 from lightly_derm.models.stages import HierarchicalStages, hierarchical_stages
@@ -74,6 +75,7 @@ __all__ = [
     "load_checkpoint_file",
     "monai_backbone",
     "named_weights",
+    "renormalize_backbone_input",
     "resnet",
     "split_backbone_name",
     "split_resnet_stem",

@@ -21,7 +21,9 @@ the package the name is an :class:`ImportError` that says what to install.
 **Input scaling.** The network was trained on RGB in [0, 255] scaled as
 ``(x - 127) / 128``; for tensors in [0, 1] that is ``Normalize(mean=127/255,
 std=128/255)`` per channel (:data:`LITE0_NORMALIZE`), not the ImageNet mean and
-standard deviation that ResNets use.
+standard deviation that ResNets use. :func:`renormalize_backbone_input` gives a backbone
+that scaling on the ImageNet-normalised images of the SSL methods' views (moved here
+from ``lightly_derm.jobs.transforms``, which forwards for one release).
 
 Example:
     >>> import torch
@@ -34,11 +36,14 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from lightly_derm.models.checkpoints import load_checkpoint_file
 
@@ -52,6 +57,7 @@ __all__ = [
     "lite0_state_dict_to_timm",
     "lite0_weights_path",
     "named_weights",
+    "renormalize_backbone_input",
 ]
 
 #: The name of the ImageNet EfficientNet-Lite0 weights.
@@ -254,3 +260,62 @@ def input_normalization(weights: object) -> dict[str, list[float]]:
     from lightly.transforms.utils import IMAGENET_NORMALIZE
 
     return {k: list(v) for k, v in IMAGENET_NORMALIZE.items()}
+
+
+def renormalize_backbone_input(
+    backbone: nn.Module, weights: object
+) -> RemovableHandle | None:
+    """Makes ``backbone`` see its ``weights``' input scaling on ImageNet-normalised images.
+
+    The SSL methods' view transforms normalise with lightly's ``IMAGENET_NORMALIZE``.
+    Weights that expect another scaling (:func:`~lightly_derm.models.input_normalization`,
+    e.g. the TF-style ``[-1, 1]`` of ``"imagenet:efficientnet-lite0"``) get it by an
+    exact per-channel affine map in a forward pre-hook of the backbone's first
+    convolution (its stem, which every path through the backbone passes, also FG-SSL's
+    stage reads). The state dict is unchanged. Returns the hook handle, or ``None``
+    when the weights need the ImageNet normalisation.
+
+    Example:
+        >>> import torch
+        >>> from lightly_derm.models import build_backbone, renormalize_backbone_input
+        >>> model = build_backbone("resnet18")
+        >>> renormalize_backbone_input(model, None) is None
+        True
+    """
+    from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+    target = input_normalization(weights)
+    if list(target["mean"]) == list(IMAGENET_NORMALIZE["mean"]) and list(
+        target["std"]
+    ) == list(IMAGENET_NORMALIZE["std"]):
+        return None
+    stem = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    if stem is None:
+        raise ValueError(
+            f"cannot rescale the input of {type(backbone).__name__}: no convolution"
+        )
+
+    def column(values: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64).view(1, -1, 1, 1)
+
+    mean_in, std_in = (
+        column(IMAGENET_NORMALIZE["mean"]),
+        column(IMAGENET_NORMALIZE["std"]),
+    )
+    mean_out, std_out = column(target["mean"]), column(target["std"])
+    scale = std_in / std_out
+    shift = (mean_in - mean_out) / std_out
+
+    cache: dict[
+        tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]
+    ] = {}
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        key = (x.device, x.dtype)
+        if key not in cache:  # one copy per device and dtype, not one per step
+            cache[key] = (scale.to(x), shift.to(x))
+        a, b = cache[key]
+        return (x * a + b, *args[1:])
+
+    return stem.register_forward_pre_hook(hook)

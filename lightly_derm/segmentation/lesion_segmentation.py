@@ -37,7 +37,7 @@ class LesionSegmentation(pl.LightningModule):
 
     One output channel (lesion vs. skin), trained with ``DiceCELoss(sigmoid=True)``.
     Batches are dictionaries with ``image`` (B, C, H, W) and ``label`` (B, 1, H, W) in
-    {0, 1} (what :func:`~lightly_derm.data.isic_segmentation_transforms` yields), or
+    {0, 1} (what :func:`~lightly_derm.transforms.isic_segmentation_transforms` yields), or
     ``(image, label)`` tuples.
 
     Logged: ``train_loss``; ``val_loss``, ``val_dice``, ``val_jaccard``,

@@ -11,8 +11,8 @@ import yaml
 
 from lightly_derm.data import SyntheticLesions
 from lightly_derm.evaluation import extract_features, knn_evaluate
-from lightly_derm.jobs.transforms import eval_transform
 from lightly_derm.models import resnet
+from lightly_derm.transforms import eval_transform
 from tests.cli.test_pretrain_cli import one_error_line, run
 
 TINY = [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision import tv_tensors
 
 from lightly_derm.data import SyntheticSegmentationData, SyntheticSegmentationTransform
 
@@ -24,11 +25,31 @@ def test_batches_are_segmentation_dictionaries(size, fraction, kept) -> None:
     assert torch.equal(first["label"], again["label"])
 
 
-def test_the_old_import_paths_still_work() -> None:
+def test_the_old_import_path_still_works() -> None:
     from lightly_derm.jobs.segment import SyntheticSegmentationData as old_data
-    from lightly_derm.jobs.transforms import (
-        SyntheticSegmentationTransform as old_transform,
-    )
 
     assert old_data is SyntheticSegmentationData
-    assert old_transform is SyntheticSegmentationTransform
+    # lightly_derm.jobs.transforms.SyntheticSegmentationTransform: a shim, tested
+    # in tests/transforms/test_eval.py
+
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_synthetic_segmentation_moves_the_mask_with_the_image(seed) -> None:
+    torch.manual_seed(seed)
+    mask = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    mask[:, 2:7, 3:12] = 1  # asymmetric: flips and rotations change it
+    item = {
+        "image": tv_tensors.Image((mask * 255).expand(3, -1, -1).clone()),
+        "mask": tv_tensors.Mask(mask),
+        "filename": "synthetic_000001.png",
+    }
+    out = SyntheticSegmentationTransform(train=True)(item)
+    assert out["id"] == "synthetic_000001.png"
+    assert out["image"].dtype == torch.float32 and type(out["image"]) is torch.Tensor
+    assert out["label"].shape == (1, 16, 16) and out["label"].dtype == torch.float32
+    pixels = out["image"] * STD + MEAN  # back to [0, 1]
+    assert torch.equal((pixels[0:1] > 0.5).float(), out["label"])

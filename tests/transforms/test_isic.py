@@ -9,13 +9,8 @@ import torchvision.transforms.functional as TF
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from PIL import Image
 
-from lightly_derm.data import (
-    BinaryLesionMaskd,
-    UnreadableImageError,
-    find_isic_pairs,
-    isic_segmentation_transforms,
-    load_image,
-)
+from lightly_derm.data import UnreadableImageError, find_isic_pairs, load_image
+from lightly_derm.transforms import BinaryLesionMaskd, isic_segmentation_transforms
 from tests.data.images import truncate
 
 
@@ -213,3 +208,48 @@ def test_pixel_limit_in_the_monai_path(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LIGHTLY_DERM_MAX_IMAGE_PIXELS", "500")
     with pytest.raises(UnreadableImageError, match=r"40x24 = 960 pixels is more than"):
         isic_segmentation_transforms((24, 40), train=False)(pair)
+
+
+def test_the_old_import_path_warns_and_forwards() -> None:
+    import lightly_derm.data as data
+    import lightly_derm.data.isic_transforms as old
+    from lightly_derm.transforms import isic
+
+    for name in ("BinaryLesionMaskd", "isic_segmentation_transforms"):
+        with pytest.warns(FutureWarning, match="moved to lightly_derm.transforms.isic"):
+            assert getattr(old, name) is getattr(isic, name)
+        assert getattr(data, name) is getattr(isic, name)  # still exported, silently
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        old.nothing  # noqa: B018
+
+
+def _run(code: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_importing_transforms_imports_neither_data_nor_monai() -> None:
+    code = (
+        "import sys, lightly_derm.transforms; "
+        "print(sorted(set(sys.modules) & {'lightly_derm.data', 'monai'}))"
+    )
+    assert _run(code) == "[]"
+
+
+@pytest.mark.parametrize(
+    "order", [("transforms.isic", "data"), ("data", "transforms.isic")]
+)
+def test_the_isic_pipeline_and_data_import_in_either_order(order) -> None:
+    first, second = order
+    code = (
+        f"import lightly_derm.{first}, lightly_derm.{second}; "
+        "from lightly_derm.data import isic_segmentation_transforms as a; "
+        "from lightly_derm.transforms import isic_segmentation_transforms as b; "
+        "print(a is b)"
+    )
+    assert _run(code) == "True"
