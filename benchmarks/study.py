@@ -38,9 +38,9 @@ Run (from the repository root)::
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale smoke \\
         --out /tmp/study_smoke
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale cpu \\
-        --out benchmarks/results/study_cpu --plan-only
+        --out benchmarks/results/study_cpu_3pct --plan-only
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale gpu \\
-        --out benchmarks/results/study_gpu
+        --out benchmarks/results/study_gpu_3pct
 
 Data: each dataset's ``data`` is a folder name looked up under ``--data-root`` (default:
 ``benchmarks/data``, then a ``shared/data`` folder above the checkout). For a device
@@ -293,6 +293,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         **{k: job[k] for k in ("dataset", "task", "method", "seed", "fold")}
     }
     record["id"] = job["id"]
+    record["protocol"] = protocol(spec)
     record["rows"] = []
     started = time.perf_counter()
     checkpoint: str | None = None
@@ -789,6 +790,66 @@ def print_plan(jobs: list[Job], study: dict[str, Any], done: set[str]) -> float:
 
 
 # ----------------------------------------------------------------------------- running
+#: The parts of a job's spec that make its protocol: a finished job counts only if the
+#: study would run it the same way today.
+PROTOCOL_KEYS = (
+    "label_fractions",
+    "limit",
+    "resize",
+    "subset",
+    "pretrain",
+    "method_args",
+    "segment",
+    "segment_epochs",
+    "segment_repeats",
+    "evaluate",
+    "supervised",
+)
+
+
+def protocol(spec: dict[str, Any]) -> dict[str, Any]:
+    """The protocol part of a job's spec, as its result JSON stores it."""
+    part = {k: spec[k] for k in PROTOCOL_KEYS if k in spec}
+    return json.loads(json.dumps(part, default=str))  # float keys -> strings, as stored
+
+
+def check_protocol(out: Path, jobs: list[Job], done: set[str]) -> None:
+    """Refuses to continue ``out`` if a finished job ran under another protocol.
+
+    A rerun skips finished jobs; after a change of the study (another label fraction,
+    more fine-tuning epochs, ...) their results would be mixed with new ones in one
+    table. Raises :class:`SystemExit` naming the first job, the differing setting and
+    what to do; nothing in ``out`` is touched.
+    """
+    for job in jobs:
+        if job.id not in done:
+            continue
+        stored = None
+        # the result's record; results written before it held the protocol: the job's
+        # own spec file (local to the machine that ran it)
+        for path, key in (
+            (out / "results" / f"{job.id}.json", "protocol"),
+            (out / "jobs" / f"{job.id}.json", "spec"),
+        ):
+            try:
+                stored = json.loads(path.read_text()).get(key)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if stored is not None:
+                break
+        if stored is None:
+            continue
+        old, new = protocol(stored), protocol(job.spec)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            key = changed[0]
+            raise SystemExit(
+                f"{out} holds {job.id} from another protocol ({key}: "
+                f"{old.get(key)!r} then, {new.get(key)!r} now): pass a new --out "
+                "(or move that folder away) so that the tables compare like with like"
+            )
+
+
 def finished(out: Path) -> set[str]:
     """Ids of jobs whose result JSON says ``ok``."""
     done = set()
@@ -1138,6 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     jobs = build_jobs(study, prepared)
     done = finished(out)
+    check_protocol(out, jobs, done)
     print(
         f"[study] {study['name']} at scale {args.scale}{' (tiny)' if args.tiny else ''}: data staged in {time.time() - started:.0f} s"
     )

@@ -322,6 +322,41 @@ def test_plan_counts_only_its_own_jobs_as_done(
     assert "2 jobs (1 done)" in capsys.readouterr().out
 
 
+def test_a_rerun_refuses_results_of_another_protocol(tmp_path: Path) -> None:
+    spec = {
+        "label_fractions": [0.03, 0.1, 1.0],
+        "segment_epochs": {0.03: 100},
+        "train_data": "anywhere",  # paths are not protocol
+    }
+    job = study.Job("isic2017", "segmentation", "gravis", 0, 0, spec=spec)
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def write(stored: dict) -> None:
+        record = {"id": job.id, "status": "ok", "protocol": study.protocol(stored)}
+        (results / f"{job.id}.json").write_text(json.dumps(record))
+
+    write({**spec, "train_data": "elsewhere"})  # the same protocol: continues
+    study.check_protocol(tmp_path, [job], study.finished(tmp_path))
+    write({**spec, "label_fractions": [0.1, 1.0]})
+    with pytest.raises(
+        SystemExit,
+        match=r"holds isic2017-gravis-seed0-fold0 from "
+        r"another protocol \(label_fractions: \[0\.1, 1\.0\] then",
+    ):
+        study.check_protocol(tmp_path, [job], study.finished(tmp_path))
+    study.check_protocol(tmp_path, [job], set())  # unfinished jobs are rerun anyway
+    # results written before records held the protocol: the job's spec file decides
+    (results / f"{job.id}.json").write_text(json.dumps({"id": job.id, "status": "ok"}))
+    study.check_protocol(tmp_path, [job], study.finished(tmp_path))  # nothing known
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / f"{job.id}.json").write_text(
+        json.dumps({"spec": {**spec, "segment_epochs": {"0.03": 20}}})
+    )
+    with pytest.raises(SystemExit, match="segment_epochs"):
+        study.check_protocol(tmp_path, [job], study.finished(tmp_path))
+
+
 def test_command_line_narrows_folds_jobs_and_budget(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
