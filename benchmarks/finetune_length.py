@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 import warnings
@@ -97,15 +98,23 @@ def finetune(
     return {k: float(v) for k, v in scores.items()}
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def paired_cells(scores: list[float], deltas: list[float]) -> str:
+    """Table cells ``n | mean ± sd | Δ mean ± sd | Δ > 0`` of one row of fine-tunes.
 
+    ``deltas``: the paired differences to random init (empty for random init itself:
+    ``–``). The standard deviation of a single value is shown as 0.
+    """
 
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    m = _mean(values)
-    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    def mean_sd(values: list[float], sign: str = "") -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):{sign}.3f} ± {sd:.3f}"
+
+    paired = (
+        f"{mean_sd(deltas, '+')} | {sum(d > 0 for d in deltas)}/{len(deltas)}"
+        if deltas
+        else "– | –"
+    )
+    return f"{len(scores)} | {mean_sd(scores)} | {paired}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,11 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in group
             if method != "random" and (r["seed"], epochs) in random
         ]
-        delta = f"{_mean(deltas):+.3f} ± {_std(deltas):.3f}" if deltas else "–"
-        wins = f"{sum(d > 0 for d in deltas)}/{len(deltas)}" if deltas else "–"
         lines.append(
             f"| {method} | {'–' if pretrain_seed is None else pretrain_seed} | {epochs} "
-            f"| {len(group)} | {_mean(scores):.3f} ± {_std(scores):.3f} | {delta} | {wins} |"
+            f"| {paired_cells(scores, deltas)} |"
         )
     args.output.write_text("\n".join(lines) + "\n")
     print(args.output.read_text())

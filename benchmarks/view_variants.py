@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
-from benchmarks.finetune_length import _mean, _std, finetune  # noqa: E402
+from benchmarks.finetune_length import finetune, paired_cells  # noqa: E402
 
 #: View-transform arguments of each variant (the rest: the method's defaults).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -292,13 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             views = "–" if variant == "random" else (str(VARIANTS[variant]) or "{}")
             lines.append(
                 f"| {variant} | {views} | {'–' if pretrain_seed is None else pretrain_seed} "
-                f"| {len(group)} | {_mean(scores):.3f} ± {_std(scores):.3f} | "
-                + (
-                    f"{_mean(deltas):+.3f} ± {_std(deltas):.3f} | "
-                    f"{sum(d > 0 for d in deltas)}/{len(deltas)} |"
-                    if deltas
-                    else "– | – |"
-                )
+                f"| {paired_cells(scores, deltas)} |"
             )
     args.output.write_text("\n".join(lines) + "\n")
     print(args.output.read_text())

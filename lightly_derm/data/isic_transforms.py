@@ -5,25 +5,12 @@ This import path is kept for one release; its names warn and forward there.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
+from lightly_derm.utils.moved import moved
 
-_MOVED = (
-    "ORIGINAL_SHAPE_KEY",
-    "BinaryLesionMaskd",
-    "isic_segmentation_transforms",
+__getattr__ = moved(
+    __name__,
+    dict.fromkeys(
+        ("ORIGINAL_SHAPE_KEY", "BinaryLesionMaskd", "isic_segmentation_transforms"),
+        "lightly_derm.transforms.isic",
+    ),
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"lightly_derm.data.isic_transforms.{name} moved to "
-        f"lightly_derm.transforms.isic.{name}; the old path goes in the next release",
-        FutureWarning,
-        stacklevel=2,
-    )
-    from lightly_derm.transforms import isic
-
-    return getattr(isic, name)
