@@ -194,16 +194,13 @@ def test_a_trainer_gets_the_views_from_the_datamodule(tmp_path) -> None:
 
 def _ddp_fit(rank: int, world_size: int, folder: str) -> dict:
     """Two DDP processes train from one SSLDataModule with GPU views (on CPU tensors)."""
-    import os
-
     import pytorch_lightning as pl
 
     from lightly_derm.methods import GraVIS
     from tests.callbacks.test_non_finite_loss import tiny_backbone
+    from tests.utils.distributed import lightning_env
 
-    os.environ.update(  # the process group exists: Lightning joins it
-        LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE=str(world_size), RANK=str(rank)
-    )
+    lightning_env(rank, world_size)  # the process group exists: Lightning joins it
     seen: list[str] = []
     kinds: list[str] = []
 

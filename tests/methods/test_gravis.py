@@ -184,33 +184,46 @@ def _tiny_backbone() -> nn.Module:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_ddp_step_equals_single_process_step_on_the_whole_batch() -> None:
-    """Trainer(strategy="ddp_spawn", devices=2) on CPU (gloo): after one SGD step the
-    weights equal one step of a single process on both ranks' images together."""
-    samples = _samples(batch_size=8, num_views=3, size=16)
-    kwargs = dict(hidden_dim=16, output_dim=8, lr=0.5, momentum=0.0)
-    model = GraVIS(backbone=_tiny_backbone(), **kwargs)
-    single = GraVIS(backbone=_tiny_backbone(), **kwargs)
-    single.load_state_dict(model.state_dict())
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+def _ddp_step_work(rank: int, world_size: int, samples, state, kwargs) -> dict:
+    """One Lightning DDP step (``strategy="ddp"``, gloo) in a process of the group."""
+    from tests.utils.distributed import lightning_env
 
+    lightning_env(rank, world_size)
+    model = GraVIS(backbone=_tiny_backbone(), **kwargs)
+    model.load_state_dict(state)
     # DistributedSampler gives rank r the samples r, r + 2, ...: 4 images per rank.
     loader = torch.utils.data.DataLoader(
         samples, batch_size=4, collate_fn=model.default_collate()
     )
-    _trainer(max_steps=1, devices=2, strategy="ddp_spawn").fit(model, loader)
+    _trainer(max_steps=1, devices=world_size, strategy="ddp").fit(model, loader)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_step_equals_single_process_step_on_the_whole_batch() -> None:
+    """Trainer(strategy="ddp", devices=2) on CPU (gloo): after one SGD step the
+    weights equal one step of a single process on both ranks' images together."""
+    from tests.utils.distributed import run_distributed
+
+    samples = _samples(batch_size=8, num_views=3, size=16)
+    kwargs = dict(hidden_dim=16, output_dim=8, lr=0.5, momentum=0.0)
+    single = GraVIS(backbone=_tiny_backbone(), **kwargs)
+    initial = {k: v.clone() for k, v in single.state_dict().items()}
+    ranks = run_distributed(
+        _ddp_step_work, 2, (samples, initial, kwargs), timeout_s=120
+    )
 
     optimizer = torch.optim.SGD(single.parameters(), lr=0.5)
     batch = GroupedViewCollate()(samples)  # ids 0..7: ranks' images stay distinct
     single.criterion(single.forward_projection(batch.views), batch.group_ids).backward()
     optimizer.step()
-    for (name, got), expected in zip(
-        model.state_dict().items(), single.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
-    assert any(not torch.equal(v, initial[k]) for k, v in model.state_dict().items())
+    for state in ranks:
+        for (name, got), expected in zip(
+            state.items(), single.state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(v, initial[k]) for k, v in ranks[0].items())
 
 
 @pytest.mark.gpu

@@ -13,7 +13,6 @@ included, in tests/loss/test_gravis_loss.py.
 
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from lightly.loss import BarlowTwinsLoss
 
 from lightly_derm.loss import BarlowTwinsFrobeniusLoss
 from tests.reliability.runs import METHODS
-from tests.utils.distributed import run_distributed
+from tests.utils.distributed import lightning_env, run_distributed
 
 pytestmark = [
     pytest.mark.distributed,
@@ -104,9 +103,7 @@ def _miner(rank: int, state: dict, views: list[torch.Tensor], names: list[str]):
 
 def _lightning_env(rank: int) -> None:
     """The process group exists: Lightning joins it instead of launching processes."""
-    os.environ.update(
-        LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE=str(WORLD_SIZE), RANK=str(rank)
-    )
+    lightning_env(rank, WORLD_SIZE)
 
 
 def _smoke(name: str, folder: str) -> dict:

@@ -53,6 +53,19 @@ def _entry(
         dist.destroy_process_group()
 
 
+def lightning_env(rank: int, world_size: int) -> None:
+    """Inside ``work``: a Lightning ``Trainer(strategy="ddp", devices=world_size)`` then
+    joins the existing process group instead of launching processes of its own.
+
+    Prefer this to ``strategy="ddp_spawn"`` in tests: Lightning's spawned workers leave
+    the gloo group alive at exit, and its threads can abort the process
+    ("terminate called without an active exception") after the work succeeded.
+    """
+    os.environ.update(
+        LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE=str(world_size), RANK=str(rank)
+    )
+
+
 def run_distributed(
     fn: Callable[..., Any],
     world_size: int = 2,
