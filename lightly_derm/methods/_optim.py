@@ -12,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
 
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
@@ -41,6 +42,30 @@ def sgd_cosine(
             "learning rate stays constant (no cosine schedule)"
         )
     return cosine_annealing(optimizer, length)
+
+
+def lr_groups(module: nn.Module, lr: float, backbone_lr: float | None) -> Any:
+    """The trainable parameters of a method, for SGD, with the backbone at its own rate.
+
+    ``backbone_lr`` is ``None`` or equal to ``lr``: one group, ``module.parameters()``
+    (as before the option existed, so optimiser states of older checkpoints still load).
+    Otherwise two groups: ``module.backbone``'s trainable parameters at ``backbone_lr``
+    and every other trainable parameter at ``lr`` (a cosine schedule scales both).
+    Continued pretraining from ImageNet weights is the use: a slower backbone keeps
+    more of what the weights knew while the new heads learn at the full rate (the
+    FG-SSL authors' split, there 1:10).
+    """
+    if backbone_lr is None or backbone_lr == lr:
+        return module.parameters()
+    backbone_module = module.backbone
+    assert isinstance(backbone_module, nn.Module), "a method's backbone is a module"
+    backbone = [p for p in backbone_module.parameters() if p.requires_grad]
+    in_backbone = {id(p) for p in backbone}
+    rest = [
+        p for p in module.parameters() if p.requires_grad and id(p) not in in_backbone
+    ]
+    groups = [{"params": backbone, "lr": backbone_lr}, {"params": rest, "lr": lr}]
+    return [g for g in groups if g["params"]]
 
 
 def hparams_ignore(backbone: Any) -> list[str]:

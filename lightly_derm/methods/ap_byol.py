@@ -86,6 +86,9 @@ class APBYOL(BYOL):
         projection_dim: Output width of projector and predictor.
         prediction_hidden_dim: Hidden width of the predictor.
         lr: SGD learning rate (cosine decay).
+        backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
+            ``lr``. Smaller for continued pretraining from given weights, so that the
+            backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         ema_start: Target-network momentum at the first step.
@@ -119,6 +122,7 @@ class APBYOL(BYOL):
         projection_dim: int = 256,
         prediction_hidden_dim: int = 4096,
         lr: float = 0.06,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         ema_start: float = 0.996,
@@ -140,6 +144,7 @@ class APBYOL(BYOL):
             projection_dim=projection_dim,
             prediction_hidden_dim=prediction_hidden_dim,
             lr=lr,
+            backbone_lr=backbone_lr,
             momentum=momentum,
             weight_decay=weight_decay,
             ema_start=ema_start,

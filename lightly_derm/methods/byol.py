@@ -28,10 +28,11 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batch
 from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
-from lightly_derm.methods._optim import hparams_ignore
+from lightly_derm.methods._optim import hparams_ignore, lr_groups
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
 from lightly_derm.utils.scheduler import cosine_annealing
+from lightly_derm.utils.validation import check_positive
 
 
 class BYOL(SSLMethod):
@@ -61,6 +62,9 @@ class BYOL(SSLMethod):
         prediction_hidden_dim: Hidden width of the predictor (paper: 4096).
         lr: SGD learning rate (lightly's example: 0.06), decayed with a cosine over
             the training steps.
+        backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
+            ``lr``. Smaller for continued pretraining from given weights, so that the
+            backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         ema_start: Target-network momentum at the first step (paper: 0.996).
@@ -87,6 +91,7 @@ class BYOL(SSLMethod):
         projection_dim: int = 256,
         prediction_hidden_dim: int = 4096,
         lr: float = 0.06,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         ema_start: float = 0.996,
@@ -101,6 +106,8 @@ class BYOL(SSLMethod):
                 f"need 0 <= ema_start <= ema_end <= 1, got ema_start={ema_start}, "
                 f"ema_end={ema_end}"
             )
+        if backbone_lr is not None:
+            check_positive("backbone_lr", backbone_lr)
         # backbone_weights is never a hyperparameter: a Path in it would make the
         # checkpoint unloadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
@@ -207,7 +214,12 @@ class BYOL(SSLMethod):
     def configure_optimizers(self) -> Any:
         """SGD with momentum and a per-step cosine learning-rate decay."""
         hp = self.hparams
-        parameters = [p for p in self.parameters() if p.requires_grad]
+        backbone_lr = hp.get("backbone_lr")
+        parameters = (
+            [p for p in self.parameters() if p.requires_grad]
+            if backbone_lr is None or backbone_lr == hp["lr"]
+            else lr_groups(self, hp["lr"], backbone_lr)
+        )
         optimizer = torch.optim.SGD(
             parameters,
             lr=hp["lr"],

@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
-from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
+from lightly_derm.methods._optim import hparams_ignore, lr_groups, sgd_cosine
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.methods.cross_rank_shuffle import cross_rank_shuffled
 from lightly_derm.transforms.gravis_transform import GraVISTransform
+from lightly_derm.utils.validation import check_positive
 
 #: How BatchNorm sees the views under DDP: shuffled across ranks, synchronised, or per rank.
 DDPBatchNorm = Literal["shuffle", "sync", "local"]
@@ -109,6 +110,9 @@ class GraVIS(SSLMethod):
         gather_distributed: Use the views of all processes as negatives under DDP
             (see :class:`~lightly_derm.loss.GraVISLoss`); no effect on one process.
         lr: SGD learning rate.
+        backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
+            ``lr``. Smaller for continued pretraining from given weights, so that the
+            backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -140,6 +144,7 @@ class GraVIS(SSLMethod):
         exclude_self: bool = False,
         gather_distributed: bool = True,
         lr: float = 0.02,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         augment: Augment = "cpu",
@@ -155,6 +160,8 @@ class GraVIS(SSLMethod):
         )
         self.ddp_batchnorm = ddp_batchnorm
         self._shuffle_generator: torch.Generator | None = None
+        if backbone_lr is not None:
+            check_positive("backbone_lr", backbone_lr)
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.num_views = num_views
         self.projection_head = GraVISProjectionHead(
@@ -219,7 +226,7 @@ class GraVIS(SSLMethod):
         """SGD with cosine decay over the run (see the class arguments)."""
         return sgd_cosine(
             self,
-            self.parameters(),
+            lr_groups(self, self.hparams["lr"], self.hparams.get("backbone_lr")),
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],

@@ -19,9 +19,10 @@ from lightly.transforms import SimCLRTransform
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
-from lightly_derm.methods._optim import hparams_ignore, sgd_cosine
+from lightly_derm.methods._optim import hparams_ignore, lr_groups, sgd_cosine
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
+from lightly_derm.utils.validation import check_positive
 
 
 class SimCLR(SSLMethod):
@@ -40,6 +41,9 @@ class SimCLR(SSLMethod):
         temperature: NT-Xent temperature.
         gather_distributed: Use the views of all processes as negatives under DDP.
         lr: SGD learning rate.
+        backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
+            ``lr``. Smaller for continued pretraining from given weights, so that the
+            backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -60,6 +64,7 @@ class SimCLR(SSLMethod):
         temperature: float = 0.5,
         gather_distributed: bool = True,
         lr: float = 1e-3,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         augment: Augment = "cpu",
@@ -67,6 +72,8 @@ class SimCLR(SSLMethod):
         super().__init__(
             backbone=backbone, backbone_weights=backbone_weights, augment=augment
         )
+        if backbone_lr is not None:
+            check_positive("backbone_lr", backbone_lr)
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = SimCLRProjectionHead(
             self.feature_dim, hidden_dim, output_dim
@@ -93,7 +100,7 @@ class SimCLR(SSLMethod):
         """SGD with cosine decay over the run."""
         return sgd_cosine(
             self,
-            self.parameters(),
+            lr_groups(self, self.hparams["lr"], self.hparams.get("backbone_lr")),
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
