@@ -23,9 +23,11 @@ from lightly.transforms.byol_transform import (
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
+from lightly_derm.methods._optim import hparams_ignore, lr_groups
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
 from lightly_derm.utils.scheduler import cosine_annealing
+from lightly_derm.utils.validation import check_positive
 
 __all__ = ["BarlowTwins"]
 
@@ -50,6 +52,8 @@ class BarlowTwins(SSLMethod):
         output_dim: Projection width (paper: 8192).
         lambda_param: λ of the off-diagonal term (paper: 0.0051).
         lr, momentum, weight_decay: SGD (lr 0.06 as in lightly's Barlow Twins example).
+        backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
+            ``lr``. Smaller for continued pretraining from given weights.
         max_epochs: Length of the cosine schedule; default the trainer's.
         gather_distributed: Average the cross-correlation over processes (lightly's option).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -71,6 +75,7 @@ class BarlowTwins(SSLMethod):
         output_dim: int = 2048,
         lambda_param: float = 0.0051,
         lr: float = 0.06,
+        backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         max_epochs: int | None = None,
@@ -80,10 +85,9 @@ class BarlowTwins(SSLMethod):
         super().__init__(
             backbone=backbone, backbone_weights=backbone_weights, augment=augment
         )
-        self.save_hyperparameters(
-            ignore=["backbone_weights"]
-            + ([] if isinstance(backbone, str) else ["backbone"])
-        )
+        if backbone_lr is not None:
+            check_positive("backbone_lr", backbone_lr)
+        self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = BarlowTwinsProjectionHead(
             self.feature_dim, hidden_dim, output_dim
         )
@@ -113,7 +117,7 @@ class BarlowTwins(SSLMethod):
         """SGD with a cosine schedule per epoch over ``max_epochs``."""
         hp = self.hparams
         optimizer = torch.optim.SGD(
-            self.parameters(),
+            lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],
             weight_decay=hp["weight_decay"],

@@ -1,4 +1,4 @@
-"""``backbone_lr`` of BYOL, AP-BYOL, GraVIS and SimCLR: the backbone in its own SGD group.
+"""``backbone_lr`` of BYOL, AP-BYOL, GraVIS, SimCLR and Barlow Twins: the backbone in its own SGD group.
 
 Reference: one plain SGD step written out per parameter (p - rate * grad, no momentum,
 no weight decay), with the rate the parameter's module should get.
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lightly_derm.errors import ConfigError
-from lightly_derm.methods import APBYOL, BYOL, GraVIS, SimCLR
+from lightly_derm.methods import APBYOL, BYOL, BarlowTwins, GraVIS, SimCLR
 from tests.callbacks.test_non_finite_loss import tiny_backbone
 
 pytestmark = pytest.mark.filterwarnings(
@@ -23,6 +23,7 @@ SMALL = {
     APBYOL: dict(projection_hidden_dim=12, projection_dim=6, prediction_hidden_dim=10),
     GraVIS: dict(hidden_dim=12, output_dim=6),
     SimCLR: dict(hidden_dim=12, output_dim=6),
+    BarlowTwins: dict(hidden_dim=12, output_dim=6),
 }
 
 

@@ -1,0 +1,102 @@
+"""benchmarks/continued_lr.py: the grid, the split, the pairing with ImageNet, reruns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import continued_lr
+import numpy as np
+import pytest
+
+
+def _study_out(root: Path) -> Path:
+    for split in ("train", "val"):
+        (root / "data" / "isic_64_10" / "folds" / "fold_0" / split).mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_pairs_each_variant_with_imagenet_of_the_same_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str
+) -> None:
+    out = _study_out(tmp_path / "study")
+    rng = np.random.default_rng(0)
+    pretrained: list[tuple[str, float, int]] = []
+    scores: dict[tuple[str, float, int], float] = {}
+
+    def fake_pretrain(method: str, scale: float, data: Path, run: Path, seed: int):
+        assert data.name == "train" and data.parent.name == "fold_0"
+        pretrained.append((method, scale, seed))
+        return run
+
+    def fake_finetune(
+        checkpoint: str, fold: Path, how: str, fraction: float, seed: int, work: Path
+    ):
+        assert how == split and fold.name == "fold_0"
+        variant = (
+            "imagenet" if checkpoint == continued_lr.IMAGENET else Path(checkpoint).name
+        )
+        scores[variant, fraction, seed] = float(rng.uniform(0.6, 0.9))
+        return scores[variant, fraction, seed]
+
+    monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
+    monkeypatch.setattr(continued_lr, "finetune", fake_finetune)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--split", split, "--methods", "byol",
+        "--backbone-lr-scales", "1", "0.1", "--finetune-seeds", "0", "1", "2",
+        "--label-fractions", "0.03", "--work", str(tmp_path / "work"),
+        "--output", str(output),
+    ]  # fmt: skip
+    assert continued_lr.main(argv) == 0
+    assert pretrained == [("byol", 1.0, 0), ("byol", 0.1, 0)]  # once per encoder
+    assert len(scores) == 9
+    deltas = [
+        scores["fold0-byol-0.1-seed0", 0.03, s] - scores["imagenet", 0.03, s]
+        for s in (0, 1, 2)
+    ]
+    row = next(x for x in output.read_text().splitlines() if "| byol@0.1 |" in x)
+    assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
+    assert f"| {sum(d > 0 for d in deltas)}/3 |" in row
+    # a rerun continues: nothing is pretrained or fine-tuned again
+    assert continued_lr.main(argv) == 0
+    assert len(pretrained) == 2 and len(scores) == 9
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(1.0, None), (0.1, 0.00075)])
+def test_backbone_lr_is_scale_times_the_heads_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scale: float, expected
+) -> None:
+    import lightly_derm.jobs
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", lambda **k: given.update(k))
+    continued_lr.pretrain_continued("ap_byol", scale, tmp_path, tmp_path / "run", 3)
+    assert given["method_args"].get("backbone_lr") == pytest.approx(expected)
+    assert given["method_args"]["lr"] == continued_lr.LR
+    assert given["backbone_weights"] == continued_lr.IMAGENET and given["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("split", "where"),
+    [("validation", {"val_fraction": 1 / 3}), ("test", {"val_data": "val"})],
+)
+def test_the_split_decides_what_is_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str, where: dict
+) -> None:
+    import lightly_derm.jobs
+
+    given: dict[str, Any] = {}
+
+    def fake_segment(**kwargs: Any) -> dict:
+        given.update(kwargs)
+        return {"results": {"pretrained": {"val_jaccard": 0.5}}}
+
+    monkeypatch.setattr(lightly_derm.jobs, "segment", fake_segment)
+    fold = tmp_path / "fold_0"
+    score = continued_lr.finetune("ckpt", fold, split, 0.03, 2, tmp_path / "seg")
+    assert score == 0.5 and given["data"] == str(fold / "train")
+    for key, value in where.items():
+        assert given[key] == (str(fold / value) if key == "val_data" else value)
+    assert ("val_data" in given) != ("val_fraction" in given)
