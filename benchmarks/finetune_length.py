@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
 from lightly_derm.segmentation import LesionSegmentation
@@ -41,7 +42,7 @@ LR = 1e-3
 def finetune(
     backbone_file: Path | None,
     train_dir: Path,
-    val_dir: Path,
+    val_dir: Path | None,
     epochs: int,
     seed: int,
     label_fraction: float = 0.1,
@@ -50,6 +51,7 @@ def finetune(
     frozen: bool = False,
     freeze_epochs: int = 0,
     encoder_lr_scale: float = 1.0,
+    keep_random: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
 
@@ -60,11 +62,25 @@ def finetune(
     encoders only, random init is always trained from the start.
     ``encoder_lr_scale``: a pretrained encoder trains at this multiple of the decoder's
     learning rate (discriminative fine-tuning); random init always at the full rate.
+    ``val_dir=None``: a third of ``train_dir``'s pairs is held out and scored instead
+    (a validation split inside the training folds; it depends on ``seed``).
+    ``keep_random``: backbone key prefixes (``"conv1."``, ``"layer1."``) whose tensors
+    are not transferred: those layers keep the random initialisation that random init's
+    fine-tune of the same seed has (the rest is loaded with ``strict=False``).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
+    split: dict[str, Any] = (
+        {"val_fraction": 1 / 3}
+        if val_dir is None
+        else {"val_pairs": find_isic_pairs(val_dir)}
+    )
+    pretrained: Path | dict[str, Any] | None = backbone_file
+    if backbone_file is not None and keep_random:
+        state = torch.load(backbone_file, map_location="cpu", weights_only=True)
+        pretrained = {k: v for k, v in state.items() if not k.startswith(keep_random)}
     data = ISICSegmentationDataModule(
         pairs=find_isic_pairs(train_dir),
-        val_pairs=find_isic_pairs(val_dir),
+        **split,
         label_fraction=label_fraction,
         seed=seed,
         image_size=image_size,
@@ -74,7 +90,8 @@ def finetune(
     )
     model = LesionSegmentation(
         backbone="lightly-derm-resnet18",
-        pretrained=backbone_file,
+        pretrained=pretrained,
+        strict=not keep_random,
         lr=LR,
         encoder_lr=LR * encoder_lr_scale if backbone_file is not None else None,
         freeze_encoder_epochs=(

@@ -92,3 +92,38 @@ def test_encoder_lr_scale_reaches_the_pretrained_encoder_only(
                 backbone, tmp_path, tmp_path, 1, 0, encoder_lr_scale=0.1
             )
     assert made == [(1e-3, pytest.approx(1e-4)), (1e-3, None)]
+
+
+@pytest.mark.parametrize("keep_random", [(), ("conv1.", "bn1.")])
+def test_keep_random_leaves_those_layers_out_and_no_val_dir_holds_out_a_third(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, keep_random: tuple[str, ...]
+) -> None:
+    import torch
+
+    made: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_model(**kwargs: Any) -> None:
+        made.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(
+        finetune_length, "ISICSegmentationDataModule", lambda **k: made.update(k)
+    )
+    monkeypatch.setattr(finetune_length, "find_isic_pairs", lambda d: [])
+    monkeypatch.setattr(finetune_length, "LesionSegmentation", fake_model)
+    backbone = tmp_path / "backbone.pt"
+    keys = ["conv1.weight", "bn1.bias", "layer1.0.conv1.weight"]
+    torch.save({k: torch.zeros(1) for k in keys}, backbone)
+    with pytest.raises(Stop):
+        finetune_length.finetune(
+            backbone, tmp_path, None, 1, 0, keep_random=keep_random
+        )
+    assert made["val_fraction"] == pytest.approx(1 / 3) and "val_pairs" not in made
+    if keep_random:
+        assert sorted(made["pretrained"]) == ["layer1.0.conv1.weight"]
+        assert made["strict"] is False
+    else:
+        assert made["pretrained"] == backbone and made["strict"] is True
