@@ -123,6 +123,9 @@ class SegmentConfig(TrainConfig):
         lr: AdamW learning rate of decoder and head.
         encoder_lr: Learning rate of the encoder; not set: ``lr``.
         freeze_encoder_epochs: Train only the decoder for this many epochs first.
+        random_stages: The first N encoder stages keep random init instead of the
+            checkpoint's weights (ResNet encoders; 1: the stem, 2: also ``layer1``):
+            the decoder's highest-resolution inputs, which SSL moves most.
         val_every_n_epochs: Validate (and keep ``best.ckpt``) every N epochs; the
             final model is always scored. Long fine-tunes on few masks spend most of
             their time validating at every epoch.
@@ -165,6 +168,7 @@ class SegmentConfig(TrainConfig):
     lr: float = option(1e-3, Range.positive())
     encoder_lr: float | None = option(rule=Range.positive())
     freeze_encoder_epochs: int = option(0, Range.int(0))
+    random_stages: int = option(0, Range(low=0, high=5, integer=True))
     val_every_n_epochs: int = option(1, Range.int(1))
     label_fraction: float = option(1.0, Range.unit_interval())
     val_fraction: float | None = option(rule=Range.unit_interval(high_open=True))
@@ -247,6 +251,12 @@ def resolve_segment_config(config: SegmentConfig) -> SegmentConfig:
         assert c.backbone is not None and c.input_size is not None  # the presets
         c = dataclasses.replace(
             c, backbone=backbone_for_input_size(c.backbone, c.input_size)
+        )
+    if c.random_stages and not check_encoder(str(c.backbone)).startswith(
+        "lightly-derm-resnet"
+    ):
+        raise ConfigError(
+            f"--random-stages is for ResNet encoders; backbone {c.backbone} is not one"
         )
     folds = c.folds if c.folds != 1 else None
     if folds is not None:
@@ -450,6 +460,7 @@ def finetune_segmentation(
     lr: float = 1e-3,
     encoder_lr: float | None = None,
     freeze_encoder_epochs: int = 0,
+    random_stages: int = 0,
     val_every_n_epochs: int = 1,
     seed: int = 0,
     accelerator: str = "auto",
@@ -488,6 +499,8 @@ def finetune_segmentation(
         lr: Learning rate of decoder and head.
         encoder_lr: Learning rate of the encoder (default ``lr``).
         freeze_encoder_epochs: Epochs that train the decoder only.
+        random_stages: Encoder stages that keep random init (see
+            :class:`~lightly_derm.segmentation.LesionSegmentation`).
         val_every_n_epochs: Validate every N epochs (Lightning's
             ``check_val_every_n_epoch``); the final model is scored either way.
         seed: The seed.
@@ -540,6 +553,7 @@ def finetune_segmentation(
         lr=lr,
         encoder_lr=encoder_lr,
         freeze_encoder_epochs=freeze_encoder_epochs,
+        random_stages=random_stages,
     )
     label = f"[{name}] " if name else ""
     if model.transfer_report is not None:
@@ -754,6 +768,7 @@ def _segment(
                     lr=float(cfg.lr or 1e-3),
                     encoder_lr=cfg.encoder_lr,
                     freeze_encoder_epochs=int(cfg.freeze_encoder_epochs or 0),
+                    random_stages=int(cfg.random_stages or 0),
                     val_every_n_epochs=int(cfg.val_every_n_epochs),
                     seed=int(cfg.seed or 0),
                     accelerator=str(cfg.accelerator),

@@ -28,7 +28,11 @@ from lightly_derm.segmentation.metrics import (
     LesionSegmentationMetric,
 )
 from lightly_derm.segmentation.overlays import render_overlays, save_overlays
-from lightly_derm.segmentation.transfer import EncoderTransferReport, load_ssl_encoder
+from lightly_derm.segmentation.transfer import (
+    EncoderTransferReport,
+    load_ssl_encoder,
+    resnet_stage_prefixes,
+)
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
 
@@ -60,6 +64,12 @@ class LesionSegmentation(pl.LightningModule):
             no access to it; the source and the transfer report are stored in the
             checkpoint under ``"pretrained_encoder"``.
         strict: Passed to ``load_ssl_encoder``.
+        random_stages: The first this many encoder stages are not transferred and keep
+            their random initialisation (ResNet encoders: 1 the stem ``conv1``/``bn1``,
+            2 also ``layer1``; see
+            :func:`~lightly_derm.segmentation.transfer.resnet_stage_prefixes`). The
+            decoder reads these highest-resolution stages directly, and SSL
+            pretraining moves them most, towards the invariances of its views.
         lr: AdamW learning rate of the decoder and head.
         encoder_lr: Learning rate of the encoder (default: ``lr``); pretrained encoders
             often fine-tune better with a smaller one.
@@ -87,6 +97,7 @@ class LesionSegmentation(pl.LightningModule):
         backbone: str = "lightly-derm-resnet50",
         pretrained: str | Path | Mapping[str, Any] | None = None,
         strict: bool = True,
+        random_stages: int = 0,
         lr: float = 1e-3,
         encoder_lr: float | None = None,
         weight_decay: float = 1e-4,
@@ -118,6 +129,14 @@ class LesionSegmentation(pl.LightningModule):
         for name, value in (("lr", lr), ("encoder_lr", encoder_lr)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        excluded: tuple[str, ...] = ()
+        if random_stages:
+            if not backbone.startswith("lightly-derm-resnet"):
+                raise ValueError(
+                    f"random_stages is for the ResNet encoders (lightly-derm-resnet*), "
+                    f"got backbone {backbone!r}"
+                )
+            excluded = resnet_stage_prefixes(random_stages)
         if backbone not in FLEXUNET_BACKBONE.register_dict:
             from lightly_derm.plugins.flexunet import register_flexunet_backbones
 
@@ -139,7 +158,9 @@ class LesionSegmentation(pl.LightningModule):
         #: What :func:`load_ssl_encoder` copied (``None`` for a random encoder).
         self.transfer_report: EncoderTransferReport | None = None
         if pretrained is not None:
-            self.transfer_report = load_ssl_encoder(self.net, pretrained, strict=strict)
+            self.transfer_report = load_ssl_encoder(
+                self.net, pretrained, strict=strict, exclude=excluded
+            )
         self.loss_fn = DiceCELoss(sigmoid=True)
         self.val_metric = LesionSegmentationMetric(jaccard_threshold)
         self.test_metric = LesionSegmentationMetric(jaccard_threshold)

@@ -24,7 +24,7 @@ backbone's tensors) and ``unused_backbone_keys`` (backbone tensors it pruned).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,9 @@ class EncoderTransferReport:
         missing: Encoder keys the checkpoint does not have (left as they were).
         unexpected: Checkpoint keys the encoder does not have (not used).
         ignored: Keys that one side has and the other has no use for, by design: the
-            checkpoint's layers after the encoder's last feature map, and encoder
-            layers its forward never runs (left as they were).
+            checkpoint's layers after the encoder's last feature map, encoder layers
+            its forward never runs, and the layers the caller excluded (left as they
+            were).
     """
 
     loaded: list[str]
@@ -105,6 +106,24 @@ def _backbone_part(encoder: nn.Module) -> tuple[nn.Module, set[str], set[str]]:
     return target, unused_theirs, unused_ours
 
 
+def resnet_stage_prefixes(stages: int) -> tuple[str, ...]:
+    """Key prefixes of the first ``stages`` feature stages of a torchvision ResNet.
+
+    The stages are those a FlexibleUNet decoder reads, from the highest resolution:
+    1 the stem (``conv1``, ``bn1``; stride 2), 2 ``layer1`` (stride 4), 3 ``layer2``,
+    4 ``layer3``, 5 ``layer4``.
+
+    Example:
+        >>> from lightly_derm.segmentation.transfer import resnet_stage_prefixes
+        >>> resnet_stage_prefixes(2)
+        ('conv1.', 'bn1.', 'layer1.')
+    """
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= 5:
+        raise ValueError(f"stages must be an int in 0..5, got {stages!r}")
+    names = [("conv1.", "bn1."), *((f"layer{i}.",) for i in range(1, 5))]
+    return tuple(p for stage in names[:stages] for p in stage)
+
+
 def describe_resnet(state: Mapping[str, Tensor]) -> str | None:
     """Names the torchvision ResNet a backbone state dict belongs to, if it is one.
 
@@ -141,6 +160,7 @@ def load_ssl_encoder(
     net: nn.Module,
     checkpoint: str | Path | Mapping[str, Any],
     strict: bool = True,
+    exclude: Sequence[str] = (),
 ) -> EncoderTransferReport:
     """Loads SSL backbone weights into the encoder of a MONAI FlexibleUNet.
 
@@ -157,6 +177,9 @@ def load_ssl_encoder(
         strict: Raise when an encoder key is missing from the checkpoint or the
             checkpoint has keys the encoder lacks. When ``False``, the matching tensors
             are copied and the rest reported.
+        exclude: Backbone key prefixes not to copy (``("conv1.", "bn1.")``; see
+            :func:`resnet_stage_prefixes`): those encoder layers keep the values they
+            have, e.g. their random initialisation, and are reported as ``ignored``.
 
     Returns:
         An :class:`EncoderTransferReport` of the loaded, missing and unexpected keys.
@@ -182,6 +205,11 @@ def load_ssl_encoder(
     encoder = _encoder_of(net)
     target, unused_theirs, unused_ours = _backbone_part(encoder)
     state = extract_backbone_state_dict(checkpoint)
+    prefixes = tuple(exclude)
+    if prefixes:
+        own_keys = target.state_dict()
+        unused_theirs = unused_theirs | {k for k in state if k.startswith(prefixes)}
+        unused_ours = unused_ours | {k for k in own_keys if k.startswith(prefixes)}
     ignored = sorted(k for k in state if k in unused_theirs)
     state = {k: v for k, v in state.items() if k not in unused_theirs}
     own = target.state_dict()
@@ -243,5 +271,5 @@ def load_ssl_encoder(
         loaded=sorted(loaded),
         missing=missing,
         unexpected=unexpected,
-        ignored=sorted(ignored),
+        ignored=sorted(set(ignored)),
     )

@@ -67,7 +67,8 @@ class Range:
         if self.low is not None and self.high is not None:
             left = "(" if self.low_open else "["
             right = ")" if self.high_open else "]"
-            return f"in {left}{self.low:g}, {self.high:g}{right}"
+            kind = "integer " if self.integer else ""
+            return f"{kind}in {left}{self.low:g}, {self.high:g}{right}"
         parts = []
         if self.low is not None:
             parts.append(f"{'>' if self.low_open else '≥'} {self.low:g}")

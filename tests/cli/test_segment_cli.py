@@ -112,6 +112,11 @@ def test_segment_isic_cross_validation(isic_dir, tmp_path, capsys) -> None:
         (["--data", "{tmp}/nope"], "data folder not found"),
         (["--label-fraction", "0"], "label_fraction must be in (0, 1]"),
         (["--test-data", "{tmp}"], "--test-data needs --data"),
+        (["--random-stages", "6"], "random_stages must be integer in [0, 5], got 6"),
+        (
+            ["--random-stages", "1", "--backbone", "efficientnet-lite0"],
+            "--random-stages is for ResNet encoders; backbone efficientnet-lite0",
+        ),
     ],
 )
 def test_segment_bad_input_is_one_line(tmp_path, capsys, argv, message) -> None:
@@ -297,3 +302,17 @@ def test_segment_validates_every_n_epochs_and_scores_the_final_model(
     assert validated == [1, 3, 5]
     report = json.loads((out / "results.json").read_text())
     assert 0.0 <= report["results"]["random-init"]["val_dice"] <= 1.0
+
+
+@pytest.mark.slow
+def test_segment_random_stages_keeps_the_stem_and_layer1_random(
+    tiny_run, tmp_path, capsys
+) -> None:
+    code, stdout, _ = run(
+        capsys, "segment", "--checkpoint", str(tiny_run), "--random-stages", "2",
+        "--out", str(tmp_path / "seg"), "--no-plots", *TINY,
+    )  # fmt: skip
+    assert code == 0
+    # ResNet-18: 120 tensors, of them 6 in conv1/bn1 and 24 in layer1
+    assert "loaded 90 of 90 encoder tensors" in stdout
+    assert "30 unused by design [bn1.bias" in stdout

@@ -182,3 +182,74 @@ def test_lesion_segmentation_pretrained(tmp_path) -> None:
     _assert_encoder_equals(model.net, state)
     # a module holding the network as .net works as well
     assert load_ssl_encoder(model, path).complete
+
+
+@pytest.mark.parametrize(
+    ("stages", "prefixes"),
+    [
+        (0, ()),
+        (1, ("conv1.", "bn1.")),
+        (2, ("conv1.", "bn1.", "layer1.")),
+        (5, ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")),
+    ],
+)
+def test_resnet_stage_prefixes(stages: int, prefixes: tuple[str, ...]) -> None:
+    from lightly_derm.segmentation.transfer import resnet_stage_prefixes
+
+    assert resnet_stage_prefixes(stages) == prefixes
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 1.0, True])
+def test_resnet_stage_prefixes_bad(bad) -> None:
+    from lightly_derm.segmentation.transfer import resnet_stage_prefixes
+
+    with pytest.raises(ValueError, match="stages must be an int in 0..5"):
+        resnet_stage_prefixes(bad)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("exclude", [("conv1.", "bn1."), ("conv1.", "bn1.", "layer1.")])
+def test_excluded_layers_keep_their_values_and_the_rest_is_loaded(
+    name, exclude
+) -> None:
+    """Key by key against the two sources: the encoder before loading, the checkpoint."""
+    torch.manual_seed(1)
+    net = FlexibleUNet(3, 1, backbone=f"lightly-derm-{name}")
+    before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    state = _random_resnet(name, seed=2)
+    report = load_ssl_encoder(net, state, strict=True, exclude=exclude)
+    after = net.encoder.state_dict()
+    kept = [k for k in after if k.startswith(exclude)]
+    assert kept and sorted(report.ignored) == sorted(kept)
+    assert not report.missing and not report.unexpected
+    for key, value in after.items():
+        expected = before[key] if key.startswith(exclude) else state[key]
+        assert torch.equal(value, expected), key
+    assert sorted(report.loaded) == sorted(
+        k for k in after if not k.startswith(exclude)
+    )
+
+
+def test_random_stages_equal_random_init_of_the_same_seed(tmp_path) -> None:
+    path = _lightning_file(tmp_path, _random_resnet(seed=5))
+    torch.manual_seed(3)
+    random_init = LesionSegmentation("lightly-derm-resnet18")
+    torch.manual_seed(3)
+    partial = LesionSegmentation(
+        "lightly-derm-resnet18", pretrained=path, random_stages=2
+    )
+    full = LesionSegmentation("lightly-derm-resnet18", pretrained=path)
+    ours, theirs = random_init.state_dict(), full.state_dict()
+    for key, value in partial.state_dict().items():
+        stem_or_layer1 = key.startswith(
+            ("net.encoder.conv1.", "net.encoder.bn1.", "net.encoder.layer1.")
+        )
+        source = (
+            ours if stem_or_layer1 or not key.startswith("net.encoder.") else theirs
+        )
+        assert torch.equal(value, source[key]), key
+
+
+def test_random_stages_needs_a_resnet_encoder() -> None:
+    with pytest.raises(ValueError, match="random_stages is for the ResNet encoders"):
+        LesionSegmentation("efficientnet-b0", random_stages=1)
