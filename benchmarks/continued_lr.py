@@ -35,14 +35,17 @@ Example (after the study's cpu scale has prepared its data)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
-from benchmarks.finetune_length import paired_cells  # noqa: E402
+from benchmarks.finetune_length import (  # noqa: E402
+    append_row,
+    paired_cells,
+    read_rows,
+)
 
 IMAGENET = "imagenet:efficientnet-lite0"
 #: The study's ``cpu`` scale (ISIC block): pretraining and its optimiser.
@@ -136,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     jsonl = args.output.with_suffix(".jsonl")
-    rows = (
-        [json.loads(x) for x in jsonl.read_text().splitlines() if x]
-        if jsonl.is_file()
-        else []
-    )
+    rows = read_rows(jsonl)  # a rerun continues
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (
@@ -203,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         row["seconds"] = round(time.time() - started, 1)
                         print(row, flush=True)
                         rows.append(row)
-                        with jsonl.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                        append_row(jsonl, row)
     args.output.write_text(report(rows, args, argv))
     print(args.output.read_text())
     return 0

@@ -115,6 +115,20 @@ def finetune(
     return {k: float(v) for k, v in scores.items()}
 
 
+def read_rows(jsonl: Path) -> list[dict[str, Any]]:
+    """The rows a run of a fine-tune script wrote so far (none yet: ``[]``); a rerun
+    continues from them."""
+    if not jsonl.is_file():
+        return []
+    return [json.loads(line) for line in jsonl.read_text().splitlines() if line]
+
+
+def append_row(jsonl: Path, row: dict[str, Any]) -> None:
+    """Appends one finished fine-tune's row, the moment it finishes."""
+    with jsonl.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def paired_cells(scores: list[float], deltas: list[float]) -> str:
     """Table cells ``n | mean ± sd | Δ mean ± sd | Δ > 0`` of one row of fine-tunes.
 
@@ -175,10 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
     folds = args.study_out / "data"
     (fold_root,) = sorted(folds.glob(f"isic_*/folds/fold_{args.fold}"))
-    rows: list[dict[str, Any]] = []
     jsonl = args.output.with_suffix(".jsonl")
-    if jsonl.is_file():  # a rerun continues
-        rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line]
+    rows = read_rows(jsonl)  # a rerun continues
     done = {(r["method"], r["pretrain_seed"], r["seed"], r["epochs"]) for r in rows}
     for epochs in args.epochs:
         for seed in args.finetune_seeds:
@@ -223,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     print(row, flush=True)
                     rows.append(row)
-                    with jsonl.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_row(jsonl, row)
     lines = [
         f"# Fine-tune length at {args.label_fraction:.0%} of the masks "
         f"(ISIC fold {args.fold}, held-out Jaccard of the final model)",

@@ -30,14 +30,18 @@ Example (after the study's cpu scale has run)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
-from benchmarks.finetune_length import finetune, paired_cells  # noqa: E402
+from benchmarks.finetune_length import (  # noqa: E402
+    append_row,
+    finetune,
+    paired_cells,
+    read_rows,
+)
 
 #: Backbone key prefixes each variant leaves at random init.
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -65,11 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     jsonl = args.output.with_suffix(".jsonl")
-    rows = (
-        [json.loads(x) for x in jsonl.read_text().splitlines() if x]
-        if jsonl.is_file()
-        else []
-    )
+    rows = read_rows(jsonl)  # a rerun continues
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(row, flush=True)
                     rows.append(row)
                     done.add(key(row))
-                    with jsonl.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_row(jsonl, row)
     args.output.write_text(report(rows, args, argv, encoders))
     print(args.output.read_text())
     return 0

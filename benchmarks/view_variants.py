@@ -46,7 +46,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
-from benchmarks.finetune_length import finetune, paired_cells  # noqa: E402
+from benchmarks.finetune_length import (  # noqa: E402
+    append_row,
+    finetune,
+    paired_cells,
+    read_rows,
+)
 
 #: View-transform arguments of each variant (the rest: the method's defaults).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -186,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (fold,) = sorted((args.study_out / "data").glob("isic_*/folds/fold_0"))
     jsonl = args.output.with_suffix(".jsonl")
-    rows = (
-        [json.loads(x) for x in jsonl.read_text().splitlines() if x]
-        if jsonl.is_file()
-        else []
-    )
+    rows = read_rows(jsonl)  # a rerun continues
     done = {(r["variant"], r.get("pretrain_seed"), r["seed"]) for r in rows}
     for r in _reused(args.random_from, args.method, args.epochs):
         key = (r["variant"], r["pretrain_seed"], r["seed"])
@@ -254,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print(row, flush=True)
                 rows.append(row)
-                with jsonl.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_row(jsonl, row)
     random = {r["seed"]: r["val_jaccard"] for r in rows if r["variant"] == "random"}
     lines = [
         f"# {args.method} views and transfer to lesion segmentation "
