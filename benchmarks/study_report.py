@@ -206,9 +206,10 @@ def _tables(
         header = json.loads((out / "study.json").read_text())
     records = read_results(out)
     datasets = header.get("settings", {}).get("datasets", {})
-    names = list(datasets) or sorted(
-        {r.get("dataset") for r in records if r.get("dataset")}
-    )
+    # the last invocation's datasets first, then those only earlier ones ran (a rerun
+    # with --datasets must not drop the other datasets' finished results)
+    seen = {r.get("dataset") for r in records if r.get("dataset")}
+    names = list(datasets) + sorted(seen - set(datasets))
     tables = []
     for name in names:
         task = datasets.get(name, {}).get("task") or next(

@@ -579,3 +579,18 @@ def test_stage_data_writes_small_copies_the_run_reads_unchanged(
     assert prepared["pairs"] == 30
     # staging again keeps what is there (the copies are not read back as a source)
     assert study.stage_data(spec, [dest, data_root], dest) == written
+
+
+def test_report_keeps_datasets_an_earlier_invocation_ran(tmp_path: Path) -> None:
+    """A rerun with --datasets other must not drop the first dataset's tables."""
+    for method in ("gravis", "random"):
+        study.write_json(
+            tmp_path / "results" / f"{method}.json", _record(method, 0, 0, 0.6)
+        )
+    # the last invocation ran another dataset only (its settings name just that one)
+    study.write_json(
+        tmp_path / "study.json",
+        {"settings": {"datasets": {"dermamnist": {"task": "classification"}}}},
+    )
+    study_report.write_report(tmp_path)
+    assert "## isic: segmentation" in (tmp_path / "report.md").read_text()
