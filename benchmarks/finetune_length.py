@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
 from lightly_derm.segmentation import LesionSegmentation
@@ -51,7 +50,7 @@ def finetune(
     frozen: bool = False,
     freeze_epochs: int = 0,
     encoder_lr_scale: float = 1.0,
-    keep_random: tuple[str, ...] = (),
+    random_stages: int = 0,
 ) -> dict[str, float]:
     """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
 
@@ -64,9 +63,8 @@ def finetune(
     learning rate (discriminative fine-tuning); random init always at the full rate.
     ``val_dir=None``: a third of ``train_dir``'s pairs is held out and scored instead
     (a validation split inside the training folds; it depends on ``seed``).
-    ``keep_random``: backbone key prefixes (``"conv1."``, ``"layer1."``) whose tensors
-    are not transferred: those layers keep the random initialisation that random init's
-    fine-tune of the same seed has (the rest is loaded with ``strict=False``).
+    ``random_stages``: the first N encoder stages keep the random initialisation that
+    random init's fine-tune of the same seed has (``LesionSegmentation``'s option).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     split: dict[str, Any] = (
@@ -74,10 +72,6 @@ def finetune(
         if val_dir is None
         else {"val_pairs": find_isic_pairs(val_dir)}
     )
-    pretrained: Path | dict[str, Any] | None = backbone_file
-    if backbone_file is not None and keep_random:
-        state = torch.load(backbone_file, map_location="cpu", weights_only=True)
-        pretrained = {k: v for k, v in state.items() if not k.startswith(keep_random)}
     data = ISICSegmentationDataModule(
         pairs=find_isic_pairs(train_dir),
         **split,
@@ -90,8 +84,8 @@ def finetune(
     )
     model = LesionSegmentation(
         backbone="lightly-derm-resnet18",
-        pretrained=pretrained,
-        strict=not keep_random,
+        pretrained=backbone_file,
+        random_stages=random_stages if backbone_file is not None else 0,
         lr=LR,
         encoder_lr=LR * encoder_lr_scale if backbone_file is not None else None,
         freeze_encoder_epochs=(

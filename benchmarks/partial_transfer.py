@@ -42,14 +42,10 @@ from benchmarks.finetune_length import (  # noqa: E402
     paired_cells,
     read_rows,
 )
+from lightly_derm.segmentation.transfer import resnet_stage_prefixes  # noqa: E402
 
-#: Backbone key prefixes each variant leaves at random init.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "all": (),
-    "no_stem": ("conv1.", "bn1."),
-    "deep": ("conv1.", "bn1.", "layer1."),
-    "shallow": ("layer2.", "layer3.", "layer4."),
-}
+#: Encoder stages each variant leaves at random init (``segment --random-stages``).
+VARIANTS: dict[str, int] = {"all": 0, "no_stem": 1, "deep": 2}
 EPOCHS = 100
 
 
@@ -122,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                         EPOCHS,
                         seed,
                         fraction,
-                        keep_random=VARIANTS.get(variant, ()),
+                        random_stages=VARIANTS.get(variant, 0),
                     )
                     row["val_jaccard"] = scores["val_jaccard"]
                     row["seconds"] = round(time.time() - started, 1)
@@ -156,7 +152,10 @@ def report(
         f"The study's ResNet-18 backbones (pretraining seed {args.pretrain_seed}, folds "
         f"{', '.join(map(str, args.folds))}); FlexibleUNet fine-tuned {EPOCHS} epochs; "
         f"scored on {where}. Variants: which backbone layers keep random init "
-        + "; ".join(f"{v}: {', '.join(VARIANTS[v]) or 'none'}" for v in args.variants)
+        + "; ".join(
+            f"{v}: {', '.join(resnet_stage_prefixes(VARIANTS[v])) or 'none'}"
+            for v in args.variants
+        )
         + ". Δ paired with random init of the same fold and fine-tune seed.",
         "",
         "| masks | encoder | transfer | fine-tunes | Jaccard | Δ vs random init | Δ > 0 |",

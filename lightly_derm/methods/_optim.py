@@ -47,8 +47,9 @@ def sgd_cosine(
 def lr_groups(module: nn.Module, lr: float, backbone_lr: float | None) -> Any:
     """The trainable parameters of a method, for SGD, with the backbone at its own rate.
 
-    ``backbone_lr`` is ``None`` or equal to ``lr``: one group, ``module.parameters()``
-    (as before the option existed, so optimiser states of older checkpoints still load).
+    ``backbone_lr`` is ``None`` or equal to ``lr``: one group of every trainable
+    parameter (as before the option existed, so optimiser states of older checkpoints
+    still load).
     Otherwise two groups: ``module.backbone``'s trainable parameters at ``backbone_lr``
     and every other trainable parameter at ``lr`` (a cosine schedule scales both).
     Continued pretraining from ImageNet weights is the use: a slower backbone keeps
@@ -56,7 +57,7 @@ def lr_groups(module: nn.Module, lr: float, backbone_lr: float | None) -> Any:
     FG-SSL authors' split, there 1:10).
     """
     if backbone_lr is None or backbone_lr == lr:
-        return module.parameters()
+        return [p for p in module.parameters() if p.requires_grad]
     backbone_module = module.backbone
     assert isinstance(backbone_module, nn.Module), "a method's backbone is a module"
     backbone = [p for p in backbone_module.parameters() if p.requires_grad]

@@ -214,14 +214,8 @@ class BYOL(SSLMethod):
     def configure_optimizers(self) -> Any:
         """SGD with momentum and a per-step cosine learning-rate decay."""
         hp = self.hparams
-        backbone_lr = hp.get("backbone_lr")
-        parameters = (
-            [p for p in self.parameters() if p.requires_grad]
-            if backbone_lr is None or backbone_lr == hp["lr"]
-            else lr_groups(self, hp["lr"], backbone_lr)
-        )
         optimizer = torch.optim.SGD(
-            parameters,
+            lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],
             weight_decay=hp["weight_decay"],

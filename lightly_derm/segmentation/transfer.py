@@ -205,14 +205,13 @@ def load_ssl_encoder(
     encoder = _encoder_of(net)
     target, unused_theirs, unused_ours = _backbone_part(encoder)
     state = extract_backbone_state_dict(checkpoint)
+    own = target.state_dict()
     prefixes = tuple(exclude)
     if prefixes:
-        own_keys = target.state_dict()
         unused_theirs = unused_theirs | {k for k in state if k.startswith(prefixes)}
-        unused_ours = unused_ours | {k for k in own_keys if k.startswith(prefixes)}
+        unused_ours = unused_ours | {k for k in own if k.startswith(prefixes)}
     ignored = sorted(k for k in state if k in unused_theirs)
     state = {k: v for k, v in state.items() if k not in unused_theirs}
-    own = target.state_dict()
     ignored += sorted(k for k in unused_ours if k not in state)
     own = {k: v for k, v in own.items() if k in state or k not in unused_ours}
     source = (

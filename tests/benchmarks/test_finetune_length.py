@@ -94,12 +94,10 @@ def test_encoder_lr_scale_reaches_the_pretrained_encoder_only(
     assert made == [(1e-3, pytest.approx(1e-4)), (1e-3, None)]
 
 
-@pytest.mark.parametrize("keep_random", [(), ("conv1.", "bn1.")])
-def test_keep_random_leaves_those_layers_out_and_no_val_dir_holds_out_a_third(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, keep_random: tuple[str, ...]
+@pytest.mark.parametrize("random_stages", [0, 2])
+def test_random_stages_reach_a_pretrained_encoder_and_no_val_dir_holds_out_a_third(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, random_stages: int
 ) -> None:
-    import torch
-
     made: dict[str, Any] = {}
 
     class Stop(Exception):
@@ -115,15 +113,11 @@ def test_keep_random_leaves_those_layers_out_and_no_val_dir_holds_out_a_third(
     monkeypatch.setattr(finetune_length, "find_isic_pairs", lambda d: [])
     monkeypatch.setattr(finetune_length, "LesionSegmentation", fake_model)
     backbone = tmp_path / "backbone.pt"
-    keys = ["conv1.weight", "bn1.bias", "layer1.0.conv1.weight"]
-    torch.save({k: torch.zeros(1) for k in keys}, backbone)
-    with pytest.raises(Stop):
-        finetune_length.finetune(
-            backbone, tmp_path, None, 1, 0, keep_random=keep_random
-        )
-    assert made["val_fraction"] == pytest.approx(1 / 3) and "val_pairs" not in made
-    if keep_random:
-        assert sorted(made["pretrained"]) == ["layer1.0.conv1.weight"]
-        assert made["strict"] is False
-    else:
-        assert made["pretrained"] == backbone and made["strict"] is True
+    for file, expected in ((backbone, random_stages), (None, 0)):
+        made.clear()
+        with pytest.raises(Stop):
+            finetune_length.finetune(
+                file, tmp_path, None, 1, 0, random_stages=random_stages
+            )
+        assert made["val_fraction"] == pytest.approx(1 / 3) and "val_pairs" not in made
+        assert made["pretrained"] == file and made["random_stages"] == expected

@@ -25,14 +25,14 @@ def test_variants_pair_with_random_init_of_the_same_seed(
 ) -> None:
     out = _study_out(tmp_path / "study", ["byol"])
     rng = np.random.default_rng(0)
-    scores: dict[tuple[str, tuple[str, ...], int], float] = {}
+    scores: dict[tuple[str, int, int], float] = {}
 
-    def fake(backbone, train, val, epochs, seed, fraction, keep_random=()):
+    def fake(backbone, train, val, epochs, seed, fraction, random_stages=0):
         assert train.name == "train" and (val is None) == (split == "validation")
         method = "random" if backbone is None else backbone.parts[-3].split("-")[1]
-        assert method != "random" or keep_random == ()
-        scores[method, keep_random, seed] = float(rng.uniform(0.6, 0.9))
-        return {"val_jaccard": scores[method, keep_random, seed]}
+        assert method != "random" or random_stages == 0
+        scores[method, random_stages, seed] = float(rng.uniform(0.6, 0.9))
+        return {"val_jaccard": scores[method, random_stages, seed]}
 
     monkeypatch.setattr(partial_transfer, "finetune", fake)
     output = tmp_path / "table.md"
@@ -45,10 +45,11 @@ def test_variants_pair_with_random_init_of_the_same_seed(
     deep = partial_transfer.VARIANTS["deep"]
     assert sorted(scores) == sorted(
         (m, k, s)
-        for m, k in [("random", ()), ("byol", ()), ("byol", deep)]
+        for m, k in [("random", 0), ("byol", 0), ("byol", deep)]
         for s in (0, 1)
     )
-    deltas = [scores["byol", deep, s] - scores["random", (), s] for s in (0, 1)]
+    deltas = [scores["byol", deep, s] - scores["random", 0, s] for s in (0, 1)]
+    assert "deep: conv1., bn1., layer1." in output.read_text()  # the layers, named
     row = next(x for x in output.read_text().splitlines() if "| byol | deep |" in x)
     assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
     assert partial_transfer.main(argv) == 0 and len(scores) == 6  # rerun: nothing new
