@@ -1,20 +1,96 @@
-"""SGD with a cosine learning-rate schedule over the trainer's run, shared by methods.
+"""The methods' optimisers (SGD or LARS) and cosine schedule over the trainer's run.
 
-Builds on :class:`torch.optim.SGD` and :func:`lightly_derm.utils.scheduler.cosine_annealing`;
-reads the run length from the Lightning trainer.
+Builds on :class:`torch.optim.SGD`, lightly's :class:`~lightly.utils.lars.LARS` and
+:func:`~lightly.models.utils.get_weight_decay_parameters`, and
+:func:`lightly_derm.utils.scheduler.cosine_annealing`; reads the run length from the
+Lightning trainer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from lightly.models.utils import get_weight_decay_parameters
+from lightly.utils.lars import LARS
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from lightly_derm.errors import ConfigError
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
+from lightly_derm.utils.validation import check_choice
+
+#: The optimisers a method's ``optimizer`` argument names.
+OptimizerName = Literal["sgd", "lars"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "lars")
+
+
+def check_optimizer(name: Any, weight_decay: float) -> None:
+    """Raises a one-line :class:`~lightly_derm.errors.ConfigError` for a bad optimizer.
+
+    Bad: an unknown name, or LARS without weight decay (lightly's LARS scales only
+    weight-decayed parameters, so it would silently be SGD).
+    """
+    check_choice("optimizer", name, OPTIMIZERS)
+    if name == "lars" and not weight_decay > 0:
+        raise ConfigError(
+            f"optimizer='lars' needs weight_decay > 0, got {weight_decay!r} (lightly's "
+            "LARS scales only the weight-decayed parameters); set it, e.g. "
+            "weight_decay=1e-6 as in the SimCLR paper"
+        )
+
+
+def make_optimizer(
+    module: nn.Module,
+    name: str,
+    parameters: Iterable[Any],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    """SGD or LARS over ``parameters`` (a list of parameters or of parameter groups).
+
+    ``"sgd"``: :class:`torch.optim.SGD` with momentum and weight decay on every
+    parameter (lightly's examples).
+    ``"lars"``: lightly's :class:`~lightly.utils.lars.LARS` as in the BYOL and SimCLR
+    papers: every weight's step is scaled to ``trust_coefficient`` (0.001) times its
+    own norm over its gradient's, so that every layer moves by the same fraction of
+    its size per step; normalisation layers' parameters and biases
+    (:func:`~lightly.models.utils.get_weight_decay_parameters` of ``module``) get
+    neither the scaling nor weight decay. With SGD, a ResNet's stem moves tens of
+    times further, relative to its size, than its last stage, which over a few
+    hundred steps on a small data set leaves the deep stages near their random
+    initialisation.
+    """
+    check_optimizer(name, weight_decay)
+    groups = list(parameters)
+    if name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    _, no_decay = get_weight_decay_parameters([module])
+    plain = {id(p) for p in no_decay}
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    split = []
+    for group in groups:
+        params = list(group["params"])
+        split.append({**group, "params": [p for p in params if id(p) not in plain]})
+        split.append(
+            {
+                **group,
+                "params": [p for p in params if id(p) in plain],
+                "weight_decay": 0.0,  # LARS leaves weight-decay-free groups unscaled
+            }
+        )
+    return LARS(
+        [g for g in split if g["params"]],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
 
 
 def sgd_cosine(
@@ -23,17 +99,18 @@ def sgd_cosine(
     lr: float,
     momentum: float,
     weight_decay: float,
+    optimizer: str = "sgd",
 ) -> Any:
-    """SGD and a cosine decay to 0 over the run, as a ``configure_optimizers`` result.
+    """SGD (or LARS) and a cosine decay to 0 over the run, for ``configure_optimizers``.
+
+    ``optimizer``: see :func:`make_optimizer`.
 
     The schedule steps once per epoch over ``trainer.max_epochs``; when that is
     unbounded (``-1``, e.g. ``Trainer(max_epochs=None, max_steps=N)``) it steps per
     optimiser step over ``trainer.max_steps``; when both are unbounded the learning
     rate stays constant (with a warning).
     """
-    optimizer = torch.optim.SGD(
-        parameters, lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    built = make_optimizer(module, optimizer, parameters, lr, momentum, weight_decay)
     # module._trainer is None outside a Trainer: no schedule to size
     length = training_length(module._trainer, "auto")
     if length is None:
@@ -41,7 +118,7 @@ def sgd_cosine(
             f"{type(module).__name__}: the run has no max_epochs or max_steps, so the "
             "learning rate stays constant (no cosine schedule)"
         )
-    return cosine_annealing(optimizer, length)
+    return cosine_annealing(built, length)
 
 
 def lr_groups(module: nn.Module, lr: float, backbone_lr: float | None) -> Any:

@@ -18,6 +18,7 @@ from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch
+from lightly_derm.methods._optim import OptimizerName
 from lightly_derm.methods.base import Augment
 from lightly_derm.methods.byol import BYOL
 from lightly_derm.miners.tracin import TracInPositiveMiner
@@ -91,6 +92,7 @@ class APBYOL(BYOL):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        optimizer: ``"sgd"`` or ``"lars"`` (see :class:`~lightly_derm.methods.BYOL`).
         ema_start: Target-network momentum at the first step.
         ema_end: Target-network momentum at the last step.
         lambda_add: λ, the weight of L_add (**ours**: 1).
@@ -125,6 +127,7 @@ class APBYOL(BYOL):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        optimizer: OptimizerName = "sgd",
         ema_start: float = 0.996,
         ema_end: float = 1.0,
         lambda_add: float = 1.0,
@@ -147,6 +150,7 @@ class APBYOL(BYOL):
             backbone_lr=backbone_lr,
             momentum=momentum,
             weight_decay=weight_decay,
+            optimizer=optimizer,
             ema_start=ema_start,
             ema_end=ema_end,
             augment=augment,

@@ -23,7 +23,13 @@ from lightly.transforms.byol_transform import (
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
-from lightly_derm.methods._optim import hparams_ignore, lr_groups
+from lightly_derm.methods._optim import (
+    OptimizerName,
+    check_optimizer,
+    hparams_ignore,
+    lr_groups,
+    make_optimizer,
+)
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
 from lightly_derm.utils.scheduler import cosine_annealing
@@ -54,6 +60,8 @@ class BarlowTwins(SSLMethod):
         lr, momentum, weight_decay: SGD (lr 0.06 as in lightly's Barlow Twins example).
         backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
             ``lr``. Smaller for continued pretraining from given weights.
+        optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS as in the Barlow Twins paper;
+            see :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
         max_epochs: Length of the cosine schedule; default the trainer's.
         gather_distributed: Average the cross-correlation over processes (lightly's option).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -78,6 +86,7 @@ class BarlowTwins(SSLMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        optimizer: OptimizerName = "sgd",
         max_epochs: int | None = None,
         gather_distributed: bool = False,
         augment: Augment = "cpu",
@@ -87,6 +96,7 @@ class BarlowTwins(SSLMethod):
         )
         if backbone_lr is not None:
             check_positive("backbone_lr", backbone_lr)
+        check_optimizer(optimizer, weight_decay)
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = BarlowTwinsProjectionHead(
             self.feature_dim, hidden_dim, output_dim
@@ -114,9 +124,11 @@ class BarlowTwins(SSLMethod):
         return loss
 
     def configure_optimizers(self) -> Any:
-        """SGD with a cosine schedule per epoch over ``max_epochs``."""
+        """SGD (or LARS) with a cosine schedule per epoch over ``max_epochs``."""
         hp = self.hparams
-        optimizer = torch.optim.SGD(
+        optimizer = make_optimizer(
+            self,
+            hp.get("optimizer", "sgd"),
             lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],

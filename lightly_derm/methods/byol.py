@@ -28,7 +28,13 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import GroupedBatch, to_grouped_batch
 from lightly_derm.loss.additional_positive_loss import AdditionalPositiveLoss
-from lightly_derm.methods._optim import hparams_ignore, lr_groups
+from lightly_derm.methods._optim import (
+    OptimizerName,
+    check_optimizer,
+    hparams_ignore,
+    lr_groups,
+    make_optimizer,
+)
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
 from lightly_derm.utils.scheduler import cosine_annealing
@@ -67,6 +73,10 @@ class BYOL(SSLMethod):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        optimizer: ``"sgd"`` (lightly's example) or ``"lars"`` (the paper's, lightly's
+            :class:`~lightly.utils.lars.LARS`: every weight moves by the same fraction
+            of its size per step; normalisation layers and biases plain SGD without
+            weight decay; needs ``weight_decay > 0``).
         ema_start: Target-network momentum at the first step (paper: 0.996).
         ema_end: Target-network momentum at the last step (paper: 1.0).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -94,6 +104,7 @@ class BYOL(SSLMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        optimizer: OptimizerName = "sgd",
         ema_start: float = 0.996,
         ema_end: float = 1.0,
         augment: Augment = "cpu",
@@ -108,6 +119,7 @@ class BYOL(SSLMethod):
             )
         if backbone_lr is not None:
             check_positive("backbone_lr", backbone_lr)
+        check_optimizer(optimizer, weight_decay)
         # backbone_weights is never a hyperparameter: a Path in it would make the
         # checkpoint unloadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
@@ -212,9 +224,11 @@ class BYOL(SSLMethod):
         return loss
 
     def configure_optimizers(self) -> Any:
-        """SGD with momentum and a per-step cosine learning-rate decay."""
+        """SGD (or LARS) with momentum and a per-step cosine learning-rate decay."""
         hp = self.hparams
-        optimizer = torch.optim.SGD(
+        optimizer = make_optimizer(
+            self,
+            hp.get("optimizer", "sgd"),
             lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],

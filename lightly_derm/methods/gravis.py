@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.gravis_loss import GraVISLoss, Variant
-from lightly_derm.methods._optim import hparams_ignore, lr_groups, sgd_cosine
+from lightly_derm.methods._optim import (
+    OptimizerName,
+    check_optimizer,
+    hparams_ignore,
+    lr_groups,
+    sgd_cosine,
+)
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.methods.cross_rank_shuffle import cross_rank_shuffled
 from lightly_derm.transforms.gravis_transform import GraVISTransform
@@ -115,6 +121,8 @@ class GraVIS(SSLMethod):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS as in the SimCLR paper; see
+            :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
         ddp_batchnorm: ``"shuffle"``, ``"sync"`` or ``"local"`` (see above).
@@ -147,6 +155,7 @@ class GraVIS(SSLMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        optimizer: OptimizerName = "sgd",
         augment: Augment = "cpu",
         ddp_batchnorm: DDPBatchNorm = "shuffle",
     ) -> None:
@@ -162,6 +171,7 @@ class GraVIS(SSLMethod):
         self._shuffle_generator: torch.Generator | None = None
         if backbone_lr is not None:
             check_positive("backbone_lr", backbone_lr)
+        check_optimizer(optimizer, weight_decay)
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.num_views = num_views
         self.projection_head = GraVISProjectionHead(
@@ -230,6 +240,7 @@ class GraVIS(SSLMethod):
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
+            optimizer=self.hparams.get("optimizer", "sgd"),
         )
 
     def cpu_view_transform(self, input_size: int = 224) -> GraVISTransform:

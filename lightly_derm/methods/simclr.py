@@ -19,7 +19,13 @@ from lightly.transforms import SimCLRTransform
 from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
-from lightly_derm.methods._optim import hparams_ignore, lr_groups, sgd_cosine
+from lightly_derm.methods._optim import (
+    OptimizerName,
+    check_optimizer,
+    hparams_ignore,
+    lr_groups,
+    sgd_cosine,
+)
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.transforms.rgb import RGBInput
 from lightly_derm.utils.validation import check_positive
@@ -46,6 +52,8 @@ class SimCLR(SSLMethod):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
+        optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS as in the SimCLR paper; see
+            :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
 
@@ -67,6 +75,7 @@ class SimCLR(SSLMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        optimizer: OptimizerName = "sgd",
         augment: Augment = "cpu",
     ) -> None:
         super().__init__(
@@ -74,6 +83,7 @@ class SimCLR(SSLMethod):
         )
         if backbone_lr is not None:
             check_positive("backbone_lr", backbone_lr)
+        check_optimizer(optimizer, weight_decay)
         self.save_hyperparameters(ignore=hparams_ignore(backbone))
         self.projection_head = SimCLRProjectionHead(
             self.feature_dim, hidden_dim, output_dim
@@ -104,6 +114,7 @@ class SimCLR(SSLMethod):
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
+            optimizer=self.hparams.get("optimizer", "sgd"),
         )
 
     def cpu_view_transform(self, input_size: int = 224) -> RGBInput:

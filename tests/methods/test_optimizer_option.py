@@ -1,0 +1,117 @@
+"""The methods' ``optimizer="lars"`` (BYOL, AP-BYOL, GraVIS, SimCLR, Barlow Twins):
+lightly's LARS with norms and biases left plain.
+
+Reference: one LARS step written out per parameter in float64 (no momentum): a weight
+moves by ``lr * eta * |w| / (|g| + wd |w|) * (g + wd w)``; a normalisation layer's
+parameter or a bias by ``lr * g`` (no scaling, no weight decay).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightly_derm.errors import ConfigError
+from lightly_derm.methods import APBYOL, BYOL, BarlowTwins, GraVIS, SimCLR
+from tests.callbacks.test_non_finite_loss import tiny_backbone
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*no max_epochs or max_steps:UserWarning"
+)
+
+SMALL = {
+    BYOL: dict(projection_hidden_dim=12, projection_dim=6, prediction_hidden_dim=10),
+    APBYOL: dict(projection_hidden_dim=12, projection_dim=6, prediction_hidden_dim=10),
+    GraVIS: dict(hidden_dim=12, output_dim=6),
+    SimCLR: dict(hidden_dim=12, output_dim=6),
+    BarlowTwins: dict(hidden_dim=12, output_dim=6),
+}
+ETA = 0.001  # lightly's LARS trust coefficient
+
+
+def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    result = model.configure_optimizers()
+    return result["optimizer"] if isinstance(result, dict) else result
+
+
+def _plain_ids(model: nn.Module) -> set[int]:
+    """Independently of lightly's helper: every parameter of a norm layer, every bias."""
+    plain = set()
+    for module in model.modules():
+        norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm))
+        for name, p in module.named_parameters(recurse=False):
+            if norm or name == "bias":
+                plain.add(id(p))
+    return plain
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+@pytest.mark.parametrize(("lr", "weight_decay", "backbone_lr"), [
+    (0.5, 1e-6, None), (2.0, 1e-3, None), (1.0, 5e-4, 0.1),
+])  # fmt: skip
+def test_lars_step_matches_the_written_out_step(
+    cls: type, lr: float, weight_decay: float, backbone_lr: float | None
+) -> None:
+    torch.manual_seed(0)
+    model = cls(
+        backbone=tiny_backbone(),
+        optimizer="lars",
+        lr=lr,
+        backbone_lr=backbone_lr,
+        momentum=0.0,
+        weight_decay=weight_decay,
+        **SMALL[cls],
+    )
+    optimizer = _optimizer(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    plain = _plain_ids(model)
+    assert plain and len(plain) < len(trainable)  # both kinds are there
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    gen = torch.Generator().manual_seed(1)
+    expected = {}
+    for p in trainable:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        w, g = p.detach().double(), p.grad.double()
+        rate = backbone_lr if backbone_lr and id(p) in in_backbone else lr
+        if id(p) in plain:
+            step = g
+        else:
+            d = g + weight_decay * w
+            step = ETA * w.norm() / (g.norm() + weight_decay * w.norm() + 1e-8) * d
+        expected[id(p)] = w - rate * step
+    optimizer.step()
+    for p in trainable:
+        torch.testing.assert_close(p.detach().double(), expected[id(p)])
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in trainable)
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_sgd_stays_the_default_with_one_group(cls: type) -> None:
+    model = cls(backbone=tiny_backbone(), **SMALL[cls])
+    optimizer = _optimizer(model)
+    assert type(optimizer) is torch.optim.SGD
+    assert len(optimizer.param_groups) == 1
+    assert model.hparams["optimizer"] == "sgd"
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_lars_is_saved_and_reloaded_from_the_hyperparameters(cls: type) -> None:
+    model = cls(backbone="resnet18", optimizer="lars", weight_decay=1e-4, **SMALL[cls])
+    again = cls(**model.hparams)
+    assert type(_optimizer(again)).__name__ == "LARS"
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+@pytest.mark.parametrize("bad", ["adam", "LARS", None])
+def test_unknown_optimizer_is_one_line_naming_it(cls: type, bad) -> None:
+    with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'lars'"):
+        cls(backbone=tiny_backbone(), optimizer=bad, **SMALL[cls])
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
+def test_lars_without_weight_decay_is_refused(cls: type) -> None:
+    """lightly's LARS scales only weight-decayed parameters: it would be plain SGD."""
+    with pytest.raises(ConfigError, match="optimizer='lars' needs weight_decay > 0"):
+        cls(backbone=tiny_backbone(), optimizer="lars", weight_decay=0.0, **SMALL[cls])
