@@ -1,0 +1,361 @@
+"""Does SSL pretraining on a few hundred images move the encoder at all?
+
+The study's ``cpu`` scale pretrains on 193 ISIC images for 10 epochs at batch 16: 120
+SGD steps at lr 0.0075 (lightly's 0.06 scaled linearly to the batch). The fine-tune
+that follows runs AdamW at 1e-3, whose every step moves each weight by about 1e-3 —
+several times further, relative to a ResNet's weights, than the whole pretraining. If
+the pretrained encoder is still (almost) its random initialisation, no transfer
+setting can make it help, and the learning-rate rule made for 100,000-step ImageNet
+runs is the thing to change.
+
+This script pretrains each method with an optimizer, learning rates and epochs on fold
+``k``'s training images (the study's cpu-scale options otherwise, through the library's
+``pretrain`` job), records how far every backbone stage moved from its initialisation
+(relative Frobenius distance of the conv weights), and fine-tunes each backbone
+(:func:`benchmarks.finetune_length.finetune`), paired with random init by fine-tune
+seed:
+
+- ``--split validation`` (the choice): on two thirds of fold ``k``'s training pairs,
+  scored on the remaining third; the held-out fold is not read;
+- ``--split test`` (the check): on fold ``k``'s training pairs, scored on the held-out
+  fold. Pretraining reads fold ``k``'s training images in both, so the test split
+  reuses the validation split's pretrainings.
+
+Example (after the study's cpu scale has staged its data)::
+
+    python benchmarks/pretrain_lr.py --study-out benchmarks/results/study_cpu_3pct \
+        --jobs /tmp/pretrain_lr --folds 0 1 --methods byol ap_byol \
+        --lrs 0.0075 0.06 0.3 --finetune-seeds 0 1 2 --label-fractions 0.03 0.1 \
+        --split validation --output benchmarks/results/pretrain_lr_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+from benchmarks.finetune_length import (  # noqa: E402
+    append_row,
+    finetune,
+    paired_cells,
+    read_rows,
+)
+
+#: The study's cpu-scale pretraining options for ISIC (benchmarks/studies/derm_ssl.yaml).
+PRETRAIN = {
+    "backbone": "resnet18",
+    "input_size": 64,
+    "epochs": 10,
+    "batch_size": 16,
+    "num_workers": 1,
+}
+EPOCHS = 100
+STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
+
+
+class Movement(pl.Callback):
+    """Relative distance ``||w_end - w_start|| / ||w_start||`` of the backbone's conv
+    weights per ResNet stage, over one fit."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, torch.Tensor] = {}
+        self.moved: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.start = {
+            k: v.detach().clone()
+            for k, v in pl_module.backbone.state_dict().items()
+            if v.ndim == 4
+        }
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        end = pl_module.backbone.state_dict()
+        for stage in STAGES:
+            keys = [k for k in self.start if _stage(k) == stage]
+            before = torch.cat([self.start[k].flatten() for k in keys])
+            after = torch.cat([end[k].detach().flatten() for k in keys])
+            self.moved[stage] = float((after - before).norm() / before.norm())
+
+
+def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a row's pretraining was: optimizer, lr, epochs (older rows: SGD, 10)."""
+    if row["method"] == "random":
+        return ("sgd", None, None)
+    return (
+        row.get("optimizer", "sgd"),
+        row["lr"],
+        row.get("epochs", PRETRAIN["epochs"]),
+    )
+
+
+def _stage(key: str) -> str:
+    """``layer2.0.conv1.weight`` → ``layer2``; the stem's keys → ``conv1``."""
+    head = key.split(".")[0]
+    return head if head.startswith("layer") else "conv1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lightly_derm.jobs import pretrain
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study-out", required=True, type=Path)
+    parser.add_argument("--split", choices=["validation", "test"], default="validation")
+    parser.add_argument("--jobs", required=True, type=Path, help="pretraining runs")
+    parser.add_argument("--folds", nargs="+", type=int, default=[0])
+    parser.add_argument("--methods", nargs="+", default=["byol", "ap_byol"])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[0.0075, 0.06, 0.3])
+    parser.add_argument(
+        "--optimizer", choices=["sgd", "lars"], default="sgd", help="of the --lrs"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=PRETRAIN["epochs"], help="pretraining epochs"
+    )
+    parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
+    parser.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args(argv)
+
+    jsonl = args.output.with_suffix(".jsonl")
+    rows = read_rows(jsonl)  # a rerun continues
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            r["split"], r["fold"], r["method"], *_encoder(r), r["label_fraction"],
+            r["seed"],
+        )  # fmt: skip
+
+    done = {key(r) for r in rows}
+    # a pretraining is the same for both splits (fold k's training images): reused
+    pretrained_before = {
+        (r["fold"], r["method"], *_encoder(r)): {
+            k: r[k] for k in ("moved", "final_train_loss", "pretrain_seconds") if k in r
+        }
+        for r in rows
+        if r["method"] != "random"
+    }
+    encoders = [("random", "sgd", None, None)] + [
+        (m, args.optimizer, lr, args.epochs) for m in args.methods for lr in args.lrs
+    ]
+    for fold_index in args.folds:
+        (fold,) = sorted(
+            (args.study_out / "data").glob(f"isic_*/folds/fold_{fold_index}")
+        )
+        for method, optimizer, lr, epochs in encoders:
+            todo = [
+                (fraction, seed)
+                for fraction in args.label_fractions
+                for seed in args.finetune_seeds
+                if (
+                    args.split,
+                    fold_index,
+                    method,
+                    optimizer,
+                    lr,
+                    epochs,
+                    fraction,
+                    seed,
+                )
+                not in done
+            ]
+            if not todo:
+                continue
+            backbone, pretrained = None, {}
+            before = pretrained_before.get((fold_index, method, optimizer, lr, epochs))
+            if before is not None:
+                file = _out(method, optimizer, lr, epochs, fold_index, args)
+                if (file / "backbone.pt").is_file():
+                    backbone, pretrained = file / "backbone.pt", before
+            if method != "random" and backbone is None:
+                backbone, pretrained = _pretrain(
+                    pretrain,
+                    method,
+                    optimizer,
+                    lr,
+                    epochs,
+                    fold / "train",
+                    fold_index,
+                    args,
+                )
+            for fraction, seed in todo:
+                started = time.time()
+                scores = finetune(
+                    backbone,
+                    fold / "train",
+                    None if args.split == "validation" else fold / "val",
+                    EPOCHS,
+                    seed,
+                    fraction,
+                )
+                row = {
+                    "split": args.split,
+                    "fold": fold_index,
+                    "method": method,
+                    "optimizer": optimizer,
+                    "lr": lr,
+                    "epochs": epochs,
+                    "pretrain_seed": None if method == "random" else args.pretrain_seed,
+                    **pretrained,
+                    "label_fraction": fraction,
+                    "seed": seed,
+                    "val_jaccard": scores["val_jaccard"],
+                    "seconds": round(time.time() - started, 1),
+                }
+                print(row, flush=True)
+                rows.append(row)
+                done.add(key(row))
+                append_row(jsonl, row)
+    # the report shows every pretraining the rows hold (earlier invocations' too)
+    seen = {
+        (r["method"], *_encoder(r))
+        for r in rows
+        if r["method"] != "random" and r["split"] == args.split
+    }
+    encoders = [("random", "sgd", None, None)] + sorted(seen)
+    args.output.write_text(report(rows, args, argv, encoders))
+    print(args.output.read_text())
+    return 0
+
+
+def _pretrain(
+    pretrain: Any,
+    method: str,
+    optimizer: str,
+    lr: float,
+    epochs: int,
+    images: Path,
+    fold_index: int,
+    args: argparse.Namespace,
+) -> tuple[Path, dict[str, Any]]:
+    """One pretraining at ``lr`` (the study's cpu options otherwise); its backbone file
+    and what the rows record of it: per-stage movement, losses, time."""
+    out = _out(method, optimizer, lr, epochs, fold_index, args)
+    movement = Movement()
+    started = time.time()
+    result = pretrain(
+        method=method,
+        method_args={
+            "lr": lr,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "optimizer": optimizer,
+        },
+        data=str(images),
+        seed=args.pretrain_seed,
+        out=str(out),
+        overwrite=True,
+        verbose=False,
+        tensorboard=False,
+        progress_bar=False,
+        plots=False,
+        callbacks=[movement],
+        **{**PRETRAIN, "epochs": epochs},
+    )
+    losses = result.summary.get("metrics") or {}
+    return out / "backbone.pt", {
+        "moved": {k: round(v, 4) for k, v in movement.moved.items()},
+        "final_train_loss": losses.get("train_loss_epoch"),
+        "pretrain_seconds": round(time.time() - started, 1),
+    }
+
+
+def _out(
+    method: str,
+    optimizer: str,
+    lr: float,
+    epochs: int,
+    fold_index: int,
+    args: argparse.Namespace,
+) -> Path:
+    """The run folder of one pretraining."""
+    name = f"{method}-{optimizer}{lr:g}-e{epochs}-seed{args.pretrain_seed}"
+    return args.jobs / f"{name}-fold{fold_index}"
+
+
+def report(
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    argv: Any,
+    encoders: list[tuple[str, str, float | None, int | None]],
+) -> str:
+    """The Markdown table: per fraction, method and lr, movement and Δ to random init."""
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# Pretraining optimizer and length: does the encoder move, and does it help? "
+        f"({args.split} split)",
+        "",
+        f"command: `python benchmarks/pretrain_lr.py {command}`",
+        "",
+        f"ResNet-18 pretrained on fold k's training images (batch "
+        f"{PRETRAIN['batch_size']}, {PRETRAIN['input_size']} px, "
+        f"momentum 0.9, weight decay 5e-4, cosine decay from the lr shown; seed "
+        f"{args.pretrain_seed}; folds {', '.join(map(str, args.folds))}). "
+        "'moved': relative distance of the conv weights from their initialisation, "
+        f"stem / layer1 / … / layer4, mean over folds. FlexibleUNet fine-tuned {EPOCHS} "
+        + (
+            "epochs on two thirds of fold k's training pairs, scored on the remaining "
+            "third"
+            if args.split == "validation"
+            else "epochs on fold k's training pairs, scored on the held-out fold k"
+        )
+        + "; Δ paired with random init of the same fold and fine-tune seed.",
+        "",
+        "| masks | encoder | optimizer | lr | epochs | moved (stem, layer1–4) "
+        "| fine-tunes | Jaccard | Δ vs random init | Δ > 0 |",
+        "|---:|---|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
+    for fraction in args.label_fractions:
+        base = {
+            (r["fold"], r["seed"]): r["val_jaccard"]
+            for r in ours
+            if r["method"] == "random" and r["label_fraction"] == fraction
+        }
+        for encoder in encoders:
+            method = encoder[0]
+            group = [
+                r
+                for r in ours
+                if (r["method"], *_encoder(r)) == encoder
+                and r["label_fraction"] == fraction
+                and r["seed"] in args.finetune_seeds
+            ]
+            if not group:
+                continue
+            scores = [r["val_jaccard"] for r in group]
+            deltas = [
+                r["val_jaccard"] - base[(r["fold"], r["seed"])]
+                for r in group
+                if method != "random" and (r["fold"], r["seed"]) in base
+            ]
+            moved = "–"
+            if method != "random":
+                per_fold = {r["fold"]: r["moved"] for r in group}
+                moved = " / ".join(
+                    f"{sum(m[s] for m in per_fold.values()) / len(per_fold):.3f}"
+                    for s in STAGES
+                )
+            cells = " | ".join(
+                "–"
+                if method == "random"
+                else f"{v:g}"
+                if isinstance(v, float)
+                else str(v)
+                for v in encoder[1:]
+            )
+            lines.append(
+                f"| {fraction:.0%} | {method} | {cells} | {moved} | "
+                f"{paired_cells(scores, deltas)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""benchmarks/pretrain_lr.py: per-stage movement, pretraining grid, pairing, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pretrain_lr
+import pytest
+import torch
+import torchvision
+
+
+def test_movement_is_the_relative_distance_of_each_stage() -> None:
+    """Reference: the stage's conv weights moved by known amounts, norms in float64."""
+    torch.manual_seed(0)
+    module = SimpleNamespace(backbone=torchvision.models.resnet18())
+    movement = pretrain_lr.Movement()
+    movement.on_fit_start(None, module)  # type: ignore[arg-type]
+    start = {k: v.double().clone() for k, v in module.backbone.state_dict().items()}
+    scale = {"conv1": 0.5, "layer1": 0.1, "layer2": 0.0, "layer3": 0.2, "layer4": 1.0}
+    with torch.no_grad():
+        for name, p in module.backbone.named_parameters():
+            stage = name.split(".")[0] if name.startswith("layer") else "conv1"
+            if p.ndim == 4:
+                p.add_(torch.randn_like(p) * scale[stage] * p.std())
+            else:
+                p.add_(1.0)  # BN and fc: not conv weights, not counted
+    movement.on_fit_end(None, module)  # type: ignore[arg-type]
+    end = module.backbone.state_dict()
+    for stage in pretrain_lr.STAGES:
+        keys = [
+            k
+            for k, v in start.items()
+            if v.ndim == 4
+            and (k.split(".")[0] if k.startswith("layer") else "conv1") == stage
+        ]
+        before = torch.cat([start[k].flatten() for k in keys])
+        after = torch.cat([end[k].double().flatten() for k in keys])
+        expected = float((after - before).norm() / before.norm())
+        assert movement.moved[stage] == pytest.approx(expected, rel=1e-5)
+    assert movement.moved["layer2"] == 0.0 and movement.moved["layer4"] > 0.5
+
+
+def _study_out(root: Path) -> Path:
+    for split in ("train", "val"):
+        (root / "data" / "isic_64_10" / "folds" / "fold_0" / split).mkdir(parents=True)
+    return root
+
+
+def test_grid_pairs_with_random_init_and_a_rerun_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study")
+    rng = np.random.default_rng(0)
+    pretrained: list[tuple[str, str, float, int]] = []
+    lr_of: dict[Path, float] = {}
+    scores: dict[tuple[str, float | None, int], float] = {}
+
+    def fake_pretrain(pretrain, method, optimizer, lr, epochs, images, fold, args):
+        assert images.name == "train" and images.parent.name == "fold_0"
+        pretrained.append((method, optimizer, lr, epochs))
+        file = (
+            pretrain_lr._out(method, optimizer, lr, epochs, fold, args) / "backbone.pt"
+        )
+        file.parent.mkdir(parents=True)
+        file.write_bytes(b"")
+        lr_of[file] = lr
+        return file, {"moved": {s: lr / 10 for s in pretrain_lr.STAGES}}
+
+    def fake_finetune(backbone, train, val, epochs, seed, fraction):
+        split = "validation" if val is None else "test"
+        assert train.name == "train" and (val is None or val.name == "val")
+        lr = None if backbone is None else lr_of[backbone]
+        scores[split, lr, seed] = float(rng.uniform(0.6, 0.9))
+        return {"val_jaccard": scores[split, lr, seed]}
+
+    monkeypatch.setattr(pretrain_lr, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(pretrain_lr, "finetune", fake_finetune)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--jobs", str(tmp_path / "jobs"), "--methods", "byol",
+        "--optimizer", "lars", "--lrs", "0.5", "2", "--epochs", "3",
+        "--finetune-seeds", "0", "1", "--label-fractions", "0.1",
+        "--output", str(output),
+    ]  # fmt: skip
+    assert pretrain_lr.main(argv) == 0
+    assert pretrained == [("byol", "lars", 0.5, 3), ("byol", "lars", 2.0, 3)]
+    assert set(scores) == {
+        ("validation", lr, s) for lr in (None, 0.5, 2.0) for s in (0, 1)
+    }
+    deltas = [
+        scores["validation", 2.0, s] - scores["validation", None, s] for s in (0, 1)
+    ]
+    row = next(x for x in output.read_text().splitlines() if "| lars | 2 | 3 |" in x)
+    assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
+    assert "0.200 / 0.200" in row  # the stages' movement
+    assert "(validation split)" in output.read_text()
+    # a rerun pretrains and fine-tunes nothing again; another lr adds only its rows
+    assert pretrain_lr.main(argv) == 0 and len(pretrained) == 2
+    assert pretrain_lr.main([*argv[:9], "1", *argv[11:]]) == 0
+    assert pretrained[-1] == ("byol", "lars", 1.0, 3) and len(scores) == 8
+    text = output.read_text()
+    assert all(f"| lars | {lr} | 3 |" in text for lr in ("0.5", "1", "2"))
+    # the test split reuses the pretrainings and reports only its own rows
+    assert pretrain_lr.main([*argv, "--split", "test"]) == 0
+    assert len(pretrained) == 3
+    assert {k for k in scores if k[0] == "test"} == {
+        ("test", lr, s) for lr in (None, 0.5, 2.0) for s in (0, 1)
+    }
+    text = output.read_text()
+    assert "(test split)" in text and "| lars | 1 | 3 |" not in text
+    assert "0.200 / 0.200" in text  # movement carried over from the pretraining
+
+
+def test_backbone_of_the_real_pretraining_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One real (tiny) pretraining through the library's job: the backbone file exists
+    and every stage moved; LARS reaches the deep stages."""
+    images = tmp_path / "train" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            images / f"ISIC_{i:07d}.jpg"
+        )
+    monkeypatch.setitem(pretrain_lr.PRETRAIN, "input_size", 32)
+    monkeypatch.setitem(pretrain_lr.PRETRAIN, "batch_size", 4)
+    monkeypatch.setitem(pretrain_lr.PRETRAIN, "num_workers", 0)
+    from lightly_derm.jobs import pretrain
+
+    args = SimpleNamespace(jobs=tmp_path / "jobs", pretrain_seed=0)
+    backbone, info = pretrain_lr._pretrain(
+        pretrain, "byol", "lars", 1.0, 1, images.parent, 0, args
+    )
+    assert backbone.is_file()
+    assert set(info["moved"]) == set(pretrain_lr.STAGES)
+    assert all(v > 0 for v in info["moved"].values())
+    state = torch.load(backbone, weights_only=True)
+    assert isinstance(state, dict) and "layer4.1.conv2.weight" in state
