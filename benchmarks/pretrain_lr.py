@@ -32,6 +32,7 @@ Example (after the study's cpu scale has staged its data)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -133,21 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     done = {key(r) for r in rows}
-    # a pretraining is the same for both splits (fold k's training images): reused
-    pretrained_before = {
-        (r["fold"], r["method"], *_encoder(r)): {
-            k: r[k] for k in ("moved", "final_train_loss", "pretrain_seconds") if k in r
-        }
-        for r in rows
-        if r["method"] != "random"
-    }
     encoders = [("random", "sgd", None, None)] + [
         (m, args.optimizer, lr, args.epochs) for m in args.methods for lr in args.lrs
     ]
     for fold_index in args.folds:
-        (fold,) = sorted(
-            (args.study_out / "data").glob(f"isic_*/folds/fold_{fold_index}")
-        )
         for method, optimizer, lr, epochs in encoders:
             todo = [
                 (fraction, seed)
@@ -167,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if not todo:
                 continue
+            folds = sorted(
+                (args.study_out / "data").glob(f"isic_*/folds/fold_{fold_index}")
+            )
+            if len(folds) != 1:
+                raise SystemExit(
+                    f"no staged ISIC fold {fold_index} under {args.study_out / 'data'} "
+                    "(run the study's cpu scale with this --study-out first)"
+                )
+            fold = folds[0]
             backbone, pretrained = None, {}
-            before = pretrained_before.get((fold_index, method, optimizer, lr, epochs))
-            if before is not None:
-                file = _out(method, optimizer, lr, epochs, fold_index, args)
-                if (file / "backbone.pt").is_file():
-                    backbone, pretrained = file / "backbone.pt", before
-            if method != "random" and backbone is None:
+            if method != "random":
                 backbone, pretrained = _pretrain(
                     pretrain,
                     method,
@@ -234,9 +228,16 @@ def _pretrain(
     fold_index: int,
     args: argparse.Namespace,
 ) -> tuple[Path, dict[str, Any]]:
-    """One pretraining at ``lr`` (the study's cpu options otherwise); its backbone file
-    and what the rows record of it: per-stage movement, losses, time."""
+    """One pretraining (the study's cpu options otherwise); its backbone file and what
+    the rows record of it: per-stage movement, losses, time.
+
+    A pretraining is the same for both splits (fold k's training images): one that
+    finished before (its ``backbone.pt`` and ``pretrain_lr.json`` are there) is reused.
+    """
     out = _out(method, optimizer, lr, epochs, fold_index, args)
+    record = out / "pretrain_lr.json"
+    if record.is_file() and (out / "backbone.pt").is_file():
+        return out / "backbone.pt", json.loads(record.read_text())
     movement = Movement()
     started = time.time()
     result = pretrain(
@@ -259,11 +260,13 @@ def _pretrain(
         **{**PRETRAIN, "epochs": epochs},
     )
     losses = result.summary.get("metrics") or {}
-    return out / "backbone.pt", {
+    info = {
         "moved": {k: round(v, 4) for k, v in movement.moved.items()},
         "final_train_loss": losses.get("train_loss_epoch"),
         "pretrain_seconds": round(time.time() - started, 1),
     }
+    record.write_text(json.dumps(info))
+    return out / "backbone.pt", info
 
 
 def _out(

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torchvision
 
+import lightly_derm.jobs
+
 
 def test_movement_is_the_relative_distance_of_each_stage() -> None:
     """Reference: the stage's conv weights moved by known amounts, norms in float64."""
@@ -58,16 +60,24 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
     lr_of: dict[Path, float] = {}
     scores: dict[tuple[str, float | None, int], float] = {}
 
-    def fake_pretrain(pretrain, method, optimizer, lr, epochs, images, fold, args):
-        assert images.name == "train" and images.parent.name == "fold_0"
-        pretrained.append((method, optimizer, lr, epochs))
-        file = (
-            pretrain_lr._out(method, optimizer, lr, epochs, fold, args) / "backbone.pt"
-        )
-        file.parent.mkdir(parents=True)
-        file.write_bytes(b"")
-        lr_of[file] = lr
-        return file, {"moved": {s: lr / 10 for s in pretrain_lr.STAGES}}
+    def fake_job(*, method, method_args, data, out, callbacks, epochs, **options):
+        """The library's pretrain job's contract: a run folder with backbone.pt; the
+        callbacks see a fit whose every conv weight moves by lr / 10 of its norm."""
+        assert Path(data).name == "train" and Path(data).parent.name == "fold_0"
+        lr = method_args["lr"]
+        pretrained.append((method, method_args["optimizer"], lr, epochs))
+        module = SimpleNamespace(backbone=torchvision.models.resnet18())
+        (movement,) = callbacks
+        movement.on_fit_start(None, module)
+        with torch.no_grad():
+            for p in module.backbone.parameters():
+                if p.ndim == 4:
+                    p.mul_(1 + lr / 10)
+        movement.on_fit_end(None, module)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "backbone.pt").write_bytes(b"")
+        lr_of[Path(out) / "backbone.pt"] = lr
+        return SimpleNamespace(summary={"metrics": {"train_loss_epoch": -1.0}})
 
     def fake_finetune(backbone, train, val, epochs, seed, fraction):
         split = "validation" if val is None else "test"
@@ -76,7 +86,7 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
         scores[split, lr, seed] = float(rng.uniform(0.6, 0.9))
         return {"val_jaccard": scores[split, lr, seed]}
 
-    monkeypatch.setattr(pretrain_lr, "_pretrain", fake_pretrain)
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
     monkeypatch.setattr(pretrain_lr, "finetune", fake_finetune)
     output = tmp_path / "table.md"
     argv = [
@@ -112,6 +122,14 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
     text = output.read_text()
     assert "(test split)" in text and "| lars | 1 | 3 |" not in text
     assert "0.200 / 0.200" in text  # movement carried over from the pretraining
+
+
+def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no staged ISIC fold 0 under .*study/data"):
+        pretrain_lr.main(
+            ["--study-out", str(tmp_path / "study"), "--jobs", str(tmp_path / "j"),
+             "--output", str(tmp_path / "t.md")]
+        )  # fmt: skip
 
 
 def test_backbone_of_the_real_pretraining_moves(
