@@ -310,9 +310,9 @@ def report(
         )
         + "; Δ paired with random init of the same fold and fine-tune seed.",
         "",
-        "| masks | encoder | optimizer | lr | epochs | moved (stem, layer1–4) "
+        "| masks | encoder | optimizer | lr | epochs | moved (stem, layer1–4) | folds "
         "| fine-tunes | Jaccard | Δ vs random init | Δ > 0 |",
-        "|---:|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
@@ -355,6 +355,7 @@ def report(
             )
             lines.append(
                 f"| {fraction:.0%} | {method} | {cells} | {moved} | "
+                f"{', '.join(str(f) for f in sorted({r['fold'] for r in group}))} | "
                 f"{paired_cells(scores, deltas)} |"
             )
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
     ]
     row = next(x for x in output.read_text().splitlines() if "| lars | 2 | 3 |" in x)
     assert f"{np.mean(deltas):+.3f} ± {np.std(deltas, ddof=1):.3f}" in row
-    assert "0.200 / 0.200" in row  # the stages' movement
+    assert "0.200 / 0.200" in row and "| 0 | 2 |" in row  # movement, folds, count
     assert "(validation split)" in output.read_text()
     # a rerun pretrains and fine-tunes nothing again; another lr adds only its rows
     assert pretrain_lr.main(argv) == 0 and len(pretrained) == 2
