@@ -62,7 +62,8 @@ def make_optimizer(
     neither the scaling nor weight decay. With SGD, a ResNet's stem moves tens of
     times further, relative to its size, than its last stage, which over a few
     hundred steps on a small data set leaves the deep stages near their random
-    initialisation.
+    initialisation. lightly's LARS tests each norm on the host (a synchronisation per
+    parameter and step on a GPU); SGD has none.
     """
     check_optimizer(name, weight_decay)
     groups = list(parameters)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from lightly_derm.data.grouped_view_collate import to_grouped_batch
 from lightly_derm.loss.barlow_twins_frobenius_loss import BarlowTwinsFrobeniusLoss
+from lightly_derm.methods._optim import OptimizerName
 from lightly_derm.methods.base import Augment
 from lightly_derm.methods.pmg import PMGMethod
 from lightly_derm.transforms.fgssl_transform import FGSSLTransform
@@ -116,6 +117,8 @@ class FGSSL(PMGMethod):
             ``backbone_weights``, ``lr`` from scratch.
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (5e-4).
+        optimizer: ``"sgd"`` (the authors') or ``"lars"`` (lightly's LARS; see
+            :class:`~lightly_derm.methods.BYOL`).
         max_epochs: Length of the cosine schedule; default the trainer's.
         exclude_identity: Never feed an unshuffled jigsaw (only matters with
             ``permutations="uniform"``).
@@ -152,6 +155,7 @@ class FGSSL(PMGMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        optimizer: OptimizerName = "sgd",
         max_epochs: int | None = None,
         exclude_identity: bool = False,
         gather_distributed: bool = False,
@@ -174,6 +178,7 @@ class FGSSL(PMGMethod):
             backbone_lr=backbone_lr,
             momentum=momentum,
             weight_decay=weight_decay,
+            optimizer=optimizer,
             max_epochs=max_epochs,
             exclude_identity=exclude_identity,
             augment=augment,

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightly_derm.methods._optim import OptimizerName, check_optimizer, make_optimizer
 from lightly_derm.methods.base import Augment, SSLMethod
 from lightly_derm.models.backbones import feature_dim
 from lightly_derm.models.hierarchical_blocks import HierarchicalBlocks
@@ -98,6 +99,8 @@ class PMGMethod(SSLMethod):
         concat_weight: Weight of the concatenation block's loss (PMG: 2).
         lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (above);
             ``backbone_lr=None`` chooses it by ``pretrained``.
+        optimizer: ``"sgd"`` (the authors') or ``"lars"`` (lightly's LARS; see
+            :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
         exclude_identity: Never feed an unshuffled jigsaw (only matters with
             ``permutations="uniform"``).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
@@ -133,6 +136,7 @@ class PMGMethod(SSLMethod):
         backbone_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        optimizer: OptimizerName = "sgd",
         max_epochs: int | None = None,
         exclude_identity: bool = False,
         augment: Augment = "cpu",
@@ -169,6 +173,8 @@ class PMGMethod(SSLMethod):
         )
         self.momentum = momentum
         self.weight_decay = weight_decay
+        check_optimizer(optimizer, weight_decay)
+        self.optimizer_name = optimizer
         self.max_epochs = max_epochs
         self.exclude_identity = exclude_identity
         self.permutations = check_permutations(permutations, grids)
@@ -264,11 +270,13 @@ class PMGMethod(SSLMethod):
         return losses
 
     def configure_optimizers(self) -> Any:
-        """SGD on the new layers (``lr``) and the backbone (``backbone_lr``), cosine per epoch."""
+        """SGD or LARS: new layers at ``lr``, backbone at ``backbone_lr``; cosine per epoch."""
         backbone_params = list(self.backbone.parameters())
         backbone_ids = {id(p) for p in backbone_params}
         head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
-        optimizer = torch.optim.SGD(
+        optimizer = make_optimizer(
+            self,
+            getattr(self, "optimizer_name", "sgd"),
             [
                 {"params": head_params, "lr": self.lr, "name": "head"},
                 {"params": backbone_params, "lr": self.backbone_lr, "name": "backbone"},

@@ -1,4 +1,4 @@
-"""The methods' ``optimizer="lars"`` (BYOL, AP-BYOL, GraVIS, SimCLR, Barlow Twins):
+"""The methods' ``optimizer="lars"`` (BYOL, AP-BYOL, GraVIS, SimCLR, Barlow Twins, FG-SSL):
 lightly's LARS with norms and biases left plain.
 
 Reference: one LARS step written out per parameter in float64 (no momentum): a weight
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightly_derm.errors import ConfigError
-from lightly_derm.methods import APBYOL, BYOL, BarlowTwins, GraVIS, SimCLR
+from lightly_derm.methods import APBYOL, BYOL, FGSSL, BarlowTwins, GraVIS, SimCLR
 from tests.callbacks.test_non_finite_loss import tiny_backbone
 
 pytestmark = pytest.mark.filterwarnings(
@@ -26,8 +26,15 @@ SMALL = {
     GraVIS: dict(hidden_dim=12, output_dim=6),
     SimCLR: dict(hidden_dim=12, output_dim=6),
     BarlowTwins: dict(hidden_dim=12, output_dim=6),
+    FGSSL: dict(embedding_dim=8, block_dim=8),
 }
 ETA = 0.001  # lightly's LARS trust coefficient
+
+
+def _make(cls: type, **kwargs) -> nn.Module:
+    """A small method; FG-SSL's blocks need a ResNet's stages."""
+    backbone = "resnet18" if cls is FGSSL else tiny_backbone()
+    return cls(backbone=backbone, **SMALL[cls], **kwargs)
 
 
 def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -54,14 +61,13 @@ def test_lars_step_matches_the_written_out_step(
     cls: type, lr: float, weight_decay: float, backbone_lr: float | None
 ) -> None:
     torch.manual_seed(0)
-    model = cls(
-        backbone=tiny_backbone(),
+    model = _make(
+        cls,
         optimizer="lars",
         lr=lr,
         backbone_lr=backbone_lr,
         momentum=0.0,
         weight_decay=weight_decay,
-        **SMALL[cls],
     )
     optimizer = _optimizer(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -89,10 +95,12 @@ def test_lars_step_matches_the_written_out_step(
 
 @pytest.mark.parametrize("cls", list(SMALL))
 def test_sgd_stays_the_default_with_one_group(cls: type) -> None:
-    model = cls(backbone=tiny_backbone(), **SMALL[cls])
+    model = _make(cls)
     optimizer = _optimizer(model)
     assert type(optimizer) is torch.optim.SGD
-    assert len(optimizer.param_groups) == 1
+    assert len(optimizer.param_groups) == (
+        2 if cls is FGSSL else 1
+    )  # FG-SSL: head, backbone
     assert model.hparams["optimizer"] == "sgd"
 
 
@@ -107,11 +115,11 @@ def test_lars_is_saved_and_reloaded_from_the_hyperparameters(cls: type) -> None:
 @pytest.mark.parametrize("bad", ["adam", "LARS", None])
 def test_unknown_optimizer_is_one_line_naming_it(cls: type, bad) -> None:
     with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'lars'"):
-        cls(backbone=tiny_backbone(), optimizer=bad, **SMALL[cls])
+        _make(cls, optimizer=bad)
 
 
 @pytest.mark.parametrize("cls", list(SMALL))
 def test_lars_without_weight_decay_is_refused(cls: type) -> None:
     """lightly's LARS scales only weight-decayed parameters: it would be plain SGD."""
     with pytest.raises(ConfigError, match="optimizer='lars' needs weight_decay > 0"):
-        cls(backbone=tiny_backbone(), optimizer="lars", weight_decay=0.0, **SMALL[cls])
+        _make(cls, optimizer="lars", weight_decay=0.0)
