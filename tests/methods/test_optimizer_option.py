@@ -13,21 +13,16 @@ import torch
 from torch import nn
 
 from lightly_derm.errors import ConfigError
-from lightly_derm.methods import APBYOL, BYOL, FGSSL, BarlowTwins, GraVIS, SimCLR
+from lightly_derm.methods import FGSSL
 from tests.callbacks.test_non_finite_loss import tiny_backbone
+from tests.methods.test_backbone_lr import SMALL as BACKBONE_LR_SMALL
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*no max_epochs or max_steps:UserWarning"
 )
 
-SMALL = {
-    BYOL: dict(projection_hidden_dim=12, projection_dim=6, prediction_hidden_dim=10),
-    APBYOL: dict(projection_hidden_dim=12, projection_dim=6, prediction_hidden_dim=10),
-    GraVIS: dict(hidden_dim=12, output_dim=6),
-    SimCLR: dict(hidden_dim=12, output_dim=6),
-    BarlowTwins: dict(hidden_dim=12, output_dim=6),
-    FGSSL: dict(embedding_dim=8, block_dim=8),
-}
+#: The methods with ``backbone_lr`` at test size, and FG-SSL.
+SMALL = {**BACKBONE_LR_SMALL, FGSSL: dict(embedding_dim=8, block_dim=8)}
 ETA = 0.001  # lightly's LARS trust coefficient
 
 
