@@ -86,14 +86,8 @@ class Movement(pl.Callback):
 
 
 def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What a row's pretraining was: optimizer, lr, epochs (older rows: SGD, 10)."""
-    if row["method"] == "random":
-        return ("sgd", None, None)
-    return (
-        row.get("optimizer", "sgd"),
-        row["lr"],
-        row.get("epochs", PRETRAIN["epochs"]),
-    )
+    """What a row's pretraining was: optimizer, lr, epochs (random init: sgd, None, None)."""
+    return (row["optimizer"], row["lr"], row["epochs"])
 
 
 def _stage(key: str) -> str:
@@ -139,21 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for fold_index in args.folds:
         for method, optimizer, lr, epochs in encoders:
+            encoder = (args.split, fold_index, method, optimizer, lr, epochs)
             todo = [
                 (fraction, seed)
                 for fraction in args.label_fractions
                 for seed in args.finetune_seeds
-                if (
-                    args.split,
-                    fold_index,
-                    method,
-                    optimizer,
-                    lr,
-                    epochs,
-                    fraction,
-                    seed,
-                )
-                not in done
+                if (*encoder, fraction, seed) not in done
             ]
             if not todo:
                 continue

@@ -128,7 +128,7 @@ class BarlowTwins(SSLMethod):
         hp = self.hparams
         optimizer = make_optimizer(
             self,
-            hp.get("optimizer", "sgd"),
+            hp["optimizer"],
             lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],

@@ -228,7 +228,7 @@ class BYOL(SSLMethod):
         hp = self.hparams
         optimizer = make_optimizer(
             self,
-            hp.get("optimizer", "sgd"),
+            hp["optimizer"],
             lr_groups(self, hp["lr"], hp.get("backbone_lr")),
             lr=hp["lr"],
             momentum=hp["momentum"],

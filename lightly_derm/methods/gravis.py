@@ -240,7 +240,7 @@ class GraVIS(SSLMethod):
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
-            optimizer=self.hparams.get("optimizer", "sgd"),
+            optimizer=self.hparams["optimizer"],
         )
 
     def cpu_view_transform(self, input_size: int = 224) -> GraVISTransform:

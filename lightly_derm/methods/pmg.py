@@ -276,7 +276,7 @@ class PMGMethod(SSLMethod):
         head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
         optimizer = make_optimizer(
             self,
-            getattr(self, "optimizer_name", "sgd"),
+            self.optimizer_name,
             [
                 {"params": head_params, "lr": self.lr, "name": "head"},
                 {"params": backbone_params, "lr": self.backbone_lr, "name": "backbone"},

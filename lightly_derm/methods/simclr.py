@@ -114,7 +114,7 @@ class SimCLR(SSLMethod):
             lr=self.hparams["lr"],
             momentum=self.hparams["momentum"],
             weight_decay=self.hparams["weight_decay"],
-            optimizer=self.hparams.get("optimizer", "sgd"),
+            optimizer=self.hparams["optimizer"],
         )
 
     def cpu_view_transform(self, input_size: int = 224) -> RGBInput:
