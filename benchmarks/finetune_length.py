@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         groups.items(),
         key=lambda kv: (kv[0][0], kv[0][1] != "random", kv[0][1], str(kv[0][2])),
     ):
-        scores = [r["val_jaccard"] for r in group]
+        jaccards = [r["val_jaccard"] for r in group]
         deltas = [
             r["val_jaccard"] - random[(r["seed"], epochs)]
             for r in group
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         lines.append(
             f"| {method} | {'–' if pretrain_seed is None else pretrain_seed} | {epochs} "
-            f"| {paired_cells(scores, deltas)} |"
+            f"| {paired_cells(jaccards, deltas)} |"
         )
     args.output.write_text("\n".join(lines) + "\n")
     print(args.output.read_text())

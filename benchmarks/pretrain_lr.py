@@ -21,6 +21,11 @@ seed:
   fold. Pretraining reads fold ``k``'s training images in both, so the test split
   reuses the validation split's pretrainings.
 
+How the fine-tune treats the pretrained encoder is a choice of its own: trained at the
+decoder's rate (the default), at ``--encoder-lr-scale`` times it (random init always at
+the full rate), or ``--frozen`` (decoder and head only; random init frozen too, so the
+score says what the encoder's features carry).
+
 Example (after the study's cpu scale has staged its data)::
 
     python benchmarks/pretrain_lr.py --study-out benchmarks/results/study_cpu_3pct \
@@ -90,6 +95,22 @@ def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["optimizer"], row["lr"], row["epochs"])
 
 
+def _transfer(row: dict[str, Any]) -> tuple[bool, float]:
+    """How a row's fine-tune treated the encoder: frozen, encoder lr scale."""
+    return (row["frozen"], row["encoder_lr_scale"])
+
+
+def _order(encoder: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Report order: fine-tune variant, then random init first, then the pretrainings."""
+    method, optimizer, lr, epochs, frozen, scale = encoder
+    return (frozen, -scale, method != "random", method, optimizer, lr or 0, epochs or 0)
+
+
+def _transfer_cell(frozen: bool, scale: float) -> str:
+    """The report's fine-tune column."""
+    return "frozen" if frozen else "full" if scale == 1 else f"encoder lr ×{scale:g}"
+
+
 def _stage(key: str) -> str:
     """``layer2.0.conv1.weight`` → ``layer2``; the stem's keys → ``conv1``."""
     head = key.split(".")[0]
@@ -115,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
+    transfer = parser.add_mutually_exclusive_group()
+    transfer.add_argument(
+        "--encoder-lr-scale",
+        type=float,
+        default=1.0,
+        help="a pretrained encoder fine-tunes at this multiple of the decoder's lr",
+    )
+    transfer.add_argument(
+        "--frozen", action="store_true", help="fine-tune decoder and head only"
+    )
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
 
@@ -123,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (
-            r["split"], r["fold"], r["method"], *_encoder(r), r["label_fraction"],
-            r["seed"],
+            r["split"], r["fold"], r["method"], *_encoder(r), *_transfer(r),
+            r["label_fraction"], r["seed"],
         )  # fmt: skip
 
     done = {key(r) for r in rows}
@@ -133,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for fold_index in args.folds:
         for method, optimizer, lr, epochs in encoders:
-            encoder = (args.split, fold_index, method, optimizer, lr, epochs)
+            # random init trains at the full rate, frozen or not as the others
+            scale = 1.0 if method == "random" else args.encoder_lr_scale
+            encoder = (
+                args.split, fold_index, method, optimizer, lr, epochs, args.frozen,
+                scale,
+            )  # fmt: skip
             todo = [
                 (fraction, seed)
                 for fraction in args.label_fractions
@@ -151,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(run the study's cpu scale with this --study-out first)"
                 )
             fold = folds[0]
-            backbone, pretrained = None, {}
+            backbone: Path | None = None
+            pretrained: dict[str, Any] = {}
             if method != "random":
                 backbone, pretrained = _pretrain(
                     pretrain,
@@ -172,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                     EPOCHS,
                     seed,
                     fraction,
+                    frozen=args.frozen,
+                    encoder_lr_scale=scale,
                 )
                 row = {
                     "split": args.split,
@@ -182,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                     "epochs": epochs,
                     "pretrain_seed": None if method == "random" else args.pretrain_seed,
                     **pretrained,
+                    "frozen": args.frozen,
+                    "encoder_lr_scale": scale,
                     "label_fraction": fraction,
                     "seed": seed,
                     "val_jaccard": scores["val_jaccard"],
@@ -193,12 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                 append_row(jsonl, row)
     # the report shows every pretraining the rows hold (earlier invocations' too)
     seen = {
-        (r["method"], *_encoder(r))
+        (r["method"], *_encoder(r), *_transfer(r))
         for r in rows
-        if r["method"] != "random" and r["split"] == args.split
+        if r["split"] == args.split
     }
-    encoders = [("random", "sgd", None, None)] + sorted(seen)
-    args.output.write_text(report(rows, args, argv, encoders))
+    args.output.write_text(report(rows, args, argv, sorted(seen, key=_order)))
     print(args.output.read_text())
     return 0
 
@@ -271,9 +311,11 @@ def report(
     rows: list[dict[str, Any]],
     args: argparse.Namespace,
     argv: Any,
-    encoders: list[tuple[str, str, float | None, int | None]],
+    encoders: list[tuple[Any, ...]],
 ) -> str:
-    """The Markdown table: per fraction, method and lr, movement and Δ to random init."""
+    """The Markdown table: per fraction, fine-tune variant, method and lr, movement and
+    Δ to random init (random init fine-tuned the same way: frozen or not; its encoder
+    always at the full rate)."""
     command = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "# Pretraining optimizer and length: does the encoder move, and does it help? "
@@ -293,25 +335,28 @@ def report(
             if args.split == "validation"
             else "epochs on fold k's training pairs, scored on the held-out fold k"
         )
-        + "; Δ paired with random init of the same fold and fine-tune seed.",
+        + "; Δ paired with random init of the same fold and fine-tune seed, fine-tuned "
+        "the same way ('fine-tune': the encoder trained at the decoder's rate, at a "
+        "multiple of it — random init always at the full rate — or frozen).",
         "",
-        "| masks | encoder | optimizer | lr | epochs | moved (stem, layer1–4) | folds "
-        "| fine-tunes | Jaccard | Δ vs random init | Δ > 0 |",
-        "|---:|---|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "| masks | fine-tune | encoder | optimizer | lr | epochs "
+        "| moved (stem, layer1–4) | folds | fine-tunes | Jaccard | Δ vs random init "
+        "| Δ > 0 |",
+        "|---:|---|---|---|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
         base = {
-            (r["fold"], r["seed"]): r["val_jaccard"]
+            (r["frozen"], r["fold"], r["seed"]): r["val_jaccard"]
             for r in ours
             if r["method"] == "random" and r["label_fraction"] == fraction
         }
         for encoder in encoders:
-            method = encoder[0]
+            method, frozen, scale = encoder[0], encoder[4], encoder[5]
             group = [
                 r
                 for r in ours
-                if (r["method"], *_encoder(r)) == encoder
+                if (r["method"], *_encoder(r), *_transfer(r)) == encoder
                 and r["label_fraction"] == fraction
                 and r["seed"] in args.finetune_seeds
             ]
@@ -319,9 +364,9 @@ def report(
                 continue
             scores = [r["val_jaccard"] for r in group]
             deltas = [
-                r["val_jaccard"] - base[(r["fold"], r["seed"])]
+                r["val_jaccard"] - base[(frozen, r["fold"], r["seed"])]
                 for r in group
-                if method != "random" and (r["fold"], r["seed"]) in base
+                if method != "random" and (frozen, r["fold"], r["seed"]) in base
             ]
             moved = "–"
             if method != "random":
@@ -336,10 +381,11 @@ def report(
                 else f"{v:g}"
                 if isinstance(v, float)
                 else str(v)
-                for v in encoder[1:]
+                for v in encoder[1:4]
             )
             lines.append(
-                f"| {fraction:.0%} | {method} | {cells} | {moved} | "
+                f"| {fraction:.0%} | {_transfer_cell(frozen, scale)} | {method} "
+                f"| {cells} | {moved} | "
                 f"{', '.join(str(f) for f in sorted({r['fold'] for r in group}))} | "
                 f"{paired_cells(scores, deltas)} |"
             )

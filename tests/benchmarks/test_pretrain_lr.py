@@ -79,10 +79,13 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
         lr_of[Path(out) / "backbone.pt"] = lr
         return SimpleNamespace(summary={"metrics": {"train_loss_epoch": -1.0}})
 
-    def fake_finetune(backbone, train, val, epochs, seed, fraction):
+    def fake_finetune(
+        backbone, train, val, epochs, seed, fraction, frozen, encoder_lr_scale
+    ):
         split = "validation" if val is None else "test"
         assert train.name == "train" and (val is None or val.name == "val")
         lr = None if backbone is None else lr_of[backbone]
+        assert not frozen and encoder_lr_scale == 1.0
         scores[split, lr, seed] = float(rng.uniform(0.6, 0.9))
         return {"val_jaccard": scores[split, lr, seed]}
 
@@ -122,6 +125,67 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
     text = output.read_text()
     assert "(test split)" in text and "| lars | 1 | 3 |" not in text
     assert "0.200 / 0.200" in text  # movement carried over from the pretraining
+
+
+def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--frozen freezes random init too (its own rows); --encoder-lr-scale slows only
+    the pretrained encoder, so random init's full-rate rows are reused as its pair."""
+    out = _study_out(tmp_path / "study")
+    rng = np.random.default_rng(1)
+    calls: list[tuple[bool, bool, float]] = []  # (pretrained, frozen, scale)
+    scores: dict[tuple[bool, bool, float, int], float] = {}
+
+    def fake_job(*, out, callbacks, **options):
+        (movement,) = callbacks
+        movement.moved = dict.fromkeys(pretrain_lr.STAGES, 0.0)
+        Path(out).mkdir(parents=True)
+        (Path(out) / "backbone.pt").write_bytes(b"")
+        return SimpleNamespace(summary={"metrics": {}})
+
+    def fake_finetune(
+        backbone, train, val, epochs, seed, fraction, frozen, encoder_lr_scale
+    ):
+        calls.append((backbone is not None, frozen, encoder_lr_scale))
+        score = float(rng.uniform(0.6, 0.9))
+        scores[backbone is not None, frozen, encoder_lr_scale, seed] = score
+        return {"val_jaccard": score}
+
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
+    monkeypatch.setattr(pretrain_lr, "finetune", fake_finetune)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--jobs", str(tmp_path / "jobs"), "--methods", "byol",
+        "--optimizer", "lars", "--lrs", "1", "--epochs", "2",
+        "--finetune-seeds", "0", "1", "--label-fractions", "0.1",
+        "--output", str(output),
+    ]  # fmt: skip
+    assert pretrain_lr.main(argv) == 0
+    assert pretrain_lr.main([*argv, "--frozen"]) == 0
+    assert pretrain_lr.main([*argv, "--encoder-lr-scale", "0.1"]) == 0
+    assert calls == [
+        *[(False, False, 1.0)] * 2, *[(True, False, 1.0)] * 2,
+        *[(False, True, 1.0)] * 2, *[(True, True, 1.0)] * 2,
+        *[(True, False, 0.1)] * 2,
+    ]  # fmt: skip
+    lines = output.read_text().splitlines()
+
+    def delta(variant: str, frozen: bool, scale: float) -> str:
+        d = [
+            scores[True, frozen, scale, s] - scores[False, frozen, 1.0, s]
+            for s in (0, 1)
+        ]
+        (row,) = [x for x in lines if x.startswith(f"| 10% | {variant} | byol |")]
+        assert f"{np.mean(d):+.3f} ± {np.std(d, ddof=1):.3f}" in row
+        return row
+
+    delta("full", False, 1.0)
+    delta("frozen", True, 1.0)
+    delta("encoder lr ×0.1", False, 0.1)
+    assert sum(x.startswith("| 10% | frozen | random |") for x in lines) == 1
+    with pytest.raises(SystemExit):  # one or the other
+        pretrain_lr.main([*argv, "--frozen", "--encoder-lr-scale", "0.1"])
 
 
 def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
