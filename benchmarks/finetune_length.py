@@ -26,10 +26,12 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from lightly_derm.data import ISICSegmentationDataModule, find_isic_pairs
 from lightly_derm.segmentation import LesionSegmentation
@@ -51,6 +53,8 @@ def finetune(
     freeze_epochs: int = 0,
     encoder_lr_scale: float = 1.0,
     random_stages: int = 0,
+    rescale_encoder: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> dict[str, float]:
     """Fine-tunes one FlexibleUNet-ResNet-18 and returns its held-out scores.
 
@@ -65,6 +69,9 @@ def finetune(
     (a validation split inside the training folds; it depends on ``seed``).
     ``random_stages``: the first N encoder stages keep the random initialisation that
     random init's fine-tune of the same seed has (``LesionSegmentation``'s option).
+    ``rescale_encoder``: a pretrained encoder's conv weights are scaled to the norms
+    they have at random initialisation (:func:`rescale_to_init`) before fine-tuning.
+    ``callbacks``: Lightning callbacks of the fine-tune's ``Trainer``.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     split: dict[str, Any] = (
@@ -92,6 +99,10 @@ def finetune(
             epochs if frozen else (freeze_epochs if backbone_file is not None else 0)
         ),
     )
+    if rescale_encoder and backbone_file is not None:
+        with torch.random.fork_rng():  # random init's pair keeps the same draws
+            fresh = LesionSegmentation(backbone="lightly-derm-resnet18")
+        rescale_to_init(model.net.encoder, fresh.net.encoder)
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -101,12 +112,31 @@ def finetune(
         enable_model_summary=False,
         check_val_every_n_epoch=epochs,
         num_sanity_val_steps=0,
+        callbacks=list(callbacks),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(model, datamodule=data)
         (scores,) = trainer.validate(model, datamodule=data, verbose=False)
     return {k: float(v) for k, v in scores.items()}
+
+
+def rescale_to_init(encoder: torch.nn.Module, init: torch.nn.Module) -> None:
+    """Scales every conv weight of ``encoder`` to the norm of the same tensor in
+    ``init`` (a freshly initialised encoder), in place.
+
+    Every convolution of a ResNet feeds a batch norm, so a conv weight's scale does not
+    change what the network computes in training mode, only how far a fixed-size step
+    turns it: Adam's steps are about ``lr`` per weight whatever the norm. SSL with
+    weight decay shrinks the deep stages' weights (LARS at lr 1 for 600 steps: layer4
+    to 0.42 of its initial norm), so the same fine-tune turns a pretrained encoder's
+    filters faster than a random one's. Rescaling gives both the same effective step.
+    """
+    reference = dict(init.named_parameters())
+    with torch.no_grad():
+        for name, weight in encoder.named_parameters():
+            if weight.ndim == 4:
+                weight.mul_(reference[name].norm() / weight.norm())
 
 
 def read_rows(jsonl: Path) -> list[dict[str, Any]]:

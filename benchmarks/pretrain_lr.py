@@ -23,8 +23,10 @@ seed:
 
 How the fine-tune treats the pretrained encoder is a choice of its own: trained at the
 decoder's rate (the default), at ``--encoder-lr-scale`` times it (random init always at
-the full rate), or ``--frozen`` (decoder and head only; random init frozen too, so the
-score says what the encoder's features carry).
+the full rate), ``--rescale`` (its conv weights first scaled back to their norms at
+random initialisation, :func:`benchmarks.finetune_length.rescale_to_init`: the same
+function, the same effective step as random init's), or ``--frozen`` (decoder and head
+only; random init frozen too, so the score says what the encoder's features carry).
 
 Example (after the study's cpu scale has staged its data)::
 
@@ -38,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +70,62 @@ EPOCHS = 100
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 
-class Movement(pl.Callback):
-    """Relative distance ``||w_end - w_start|| / ||w_start||`` of the backbone's conv
-    weights per ResNet stage, over one fit."""
+def stage_change(
+    start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor]
+) -> dict[str, dict[str, float]]:
+    """How each ResNet stage's conv weights changed from ``start`` to ``end``.
 
-    def __init__(self) -> None:
+    Returns per measure and stage: ``moved``, the relative distance
+    ``||W_end - W_start|| / ||W_start||``; ``norm``, the ratio ``||W_end|| /
+    ||W_start||``; ``turned``, the mean angle in degrees between each output filter's
+    start and end weights. Every conv of a ResNet feeds a batch norm, which undoes any
+    positive scale of a filter, so only ``turned`` is a change of what the stage
+    computes: weight decay that shrinks a stage "moves" it without changing it.
+    """
+    out: dict[str, dict[str, float]] = {"moved": {}, "norm": {}, "turned": {}}
+    for stage in STAGES:
+        keys = [k for k in start if start[k].ndim == 4 and _stage(k) == stage]
+        before = torch.cat([start[k].double().flatten() for k in keys])
+        after = torch.cat([end[k].detach().double().flatten() for k in keys])
+        cosines = torch.cat(
+            [
+                torch.nn.functional.cosine_similarity(
+                    start[k].double().flatten(1), end[k].detach().double().flatten(1)
+                )
+                for k in keys
+            ]
+        )
+        out["moved"][stage] = float((after - before).norm() / before.norm())
+        out["norm"][stage] = float(after.norm() / before.norm())
+        out["turned"][stage] = float(torch.rad2deg(cosines.clamp(-1, 1).acos()).mean())
+    return out
+
+
+class Movement(pl.Callback):
+    """:func:`stage_change` of a module's ResNet over one fit (``module``: the
+    attribute path of the ResNet in the LightningModule)."""
+
+    def __init__(self, module: str = "backbone") -> None:
+        self.module = operator.attrgetter(module)
         self.start: dict[str, torch.Tensor] = {}
         self.moved: dict[str, float] = {}
+        self.norm: dict[str, float] = {}
+        self.turned: dict[str, float] = {}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.start = {
             k: v.detach().clone()
-            for k, v in pl_module.backbone.state_dict().items()
+            for k, v in self.module(pl_module).state_dict().items()
             if v.ndim == 4
         }
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        end = pl_module.backbone.state_dict()
-        for stage in STAGES:
-            keys = [k for k in self.start if _stage(k) == stage]
-            before = torch.cat([self.start[k].flatten() for k in keys])
-            after = torch.cat([end[k].detach().flatten() for k in keys])
-            self.moved[stage] = float((after - before).norm() / before.norm())
+        change = stage_change(self.start, self.module(pl_module).state_dict())
+        self.moved, self.norm, self.turned = (
+            change["moved"],
+            change["norm"],
+            change["turned"],
+        )
 
 
 def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -95,20 +133,27 @@ def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["optimizer"], row["lr"], row["epochs"])
 
 
-def _transfer(row: dict[str, Any]) -> tuple[bool, float]:
-    """How a row's fine-tune treated the encoder: frozen, encoder lr scale."""
-    return (row["frozen"], row["encoder_lr_scale"])
+def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
+    """How a row's fine-tune treated the encoder: frozen, encoder lr scale, rescaled."""
+    return (row["frozen"], row["encoder_lr_scale"], row["rescale"])
 
 
 def _order(encoder: tuple[Any, ...]) -> tuple[Any, ...]:
     """Report order: fine-tune variant, then random init first, then the pretrainings."""
-    method, optimizer, lr, epochs, frozen, scale = encoder
-    return (frozen, -scale, method != "random", method, optimizer, lr or 0, epochs or 0)
+    method, optimizer, lr, epochs, frozen, scale, rescale = encoder
+    return (
+        frozen, -scale, rescale, method != "random", method, optimizer, lr or 0,
+        epochs or 0,
+    )  # fmt: skip
 
 
-def _transfer_cell(frozen: bool, scale: float) -> str:
+def _transfer_cell(frozen: bool, scale: float, rescale: bool) -> str:
     """The report's fine-tune column."""
-    return "frozen" if frozen else "full" if scale == 1 else f"encoder lr ×{scale:g}"
+    if frozen:
+        return "frozen"
+    if rescale:
+        return "rescaled"
+    return "full" if scale == 1 else f"encoder lr ×{scale:g}"
 
 
 def _stage(key: str) -> str:
@@ -146,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     transfer.add_argument(
         "--frozen", action="store_true", help="fine-tune decoder and head only"
     )
+    transfer.add_argument(
+        "--rescale",
+        action="store_true",
+        help="scale a pretrained encoder's conv weights to their init norms first",
+    )
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
 
@@ -166,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         for method, optimizer, lr, epochs in encoders:
             # random init trains at the full rate, frozen or not as the others
             scale = 1.0 if method == "random" else args.encoder_lr_scale
+            rescale = method != "random" and args.rescale
             encoder = (
                 args.split, fold_index, method, optimizer, lr, epochs, args.frozen,
-                scale,
+                scale, rescale,
             )  # fmt: skip
             todo = [
                 (fraction, seed)
@@ -202,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for fraction, seed in todo:
                 started = time.time()
+                turn = Movement("net.encoder")
                 scores = finetune(
                     backbone,
                     fold / "train",
@@ -211,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                     fraction,
                     frozen=args.frozen,
                     encoder_lr_scale=scale,
+                    rescale_encoder=rescale,
+                    callbacks=[turn],
                 )
                 row = {
                     "split": args.split,
@@ -223,9 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                     **pretrained,
                     "frozen": args.frozen,
                     "encoder_lr_scale": scale,
+                    "rescale": rescale,
                     "label_fraction": fraction,
                     "seed": seed,
                     "val_jaccard": scores["val_jaccard"],
+                    # how the fine-tune changed the encoder (after any rescaling)
+                    "finetune_norm": {k: round(v, 4) for k, v in turn.norm.items()},
+                    "finetune_turned": {k: round(v, 2) for k, v in turn.turned.items()},
                     "seconds": round(time.time() - started, 1),
                 }
                 print(row, flush=True)
@@ -287,6 +345,8 @@ def _pretrain(
     losses = result.summary.get("metrics") or {}
     info = {
         "moved": {k: round(v, 4) for k, v in movement.moved.items()},
+        "norm": {k: round(v, 4) for k, v in movement.norm.items()},
+        "turned": {k: round(v, 2) for k, v in movement.turned.items()},
         "final_train_loss": losses.get("train_loss_epoch"),
         "pretrain_seconds": round(time.time() - started, 1),
     }
@@ -337,7 +397,8 @@ def report(
         )
         + "; Δ paired with random init of the same fold and fine-tune seed, fine-tuned "
         "the same way ('fine-tune': the encoder trained at the decoder's rate, at a "
-        "multiple of it — random init always at the full rate — or frozen).",
+        "multiple of it — random init always at the full rate —, its conv weights "
+        "first rescaled to their norms at random initialisation, or frozen).",
         "",
         "| masks | fine-tune | encoder | optimizer | lr | epochs "
         "| moved (stem, layer1–4) | folds | fine-tunes | Jaccard | Δ vs random init "
@@ -352,7 +413,7 @@ def report(
             if r["method"] == "random" and r["label_fraction"] == fraction
         }
         for encoder in encoders:
-            method, frozen, scale = encoder[0], encoder[4], encoder[5]
+            method, (frozen, scale, rescale) = encoder[0], encoder[4:]
             group = [
                 r
                 for r in ours
@@ -384,7 +445,7 @@ def report(
                 for v in encoder[1:4]
             )
             lines.append(
-                f"| {fraction:.0%} | {_transfer_cell(frozen, scale)} | {method} "
+                f"| {fraction:.0%} | {_transfer_cell(frozen, scale, rescale)} | {method} "
                 f"| {cells} | {moved} | "
                 f"{', '.join(str(f) for f in sorted({r['fold'] for r in group}))} | "
                 f"{paired_cells(scores, deltas)} |"

@@ -121,3 +121,42 @@ def test_random_stages_reach_a_pretrained_encoder_and_no_val_dir_holds_out_a_thi
             )
         assert made["val_fraction"] == pytest.approx(1 / 3) and "val_pairs" not in made
         assert made["pretrained"] == file and made["random_stages"] == expected
+
+
+@pytest.mark.parametrize("shrink", [0.3, 1.7])
+def test_rescale_to_init_restores_the_norms_and_keeps_the_function(
+    shrink: float,
+) -> None:
+    """Reference: norms in float64 per tensor; the encoder's training-mode outputs
+    (batch-norm statistics of the batch, eps 1e-30 so the invariance is exact) before and
+    after, on random images, in float64."""
+    import torch
+
+    from lightly_derm.segmentation import LesionSegmentation
+
+    torch.manual_seed(0)
+    init = LesionSegmentation(backbone="lightly-derm-resnet18").net.encoder.double()
+    trained = LesionSegmentation(backbone="lightly-derm-resnet18").net.encoder.double()
+    with torch.no_grad():  # a "pretraining": other directions, other norms per tensor
+        for i, p in enumerate(trained.parameters()):
+            p.add_(0.2 * torch.randn_like(p) * p.std())
+            if p.ndim == 4:
+                p.mul_(shrink * (1 + 0.1 * i))
+    images = torch.randn(4, 3, 64, 64, dtype=torch.float64)
+    for m in trained.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 1e-30
+    trained.train()
+    before = [f.detach().clone() for f in trained(images)]
+    finetune_length.rescale_to_init(trained, init)
+    after = trained(images)
+    for x, y in zip(before, after, strict=True):
+        torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-9)
+    named = dict(init.named_parameters())
+    convs = [(n, p) for n, p in trained.named_parameters() if p.ndim == 4]
+    assert len(convs) == 20  # ResNet-18: stem, 16 block convs, 3 downsamples
+    for name, p in convs:
+        assert float(p.double().norm()) == pytest.approx(
+            float(named[name].double().norm()), rel=1e-5
+        )
+    assert not torch.equal(convs[0][1], named[convs[0][0]])  # directions kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +43,37 @@ def test_movement_is_the_relative_distance_of_each_stage() -> None:
         after = torch.cat([end[k].double().flatten() for k in keys])
         expected = float((after - before).norm() / before.norm())
         assert movement.moved[stage] == pytest.approx(expected, rel=1e-5)
+        assert movement.norm[stage] == pytest.approx(
+            np.linalg.norm(after.numpy()) / np.linalg.norm(before.numpy()), rel=1e-6
+        )
+        angles = []  # one per output filter, in numpy
+        for k in keys:
+            for f0, f1 in zip(start[k].numpy(), end[k].double().numpy(), strict=True):
+                a, b = f0.ravel(), f1.ravel()
+                cos = float(a @ b) / math.sqrt(float(a @ a) * float(b @ b))
+                angles.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+        assert movement.turned[stage] == pytest.approx(
+            sum(angles) / len(angles), rel=1e-6, abs=1e-6
+        )
     assert movement.moved["layer2"] == 0.0 and movement.moved["layer4"] > 0.5
+    assert movement.turned["layer2"] == pytest.approx(0.0, abs=1e-4)
+    assert movement.turned["layer4"] > 30 and movement.norm["layer4"] > 1.1
+
+
+def test_a_shrunk_stage_moved_but_did_not_turn() -> None:
+    """Weight decay's shrinkage: 'moved' 0.6, 'norm' 0.4, 'turned' 0 degrees."""
+    torch.manual_seed(1)
+    start = {"layer4.0.conv1.weight": torch.randn(8, 4, 3, 3)}
+    start |= {
+        f"{s}.0.conv1.weight": torch.randn(4, 4, 3, 3)
+        for s in ("layer1", "layer2", "layer3")
+    }
+    start["conv1.weight"] = torch.randn(4, 3, 7, 7)
+    end = {k: v * (0.4 if k.startswith("layer4") else 1.0) for k, v in start.items()}
+    change = pretrain_lr.stage_change(start, end)
+    assert change["moved"]["layer4"] == pytest.approx(0.6)
+    assert change["norm"]["layer4"] == pytest.approx(0.4)
+    assert change["turned"]["layer4"] == pytest.approx(0.0, abs=1e-4)
 
 
 def _study_out(root: Path) -> Path:
@@ -80,12 +111,21 @@ def test_grid_pairs_with_random_init_and_a_rerun_continues(
         return SimpleNamespace(summary={"metrics": {"train_loss_epoch": -1.0}})
 
     def fake_finetune(
-        backbone, train, val, epochs, seed, fraction, frozen, encoder_lr_scale
+        backbone,
+        train,
+        val,
+        epochs,
+        seed,
+        fraction,
+        frozen,
+        encoder_lr_scale,
+        rescale_encoder,
+        callbacks,
     ):
         split = "validation" if val is None else "test"
         assert train.name == "train" and (val is None or val.name == "val")
         lr = None if backbone is None else lr_of[backbone]
-        assert not frozen and encoder_lr_scale == 1.0
+        assert not frozen and encoder_lr_scale == 1.0 and not rescale_encoder
         scores[split, lr, seed] = float(rng.uniform(0.6, 0.9))
         return {"val_jaccard": scores[split, lr, seed]}
 
@@ -145,11 +185,21 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
         return SimpleNamespace(summary={"metrics": {}})
 
     def fake_finetune(
-        backbone, train, val, epochs, seed, fraction, frozen, encoder_lr_scale
+        backbone,
+        train,
+        val,
+        epochs,
+        seed,
+        fraction,
+        frozen,
+        encoder_lr_scale,
+        rescale_encoder,
+        callbacks,
     ):
-        calls.append((backbone is not None, frozen, encoder_lr_scale))
+        scale = -1.0 if rescale_encoder else encoder_lr_scale  # -1: rescaled
+        calls.append((backbone is not None, frozen, scale))
         score = float(rng.uniform(0.6, 0.9))
-        scores[backbone is not None, frozen, encoder_lr_scale, seed] = score
+        scores[backbone is not None, frozen, scale, seed] = score
         return {"val_jaccard": score}
 
     monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
@@ -164,10 +214,11 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
     assert pretrain_lr.main(argv) == 0
     assert pretrain_lr.main([*argv, "--frozen"]) == 0
     assert pretrain_lr.main([*argv, "--encoder-lr-scale", "0.1"]) == 0
+    assert pretrain_lr.main([*argv, "--rescale"]) == 0
     assert calls == [
         *[(False, False, 1.0)] * 2, *[(True, False, 1.0)] * 2,
         *[(False, True, 1.0)] * 2, *[(True, True, 1.0)] * 2,
-        *[(True, False, 0.1)] * 2,
+        *[(True, False, 0.1)] * 2, *[(True, False, -1.0)] * 2,
     ]  # fmt: skip
     lines = output.read_text().splitlines()
 
@@ -183,9 +234,12 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
     delta("full", False, 1.0)
     delta("frozen", True, 1.0)
     delta("encoder lr ×0.1", False, 0.1)
+    delta("rescaled", False, -1.0)
     assert sum(x.startswith("| 10% | frozen | random |") for x in lines) == 1
     with pytest.raises(SystemExit):  # one or the other
         pretrain_lr.main([*argv, "--frozen", "--encoder-lr-scale", "0.1"])
+    with pytest.raises(SystemExit):
+        pretrain_lr.main([*argv, "--frozen", "--rescale"])
 
 
 def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
@@ -224,3 +278,30 @@ def test_backbone_of_the_real_pretraining_moves(
     assert all(v > 0 for v in info["moved"].values())
     state = torch.load(backbone, weights_only=True)
     assert isinstance(state, dict) and "layer4.1.conv2.weight" in state
+
+
+def test_a_real_fine_tune_reports_how_it_turned_the_encoder(tmp_path: Path) -> None:
+    """One real (tiny) fine-tune through finetune_length.finetune with the callback
+    the rows use: every encoder stage is measured and turned."""
+    import finetune_length
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"ISIC_{i:07d}.jpg"
+        )
+        mask = np.zeros((40, 40), dtype=np.uint8)
+        mask[10:30, 5 + i : 25 + i] = 255
+        Image.fromarray(mask).save(
+            tmp_path / "masks" / f"ISIC_{i:07d}_segmentation.png"
+        )
+    turn = pretrain_lr.Movement("net.encoder")
+    scores = finetune_length.finetune(
+        None, tmp_path, None, 2, 0, 1.0, image_size=32, batch_size=2, callbacks=[turn]
+    )
+    assert 0 <= scores["val_jaccard"] <= 1
+    assert set(turn.turned) == set(pretrain_lr.STAGES)
+    assert all(v > 0 for v in turn.turned.values())
