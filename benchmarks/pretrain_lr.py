@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["byol", "ap_byol"])
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.0075, 0.06, 0.3])
     parser.add_argument(
-        "--optimizer", choices=["sgd", "lars"], default="sgd", help="of the --lrs"
+        "--optimizer", choices=["sgd", "lars", "adamw"], default="sgd", help="of the --lrs"
     )
     parser.add_argument(
         "--epochs", type=int, default=PRETRAIN["epochs"], help="pretraining epochs"

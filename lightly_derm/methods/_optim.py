@@ -1,6 +1,7 @@
-"""The methods' optimisers (SGD or LARS) and cosine schedule over the trainer's run.
+"""The methods' optimisers (SGD, LARS or AdamW) and cosine schedule over the run.
 
-Builds on :class:`torch.optim.SGD`, lightly's :class:`~lightly.utils.lars.LARS` and
+Builds on :class:`torch.optim.SGD`, lightly's :class:`~lightly.utils.lars.LARS`,
+:class:`torch.optim.AdamW` and
 :func:`~lightly.models.utils.get_weight_decay_parameters`, and
 :func:`lightly_derm.utils.scheduler.cosine_annealing`; reads the run length from the
 Lightning trainer.
@@ -23,8 +24,8 @@ from lightly_derm.utils.scheduler import cosine_annealing, training_length
 from lightly_derm.utils.validation import check_choice
 
 #: The optimisers a method's ``optimizer`` argument names.
-OptimizerName = Literal["sgd", "lars"]
-OPTIMIZERS: tuple[str, ...] = ("sgd", "lars")
+OptimizerName = Literal["sgd", "lars", "adamw"]
+OPTIMIZERS: tuple[str, ...] = ("sgd", "lars", "adamw")
 
 
 def check_optimizer(name: Any, weight_decay: float) -> None:
@@ -50,7 +51,7 @@ def make_optimizer(
     momentum: float,
     weight_decay: float,
 ) -> torch.optim.Optimizer:
-    """SGD or LARS over ``parameters`` (a list of parameters or of parameter groups).
+    """SGD, LARS or AdamW over ``parameters`` (parameters or parameter groups).
 
     ``"sgd"``: :class:`torch.optim.SGD` with momentum and weight decay on every
     parameter (lightly's examples).
@@ -64,6 +65,12 @@ def make_optimizer(
     hundred steps on a small data set leaves the deep stages near their random
     initialisation. lightly's LARS tests each norm on the host (a synchronisation per
     parameter and step on a GPU); SGD has none.
+    ``"adamw"``: :class:`torch.optim.AdamW` with ``betas=(momentum, 0.999)`` and
+    decoupled weight decay on the weights only (normalisation layers and biases, as
+    for LARS, get none). Adam's steps are about ``lr`` per weight whatever the
+    gradient's size, so every stage's filters turn at a similar rate; LARS's trust
+    ratio caps a step at ``lr * 0.001`` of the weight's norm, which over a few hundred
+    steps turns the filters by a few degrees, and its weight decay mostly shrinks them.
     """
     check_optimizer(name, weight_decay)
     groups = list(parameters)
@@ -86,12 +93,12 @@ def make_optimizer(
                 "weight_decay": 0.0,  # LARS leaves weight-decay-free groups unscaled
             }
         )
-    return LARS(
-        [g for g in split if g["params"]],
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
+    split = [g for g in split if g["params"]]
+    if name == "adamw":
+        return torch.optim.AdamW(
+            split, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay
+        )
+    return LARS(split, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def sgd_cosine(

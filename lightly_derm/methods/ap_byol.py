@@ -92,7 +92,8 @@ class APBYOL(BYOL):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        optimizer: ``"sgd"`` or ``"lars"`` (see :class:`~lightly_derm.methods.BYOL`).
+        optimizer: ``"sgd"``, ``"lars"`` or ``"adamw"`` (see
+            :class:`~lightly_derm.methods.BYOL`).
         ema_start: Target-network momentum at the first step.
         ema_end: Target-network momentum at the last step.
         lambda_add: λ, the weight of L_add (**ours**: 1).

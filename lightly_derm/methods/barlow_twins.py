@@ -60,8 +60,9 @@ class BarlowTwins(SSLMethod):
         lr, momentum, weight_decay: SGD (lr 0.06 as in lightly's Barlow Twins example).
         backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
             ``lr``. Smaller for continued pretraining from given weights.
-        optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS as in the Barlow Twins paper;
-            see :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
+        optimizer: ``"sgd"``, ``"lars"`` (lightly's LARS as in the Barlow Twins
+            paper; needs ``weight_decay > 0``) or ``"adamw"`` (see
+            :class:`~lightly_derm.methods.BYOL`).
         max_epochs: Length of the cosine schedule; default the trainer's.
         gather_distributed: Average the cross-correlation over processes (lightly's option).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``

@@ -71,12 +71,14 @@ class BYOL(SSLMethod):
         backbone_lr: Learning rate of the backbone (its own SGD group); ``None``:
             ``lr``. Smaller for continued pretraining from given weights, so that the
             backbone keeps more of them while the new heads learn at ``lr``.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
-        optimizer: ``"sgd"`` (lightly's example) or ``"lars"`` (the paper's, lightly's
+        momentum: SGD momentum (AdamW's first beta).
+        weight_decay: Weight decay.
+        optimizer: ``"sgd"`` (lightly's example), ``"lars"`` (the paper's, lightly's
             :class:`~lightly.utils.lars.LARS`: every weight moves by the same fraction
             of its size per step; normalisation layers and biases plain SGD without
-            weight decay; needs ``weight_decay > 0``).
+            weight decay; needs ``weight_decay > 0``) or ``"adamw"``
+            (:class:`torch.optim.AdamW`, ``betas=(momentum, 0.999)``, weight decay on
+            the weights only).
         ema_start: Target-network momentum at the first step (paper: 0.996).
         ema_end: Target-network momentum at the last step (paper: 1.0).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``

@@ -117,8 +117,8 @@ class FGSSL(PMGMethod):
             ``backbone_weights``, ``lr`` from scratch.
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (5e-4).
-        optimizer: ``"sgd"`` (the authors') or ``"lars"`` (lightly's LARS; see
-            :class:`~lightly_derm.methods.BYOL`).
+        optimizer: ``"sgd"`` (the authors'), ``"lars"`` (lightly's LARS) or
+            ``"adamw"`` (see :class:`~lightly_derm.methods.BYOL`).
         max_epochs: Length of the cosine schedule; default the trainer's.
         exclude_identity: Never feed an unshuffled jigsaw (only matters with
             ``permutations="uniform"``).

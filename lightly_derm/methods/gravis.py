@@ -121,8 +121,9 @@ class GraVIS(SSLMethod):
             backbone keeps more of them while the new heads learn at ``lr``.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        optimizer: ``"sgd"`` or ``"lars"`` (lightly's LARS as in the SimCLR paper; see
-            :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
+        optimizer: ``"sgd"``, ``"lars"`` (lightly's LARS as in the SimCLR paper;
+            needs ``weight_decay > 0``) or ``"adamw"`` (see
+            :class:`~lightly_derm.methods.BYOL`).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``
             (on the device, see :class:`~lightly_derm.methods.SSLMethod`).
         ddp_batchnorm: ``"shuffle"``, ``"sync"`` or ``"local"`` (see above).

@@ -99,8 +99,8 @@ class PMGMethod(SSLMethod):
         concat_weight: Weight of the concatenation block's loss (PMG: 2).
         lr, backbone_lr, momentum, weight_decay, max_epochs: The optimiser (above);
             ``backbone_lr=None`` chooses it by ``pretrained``.
-        optimizer: ``"sgd"`` (the authors') or ``"lars"`` (lightly's LARS; see
-            :class:`~lightly_derm.methods.BYOL`; needs ``weight_decay > 0``).
+        optimizer: ``"sgd"`` (the authors'), ``"lars"`` (lightly's LARS; needs
+            ``weight_decay > 0``) or ``"adamw"`` (see :class:`~lightly_derm.methods.BYOL`).
         exclude_identity: Never feed an unshuffled jigsaw (only matters with
             ``permutations="uniform"``).
         augment: Where the views are made, ``"cpu"`` (DataLoader workers) or ``"gpu"``

@@ -89,6 +89,58 @@ def test_lars_step_matches_the_written_out_step(
 
 
 @pytest.mark.parametrize("cls", list(SMALL))
+@pytest.mark.parametrize(("lr", "weight_decay", "backbone_lr", "momentum"), [
+    (1e-3, 0.05, None, 0.9), (3e-4, 0.0, None, 0.5), (1e-3, 5e-4, 1e-4, 0.9),
+])  # fmt: skip
+def test_adamw_step_matches_the_written_out_step(
+    cls: type,
+    lr: float,
+    weight_decay: float,
+    backbone_lr: float | None,
+    momentum: float,
+) -> None:
+    """AdamW's first step written out: decoupled decay ``w (1 - lr wd)`` on weights
+    only, then ``lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = g``,
+    ``v_hat = g^2``; two steps also use ``momentum`` as the first beta."""
+    torch.manual_seed(0)
+    model = _make(
+        cls,
+        optimizer="adamw",
+        lr=lr,
+        backbone_lr=backbone_lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+    optimizer = _optimizer(model)
+    assert type(optimizer) is torch.optim.AdamW
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    plain = _plain_ids(model)
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    gen = torch.Generator().manual_seed(1)
+    grads = [
+        {id(p): torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in trainable}
+        for _ in range(2)
+    ]
+    state = {id(p): p.detach().double().clone() for p in trainable}
+    m = {k: torch.zeros_like(v) for k, v in state.items()}
+    v = {k: torch.zeros_like(w) for k, w in state.items()}
+    for t, g_of in enumerate(grads, start=1):
+        for p in trainable:
+            k, g = id(p), g_of[id(p)].double()
+            rate = backbone_lr if backbone_lr and k in in_backbone else lr
+            decay = 0.0 if k in plain else weight_decay
+            w = state[k] * (1 - rate * decay)
+            m[k] = momentum * m[k] + (1 - momentum) * g
+            v[k] = 0.999 * v[k] + 0.001 * g * g
+            m_hat, v_hat = m[k] / (1 - momentum**t), v[k] / (1 - 0.999**t)
+            state[k] = w - rate * m_hat / (v_hat.sqrt() + 1e-8)
+            p.grad = g_of[k].clone()
+        optimizer.step()
+    for p in trainable:
+        torch.testing.assert_close(p.detach().double(), state[id(p)])
+
+
+@pytest.mark.parametrize("cls", list(SMALL))
 def test_sgd_stays_the_default_with_one_group(cls: type) -> None:
     model = _make(cls)
     optimizer = _optimizer(model)
@@ -107,9 +159,11 @@ def test_lars_is_saved_and_reloaded_from_the_hyperparameters(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", list(SMALL))
-@pytest.mark.parametrize("bad", ["adam", "LARS", None])
+@pytest.mark.parametrize("bad", ["adam", "LARS", "AdamW", None])
 def test_unknown_optimizer_is_one_line_naming_it(cls: type, bad) -> None:
-    with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'lars'"):
+    with pytest.raises(
+        ConfigError, match="optimizer must be 'sgd' or 'lars' or 'adamw', got"
+    ):
         _make(cls, optimizer=bad)
 
 
