@@ -57,6 +57,7 @@ from benchmarks.finetune_length import (  # noqa: E402
     paired_cells,
     read_rows,
 )
+from benchmarks.view_variants import VARIANTS, patched_views  # noqa: E402
 
 #: The study's cpu-scale pretraining options for ISIC (benchmarks/studies/derm_ssl.yaml).
 PRETRAIN = {
@@ -129,8 +130,9 @@ class Movement(pl.Callback):
 
 
 def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What a row's pretraining was: optimizer, lr, epochs (random init: sgd, None, None)."""
-    return (row["optimizer"], row["lr"], row["epochs"])
+    """What a row's pretraining was: optimizer, lr, epochs, views (random init: sgd,
+    None, None, default)."""
+    return (row["optimizer"], row["lr"], row["epochs"], row["views"])
 
 
 def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
@@ -140,10 +142,10 @@ def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
 
 def _order(encoder: tuple[Any, ...]) -> tuple[Any, ...]:
     """Report order: fine-tune variant, then random init first, then the pretrainings."""
-    method, optimizer, lr, epochs, frozen, scale, rescale = encoder
+    method, optimizer, lr, epochs, views, frozen, scale, rescale = encoder
     return (
         frozen, -scale, rescale, method != "random", method, optimizer, lr or 0,
-        epochs or 0,
+        epochs or 0, views != "default", views,
     )  # fmt: skip
 
 
@@ -173,10 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["byol", "ap_byol"])
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.0075, 0.06, 0.3])
     parser.add_argument(
-        "--optimizer", choices=["sgd", "lars", "adamw"], default="sgd", help="of the --lrs"
+        "--optimizer",
+        choices=["sgd", "lars", "adamw"],
+        default="sgd",
+        help="of the --lrs",
     )
     parser.add_argument(
         "--epochs", type=int, default=PRETRAIN["epochs"], help="pretraining epochs"
+    )
+    parser.add_argument(
+        "--views",
+        choices=sorted(VARIANTS),
+        default="default",
+        help="the methods' view transform (benchmarks/view_variants.py's variants)",
     )
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -209,17 +220,19 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     done = {key(r) for r in rows}
-    encoders = [("random", "sgd", None, None)] + [
-        (m, args.optimizer, lr, args.epochs) for m in args.methods for lr in args.lrs
+    encoders = [("random", "sgd", None, None, "default")] + [
+        (m, args.optimizer, lr, args.epochs, args.views)
+        for m in args.methods
+        for lr in args.lrs
     ]
     for fold_index in args.folds:
-        for method, optimizer, lr, epochs in encoders:
+        for method, optimizer, lr, epochs, views in encoders:
             # random init trains at the full rate, frozen or not as the others
             scale = 1.0 if method == "random" else args.encoder_lr_scale
             rescale = method != "random" and args.rescale
             encoder = (
-                args.split, fold_index, method, optimizer, lr, epochs, args.frozen,
-                scale, rescale,
+                args.split, fold_index, method, optimizer, lr, epochs, views,
+                args.frozen, scale, rescale,
             )  # fmt: skip
             todo = [
                 (fraction, seed)
@@ -247,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     optimizer,
                     lr,
                     epochs,
+                    views,
                     fold / "train",
                     fold_index,
                     args,
@@ -273,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                     "optimizer": optimizer,
                     "lr": lr,
                     "epochs": epochs,
+                    "views": views,
                     "pretrain_seed": None if method == "random" else args.pretrain_seed,
                     **pretrained,
                     "frozen": args.frozen,
@@ -307,6 +322,7 @@ def _pretrain(
     optimizer: str,
     lr: float,
     epochs: int,
+    views: str,
     images: Path,
     fold_index: int,
     args: argparse.Namespace,
@@ -317,31 +333,32 @@ def _pretrain(
     A pretraining is the same for both splits (fold k's training images): one that
     finished before (its ``backbone.pt`` and ``pretrain_lr.json`` are there) is reused.
     """
-    out = _out(method, optimizer, lr, epochs, fold_index, args)
+    out = _out(method, optimizer, lr, epochs, views, fold_index, args)
     record = out / "pretrain_lr.json"
     if record.is_file() and (out / "backbone.pt").is_file():
         return out / "backbone.pt", json.loads(record.read_text())
     movement = Movement()
     started = time.time()
-    result = pretrain(
-        method=method,
-        method_args={
-            "lr": lr,
-            "momentum": 0.9,
-            "weight_decay": 5e-4,
-            "optimizer": optimizer,
-        },
-        data=str(images),
-        seed=args.pretrain_seed,
-        out=str(out),
-        overwrite=True,
-        verbose=False,
-        tensorboard=False,
-        progress_bar=False,
-        plots=False,
-        callbacks=[movement],
-        **{**PRETRAIN, "epochs": epochs},
-    )
+    with patched_views(method, views):
+        result = pretrain(
+            method=method,
+            method_args={
+                "lr": lr,
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "optimizer": optimizer,
+            },
+            data=str(images),
+            seed=args.pretrain_seed,
+            out=str(out),
+            overwrite=True,
+            verbose=False,
+            tensorboard=False,
+            progress_bar=False,
+            plots=False,
+            callbacks=[movement],
+            **{**PRETRAIN, "epochs": epochs},
+        )
     losses = result.summary.get("metrics") or {}
     info = {
         "moved": {k: round(v, 4) for k, v in movement.moved.items()},
@@ -359,12 +376,23 @@ def _out(
     optimizer: str,
     lr: float,
     epochs: int,
+    views: str,
     fold_index: int,
     args: argparse.Namespace,
 ) -> Path:
     """The run folder of one pretraining."""
     name = f"{method}-{optimizer}{lr:g}-e{epochs}-seed{args.pretrain_seed}"
+    if views != "default":
+        name += f"-{views}"
     return args.jobs / f"{name}-fold{fold_index}"
+
+
+def _mean_per_stage(per_fold: dict[int, dict[str, float]], spec: str) -> str:
+    """``a / b / c / d / e``: a measure's per-stage means over the folds."""
+    return " / ".join(
+        f"{sum(m[s] for m in per_fold.values()) / len(per_fold):.{spec}}"
+        for s in STAGES
+    )
 
 
 def report(
@@ -388,6 +416,8 @@ def report(
         f"momentum 0.9, weight decay 5e-4, cosine decay from the lr shown; seed "
         f"{args.pretrain_seed}; folds {', '.join(map(str, args.folds))}). "
         "'moved': relative distance of the conv weights from their initialisation, "
+        "'turned': mean angle between each filter's initial and final weights (batch "
+        "norm undoes a filter's scale, so only turning changes what a stage computes), "
         f"stem / layer1 / … / layer4, mean over folds. FlexibleUNet fine-tuned {EPOCHS} "
         + (
             "epochs on two thirds of fold k's training pairs, scored on the remaining "
@@ -400,10 +430,10 @@ def report(
         "multiple of it — random init always at the full rate —, its conv weights "
         "first rescaled to their norms at random initialisation, or frozen).",
         "",
-        "| masks | fine-tune | encoder | optimizer | lr | epochs "
-        "| moved (stem, layer1–4) | folds | fine-tunes | Jaccard | Δ vs random init "
-        "| Δ > 0 |",
-        "|---:|---|---|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "| masks | fine-tune | encoder | optimizer | lr | epochs | views "
+        "| moved (stem, layer1–4) | turned ° (stem, layer1–4) | folds | fine-tunes "
+        "| Jaccard | Δ vs random init | Δ > 0 |",
+        "|---:|---|---|---|---:|---:|---|---|---|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
@@ -413,7 +443,7 @@ def report(
             if r["method"] == "random" and r["label_fraction"] == fraction
         }
         for encoder in encoders:
-            method, (frozen, scale, rescale) = encoder[0], encoder[4:]
+            method, (frozen, scale, rescale) = encoder[0], encoder[5:]
             group = [
                 r
                 for r in ours
@@ -429,24 +459,24 @@ def report(
                 for r in group
                 if method != "random" and (frozen, r["fold"], r["seed"]) in base
             ]
-            moved = "–"
+            moved = turned = "–"
             if method != "random":
-                per_fold = {r["fold"]: r["moved"] for r in group}
-                moved = " / ".join(
-                    f"{sum(m[s] for m in per_fold.values()) / len(per_fold):.3f}"
-                    for s in STAGES
-                )
+                moved = _mean_per_stage({r["fold"]: r["moved"] for r in group}, "3f")
+                # not recorded for pretrainings made before the measure existed
+                if all("turned" in r for r in group):
+                    per_fold = {r["fold"]: r["turned"] for r in group}
+                    turned = _mean_per_stage(per_fold, "1f")
             cells = " | ".join(
                 "–"
                 if method == "random"
                 else f"{v:g}"
                 if isinstance(v, float)
                 else str(v)
-                for v in encoder[1:4]
+                for v in encoder[1:5]
             )
             lines.append(
                 f"| {fraction:.0%} | {_transfer_cell(frozen, scale, rescale)} | {method} "
-                f"| {cells} | {moved} | "
+                f"| {cells} | {moved} | {turned} | "
                 f"{', '.join(str(f) for f in sorted({r['fold'] for r in group}))} | "
                 f"{paired_cells(scores, deltas)} |"
             )

@@ -41,7 +41,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,7 @@ def pretrain_variant(
     backbone = out / "backbone.pt"
     if backbone.is_file():
         return backbone
-    cls, views = _views(method, VARIANTS[variant])
-    had_own = "cpu_view_transform" in vars(cls)
-    original = vars(cls).get("cpu_view_transform")
-    cls.cpu_view_transform = views  # type: ignore[attr-defined]
-    try:
+    with patched_views(method, variant):
         pretrain(
             method=method,
             method_args=dict(METHOD_ARGS),
@@ -138,12 +135,27 @@ def pretrain_variant(
             progress_bar=False,
             verbose=False,
         )
+    return backbone
+
+
+@contextmanager
+def patched_views(method: str, variant: str) -> Iterator[None]:
+    """Inside the block, ``method`` makes its views with the variant's arguments (its
+    class's ``cpu_view_transform`` replaced, restored after; ``"default"``: none)."""
+    if variant == "default":
+        yield
+        return
+    cls, views = _views(method, VARIANTS[variant])
+    had_own = "cpu_view_transform" in vars(cls)
+    original = vars(cls).get("cpu_view_transform")
+    cls.cpu_view_transform = views  # type: ignore[attr-defined]
+    try:
+        yield
     finally:
         if had_own:
             cls.cpu_view_transform = original  # type: ignore[attr-defined]
         else:
             del cls.cpu_view_transform  # type: ignore[attr-defined]
-    return backbone
 
 
 def _reused(path: Path | None, method: str, epochs: int) -> list[dict[str, Any]]:

@@ -179,7 +179,9 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
 
     def fake_job(*, out, callbacks, **options):
         (movement,) = callbacks
-        movement.moved = dict.fromkeys(pretrain_lr.STAGES, 0.0)
+        movement.moved = movement.norm = movement.turned = dict.fromkeys(
+            pretrain_lr.STAGES, 0.0
+        )
         Path(out).mkdir(parents=True)
         (Path(out) / "backbone.pt").write_bytes(b"")
         return SimpleNamespace(summary={"metrics": {}})
@@ -242,6 +244,57 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
         pretrain_lr.main([*argv, "--frozen", "--rescale"])
 
 
+def test_views_reach_the_pretraining_only_and_are_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--views colour: the method makes its views with the variant's arguments during
+    the pretraining (and its own views again after); rows and run folder name them."""
+    from view_variants import VARIANTS
+
+    from lightly_derm.methods import BYOL
+
+    out = _study_out(tmp_path / "study")
+    seen: list[dict[str, float]] = []
+    own = vars(BYOL)["cpu_view_transform"]
+
+    def fake_job(*, out, callbacks, **options):
+        views = BYOL.cpu_view_transform(None, 32).transform  # type: ignore[arg-type]
+        jitter = next(
+            t
+            for t in views.transforms[0].transform.transforms
+            if type(t).__name__ == "RandomApply"
+        ).transforms[0]
+        seen.append({"hue": max(jitter.hue or (0, 0)), "out": Path(out).name})
+        (movement,) = callbacks
+        movement.moved = movement.norm = movement.turned = dict.fromkeys(
+            pretrain_lr.STAGES, 0.0
+        )
+        Path(out).mkdir(parents=True)
+        (Path(out) / "backbone.pt").write_bytes(b"")
+        return SimpleNamespace(summary={"metrics": {}})
+
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
+    monkeypatch.setattr(pretrain_lr, "finetune", lambda *a, **k: {"val_jaccard": 0.5})
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--jobs", str(tmp_path / "jobs"), "--methods", "byol",
+        "--optimizer", "adamw", "--lrs", "0.001", "--epochs", "2",
+        "--finetune-seeds", "0", "--label-fractions", "0.1", "--output", str(output),
+    ]  # fmt: skip
+    assert pretrain_lr.main(argv) == 0
+    assert pretrain_lr.main([*argv, "--views", "colour"]) == 0
+    assert VARIANTS["colour"]["cj_hue"] == 0.0
+    assert seen[0]["hue"] > 0 and seen[1]["hue"] == 0.0  # lightly's default hue 0.1
+    assert seen[1]["out"].endswith("-colour-fold0")
+    assert "colour" not in seen[0]["out"]
+    assert vars(BYOL)["cpu_view_transform"] is own  # restored
+    rows = pretrain_lr.read_rows(output.with_suffix(".jsonl"))
+    assert [r["views"] for r in rows] == ["default", "default", "colour"]
+    text = output.read_text()
+    assert "| adamw | 0.001 | 2 | colour |" in text
+    assert "| adamw | 0.001 | 2 | default |" in text
+
+
 def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no staged ISIC fold 0 under .*study/data"):
         pretrain_lr.main(
@@ -271,7 +324,7 @@ def test_backbone_of_the_real_pretraining_moves(
 
     args = SimpleNamespace(jobs=tmp_path / "jobs", pretrain_seed=0)
     backbone, info = pretrain_lr._pretrain(
-        pretrain, "byol", "lars", 1.0, 1, images.parent, 0, args
+        pretrain, "byol", "lars", 1.0, 1, "default", images.parent, 0, args
     )
     assert backbone.is_file()
     assert set(info["moved"]) == set(pretrain_lr.STAGES)
