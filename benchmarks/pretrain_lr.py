@@ -130,9 +130,12 @@ class Movement(pl.Callback):
 
 
 def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What a row's pretraining was: optimizer, lr, epochs, views (random init: sgd,
-    None, None, default)."""
-    return (row["optimizer"], row["lr"], row["epochs"], row["views"])
+    """What a row's pretraining was: optimizer, lr, epochs, views, images (random
+    init: sgd, None, None, default, fold)."""
+    return (
+        row["optimizer"], row["lr"], row["epochs"], row["views"],
+        row["pretrain_data"],
+    )  # fmt: skip
 
 
 def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
@@ -142,10 +145,10 @@ def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
 
 def _order(encoder: tuple[Any, ...]) -> tuple[Any, ...]:
     """Report order: fine-tune variant, then random init first, then the pretrainings."""
-    method, optimizer, lr, epochs, views, frozen, scale, rescale = encoder
+    method, optimizer, lr, epochs, views, data, frozen, scale, rescale = encoder
     return (
         frozen, -scale, rescale, method != "random", method, optimizer, lr or 0,
-        epochs or 0, views != "default", views,
+        epochs or 0, views != "default", views, data != "fold", data,
     )  # fmt: skip
 
 
@@ -189,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="the methods' view transform (benchmarks/view_variants.py's variants)",
     )
+    parser.add_argument(
+        "--pretrain-data",
+        type=Path,
+        help="pretrain on these images instead of fold k's training images (one "
+        "pretraining for every fold), e.g. another data set's unlabelled images",
+    )
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
@@ -220,18 +229,19 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     done = {key(r) for r in rows}
-    encoders = [("random", "sgd", None, None, "default")] + [
-        (m, args.optimizer, lr, args.epochs, args.views)
+    data = args.pretrain_data.name if args.pretrain_data else "fold"
+    encoders = [("random", "sgd", None, None, "default", "fold")] + [
+        (m, args.optimizer, lr, args.epochs, args.views, data)
         for m in args.methods
         for lr in args.lrs
     ]
     for fold_index in args.folds:
-        for method, optimizer, lr, epochs, views in encoders:
+        for method, optimizer, lr, epochs, views, data in encoders:
             # random init trains at the full rate, frozen or not as the others
             scale = 1.0 if method == "random" else args.encoder_lr_scale
             rescale = method != "random" and args.rescale
             encoder = (
-                args.split, fold_index, method, optimizer, lr, epochs, views,
+                args.split, fold_index, method, optimizer, lr, epochs, views, data,
                 args.frozen, scale, rescale,
             )  # fmt: skip
             todo = [
@@ -261,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     lr,
                     epochs,
                     views,
-                    fold / "train",
+                    args.pretrain_data or fold / "train",
                     fold_index,
                     args,
                 )
@@ -288,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lr": lr,
                     "epochs": epochs,
                     "views": views,
+                    "pretrain_data": data,
                     "pretrain_seed": None if method == "random" else args.pretrain_seed,
                     **pretrained,
                     "frozen": args.frozen,
@@ -334,6 +345,10 @@ def _pretrain(
     finished before (its ``backbone.pt`` and ``pretrain_lr.json`` are there) is reused.
     """
     out = _out(method, optimizer, lr, epochs, views, fold_index, args)
+    if args.pretrain_data:  # the same pretraining for every fold
+        out = out.with_name(
+            out.name.rsplit("-fold", 1)[0] + f"-on-{args.pretrain_data.name}"
+        )
     record = out / "pretrain_lr.json"
     if record.is_file() and (out / "backbone.pt").is_file():
         return out / "backbone.pt", json.loads(record.read_text())
@@ -411,7 +426,8 @@ def report(
         "",
         f"command: `python benchmarks/pretrain_lr.py {command}`",
         "",
-        f"ResNet-18 pretrained on fold k's training images (batch "
+        "ResNet-18 pretrained on fold k's training images ('images': fold) or on "
+        "another folder of images (its name; one pretraining for every fold) (batch "
         f"{PRETRAIN['batch_size']}, {PRETRAIN['input_size']} px, "
         f"momentum 0.9, weight decay 5e-4, cosine decay from the lr shown; seed "
         f"{args.pretrain_seed}; folds {', '.join(map(str, args.folds))}). "
@@ -430,10 +446,10 @@ def report(
         "multiple of it — random init always at the full rate —, its conv weights "
         "first rescaled to their norms at random initialisation, or frozen).",
         "",
-        "| masks | fine-tune | encoder | optimizer | lr | epochs | views "
+        "| masks | fine-tune | encoder | optimizer | lr | epochs | views | images "
         "| moved (stem, layer1–4) | turned ° (stem, layer1–4) | folds | fine-tunes "
         "| Jaccard | Δ vs random init | Δ > 0 |",
-        "|---:|---|---|---|---:|---:|---|---|---|---|---:|---:|---:|---:|",
+        "|---:|---|---|---|---:|---:|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
@@ -443,7 +459,7 @@ def report(
             if r["method"] == "random" and r["label_fraction"] == fraction
         }
         for encoder in encoders:
-            method, (frozen, scale, rescale) = encoder[0], encoder[5:]
+            method, (frozen, scale, rescale) = encoder[0], encoder[6:]
             group = [
                 r
                 for r in ours
@@ -472,7 +488,7 @@ def report(
                 else f"{v:g}"
                 if isinstance(v, float)
                 else str(v)
-                for v in encoder[1:5]
+                for v in encoder[1:6]
             )
             lines.append(
                 f"| {fraction:.0%} | {_transfer_cell(frozen, scale, rescale)} | {method} "

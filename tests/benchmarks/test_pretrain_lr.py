@@ -295,6 +295,50 @@ def test_views_reach_the_pretraining_only_and_are_recorded(
     assert "| adamw | 0.001 | 2 | default |" in text
 
 
+def test_other_images_are_pretrained_on_once_for_every_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study")
+    for split in ("train", "val"):
+        (out / "data" / "isic_64_10" / "folds" / "fold_1" / split).mkdir(parents=True)
+    unlabelled = tmp_path / "derma"
+    unlabelled.mkdir()
+    jobs: list[tuple[str, str]] = []
+    tuned: list[tuple[str, bool]] = []
+
+    def fake_job(*, data, out, callbacks, **options):
+        jobs.append((data, Path(out).name))
+        (movement,) = callbacks
+        movement.moved = movement.norm = movement.turned = dict.fromkeys(
+            pretrain_lr.STAGES, 0.0
+        )
+        Path(out).mkdir(parents=True)
+        (Path(out) / "backbone.pt").write_bytes(b"")
+        return SimpleNamespace(summary={"metrics": {}})
+
+    def fake_finetune(backbone, train, *args, **kwargs):
+        tuned.append((train.parent.name, backbone is not None))
+        return {"val_jaccard": 0.5}
+
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
+    monkeypatch.setattr(pretrain_lr, "finetune", fake_finetune)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--jobs", str(tmp_path / "jobs"), "--methods", "byol",
+        "--optimizer", "adamw", "--lrs", "0.001", "--epochs", "1", "--folds", "0", "1",
+        "--finetune-seeds", "0", "--label-fractions", "0.1", "--output", str(output),
+        "--pretrain-data", str(unlabelled),
+    ]  # fmt: skip
+    assert pretrain_lr.main(argv) == 0
+    assert jobs == [(str(unlabelled), "byol-adamw0.001-e1-seed0-on-derma")]
+    assert tuned == [
+        ("fold_0", False), ("fold_0", True), ("fold_1", False), ("fold_1", True)
+    ]  # fmt: skip
+    rows = pretrain_lr.read_rows(output.with_suffix(".jsonl"))
+    assert [r["pretrain_data"] for r in rows] == ["fold", "derma"] * 2
+    assert "| adamw | 0.001 | 1 | default | derma |" in output.read_text()
+
+
 def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no staged ISIC fold 0 under .*study/data"):
         pretrain_lr.main(
@@ -322,7 +366,7 @@ def test_backbone_of_the_real_pretraining_moves(
     monkeypatch.setitem(pretrain_lr.PRETRAIN, "num_workers", 0)
     from lightly_derm.jobs import pretrain
 
-    args = SimpleNamespace(jobs=tmp_path / "jobs", pretrain_seed=0)
+    args = SimpleNamespace(jobs=tmp_path / "jobs", pretrain_seed=0, pretrain_data=None)
     backbone, info = pretrain_lr._pretrain(
         pretrain, "byol", "lars", 1.0, 1, "default", images.parent, 0, args
     )
