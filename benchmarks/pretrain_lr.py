@@ -433,7 +433,9 @@ def report(
         f"{args.pretrain_seed}; folds {', '.join(map(str, args.folds))}). "
         "'moved': relative distance of the conv weights from their initialisation, "
         "'turned': mean angle between each filter's initial and final weights (batch "
-        "norm undoes a filter's scale, so only turning changes what a stage computes), "
+        "norm undoes a filter's scale, so only turning changes what a stage computes); "
+        "'fine-tune turned': the same angle for layer4 over the fine-tune (mean over the "
+        "fine-tunes that recorded it), "
         f"stem / layer1 / … / layer4, mean over folds. FlexibleUNet fine-tuned {EPOCHS} "
         + (
             "epochs on two thirds of fold k's training pairs, scored on the remaining "
@@ -447,9 +449,10 @@ def report(
         "first rescaled to their norms at random initialisation, or frozen).",
         "",
         "| masks | fine-tune | encoder | optimizer | lr | epochs | views | images "
-        "| moved (stem, layer1–4) | turned ° (stem, layer1–4) | folds | fine-tunes "
-        "| Jaccard | Δ vs random init | Δ > 0 |",
-        "|---:|---|---|---|---:|---:|---|---|---|---|---|---:|---:|---:|---:|",
+        "| moved (stem, layer1–4) | turned ° (stem, layer1–4) "
+        "| fine-tune turned layer4 ° | folds | fine-tunes | Jaccard | Δ vs random init "
+        "| Δ > 0 |",
+        "|---:|---|---|---|---:|---:|---|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
@@ -490,9 +493,16 @@ def report(
                 else str(v)
                 for v in encoder[1:6]
             )
+            # how far the fine-tune turned layer4 (rows since the measure existed)
+            tuned = [
+                r["finetune_turned"]["layer4"]
+                for r in group
+                if "layer4" in r.get("finetune_turned", {})
+            ]
+            tuned_cell = f"{sum(tuned) / len(tuned):.1f}" if tuned else "–"
             lines.append(
                 f"| {fraction:.0%} | {_transfer_cell(frozen, scale, rescale)} | {method} "
-                f"| {cells} | {moved} | {turned} | "
+                f"| {cells} | {moved} | {turned} | {tuned_cell} | "
                 f"{', '.join(str(f) for f in sorted({r['fold'] for r in group}))} | "
                 f"{paired_cells(scores, deltas)} |"
             )
