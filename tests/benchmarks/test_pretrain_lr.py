@@ -76,6 +76,18 @@ def test_a_shrunk_stage_moved_but_did_not_turn() -> None:
     assert change["turned"]["layer4"] == pytest.approx(0.0, abs=1e-4)
 
 
+def _pretrained(out: str, callbacks: list) -> SimpleNamespace:
+    """What the library's pretrain job leaves, for the fakes: a run folder with
+    backbone.pt, and the movement callback's measures (zeros)."""
+    (movement,) = callbacks
+    movement.moved = movement.norm = movement.turned = dict.fromkeys(
+        pretrain_lr.STAGES, 0.0
+    )
+    Path(out).mkdir(parents=True)
+    (Path(out) / "backbone.pt").write_bytes(b"")
+    return SimpleNamespace(summary={"metrics": {}})
+
+
 def _study_out(root: Path) -> Path:
     for split in ("train", "val"):
         (root / "data" / "isic_64_10" / "folds" / "fold_0" / split).mkdir(parents=True)
@@ -178,26 +190,12 @@ def test_frozen_and_slower_encoders_pair_with_random_init_fine_tuned_alike(
     scores: dict[tuple[bool, bool, float, int], float] = {}
 
     def fake_job(*, out, callbacks, **options):
-        (movement,) = callbacks
-        movement.moved = movement.norm = movement.turned = dict.fromkeys(
-            pretrain_lr.STAGES, 0.0
-        )
-        Path(out).mkdir(parents=True)
-        (Path(out) / "backbone.pt").write_bytes(b"")
-        return SimpleNamespace(summary={"metrics": {}})
+        return _pretrained(out, callbacks)
 
     def fake_finetune(
-        backbone,
-        train,
-        val,
-        epochs,
-        seed,
-        fraction,
-        frozen,
-        encoder_lr_scale,
-        rescale_encoder,
-        callbacks,
-    ):
+        backbone, train, val, epochs, seed, fraction, *, frozen, encoder_lr_scale,
+        rescale_encoder, callbacks,
+    ):  # fmt: skip
         scale = -1.0 if rescale_encoder else encoder_lr_scale  # -1: rescaled
         calls.append((backbone is not None, frozen, scale))
         score = float(rng.uniform(0.6, 0.9))
@@ -265,13 +263,7 @@ def test_views_reach_the_pretraining_only_and_are_recorded(
             if type(t).__name__ == "RandomApply"
         ).transforms[0]
         seen.append({"hue": max(jitter.hue or (0, 0)), "out": Path(out).name})
-        (movement,) = callbacks
-        movement.moved = movement.norm = movement.turned = dict.fromkeys(
-            pretrain_lr.STAGES, 0.0
-        )
-        Path(out).mkdir(parents=True)
-        (Path(out) / "backbone.pt").write_bytes(b"")
-        return SimpleNamespace(summary={"metrics": {}})
+        return _pretrained(out, callbacks)
 
     monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
     monkeypatch.setattr(pretrain_lr, "finetune", lambda *a, **k: {"val_jaccard": 0.5})
@@ -308,13 +300,7 @@ def test_other_images_are_pretrained_on_once_for_every_fold(
 
     def fake_job(*, data, out, callbacks, **options):
         jobs.append((data, Path(out).name))
-        (movement,) = callbacks
-        movement.moved = movement.norm = movement.turned = dict.fromkeys(
-            pretrain_lr.STAGES, 0.0
-        )
-        Path(out).mkdir(parents=True)
-        (Path(out) / "backbone.pt").write_bytes(b"")
-        return SimpleNamespace(summary={"metrics": {}})
+        return _pretrained(out, callbacks)
 
     def fake_finetune(backbone, train, *args, **kwargs):
         tuned.append((train.parent.name, backbone is not None))
