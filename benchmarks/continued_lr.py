@@ -71,16 +71,27 @@ QUIET: dict[str, Any] = {"progress_bar": False, "plots": False, "tensorboard": F
 
 
 def pretrain_continued(
-    method: str, scale: float, data: Path, out: Path, seed: int
+    method: str,
+    scale: float,
+    data: Path,
+    out: Path,
+    seed: int,
+    optimizer: str = "sgd",
+    lr: float = LR,
 ) -> Path:
     """Pretrains ``method`` from ImageNet with backbone_lr = scale × lr; its run folder."""
     from lightly_derm.jobs import pretrain
 
     if (out / "backbone.pt").is_file():
         return out
-    method_args: dict[str, Any] = {"lr": LR, "momentum": 0.9, "weight_decay": 5e-4}
+    method_args: dict[str, Any] = {
+        "lr": lr,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "optimizer": optimizer,
+    }
     if scale != 1.0:
-        method_args["backbone_lr"] = LR * scale
+        method_args["backbone_lr"] = lr * scale
     pretrain(
         method=method,
         method_args=method_args,
@@ -131,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backbone-lr-scales", nargs="+", type=float, default=[1.0, 0.1, 0.01]
     )
+    parser.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default="sgd")
+    parser.add_argument("--lr", type=float, default=LR, help="the heads' rate")
     parser.add_argument("--pretrain-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
@@ -148,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     done = {key(r) for r in rows}
-    variants = ["imagenet"] + [
-        f"{m}@{s:g}" for m in args.methods for s in args.backbone_lr_scales
-    ]
+    variants = ["imagenet"] + list(_variants(args))
     for fold_index in args.folds:
         (fold,) = sorted(
             (args.study_out / "data").glob(f"isic_*/folds/fold_{fold_index}")
@@ -173,16 +184,19 @@ def main(argv: list[str] | None = None) -> int:
                         if key(row) in done:
                             continue
                         if variant != "imagenet" and checkpoint == IMAGENET:
-                            method, scale = variant.split("@")
+                            method, scale = _variants(args)[variant]
+                            run = variant.replace("@", "-")
                             started = time.time()
                             checkpoint = str(
                                 pretrain_continued(
                                     method,
-                                    float(scale),
+                                    scale,
                                     fold / "train",
                                     args.work
-                                    / f"fold{fold_index}-{method}-{scale}-seed{pretrain_seed}",
+                                    / f"fold{fold_index}-{run}-seed{pretrain_seed}",
                                     int(pretrain_seed or 0),
+                                    optimizer=args.optimizer,
+                                    lr=args.lr,
                                 )
                             )
                             print(
@@ -206,6 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(report(rows, args, argv))
     print(args.output.read_text())
     return 0
+
+
+def _variants(args: argparse.Namespace) -> dict[str, tuple[str, float]]:
+    """The pretrained variants by name (``byol@0.1``; another optimiser or rate than
+    the study's: ``byol-adamw0.0001@0.1``): their method and backbone lr scale."""
+    tag = (
+        ""
+        if (args.optimizer, args.lr) == ("sgd", LR)
+        else f"-{args.optimizer}{args.lr:g}"
+    )
+    return {
+        f"{m}{tag}@{s:g}": (m, s) for m in args.methods for s in args.backbone_lr_scales
+    }
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> str:
@@ -237,10 +264,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> s
             for r in ours
             if r["variant"] == "imagenet" and r["label_fraction"] == fraction
         }
-        variants = ["imagenet"] + [
-            f"{m}@{s:g}" for m in args.methods for s in args.backbone_lr_scales
-        ]
-        for variant in variants:
+        for variant in ["imagenet", *_variants(args)]:
             group = [
                 r
                 for r in ours

@@ -25,7 +25,9 @@ def test_pairs_each_variant_with_imagenet_of_the_same_seed(
     pretrained: list[tuple[str, float, int]] = []
     scores: dict[tuple[str, float, int], float] = {}
 
-    def fake_pretrain(method: str, scale: float, data: Path, run: Path, seed: int):
+    def fake_pretrain(
+        method: str, scale: float, data: Path, run: Path, seed: int, **kwargs: Any
+    ):
         assert data.name == "train" and data.parent.name == "fold_0"
         pretrained.append((method, scale, seed))
         return run
@@ -62,6 +64,51 @@ def test_pairs_each_variant_with_imagenet_of_the_same_seed(
     # a rerun continues: nothing is pretrained or fine-tuned again
     assert continued_lr.main(argv) == 0
     assert len(pretrained) == 2 and len(scores) == 9
+
+
+def test_another_optimizer_is_its_own_variant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study")
+    pretrained: list[tuple[Any, ...]] = []
+
+    def fake_pretrain(method, scale, data, run, seed, optimizer, lr):
+        pretrained.append((method, scale, run.name, optimizer, lr))
+        return run
+
+    monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
+    monkeypatch.setattr(continued_lr, "finetune", lambda *a: 0.5)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--split", "validation", "--methods", "byol",
+        "--backbone-lr-scales", "1", "--finetune-seeds", "0", "--label-fractions",
+        "0.1", "--work", str(tmp_path / "work"), "--output", str(output),
+    ]  # fmt: skip
+    assert continued_lr.main(argv) == 0
+    assert continued_lr.main([*argv, "--optimizer", "adamw", "--lr", "1e-4"]) == 0
+    assert pretrained == [
+        ("byol", 1.0, "fold0-byol-1-seed0", "sgd", continued_lr.LR),
+        ("byol", 1.0, "fold0-byol-adamw0.0001-1-seed0", "adamw", 1e-4),
+    ]
+    assert "| byol-adamw0.0001@1 |" in output.read_text()
+    rows = continued_lr.read_rows(output.with_suffix(".jsonl"))
+    assert [r["variant"] for r in rows] == ["imagenet", "byol@1", "byol-adamw0.0001@1"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_optimizer_and_rate_reach_the_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimizer: str
+) -> None:
+    import lightly_derm.jobs
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", lambda **k: given.update(k))
+    continued_lr.pretrain_continued(
+        "byol", 0.1, tmp_path, tmp_path / "run", 0, optimizer=optimizer, lr=2e-4
+    )
+    assert given["method_args"]["optimizer"] == optimizer
+    assert given["method_args"]["lr"] == 2e-4
+    assert given["method_args"]["backbone_lr"] == pytest.approx(2e-5)
 
 
 @pytest.mark.parametrize(("scale", "expected"), [(1.0, None), (0.1, 0.00075)])
