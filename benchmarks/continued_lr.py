@@ -245,7 +245,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> s
         f"command: `python benchmarks/continued_lr.py {command}`",
         "",
         "EfficientNet-Lite0 from ImageNet-1k weights, pretrained 10 epochs at 64 px with "
-        f"heads at lr {LR} and the backbone at scale × lr; FlexibleUNet fine-tuned 100 "
+        f"heads at lr {args.lr:g} ({args.optimizer}) and the backbone at scale × lr; FlexibleUNet fine-tuned 100 "
         "epochs. Scores: "
         + (
             "a third of the training folds' pairs held out (per fine-tune seed)"
