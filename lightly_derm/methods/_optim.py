@@ -109,7 +109,7 @@ def sgd_cosine(
     weight_decay: float,
     optimizer: str = "sgd",
 ) -> Any:
-    """SGD (or LARS) and a cosine decay to 0 over the run, for ``configure_optimizers``.
+    """SGD, LARS or AdamW and a cosine decay to 0 over the run.
 
     ``optimizer``: see :func:`make_optimizer`.
 
