@@ -229,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     done = {key(r) for r in rows}
-    data = args.pretrain_data.name if args.pretrain_data else "fold"
+    images = args.pretrain_data.name if args.pretrain_data else "fold"
     encoders = [("random", "sgd", None, None, "default", "fold")] + [
-        (m, args.optimizer, lr, args.epochs, args.views, data)
+        (m, args.optimizer, lr, args.epochs, args.views, images)
         for m in args.methods
         for lr in args.lrs
     ]
