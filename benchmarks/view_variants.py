@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if not group:
                 continue
-            scores = [r["val_jaccard"] for r in group]
+            jaccards = [r["val_jaccard"] for r in group]
             deltas = [
                 r["val_jaccard"] - random[r["seed"]]
                 for r in group
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             views = "–" if variant == "random" else (str(VARIANTS[variant]) or "{}")
             lines.append(
                 f"| {variant} | {views} | {'–' if pretrain_seed is None else pretrain_seed} "
-                f"| {paired_cells(scores, deltas)} |"
+                f"| {paired_cells(jaccards, deltas)} |"
             )
     args.output.write_text("\n".join(lines) + "\n")
     print(args.output.read_text())
