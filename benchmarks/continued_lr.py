@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from benchmarks.finetune_length import (  # noqa: E402
+    add_grid_arguments,
     append_row,
     paired_cells,
     read_rows,
@@ -145,10 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default="sgd")
     parser.add_argument("--lr", type=float, default=LR, help="the heads' rate")
     parser.add_argument("--pretrain-seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
-    parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
     parser.add_argument("--work", type=Path, default=Path("continued_lr_work"))
-    parser.add_argument("--output", required=True, type=Path)
+    add_grid_arguments(parser, finetune_seeds=[0, 1, 2, 3])
     args = parser.parse_args(argv)
 
     jsonl = args.output.with_suffix(".jsonl")

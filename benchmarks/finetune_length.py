@@ -139,6 +139,20 @@ def rescale_to_init(encoder: torch.nn.Module, init: torch.nn.Module) -> None:
                 weight.mul_(reference[name].norm() / weight.norm())
 
 
+def add_grid_arguments(
+    parser: argparse.ArgumentParser, finetune_seeds: list[int]
+) -> None:
+    """The fine-tune grid's arguments shared by the paired-fine-tune scripts:
+    ``--finetune-seeds``, ``--label-fractions`` (3 % and 10 %) and ``--output`` (the
+    Markdown table; its rows go to the ``.jsonl`` beside it, read back by
+    :func:`read_rows`)."""
+    parser.add_argument(
+        "--finetune-seeds", nargs="+", type=int, default=list(finetune_seeds)
+    )
+    parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
+    parser.add_argument("--output", required=True, type=Path)
+
+
 def read_rows(jsonl: Path) -> list[dict[str, Any]]:
     """The rows a run of a fine-tune script wrote so far (none yet: ``[]``); a rerun
     continues from them."""

@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from benchmarks.finetune_length import (  # noqa: E402
+    add_grid_arguments,
     append_row,
     finetune,
     paired_cells,
@@ -59,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", nargs="+", default=["all", "deep"], choices=sorted(VARIANTS)
     )
     parser.add_argument("--pretrain-seed", type=int, default=0)
-    parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
-    parser.add_argument("--output", required=True, type=Path)
+    add_grid_arguments(parser, finetune_seeds=[0, 1, 2])
     args = parser.parse_args(argv)
 
     jsonl = args.output.with_suffix(".jsonl")

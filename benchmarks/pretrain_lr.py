@@ -52,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from benchmarks.finetune_length import (  # noqa: E402
+    add_grid_arguments,
     append_row,
     finetune,
     paired_cells,
@@ -199,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         "pretraining for every fold), e.g. another data set's unlabelled images",
     )
     parser.add_argument("--pretrain-seed", type=int, default=0)
-    parser.add_argument("--finetune-seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--label-fractions", nargs="+", type=float, default=[0.03, 0.1])
     transfer = parser.add_mutually_exclusive_group()
     transfer.add_argument(
         "--encoder-lr-scale",
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="scale a pretrained encoder's conv weights to their init norms first",
     )
-    parser.add_argument("--output", required=True, type=Path)
+    add_grid_arguments(parser, finetune_seeds=[0, 1, 2])
     args = parser.parse_args(argv)
 
     jsonl = args.output.with_suffix(".jsonl")

@@ -16,6 +16,7 @@ from lightly_derm.errors import ConfigError
 from lightly_derm.methods import FGSSL
 from tests.callbacks.test_non_finite_loss import tiny_backbone
 from tests.methods.test_backbone_lr import SMALL as BACKBONE_LR_SMALL
+from tests.methods.test_backbone_lr import assert_step
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*no max_epochs or max_steps:UserWarning"
@@ -81,11 +82,7 @@ def test_lars_step_matches_the_written_out_step(
             d = g + weight_decay * w
             step = ETA * w.norm() / (g.norm() + weight_decay * w.norm() + 1e-8) * d
         expected[id(p)] = w - rate * step
-    optimizer.step()
-    for p in trainable:
-        torch.testing.assert_close(p.detach().double(), expected[id(p)])
-    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
-    assert sorted(grouped) == sorted(id(p) for p in trainable)
+    assert_step(optimizer, trainable, expected)
 
 
 @pytest.mark.parametrize("cls", list(SMALL))
