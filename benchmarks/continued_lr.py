@@ -21,7 +21,10 @@ Two splits, so that the choice never sees a test fold:
 Everything runs through the library's jobs (``pretrain``, ``segment``) as a user would;
 the pretraining settings are the study's ``cpu`` scale (64 px, 10 epochs of batch 16,
 SGD 0.0075, momentum 0.9, weight decay 5e-4), the fine-tunes its segment settings (100
-epochs, batch 16, AdamW 1e-3), scored once at the end.
+epochs, batch 16, AdamW 1e-3), scored once at the end. ``--input-size`` sets the image
+size of both (from a study whose data is staged at least that large, e.g. the ``gpu``
+scale's 256 px: ``python -m benchmarks.study ... --scale gpu --plan-only``) and
+``--epochs`` the pretraining's length; rows of other sizes and lengths are kept apart.
 
 Example (after the study's cpu scale has prepared its data)::
 
@@ -79,6 +82,8 @@ def pretrain_continued(
     seed: int,
     optimizer: str = "sgd",
     lr: float = LR,
+    input_size: int = PRETRAIN["input_size"],
+    epochs: int = PRETRAIN["epochs"],
 ) -> Path:
     """Pretrains ``method`` from ImageNet with backbone_lr = scale × lr; its run folder."""
     from lightly_derm.jobs import pretrain
@@ -101,14 +106,20 @@ def pretrain_continued(
         out=str(out),
         overwrite=True,
         verbose=False,
-        **PRETRAIN,
+        **{**PRETRAIN, "input_size": input_size, "epochs": epochs},
         **QUIET,
     )
     return out
 
 
 def finetune(
-    checkpoint: str, fold: Path, split: str, fraction: float, seed: int, out: Path
+    checkpoint: str,
+    fold: Path,
+    split: str,
+    fraction: float,
+    seed: int,
+    out: Path,
+    input_size: int = SEGMENT["input_size"],
 ) -> float:
     """One fine-tune's Jaccard on the split's scoring images."""
     from lightly_derm.jobs import segment
@@ -127,7 +138,7 @@ def finetune(
         overwrite=True,
         verbose=False,
         **where,
-        **SEGMENT,
+        **{**SEGMENT, "input_size": input_size},
         **QUIET,
     )
     scores = next(iter(report["results"].values()))
@@ -146,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default="sgd")
     parser.add_argument("--lr", type=float, default=LR, help="the heads' rate")
     parser.add_argument("--pretrain-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=PRETRAIN["input_size"],
+        help="pretraining and fine-tuning image size (the study's data must be "
+        "staged at least this large)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=PRETRAIN["epochs"], help="pretraining epochs"
+    )
     parser.add_argument("--work", type=Path, default=Path("continued_lr_work"))
     add_grid_arguments(parser, finetune_seeds=[0, 1, 2, 3])
     args = parser.parse_args(argv)
@@ -153,10 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     jsonl = args.output.with_suffix(".jsonl")
     rows = read_rows(jsonl)  # a rerun continues
 
+    for r in rows:  # rows of earlier runs: the defaults
+        r.setdefault("input_size", PRETRAIN["input_size"])
+        r.setdefault(
+            "epochs", None if r["variant"] == "imagenet" else PRETRAIN["epochs"]
+        )
+
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (
             r["split"], r["fold"], r["variant"], r["pretrain_seed"],
-            r["label_fraction"], r["seed"],
+            r["label_fraction"], r["seed"], r["input_size"], r["epochs"],
         )  # fmt: skip
 
     done = {key(r) for r in rows}
@@ -179,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                             "pretrain_seed": pretrain_seed,
                             "label_fraction": fraction,
                             "seed": seed,
+                            "input_size": args.input_size,
+                            "epochs": None if variant == "imagenet" else args.epochs,
                         }
                         if key(row) in done:
                             continue
                         if variant != "imagenet" and checkpoint == IMAGENET:
                             method, scale = _variants(args)[variant]
-                            run = variant.replace("@", "-")
+                            run = variant.replace("@", "-") + _run_tag(args)
                             started = time.time()
                             checkpoint = str(
                                 pretrain_continued(
@@ -196,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                                     int(pretrain_seed or 0),
                                     optimizer=args.optimizer,
                                     lr=args.lr,
+                                    input_size=args.input_size,
+                                    epochs=args.epochs,
                                 )
                             )
                             print(
@@ -211,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                             fraction,
                             seed,
                             args.work / "segment",
+                            input_size=args.input_size,
                         )
                         row["seconds"] = round(time.time() - started, 1)
                         print(row, flush=True)
@@ -219,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(report(rows, args, argv))
     print(args.output.read_text())
     return 0
+
+
+def _run_tag(args: argparse.Namespace) -> str:
+    """The run folder's suffix for another image size or length than the study's."""
+    size = "" if args.input_size == PRETRAIN["input_size"] else f"-{args.input_size}px"
+    epochs = "" if args.epochs == PRETRAIN["epochs"] else f"-e{args.epochs}"
+    return size + epochs
 
 
 def _variants(args: argparse.Namespace) -> dict[str, tuple[str, float]]:
@@ -243,7 +282,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> s
         "",
         f"command: `python benchmarks/continued_lr.py {command}`",
         "",
-        "EfficientNet-Lite0 from ImageNet-1k weights, pretrained 10 epochs at 64 px with "
+        f"EfficientNet-Lite0 from ImageNet-1k weights, pretrained {args.epochs} epochs "
+        f"at {args.input_size} px with "
         f"heads at lr {args.lr:g} ({args.optimizer}) and the backbone at scale × lr; FlexibleUNet fine-tuned 100 "
         "epochs. Scores: "
         + (
@@ -256,7 +296,14 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> s
         "| masks | variant (method@backbone lr scale) | fine-tunes | Jaccard | Δ vs ImageNet | Δ > 0 |",
         "|---:|---|---:|---:|---:|---:|",
     ]
-    ours = [r for r in rows if r["split"] == args.split and r["fold"] in args.folds]
+    ours = [
+        r
+        for r in rows
+        if r["split"] == args.split
+        and r["fold"] in args.folds
+        and r["input_size"] == args.input_size
+        and r["epochs"] in (None, args.epochs)
+    ]
     for fraction in args.label_fractions:
         base = {
             (r["fold"], r["seed"]): r["val_jaccard"]

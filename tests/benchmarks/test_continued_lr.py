@@ -33,8 +33,15 @@ def test_pairs_each_variant_with_imagenet_of_the_same_seed(
         return run
 
     def fake_finetune(
-        checkpoint: str, fold: Path, how: str, fraction: float, seed: int, work: Path
+        checkpoint: str,
+        fold: Path,
+        how: str,
+        fraction: float,
+        seed: int,
+        work: Path,
+        input_size: int,
     ):
+        assert input_size == 64
         assert how == split and fold.name == "fold_0"
         variant = (
             "imagenet" if checkpoint == continued_lr.IMAGENET else Path(checkpoint).name
@@ -72,12 +79,12 @@ def test_another_optimizer_is_its_own_variant(
     out = _study_out(tmp_path / "study")
     pretrained: list[tuple[Any, ...]] = []
 
-    def fake_pretrain(method, scale, data, run, seed, optimizer, lr):
+    def fake_pretrain(method, scale, data, run, seed, optimizer, lr, **kwargs):
         pretrained.append((method, scale, run.name, optimizer, lr))
         return run
 
     monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
-    monkeypatch.setattr(continued_lr, "finetune", lambda *a: 0.5)
+    monkeypatch.setattr(continued_lr, "finetune", lambda *a, **k: 0.5)
     output = tmp_path / "table.md"
     argv = [
         "--study-out", str(out), "--split", "validation", "--methods", "byol",
@@ -147,3 +154,53 @@ def test_the_split_decides_what_is_scored(
     for key, value in where.items():
         assert given[key] == (str(fold / value) if key == "val_data" else value)
     assert ("val_data" in given) != ("val_fraction" in given)
+
+
+def test_another_size_or_length_is_its_own_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study")
+    pretrained: list[tuple[str, int, int]] = []
+    finetuned: list[tuple[str, int]] = []
+
+    def fake_pretrain(method, scale, data, run, seed, input_size, epochs, **kwargs):
+        pretrained.append((run.name, input_size, epochs))
+        return run
+
+    def fake_finetune(checkpoint, fold, how, fraction, seed, work, input_size):
+        finetuned.append((Path(checkpoint).name, input_size))
+        return 0.5 + 0.1 * (input_size == 128) + 0.01 * (checkpoint != continued_lr.IMAGENET)
+
+    monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
+    monkeypatch.setattr(continued_lr, "finetune", fake_finetune)
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--split", "validation", "--methods", "byol",
+        "--backbone-lr-scales", "1", "--finetune-seeds", "0", "--label-fractions",
+        "0.1", "--work", str(tmp_path / "work"), "--output", str(output),
+    ]  # fmt: skip
+    assert continued_lr.main(argv) == 0
+    assert continued_lr.main([*argv, "--input-size", "128"]) == 0
+    assert continued_lr.main([*argv, "--input-size", "128", "--epochs", "30"]) == 0
+    assert pretrained == [
+        ("fold0-byol-1-seed0", 64, 10),
+        ("fold0-byol-1-128px-seed0", 128, 10),
+        ("fold0-byol-1-128px-e30-seed0", 128, 30),
+    ]
+    # plain ImageNet once per size (it does not depend on the pretraining's length)
+    assert finetuned == [
+        ("imagenet:efficientnet-lite0", 64),
+        ("fold0-byol-1-seed0", 64),
+        ("imagenet:efficientnet-lite0", 128),
+        ("fold0-byol-1-128px-seed0", 128),
+        ("fold0-byol-1-128px-e30-seed0", 128),
+    ]
+    table = output.read_text()
+    assert "pretrained 30 epochs at 128 px" in table
+    # the 128-px rows only, each paired with the 128-px ImageNet fine-tune
+    assert "| 10% | imagenet | 1 | 0.600 ± 0.000 | – | – |" in table
+    assert "| 10% | byol@1 | 1 | 0.610 ± 0.000 | +0.010 ± 0.000 | 1/1 |" in table
+    rows = continued_lr.read_rows(output.with_suffix(".jsonl"))
+    assert [(r["input_size"], r["epochs"]) for r in rows] == [
+        (64, None), (64, 10), (128, None), (128, 10), (128, 30)
+    ]  # fmt: skip
