@@ -83,23 +83,21 @@ def stage_change(
     start and end weights. Every conv of a ResNet feeds a batch norm, which undoes any
     positive scale of a filter, so only ``turned`` is a change of what the stage
     computes: weight decay that shrinks a stage "moves" it without changing it.
+    ``norm`` and ``turned`` are the library's
+    :func:`~lightly_derm.callbacks.filter_turn` (what the ``pretrain`` job reports).
     """
+    from lightly_derm.callbacks import filter_turn
+
+    stages = {k: _stage(k) for k in start if start[k].ndim == 4}
+    change = filter_turn(start, end, {k: s for k, s in stages.items() if s in STAGES})
     out: dict[str, dict[str, float]] = {"moved": {}, "norm": {}, "turned": {}}
     for stage in STAGES:
-        keys = [k for k in start if start[k].ndim == 4 and _stage(k) == stage]
+        keys = [k for k, s in stages.items() if s == stage]
         before = torch.cat([start[k].double().flatten() for k in keys])
         after = torch.cat([end[k].detach().double().flatten() for k in keys])
-        cosines = torch.cat(
-            [
-                torch.nn.functional.cosine_similarity(
-                    start[k].double().flatten(1), end[k].detach().double().flatten(1)
-                )
-                for k in keys
-            ]
-        )
         out["moved"][stage] = float((after - before).norm() / before.norm())
-        out["norm"][stage] = float(after.norm() / before.norm())
-        out["turned"][stage] = float(torch.rad2deg(cosines.clamp(-1, 1).acos()).mean())
+        out["norm"][stage] = change[stage].norm
+        out["turned"][stage] = change[stage].turned
     return out
 
 

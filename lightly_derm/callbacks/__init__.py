@@ -2,7 +2,8 @@
 
 Dependable runs: a non-finite-loss guard, exact resumes (random states and the data
 position), atomic checkpoint files and a periodic ``last.ckpt``; readable runs: the
-epoch-mean and per-step training loss, and a line saying how to continue a stopped run.
+epoch-mean and per-step training loss, a line saying how to continue a stopped run, and
+how far a run turned each stage of the encoder.
 
 Use them together with :class:`~lightly_derm.data.ResumableDataLoader` (see
 docs/reliability.rst)::
@@ -15,6 +16,12 @@ docs/reliability.rst)::
 """
 
 from lightly_derm.callbacks.atomic_checkpoint_io import AtomicCheckpointIO, atomic_save
+from lightly_derm.callbacks.encoder_change import (
+    EncoderChange,
+    StageChange,
+    filter_turn,
+    stage_of,
+)
 from lightly_derm.callbacks.exact_resume import (
     ExactResume,
     get_rng_states,
@@ -37,14 +44,18 @@ __all__ = [
     "LAST_CHECKPOINT",
     "STEP_LOSS",
     "AtomicCheckpointIO",
+    "EncoderChange",
     "EpochMeanLoss",
     "ExactResume",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "PeriodicCheckpoint",
     "ResumeHint",
+    "StageChange",
     "StepLoss",
     "atomic_save",
+    "filter_turn",
     "get_rng_states",
     "set_rng_states",
+    "stage_of",
 ]

@@ -34,7 +34,12 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import Dataset, Subset
 
-from lightly_derm.callbacks import BEST_CHECKPOINT, LAST_CHECKPOINT, ResumeHint
+from lightly_derm.callbacks import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    EncoderChange,
+    ResumeHint,
+)
 from lightly_derm.data import ResumableDataLoader, SSLDataModule
 from lightly_derm.data.ssl_datamodule import TransformedDataset
 from lightly_derm.errors import CheckpointError, ConfigError, DataError
@@ -940,6 +945,11 @@ def _pretrain(
 
     plots = TrainingPlots(out / "plots", classes=getattr(source, "classes", None))
     hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
+    change = (
+        EncoderChange("backbone")
+        if isinstance(getattr(method, "backbone", None), torch.nn.Module)
+        else None
+    )
     strategy = str(cfg.strategy)
     if strategy == "ddp" and getattr(method, "ddp_find_unused_parameters", False):
         # e.g. FG-SSL's progressive steps leave parameters without gradient
@@ -964,6 +974,7 @@ def _pretrain(
         callbacks=[
             *([plots] if cfg.plots else []),
             hint,
+            *([change] if change is not None else []),
             *callbacks,
         ],
     )
@@ -1031,6 +1042,7 @@ def _pretrain(
             "backbone": str(backbone_path) if backbone_path else None,
             "device": str(trainer.strategy.root_device),
             "precision": cfg.precision,
+            "encoder_change": change.summary() if change is not None else None,
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         loss = metrics.get("train_loss_epoch", metrics.get("train_loss"))
@@ -1041,6 +1053,8 @@ def _pretrain(
             + (f", final epoch train_loss {loss:.4f}" if loss is not None else "")
             + f"; wrote {out}/ ({', '.join(_listing(out))})",
         )
+        if change is not None and change.change:
+            say("pretrain", verbose, describe_change(change))
         say("pretrain", verbose, f"next: {evaluate_command(out)}")
     return PretrainResult(
         out_dir=out,
@@ -1052,6 +1066,19 @@ def _pretrain(
         backbone_path=backbone_path,
         summary=summary,
         plots=written,
+    )
+
+
+def describe_change(change: EncoderChange) -> str:
+    """One line: how far each stage of the backbone turned (and shrank or grew)."""
+    stages = ", ".join(
+        f"{stage} {c.turned:.1f}°"
+        + (f" (norm ×{c.norm:.2f})" if abs(c.norm - 1) >= 0.05 else "")
+        for stage, c in change.change.items()
+    )
+    return (
+        f"the backbone's filters turned (mean angle from the start, per stage): "
+        f"{stages}"
     )
 
 

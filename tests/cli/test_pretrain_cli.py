@@ -59,6 +59,11 @@ def test_pretrain_synthetic_writes_the_run_folder(tmp_path, capsys) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic_data"] is True
     assert summary["global_step"] == 2  # 16 images / batch 8, 1 epoch
+    # how far the two steps turned each ResNet stage, also said in one line
+    change = summary["encoder_change"]
+    assert list(change) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert all(0 < c["turned"] < 90 and c["filters"] > 0 for c in change.values())
+    assert "the backbone's filters turned" in stdout and "layer4 " in stdout
     # backbone.pt holds torchvision keys: loads strictly into a torchvision ResNet-18
     state = torch.load(out / "backbone.pt", weights_only=True)
     assert "layer4.1.bn2.weight" in state
