@@ -16,6 +16,17 @@ def _study_out(root: Path) -> Path:
     return root
 
 
+def _one_fine_tune(out: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """The table's path and the arguments of a grid of one BYOL variant, one
+    fine-tune at 10 %, on the validation split."""
+    output = tmp_path / "table.md"
+    return output, [
+        "--study-out", str(out), "--split", "validation", "--methods", "byol",
+        "--backbone-lr-scales", "1", "--finetune-seeds", "0", "--label-fractions",
+        "0.1", "--work", str(tmp_path / "work"), "--output", str(output),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_pairs_each_variant_with_imagenet_of_the_same_seed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: str
@@ -85,12 +96,7 @@ def test_another_optimizer_is_its_own_variant(
 
     monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
     monkeypatch.setattr(continued_lr, "finetune", lambda *a, **k: 0.5)
-    output = tmp_path / "table.md"
-    argv = [
-        "--study-out", str(out), "--split", "validation", "--methods", "byol",
-        "--backbone-lr-scales", "1", "--finetune-seeds", "0", "--label-fractions",
-        "0.1", "--work", str(tmp_path / "work"), "--output", str(output),
-    ]  # fmt: skip
+    output, argv = _one_fine_tune(out, tmp_path)
     assert continued_lr.main(argv) == 0
     assert continued_lr.main([*argv, "--optimizer", "adamw", "--lr", "1e-4"]) == 0
     assert pretrained == [
@@ -169,16 +175,15 @@ def test_another_size_or_length_is_its_own_grid(
 
     def fake_finetune(checkpoint, fold, how, fraction, seed, work, input_size):
         finetuned.append((Path(checkpoint).name, input_size))
-        return 0.5 + 0.1 * (input_size == 128) + 0.01 * (checkpoint != continued_lr.IMAGENET)
+        return (
+            0.5
+            + 0.1 * (input_size == 128)
+            + 0.01 * (checkpoint != continued_lr.IMAGENET)
+        )
 
     monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
     monkeypatch.setattr(continued_lr, "finetune", fake_finetune)
-    output = tmp_path / "table.md"
-    argv = [
-        "--study-out", str(out), "--split", "validation", "--methods", "byol",
-        "--backbone-lr-scales", "1", "--finetune-seeds", "0", "--label-fractions",
-        "0.1", "--work", str(tmp_path / "work"), "--output", str(output),
-    ]  # fmt: skip
+    output, argv = _one_fine_tune(out, tmp_path)
     assert continued_lr.main(argv) == 0
     assert continued_lr.main([*argv, "--input-size", "128"]) == 0
     assert continued_lr.main([*argv, "--input-size", "128", "--epochs", "30"]) == 0
