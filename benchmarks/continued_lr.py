@@ -25,6 +25,9 @@ epochs, batch 16, AdamW 1e-3), scored once at the end. ``--input-size`` sets the
 size of both (from a study whose data is staged at least that large, e.g. the ``gpu``
 scale's 256 px: ``python -m benchmarks.study ... --scale gpu --plan-only``) and
 ``--epochs`` the pretraining's length; rows of other sizes and lengths are kept apart.
+``--preset-methods`` pretrains methods with their own preset instead of the study's
+optimiser (FG-SSL: its authors' loss and rates, the backbone at a tenth from ImageNet
+weights — the study's ``fgssl+imagenet`` rows); their variant is ``<method>@preset``.
 
 Example (after the study's cpu scale has prepared its data)::
 
@@ -76,7 +79,7 @@ QUIET: dict[str, Any] = {"progress_bar": False, "plots": False, "tensorboard": F
 
 def pretrain_continued(
     method: str,
-    scale: float,
+    scale: float | None,
     data: Path,
     out: Path,
     seed: int,
@@ -85,18 +88,18 @@ def pretrain_continued(
     input_size: int = PRETRAIN["input_size"],
     epochs: int = PRETRAIN["epochs"],
 ) -> Path:
-    """Pretrains ``method`` from ImageNet with backbone_lr = scale × lr; its run folder."""
+    """Pretrains ``method`` from ImageNet with backbone_lr = scale × lr (``scale``
+    ``None``: the method's own preset, no optimiser arguments); its run folder."""
     from lightly_derm.jobs import pretrain
 
     if (out / "backbone.pt").is_file():
         return out
-    method_args: dict[str, Any] = {
-        "lr": lr,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "optimizer": optimizer,
-    }
-    if scale != 1.0:
+    method_args: dict[str, Any] = (
+        {}
+        if scale is None
+        else {"lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "optimizer": optimizer}
+    )
+    if scale is not None and scale != 1.0:
         method_args["backbone_lr"] = lr * scale
     pretrain(
         method=method,
@@ -150,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study-out", required=True, type=Path)
     parser.add_argument("--split", choices=["validation", "test"], required=True)
     parser.add_argument("--folds", nargs="+", type=int, default=[0])
-    parser.add_argument("--methods", nargs="+", default=["ap_byol", "byol"])
+    parser.add_argument("--methods", nargs="*", default=["ap_byol", "byol"])
+    parser.add_argument(
+        "--preset-methods",
+        nargs="*",
+        default=[],
+        help="methods pretrained with their own preset instead (no optimiser "
+        "arguments; FG-SSL: its authors' loss and learning rates, the backbone's a "
+        "tenth from ImageNet weights), as the study's fgssl+imagenet rows",
+    )
     parser.add_argument(
         "--backbone-lr-scales", nargs="+", type=float, default=[1.0, 0.1, 0.01]
     )
@@ -260,17 +271,20 @@ def _run_tag(args: argparse.Namespace) -> str:
     return size + epochs
 
 
-def _variants(args: argparse.Namespace) -> dict[str, tuple[str, float]]:
+def _variants(args: argparse.Namespace) -> dict[str, tuple[str, float | None]]:
     """The pretrained variants by name (``byol@0.1``; another optimiser or rate than
-    the study's: ``byol-adamw0.0001@0.1``): their method and backbone lr scale."""
+    the study's: ``byol-adamw0.0001@0.1``; a method's own preset: ``fgssl@preset``):
+    their method and backbone lr scale (``None``: the preset)."""
     tag = (
         ""
         if (args.optimizer, args.lr) == ("sgd", LR)
         else f"-{args.optimizer}{args.lr:g}"
     )
-    return {
+    variants: dict[str, tuple[str, float | None]] = {
         f"{m}{tag}@{s:g}": (m, s) for m in args.methods for s in args.backbone_lr_scales
     }
+    variants.update({f"{m}@preset": (m, None) for m in args.preset_methods})
+    return variants
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Any) -> str:

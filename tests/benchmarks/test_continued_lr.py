@@ -209,3 +209,28 @@ def test_another_size_or_length_is_its_own_grid(
     assert [(r["input_size"], r["epochs"]) for r in rows] == [
         (64, None), (64, 10), (128, None), (128, 10), (128, 30)
     ]  # fmt: skip
+
+
+def test_a_preset_method_gets_no_optimiser_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightly_derm.jobs
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", lambda **k: given.update(k))
+    continued_lr.pretrain_continued("fgssl", None, tmp_path, tmp_path / "run", 0)
+    assert given["method_args"] == {}
+    assert given["backbone_weights"] == continued_lr.IMAGENET
+    out = _study_out(tmp_path / "study")
+    pretrained: list[tuple[str, float | None, str]] = []
+
+    def fake_pretrain(method, scale, data, run, seed, **kwargs):
+        pretrained.append((method, scale, run.name))
+        return run
+
+    monkeypatch.setattr(continued_lr, "pretrain_continued", fake_pretrain)
+    monkeypatch.setattr(continued_lr, "finetune", lambda *a, **k: 0.5)
+    output, argv = _one_fine_tune(out, tmp_path)
+    assert continued_lr.main([*argv, "--methods", "--preset-methods", "fgssl"]) == 0
+    assert pretrained == [("fgssl", None, "fold0-fgssl-preset-seed0")]
+    assert "| fgssl@preset |" in output.read_text()
