@@ -130,8 +130,10 @@ class EncoderChange(Callback):
     Keeps a CPU copy of the encoder's weights (tensors of two or more dimensions) at
     the start of the first fit and, at the end of every fit, :func:`filter_turn` from
     it, per :func:`stage_of` stage, in :attr:`change`. The copy is part of the
-    callback's checkpoint state, so a resumed run is measured from its true start. In
-    distributed runs each process measures its own (identical) replica.
+    callback's checkpoint state (one more copy of the encoder's weights in each
+    checkpoint), so a resumed run is measured from its true start; one resumed from a
+    checkpoint without it is measured from where it resumed. In distributed runs each
+    process measures its own (identical) replica.
 
     Args:
         module: Attribute path of the encoder in the LightningModule (every
