@@ -106,6 +106,16 @@ def test_stages_of_a_resnet_and_an_efficientnet() -> None:
         "conv_head",
         "classifier",
     ]
+    from monai.networks.nets import EfficientNetBNFeatures
+
+    monai_b0 = EfficientNetBNFeatures("efficientnet-b0", pretrained=False)
+    names = [k for k, v in monai_b0.state_dict().items() if v.ndim > 1]
+    assert list(dict.fromkeys(stage_of(monai_b0, k) for k in names)) == [
+        "_conv_stem",
+        *(f"_blocks.{i}" for i in range(7)),
+        "_conv_head",
+        "_fc",
+    ]
 
 
 class _Encoded(pl.LightningModule):
