@@ -284,7 +284,13 @@ def _by_fraction(values: dict[Any, Any] | None) -> dict[float, Any]:
 
 
 def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-    """Runs one job in this process through the library's jobs; returns its result record."""
+    """Runs one job in this process through the library's jobs; returns its result record.
+
+    Besides the scores, the record says where the job's time went: ``import_seconds``
+    (torch, Lightning, MONAI), ``pretrain.seconds``, each row's ``seconds`` (one
+    fine-tune or evaluation) and the whole ``seconds``.
+    """
+    started = time.perf_counter()
     from lightly_derm.jobs import evaluate, pretrain, segment
 
     spec = job["spec"]
@@ -295,7 +301,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     record["id"] = job["id"]
     record["protocol"] = protocol(spec)
     record["rows"] = []
-    started = time.perf_counter()
+    record["import_seconds"] = round(time.perf_counter() - started, 2)
     checkpoint: str | None = None
     pretrain_opts = dict(spec.get("pretrain") or {})
     base, from_imagenet = split_method(method)
@@ -346,6 +352,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             for repeat in range(int(repeats_by_fraction.get(float(fraction), 1))):
                 # repeat r fine-tunes with seed + 1000 r (other masks, decoder init
                 # and batches); every method's repeat r has the same seed, so they pair
+                finetune_started = time.perf_counter()
                 report = segment(
                     checkpoint=checkpoint,
                     data=spec["train_data"],
@@ -370,6 +377,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
                     "image_size": report["input_size"],
                     "backbone": report["backbone"],
                     **{k: v for k, v in scores.items() if k not in ("folds", "std")},
+                    "seconds": round(time.perf_counter() - finetune_started, 2),
                 }
                 record["rows"].append(row)
     else:
@@ -390,6 +398,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             # one evaluate: the random backbone's frozen features (the random-init
             # row) and its end-to-end fine-tuning on the labels (the supervised row)
             opts = {**opts, "fractions": [1.0], **(spec.get("supervised") or {})}
+        evaluate_started = time.perf_counter()
         results = evaluate(
             checkpoint=checkpoint,
             backbone=backbone,
@@ -399,7 +408,12 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
             overwrite=True,
             **opts,
         )
-        record["rows"].append(_classification_row(method, results))
+        record["rows"].append(
+            {
+                **_classification_row(method, results),
+                "seconds": round(time.perf_counter() - evaluate_started, 2),
+            }
+        )
         for fraction, scores in results["finetune"].items() if supervised else ():
             record["rows"].append(
                 {

@@ -288,7 +288,13 @@ def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
     repeat = out / "jobs" / "isic2017-gravis-seed0-fold0" / "segment_0.5_r1"
     assert "seed: 1000" in (repeat / "config.yaml").read_text()
     assert all(0 <= r["val_jaccard"] <= 1 for r in seg)
+    # where the time went: imports, pretraining and each fine-tune, within the whole
+    gravis = results["isic2017-gravis-seed0-fold0"]
+    parts = [gravis["import_seconds"], gravis["pretrain"]["seconds"]]
+    parts += [r["seconds"] for r in seg]
+    assert all(t > 0 for t in parts[1:]) and sum(parts) <= gravis["seconds"]
     derma = results["dermamnist-random-seed0"]["rows"]
+    assert 0 < derma[0]["seconds"] <= results["dermamnist-random-seed0"]["seconds"]
     assert [r["method"] for r in derma] == ["random", "supervised"]
     assert derma[0]["knn_k"] in (5, 10) and derma[0]["selection"]["data"] == (
         "the val split"
