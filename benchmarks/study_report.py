@@ -102,7 +102,9 @@ def _cell(mean: float | None, std: float | None, signed: bool = False) -> str:
     return text + (f" ± {std:.3f}" if std is not None else "")
 
 
-def segmentation_summary(records: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
+def segmentation_summary(
+    records: list[dict[str, Any]], dataset: str
+) -> dict[float, dict[str, Any]]:
     """``{fraction: {method: {score: (mean, std), "n": ..., "delta": ..., "per_seed": ...}}}``."""
     # per (fraction, method): seed -> (fold, fine-tune repeat) -> row
     runs: dict[
@@ -209,7 +211,7 @@ def _tables(
     # the last invocation's datasets first, then those only earlier ones ran (a rerun
     # with --datasets must not drop the other datasets' finished results)
     seen = {r.get("dataset") for r in records if r.get("dataset")}
-    names = list(datasets) + sorted(seen - set(datasets))
+    names = list(datasets) + sorted(str(n) for n in seen - set(datasets))
     tables = []
     for name in names:
         task = datasets.get(name, {}).get("task") or next(
@@ -231,7 +233,7 @@ def _tables(
                         [LABELS.get(method, method)]
                         + [_cell(*entry[s]) for s, _ in SEGMENTATION_SCORES]
                         + [
-                            _cell(*entry["delta"], signed=True)
+                            _cell(entry["delta"][0], entry["delta"][1], signed=True)
                             if "delta" in entry
                             else "–"
                         ]
@@ -240,8 +242,8 @@ def _tables(
                 title = f"{name}: segmentation of the held-out folds, {fraction:.0%} of the training masks"
                 tables.append((name, title, columns, rows))
         elif task == "classification":
-            summary = classification_summary(records, name)
-            if summary:
+            by_method = classification_summary(records, name)
+            if by_method:
                 columns = [
                     "method",
                     *[label for _, label in CLASSIFICATION_SCORES],
@@ -249,8 +251,8 @@ def _tables(
                     "n (seeds)",
                 ]
                 rows = []
-                for method in _order(summary):
-                    entry = summary[method]
+                for method in _order(by_method):
+                    entry = by_method[method]
                     rows.append(
                         [LABELS.get(method, method)]
                         + [_cell(*entry[s]) for s, _ in CLASSIFICATION_SCORES]
@@ -403,8 +405,8 @@ def plot(out: Path) -> Path | None:
     rng = np.random.default_rng(0)
     colors = plt.get_cmap("tab10")
     for ax, (title, per_method, runs) in zip(axes.flat, panels, strict=False):
-        methods = list(per_method)
-        for i, method in enumerate(methods):
+        panel_methods = list(per_method)
+        for i, method in enumerate(panel_methods):
             reference_row = method in ("random", "supervised", "imagenet")
             color = "0.4" if reference_row else colors(i)
             if runs is not None:
@@ -441,8 +443,8 @@ def plot(out: Path) -> Path | None:
                 linewidth=1,
             )
         ax.set_xticks(
-            range(len(methods)),
-            [m.replace("supervised", "superv.") for m in methods],
+            range(len(panel_methods)),
+            [m.replace("supervised", "superv.") for m in panel_methods],
             rotation=20,
         )
         ax.set_title(title, fontsize=10)
