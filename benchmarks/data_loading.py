@@ -195,10 +195,10 @@ def bench_decode(
             }
         )
     for size in (64, 128, 224):
-        dataset = SyntheticLesions(num_images=100_000, image_size=size)
+        synthetic = SyntheticLesions(num_images=100_000, image_size=size)
         count = 400 if size == 64 else 120
         seconds, cpu = _median_times(
-            lambda d=dataset, c=count: [d.sample(i) for i in range(c)], repeats
+            lambda d=synthetic, c=count: [d.sample(i) for i in range(c)], repeats
         )
         rows.append(
             {

@@ -65,6 +65,7 @@ from lightly_derm.data import (  # noqa: E402
     ImageFolderDataset,
 )
 from lightly_derm.methods import SSLMethod  # noqa: E402
+from lightly_derm.transforms.gpu import CanvasTransform  # noqa: E402
 
 DEFAULT_METHODS = ["byol", "ap_byol", "gravis", "fgssl"]
 
@@ -176,6 +177,14 @@ def _method(name: str, augment: str, args: argparse.Namespace) -> SSLMethod:
     return method
 
 
+def _canvas(method: SSLMethod, input_size: int) -> CanvasTransform:
+    """The CPU side of a method made with ``augment="gpu"``: its canvas transform."""
+    transform = method.default_transform(input_size)
+    if not isinstance(transform, CanvasTransform):
+        raise TypeError(f"{type(method).__name__} is not a GPU-view method")
+    return transform
+
+
 def _extra(name: str) -> dict[str, Any]:
     # AP-BYOL with its miner on from the first step (as throughput.py times it).
     return {"warmup_steps": 0} if name == "ap_byol" else {}
@@ -218,7 +227,7 @@ def _premade_batches(
         _to_device(b, device)
         for b in _loader(
             Repeat(
-                DecodedImageCache(files, gpu.default_transform(args.input_size)),
+                DecodedImageCache(files, _canvas(gpu, args.input_size)),
                 args.repeat,
             ),
             gpu.default_collate(),
@@ -267,7 +276,7 @@ def worker_rates(
         cpu_files = ImageFolderDataset(
             root, transform=cpu.default_transform(args.input_size), decode_size=decode
         )
-        canvas = gpu.default_transform(args.input_size)
+        canvas = _canvas(gpu, args.input_size)
         canvas_files = ImageFolderDataset(
             root, transform=canvas, decode_size=canvas.size
         )
@@ -320,7 +329,7 @@ def run_method(name: str, root: Path, args: argparse.Namespace) -> dict[str, Any
     print(f"[{name}] files, augment='cpu': {runs['cpu']}", flush=True)
 
     gpu = _method(name, "gpu", args)
-    canvas = gpu.default_transform(args.input_size)
+    canvas = _canvas(gpu, args.input_size)
     canvas_files = _limit(
         ImageFolderDataset(root, transform=canvas, decode_size=canvas.size),
         args.limit_images,
@@ -336,7 +345,7 @@ def run_method(name: str, root: Path, args: argparse.Namespace) -> dict[str, Any
 
     gpu = _method(name, "gpu", args)
     start = time.perf_counter()
-    cache = DecodedImageCache(files, gpu.default_transform(args.input_size))
+    cache = DecodedImageCache(files, _canvas(gpu, args.input_size))
     row["cache_build_s"] = round(time.perf_counter() - start, 2)
     runs["gpu_cache"] = _fit(
         gpu,

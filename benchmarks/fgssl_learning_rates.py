@@ -32,6 +32,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -87,13 +88,13 @@ def run(loss: str, lr: float, backbone_lr: float, args: argparse.Namespace) -> d
         backbone_lr=backbone_lr,
     )
     transform = model.default_transform(input_size=args.size)
-    samples = []
+    samples: list[Any] = []  # a list is a map-style dataset
     for i, path in enumerate(paths):
         with Image.open(path) as image:
             image.draft("RGB", (2 * args.size, 2 * args.size))
             samples.append((transform(image.convert("RGB")), 0, f"{i}.jpg"))
-    loader = torch.utils.data.DataLoader(
-        samples,
+    loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+        samples,  # type: ignore[arg-type]
         batch_size=args.batch_size,
         shuffle=True,
         drop_last=True,

@@ -209,9 +209,10 @@ def distributions(name: str, size: int, n: int = 4096) -> dict[str, Any]:
     seq = kornia_gravis(size) if name == "gravis" else kornia_byol(size, 2)
     with torch.no_grad():
         seq(x)
-    params = {
+    # the parameters kornia drew in that call (set by every forward, so not None)
+    params: dict[str, Any] = {
         p.name.rsplit("_", 1)[0] + "_" + p.name.rsplit("_", 1)[1]: p.data
-        for p in seq._params
+        for p in seq._params or []
     }
     by_type: dict[str, dict[str, Any]] = {}
     for key, data in params.items():

@@ -86,7 +86,7 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     """Peak memory above what is allocated before ``step``."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

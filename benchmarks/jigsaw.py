@@ -142,12 +142,12 @@ def timed(
             (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             for _ in range(repeats)
         ]
-        for start, end in events:
-            start.record()
+        for first, last in events:
+            first.record()
             fn()
-            end.record()
+            last.record()
         sync(device)
-        return statistics.median(start.elapsed_time(end) for start, end in events)
+        return statistics.median(first.elapsed_time(last) for first, last in events)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -72,11 +72,13 @@ def bench_guard(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         images = images.to(memory_format=torch.channels_last)
-    stub = SimpleNamespace(
+    # stand-ins for the Trainer and LightningModule the guard's hooks read
+    stub: Any = SimpleNamespace(
         global_step=0, current_epoch=0, world_size=1, checkpoint_callbacks=[]
     )
 
-    modules = torch.nn.ModuleList([model, head])
+    modules: Any = torch.nn.ModuleList([model, head])
+    no_module: Any = None  # the loss-only checks read no module
 
     def step(guard: NonFiniteLossGuard | None = None) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -98,7 +100,7 @@ def bench_guard(
 
     def with_loss_guard(i: int) -> None:
         stub.global_step = i + 1
-        loss_guard.on_train_batch_end(stub, None, {"loss": step()}, None, i)
+        loss_guard.on_train_batch_end(stub, no_module, {"loss": step()}, None, i)
 
     def with_full_guard(i: int) -> None:
         stub.global_step = i + 1
@@ -170,7 +172,7 @@ def bench_guard(
     _sync(device)
     start = time.perf_counter()
     for i in range(1000):
-        calls.on_train_batch_end(stub, None, {"loss": losses[i]}, None, i)
+        calls.on_train_batch_end(stub, no_module, {"loss": losses[i]}, None, i)
     _sync(device)
     call_us = (time.perf_counter() - start) / 1000 * 1e6
     # With the gradient and parameter checks: one max-norm over all gradients and one

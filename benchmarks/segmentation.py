@@ -204,8 +204,12 @@ def bench_pipeline(args: argparse.Namespace) -> list[str]:
 
     def plain(pair: dict) -> None:
         with Image.open(pair["image"]) as image, Image.open(pair["label"]) as mask:
-            x = TF.to_tensor(image.convert("RGB").resize((size, size), Image.BILINEAR))
-            y = TF.to_tensor(mask.convert("L").resize((size, size), Image.NEAREST))
+            x = TF.to_tensor(
+                image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            )
+            y = TF.to_tensor(
+                mask.convert("L").resize((size, size), Image.Resampling.NEAREST)
+            )
             (
                 TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
                 (y > 0.5).float(),

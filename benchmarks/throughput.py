@@ -156,7 +156,8 @@ class Runner:
         cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
         torch.manual_seed(0)
-        self.model = case.build(backbone).to(
+        # torch's stubs leave out Module.to's memory_format, which it accepts
+        self.model = case.build(backbone).to(  # type: ignore[call-overload]
             self.device, memory_format=self.memory_format
         )
         self.model.train()
@@ -179,7 +180,7 @@ class Runner:
         views = torch.randn(n, k, 3, size, size, generator=g)  # image-major
         flat = views.flatten(0, 1).to(self.device, memory_format=self.memory_format)
         targets = torch.zeros(n, dtype=torch.long, device=self.device)
-        names = [f"{i}.jpg" for i in range(n)]
+        names: list[str | None] = [f"{i}.jpg" for i in range(n)]
         if self.case.name.startswith("lightly"):
             per_view = [
                 v.contiguous().to(self.device, memory_format=self.memory_format)

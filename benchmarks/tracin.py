@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -217,7 +217,8 @@ def part_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
         "projection_dim": args.proj_dim,
         "prediction_hidden_dim": args.hidden_dim,
     }
-    models: dict[str, nn.Module] = {}
+    # Lightning modules whose training_step returns the loss tensor
+    models: dict[str, Any] = {}
     torch.manual_seed(0)
     models["lightly BYOL (example)"] = LightlyBYOL(
         resnet(args.backbone),
