@@ -1,7 +1,8 @@
 """The methods' optimisers (SGD, LARS or AdamW) and cosine schedule over the run.
 
 Builds on :class:`torch.optim.SGD`, lightly's :class:`~lightly.utils.lars.LARS`,
-:class:`torch.optim.AdamW` and
+:class:`torch.optim.AdamW` (both PyTorch optimisers with their fused kernels,
+:func:`lightly_derm.utils.fused.fused_optimizer`) and
 :func:`~lightly.models.utils.get_weight_decay_parameters`, and
 :func:`lightly_derm.utils.scheduler.cosine_annealing`; reads the run length from the
 Lightning trainer.
@@ -20,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightly_derm.errors import ConfigError
+from lightly_derm.utils.fused import fused_optimizer, uses_grad_scaler
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 from lightly_derm.utils.validation import check_choice
 
@@ -71,12 +73,22 @@ def make_optimizer(
     gradient's size, so every stage's filters turn at a similar rate; LARS's trust
     ratio caps a step at ``lr * 0.001`` of the weight's norm, which over a few hundred
     steps turns the filters by a few degrees, and its weight decay mostly shrinks them.
+
+    SGD and AdamW use PyTorch's fused kernels where they exist (same update, one
+    kernel per step; not under fp16 mixed precision, see
+    :func:`~lightly_derm.utils.fused.fused_optimizer`).
     """
     check_optimizer(name, weight_decay)
     groups = list(parameters)
+    fused = not uses_grad_scaler(getattr(module, "_trainer", None))
     if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, weight_decay=weight_decay
+        return fused_optimizer(
+            torch.optim.SGD,
+            groups,
+            fused=fused,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
         )
     _, no_decay = get_weight_decay_parameters([module])
     plain = {id(p) for p in no_decay}
@@ -95,8 +107,13 @@ def make_optimizer(
         )
     split = [g for g in split if g["params"]]
     if name == "adamw":
-        return torch.optim.AdamW(
-            split, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay
+        return fused_optimizer(
+            torch.optim.AdamW,
+            split,
+            fused=fused,
+            lr=lr,
+            betas=(momentum, 0.999),
+            weight_decay=weight_decay,
         )
     return LARS(split, lr=lr, momentum=momentum, weight_decay=weight_decay)
 

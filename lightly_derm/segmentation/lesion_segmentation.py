@@ -33,6 +33,7 @@ from lightly_derm.segmentation.transfer import (
     load_ssl_encoder,
     resnet_stage_prefixes,
 )
+from lightly_derm.utils.fused import fused_optimizer, uses_grad_scaler
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
 
@@ -367,17 +368,24 @@ class LesionSegmentation(pl.LightningModule):
 
     # ---------------------------------------------------------------- optim
     def configure_optimizers(self) -> Any:
-        """AdamW with the encoder and the rest in two groups; optional cosine decay."""
+        """AdamW with the encoder and the rest in two groups; optional cosine decay.
+
+        AdamW runs PyTorch's fused kernel where it exists (the same update; more than
+        ten times faster on the CPU than the default loop over parameters,
+        :func:`~lightly_derm.utils.fused.fused_optimizer`).
+        """
         encoder = list(self.net.encoder.parameters())
         ids = {id(p) for p in encoder}
         rest = [p for p in self.parameters() if id(p) not in ids]
         lr = self.hparams["lr"]
         encoder_lr = self.hparams["encoder_lr"] or lr
-        optimizer = torch.optim.AdamW(
+        optimizer = fused_optimizer(
+            torch.optim.AdamW,
             [
                 {"params": encoder, "lr": encoder_lr, "name": "encoder"},
                 {"params": rest, "lr": lr, "name": "decoder"},
             ],
+            fused=not uses_grad_scaler(self._trainer),
             weight_decay=self.hparams["weight_decay"],
         )
         if self.hparams["scheduler"] == "none":

@@ -244,3 +244,19 @@ def test_gpu_bf16_mixed_channels_last() -> None:
     assert (
         0 <= metrics["val_dice"] <= 1 and 0 <= metrics["val_jaccard_thresholded"] <= 1
     )
+
+
+def test_adamw_is_fused_in_two_groups() -> None:
+    model = LesionSegmentation(
+        "lightly-derm-resnet18", lr=2e-3, encoder_lr=1e-4, scheduler="none", **SMALL
+    )
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["fused"] is True  # the same update, one kernel a step
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["encoder"]["lr"] == 1e-4 and groups["decoder"]["lr"] == 2e-3
+    encoder = {id(p) for p in model.net.encoder.parameters()}
+    assert {id(p) for p in groups["encoder"]["params"]} == encoder
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(
+        list(model.parameters())
+    )

@@ -1,0 +1,86 @@
+"""Optimisers built with PyTorch's fused kernels where they exist.
+
+Builds on the ``fused`` option of :class:`torch.optim.SGD`, :class:`torch.optim.Adam`
+and :class:`torch.optim.AdamW` (one kernel per device and dtype updates every
+parameter). PyTorch does not choose it by default: on a GPU its default is the
+``foreach`` implementation (a few kernels per step over lists of tensors), and on the
+CPU a Python loop over the parameters, one small operation at a time. For the models
+of this package that loop is most of a small-image step on the CPU
+(``benchmarks/optimizer_step.py``: a ResNet-18 FlexibleUNet's AdamW step, and SGD with
+momentum on a ResNet-18, are more than ten times faster fused), and on a GPU fusing
+removes kernel launches, which matter when several small jobs share it.
+
+The update is the same algorithm (``tests/utils/test_fused.py`` checks a few steps
+against the unfused optimiser); only the floating-point order differs. Fused kernels
+are not used where they would change behaviour: under fp16 mixed precision a fused
+optimiser unscales the gradients itself, so Lightning would hand callbacks scaled
+gradients and refuses gradient clipping; there, and where the installed PyTorch has no
+fused kernel for the parameters' device, the optimiser is built with ``foreach``, or
+with PyTorch's default where that fails too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+
+OptimizerT = TypeVar("OptimizerT", bound=torch.optim.Optimizer)
+
+
+def uses_grad_scaler(trainer: Any) -> bool:
+    """Whether a Lightning ``trainer`` scales gradients (fp16 mixed precision).
+
+    ``None`` (no trainer yet) is ``False``.
+
+    Example:
+        >>> import pytorch_lightning as pl
+        >>> uses_grad_scaler(pl.Trainer(accelerator="cpu", logger=False))
+        False
+    """
+    plugin = getattr(trainer, "precision_plugin", None)
+    return getattr(plugin, "scaler", None) is not None
+
+
+def fused_optimizer(
+    optimizer_class: Callable[..., OptimizerT],
+    params: Iterable[Any],
+    *,
+    fused: bool = True,
+    **kwargs: Any,
+) -> OptimizerT:
+    """``optimizer_class(params, fused=True, **kwargs)``, or the unfused optimiser.
+
+    Args:
+        optimizer_class: An optimiser with a ``fused`` option (SGD, Adam, AdamW).
+        params: Parameters or parameter groups.
+        fused: ``False`` builds with ``foreach`` directly (e.g. under a gradient scaler,
+            see :func:`uses_grad_scaler`).
+        **kwargs: The optimiser's other arguments.
+
+    Returns:
+        The optimiser, fused where PyTorch has the kernel for every parameter's device
+        and dtype (``torch>=2.4`` on the CPU), else with ``foreach``, else PyTorch's
+        default.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = fused_optimizer(torch.optim.AdamW, model.parameters(), lr=1e-3)
+        >>> optimizer.defaults["fused"]
+        True
+    """
+    groups = list(params)
+    attempts: list[dict[str, Any]] = [{"foreach": True}, {}]
+    if fused:
+        attempts.insert(0, {"fused": True})
+    for option in attempts[:-1]:
+        try:
+            return optimizer_class(groups, **option, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            continue  # no such kernel for these parameters, or an older PyTorch
+    return optimizer_class(groups, **kwargs)
+
+
+__all__ = ["fused_optimizer", "uses_grad_scaler"]
