@@ -157,6 +157,9 @@ class PretrainConfig(TrainConfig):
         synthetic_classes: Synthetic data: the number of classes (1-5).
         log_every_n_steps: Logging interval; not set: ``min(50, steps per epoch)``.
         embedding_images: At most this many images in the embedding plot (0: none).
+        encoder_change: Report how far each backbone stage's filters turned
+            (:class:`~lightly_derm.callbacks.EncoderChange`, in ``summary.json``); it
+            keeps a copy of the backbone's starting weights in every checkpoint.
         out: The run folder; not set: ``runs/<method>``.
     """
 
@@ -195,6 +198,7 @@ class PretrainConfig(TrainConfig):
     synthetic_classes: int | None = option(rule=Range.int(1), only="demo")
     log_every_n_steps: int | None = option(rule=Range.int(1))
     embedding_images: int = option(1000, Range.int(0))
+    encoder_change: bool = True
 
     def resolved(self) -> PretrainConfig:
         """Every default filled in and every option checked (see :func:`resolve_config`)."""
@@ -947,7 +951,8 @@ def _pretrain(
     hint = ResumeHint(last, resume_command(out), restart=restart_command(out))
     change = (
         EncoderChange("backbone")
-        if isinstance(getattr(method, "backbone", None), torch.nn.Module)
+        if cfg.encoder_change
+        and isinstance(getattr(method, "backbone", None), torch.nn.Module)
         else None
     )
     strategy = str(cfg.strategy)

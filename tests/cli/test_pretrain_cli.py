@@ -79,6 +79,18 @@ def test_pretrain_synthetic_writes_the_run_folder(tmp_path, capsys) -> None:
     assert any(r.get("train_loss_epoch") for r in rows)
 
 
+def test_no_encoder_change_keeps_no_starting_copy(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ("--method", "byol", "--out", str(out), "--no-encoder-change")
+    code, stdout, _ = run(capsys, "pretrain", *argv, *TINY_PRETRAIN, "--no-plots")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder_change"] is None
+    assert "the backbone's filters turned" not in stdout
+    last = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
+    assert not any("EncoderChange" in key for key in last.get("callbacks", {}))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "plot"), [("fgssl", "jigsaws.png"), ("ap_byol", "mined_pairs.png")]
