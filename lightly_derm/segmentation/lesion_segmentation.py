@@ -370,9 +370,8 @@ class LesionSegmentation(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """AdamW with the encoder and the rest in two groups; optional cosine decay.
 
-        AdamW runs PyTorch's fused kernel where it exists (the same update; more than
-        ten times faster on the CPU than the default loop over parameters,
-        :func:`~lightly_derm.utils.fused.fused_optimizer`).
+        AdamW runs PyTorch's fused kernel where it exists (the same update, one
+        kernel a step; :func:`~lightly_derm.utils.fused.fused_optimizer`).
         """
         encoder = list(self.net.encoder.parameters())
         ids = {id(p) for p in encoder}
