@@ -600,3 +600,23 @@ def test_report_keeps_datasets_an_earlier_invocation_ran(tmp_path: Path) -> None
     )
     study_report.write_report(tmp_path)
     assert "## isic: segmentation" in (tmp_path / "report.md").read_text()
+
+
+def test_cpu_scale_plan_fits_the_hour_it_promises(
+    isic_dir: Path,
+    dermamnist_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The cpu scale's estimate (calibrated from measured jobs) stays within 60 minutes."""
+    assert isic_dir.parent == dermamnist_dir.parent
+    argv = [
+        "--study", str(STUDY), "--scale", "cpu", "--plan-only",
+        "--data-root", str(isic_dir.parent), "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert study.main(argv) == 0
+    plan = capsys.readouterr().out
+    total = plan.strip().splitlines()[-1]
+    assert total.startswith("16 jobs (0 done)"), total
+    minutes = float(total.split("about ")[-1].split(" minutes of wall time")[0])
+    assert 30 < minutes <= 60, total
