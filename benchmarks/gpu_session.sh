@@ -46,4 +46,9 @@ if [ "$T" -gt 25 ]; then
     timeout "$T" python3 benchmarks/throughput.py --device cuda --backbones resnet18 \
         --warmup 3 --steps 10 --out "$OUT/throughput_cuda.md" 2>&1 | tail -8
 fi
+T=$(($(left) - 10))
+if [ "$T" -gt 20 ]; then  # fused against foreach optimiser steps on the GPU
+    timeout "$T" python3 benchmarks/optimizer_step.py --device cuda --input-size 128 \
+        --output "$OUT/optimizer_step_cuda.md" 2>&1 | tail -6
+fi
 echo "[gpu_session] done at $(($(date +%s) - T0)) s"
