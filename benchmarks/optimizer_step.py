@@ -1,7 +1,8 @@
 """Optimiser steps: PyTorch's default against its fused kernels, and a whole training step.
 
-The package builds its SGD and AdamW with :func:`lightly_derm.utils.fused.fused_optimizer`
-(``fused=True`` where PyTorch has the kernel). PyTorch's default is a Python loop over
+The package builds its AdamW with :func:`lightly_derm.utils.fused.fused_optimizer`
+(``fused=True`` where PyTorch has the kernel; SGD stays PyTorch's default, whose fused
+kernel fails when parameters join at different steps). PyTorch's default is a Python loop over
 the parameters on the CPU and ``foreach`` on a GPU. This script times, on one device:
 
 - the optimiser step alone, for the fine-tune's AdamW over a ResNet-18 FlexibleUNet

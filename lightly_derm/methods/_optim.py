@@ -1,7 +1,7 @@
 """The methods' optimisers (SGD, LARS or AdamW) and cosine schedule over the run.
 
 Builds on :class:`torch.optim.SGD`, lightly's :class:`~lightly.utils.lars.LARS`,
-:class:`torch.optim.AdamW` (both PyTorch optimisers with their fused kernels,
+:class:`torch.optim.AdamW` (with its fused kernel,
 :func:`lightly_derm.utils.fused.fused_optimizer`) and
 :func:`~lightly.models.utils.get_weight_decay_parameters`, and
 :func:`lightly_derm.utils.scheduler.cosine_annealing`; reads the run length from the
@@ -74,21 +74,18 @@ def make_optimizer(
     ratio caps a step at ``lr * 0.001`` of the weight's norm, which over a few hundred
     steps turns the filters by a few degrees, and its weight decay mostly shrinks them.
 
-    SGD and AdamW use PyTorch's fused kernels where they exist (same update, one
-    kernel per step; not under fp16 mixed precision, see
-    :func:`~lightly_derm.utils.fused.fused_optimizer`).
+    AdamW uses PyTorch's fused kernel where it exists (same update, one kernel per
+    step; not under fp16 mixed precision, see
+    :func:`~lightly_derm.utils.fused.fused_optimizer`). SGD stays PyTorch's default:
+    its fused kernel fails when parameters get their first gradient at different
+    steps (FG-SSL's progressive steps), and on the CPU ``foreach`` is slower than the
+    default.
     """
     check_optimizer(name, weight_decay)
     groups = list(parameters)
-    fused = not uses_grad_scaler(getattr(module, "_trainer", None))
     if name == "sgd":
-        return fused_optimizer(
-            torch.optim.SGD,
-            groups,
-            fused=fused,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay
         )
     _, no_decay = get_weight_decay_parameters([module])
     plain = {id(p) for p in no_decay}
@@ -110,7 +107,7 @@ def make_optimizer(
         return fused_optimizer(
             torch.optim.AdamW,
             split,
-            fused=fused,
+            fused=not uses_grad_scaler(getattr(module, "_trainer", None)),
             lr=lr,
             betas=(momentum, 0.999),
             weight_decay=weight_decay,

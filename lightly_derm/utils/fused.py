@@ -5,13 +5,17 @@ and :class:`torch.optim.AdamW` (one kernel per device and dtype updates every
 parameter). PyTorch does not choose it by default: on a GPU its default is the
 ``foreach`` implementation (a few kernels per step over lists of tensors), and on the
 CPU a Python loop over the parameters, one small operation at a time. Measured on a
-quiet 2-core CPU (``benchmarks/optimizer_step.py``): SGD with momentum over a ResNet-18
-steps 1.8 times as fast fused; AdamW over a ResNet-18 FlexibleUNet is bound by memory
-traffic and gains 1.1 times, a whole 64-px fine-tune step 1.15 times. On a GPU fusing
+quiet 2-core CPU (``benchmarks/optimizer_step.py``): AdamW over a ResNet-18
+FlexibleUNet is bound by memory traffic and gains 1.1 times, a whole 64-px fine-tune
+step 1.15 times (SGD with momentum over a ResNet-18 would step 1.8 times as fast). On a GPU fusing
 removes kernel launches, which count when several small jobs share it.
 
 The update is the same algorithm (``tests/utils/test_fused.py`` checks a few steps
-against the unfused optimiser); only the floating-point order differs. Fused kernels
+against float64 loop references); only the floating-point order differs. The package
+fuses AdamW only: PyTorch's fused SGD fails when parameters get their first gradient
+at different steps (its momentum buffers are taken as all initialised or none), which
+FG-SSL's progressive steps do, and on the CPU SGD's ``foreach`` form is slower than
+its default. Fused kernels
 are not used where they would change behaviour: under fp16 mixed precision a fused
 optimiser unscales the gradients itself, so Lightning would hand callbacks scaled
 gradients and refuses gradient clipping; there, and where the installed PyTorch has no

@@ -152,13 +152,32 @@ def test_uses_grad_scaler() -> None:
     assert uses_grad_scaler(fp16)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
-def test_methods_optimisers_are_fused_except_under_a_grad_scaler(name: str) -> None:
+def test_methods_adamw_is_fused_except_under_a_grad_scaler() -> None:
     module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    optimizer = make_optimizer(module, name, module.parameters(), 0.1, 0.9, 1e-4)
+    optimizer = make_optimizer(module, "adamw", module.parameters(), 0.1, 0.9, 1e-4)
     assert optimizer.defaults["fused"] is True
     module._trainer = SimpleNamespace(  # type: ignore[assignment]
         precision_plugin=SimpleNamespace(scaler=object())
     )
-    optimizer = make_optimizer(module, name, module.parameters(), 0.1, 0.9, 1e-4)
+    optimizer = make_optimizer(module, "adamw", module.parameters(), 0.1, 0.9, 1e-4)
     assert not optimizer.defaults["fused"] and optimizer.defaults["foreach"] is True
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_methods_optimisers_step_when_parameters_join_later(name: str) -> None:
+    """FG-SSL's progressive steps: a parameter gets its first gradient at step 2.
+
+    PyTorch's fused SGD (up to 2.14 at least) fails here with its momentum buffers
+    partly initialised, so the methods' SGD is not fused.
+    """
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    module = nn.ModuleList([first, second])
+    optimizer = make_optimizer(module, name, module.parameters(), 0.1, 0.9, 1e-4)
+    x = torch.randn(4, 3)
+    first(x).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    before = second.weight.detach().clone()
+    (first(x) + second(x)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(second.weight, before)
