@@ -7,20 +7,19 @@ parameter). PyTorch does not choose it by default: on a GPU its default is the
 CPU a Python loop over the parameters, one small operation at a time. Measured on a
 quiet 2-core CPU (``benchmarks/optimizer_step.py``): AdamW over a ResNet-18
 FlexibleUNet is bound by memory traffic and gains 1.1 times, a whole 64-px fine-tune
-step 1.15 times (SGD with momentum over a ResNet-18 would step 1.8 times as fast). On a GPU fusing
-removes kernel launches, which count when several small jobs share it.
+step 1.15 times (SGD with momentum over a ResNet-18 would step 1.8 times as fast). On a
+GPU fusing removes kernel launches, which count when several small jobs share it.
 
 The update is the same algorithm (``tests/utils/test_fused.py`` checks a few steps
 against float64 loop references); only the floating-point order differs. The package
 fuses AdamW only: PyTorch's fused SGD fails when parameters get their first gradient
 at different steps (its momentum buffers are taken as all initialised or none), which
-FG-SSL's progressive steps do, and on the CPU SGD's ``foreach`` form is slower than
-its default. Fused kernels
-are not used where they would change behaviour: under fp16 mixed precision a fused
-optimiser unscales the gradients itself, so Lightning would hand callbacks scaled
-gradients and refuses gradient clipping; there, and where the installed PyTorch has no
-fused kernel for the parameters' device, the optimiser is built with ``foreach``, or
-with PyTorch's default where that fails too.
+FG-SSL's progressive steps do, and on the CPU SGD's ``foreach`` form is slower than its
+default. Fused kernels are not used where they would change behaviour: under fp16
+mixed precision a fused optimiser unscales the gradients itself, so Lightning would
+hand callbacks scaled gradients and refuses gradient clipping; there, and where the
+installed PyTorch has no fused kernel for the parameters' device, the optimiser is
+built with ``foreach``, or with PyTorch's default where that fails too.
 """
 
 from __future__ import annotations
