@@ -38,7 +38,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 from lightly_derm.models import resnet  # noqa: E402
 from lightly_derm.segmentation import LesionSegmentation  # noqa: E402
-from lightly_derm.utils.fused import fused_optimizer  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -74,10 +73,9 @@ def _median_ms(
 
 
 def _segmentation_groups(model: LesionSegmentation) -> list[dict[str, Any]]:
-    encoder = list(model.net.encoder.parameters())
-    ids = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": encoder}, {"params": rest}]
+    """The parameter groups of the package's own fine-tune optimiser."""
+    optimizer = model.configure_optimizers()  # scheduler="none": the optimiser
+    return [{"params": group["params"]} for group in optimizer.param_groups]
 
 
 def _step_calls(
@@ -110,7 +108,9 @@ def main() -> None:
     torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
 
-    segmentation = LesionSegmentation("lightly-derm-resnet18", num_overlays=0)
+    segmentation = LesionSegmentation(
+        "lightly-derm-resnet18", num_overlays=0, scheduler="none"
+    )
     segmentation.to(device)
     seg_params = list(segmentation.parameters())
     calls = _step_calls(
@@ -144,12 +144,7 @@ def main() -> None:
         "default": torch.optim.AdamW(
             _segmentation_groups(segmentation), lr=1e-3, weight_decay=1e-4
         ),
-        "fused": fused_optimizer(
-            torch.optim.AdamW,
-            _segmentation_groups(segmentation),
-            lr=1e-3,
-            weight_decay=1e-4,
-        ),
+        "fused": segmentation.configure_optimizers(),  # the package's
     }
 
     def training_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn.utils import get_total_norm
 
 from lightly_derm.errors import LightlyDermError
+from lightly_derm.utils.fused import uses_grad_scaler
 from lightly_derm.utils.validation import check_int
 
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
@@ -163,8 +164,8 @@ class NonFiniteLossGuard(Callback):
         optimizer: torch.optim.Optimizer,
     ) -> None:
         """Records whether the gradients of this optimizer step are finite, on the device."""
-        if not self.check_gradients or _has_grad_scaler(trainer):
-            return
+        if not self.check_gradients or uses_grad_scaler(trainer):
+            return  # fp16: the scaler skips steps with non-finite gradients itself
         grads = [
             p.grad
             for group in optimizer.param_groups
@@ -358,12 +359,6 @@ def _all_finite(tensors: list[Tensor]) -> Tensor | None:
             [torch.isfinite(torch.stack(torch.aminmax(t))).all() for t in tensors]
         ).all()
     return torch.isfinite(get_total_norm(tensors, norm_type=math.inf))
-
-
-def _has_grad_scaler(trainer: pl.Trainer) -> bool:
-    """fp16 mixed precision: the scaler skips steps with non-finite gradients itself."""
-    plugin = getattr(trainer, "precision_plugin", None)
-    return getattr(plugin, "scaler", None) is not None
 
 
 def _format(value: float) -> str:

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightly_derm.errors import ConfigError
-from lightly_derm.utils.fused import fused_optimizer, uses_grad_scaler
+from lightly_derm.utils.fused import fused_optimizer
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 from lightly_derm.utils.validation import check_choice
 
@@ -107,7 +107,7 @@ def make_optimizer(
         return fused_optimizer(
             torch.optim.AdamW,
             split,
-            fused=not uses_grad_scaler(getattr(module, "_trainer", None)),
+            trainer=getattr(module, "_trainer", None),
             lr=lr,
             betas=(momentum, 0.999),
             weight_decay=weight_decay,

@@ -33,7 +33,7 @@ from lightly_derm.segmentation.transfer import (
     load_ssl_encoder,
     resnet_stage_prefixes,
 )
-from lightly_derm.utils.fused import fused_optimizer, uses_grad_scaler
+from lightly_derm.utils.fused import fused_optimizer
 from lightly_derm.utils.scheduler import cosine_annealing, training_length
 
 
@@ -384,7 +384,7 @@ class LesionSegmentation(pl.LightningModule):
                 {"params": encoder, "lr": encoder_lr, "name": "encoder"},
                 {"params": rest, "lr": lr, "name": "decoder"},
             ],
-            fused=not uses_grad_scaler(self._trainer),
+            trainer=self._trainer,
             weight_decay=self.hparams["weight_decay"],
         )
         if self.hparams["scheduler"] == "none":

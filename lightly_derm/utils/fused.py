@@ -49,17 +49,17 @@ def uses_grad_scaler(trainer: Any) -> bool:
 def fused_optimizer(
     optimizer_class: Callable[..., OptimizerT],
     params: Iterable[Any],
-    *,
-    fused: bool = True,
+    trainer: Any = None,
     **kwargs: Any,
 ) -> OptimizerT:
     """``optimizer_class(params, fused=True, **kwargs)``, or the unfused optimiser.
 
     Args:
-        optimizer_class: An optimiser with a ``fused`` option (SGD, Adam, AdamW).
+        optimizer_class: An optimiser with a ``fused`` option (Adam, AdamW, SGD).
         params: Parameters or parameter groups.
-        fused: ``False`` builds with ``foreach`` directly (e.g. under a gradient scaler,
-            see :func:`uses_grad_scaler`).
+        trainer: The Lightning trainer that will step it, if known: under its
+            gradient scaler (fp16 mixed precision, :func:`uses_grad_scaler`) the
+            optimiser is built with ``foreach`` instead.
         **kwargs: The optimiser's other arguments.
 
     Returns:
@@ -75,15 +75,15 @@ def fused_optimizer(
         True
     """
     groups = list(params)
-    attempts: list[dict[str, Any]] = [{"foreach": True}, {}]
-    if fused:
-        attempts.insert(0, {"fused": True})
-    for option in attempts[:-1]:
+    options: list[dict[str, Any]] = [{"foreach": True}]
+    if not uses_grad_scaler(trainer):
+        options.insert(0, {"fused": True})
+    for option in options:
         try:
             return optimizer_class(groups, **option, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             continue  # no such kernel for these parameters, or an older PyTorch
-    return optimizer_class(groups, **kwargs)
+    return optimizer_class(groups, **kwargs)  # a real error raises here
 
 
 __all__ = ["fused_optimizer", "uses_grad_scaler"]

@@ -108,9 +108,10 @@ def test_fused_adamw_matches_float64_loop(shapes: list[tuple[int, ...]]) -> None
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_not_fused_when_asked_uses_foreach() -> None:
+def test_under_a_grad_scaler_uses_foreach() -> None:
+    fp16 = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))
     optimizer = fused_optimizer(
-        torch.optim.AdamW, nn.Linear(2, 2).parameters(), fused=False, lr=1e-3
+        torch.optim.AdamW, nn.Linear(2, 2).parameters(), trainer=fp16, lr=1e-3
     )
     assert not optimizer.defaults.get("fused")
     assert optimizer.defaults.get("foreach") is True
