@@ -9,7 +9,9 @@ random init as a dashed line.
 Per seed, a segmentation score is the mean over the folds and fine-tune repeats that
 finished; the tables give the mean ± standard deviation over seeds (``n``: seeds, then
 runs), and ``Δ random`` the mean paired difference to random init (same seed, fold,
-fine-tune repeat and label fraction).
+fine-tune repeat and label fraction) with the fine-tunes ahead of all paired; each of
+lightly-derm's methods is paired the same way with lightly's BYOL and SimCLR where they
+ran, the comparison the study's question is about.
 
 Run::
 
@@ -59,6 +61,9 @@ LABELS: dict[str, str] = {
     "random": "random init (reference)",
     "supervised": "supervised, end to end (reference)",
 }
+#: The lightly baselines every lightly-derm method is also paired with.
+BASELINES: tuple[str, ...] = ("byol", "simclr")
+REFERENCE_ROWS: tuple[str, ...] = ("random", "imagenet", "supervised")
 SEGMENTATION_SCORES: tuple[tuple[str, str], ...] = (
     ("val_jaccard", "Jaccard"),
     ("val_dice", "Dice"),
@@ -102,10 +107,52 @@ def _cell(mean: float | None, std: float | None, signed: bool = False) -> str:
     return text + (f" ± {std:.3f}" if std is not None else "")
 
 
+def _paired(
+    by_seed: dict[int, dict[tuple[int, int], dict[str, float]]],
+    reference: dict[int, dict[tuple[int, int], dict[str, float]]] | None,
+) -> tuple[tuple[float | None, float | None], tuple[int, int]] | None:
+    """Paired Jaccard differences to ``reference`` (same seed, fold and repeat).
+
+    Returns the mean ± standard deviation over seeds of each seed's mean difference,
+    and (runs ahead, runs paired); ``None`` where nothing pairs.
+    """
+    if reference is None:
+        return None
+    per_seed, ahead, count = [], 0, 0
+    for seed, folds in by_seed.items():
+        paired = [
+            folds[f]["val_jaccard"] - reference[seed][f]["val_jaccard"]
+            for f in folds
+            if f in reference.get(seed, {})
+        ]
+        if paired:
+            per_seed.append(float(np.mean(paired)))
+            ahead += sum(d > 0 for d in paired)
+            count += len(paired)
+    if not per_seed:
+        return None
+    return _mean_std(per_seed), (ahead, count)
+
+
+def _delta_cell(
+    delta: tuple[float | None, float | None] | None, ahead: tuple[int, int] | None
+) -> str:
+    """``+0.008 ± 0.004 (7/9)``: a paired difference and the runs ahead of all paired."""
+    if delta is None or ahead is None:
+        return "–"
+    return f"{_cell(*delta, signed=True)} ({ahead[0]}/{ahead[1]})"
+
+
 def segmentation_summary(
     records: list[dict[str, Any]], dataset: str
 ) -> dict[float, dict[str, Any]]:
-    """``{fraction: {method: {score: (mean, std), "n": ..., "delta": ..., "per_seed": ...}}}``."""
+    """``{fraction: {method: {score: (mean, std), "n": ..., "delta": ..., "per_seed": ...}}}``.
+
+    ``delta`` is the paired difference in Jaccard to random init (to ImageNet transfer
+    for the rows continued from ImageNet) and ``ahead`` its (runs ahead, runs paired);
+    ``vs`` holds the same pair for each lightly baseline trained alike (lightly-derm's
+    methods only).
+    """
     # per (fraction, method): seed -> (fold, fine-tune repeat) -> row
     runs: dict[
         tuple[float, str], dict[int, dict[tuple[int, int], dict[str, float]]]
@@ -131,20 +178,20 @@ def segmentation_summary(
             ]
             entry[score] = _mean_std(list(per_seed.values()))
         entry["n"] = (len(by_seed), sum(len(f) for f in by_seed.values()))
-        # methods continued from ImageNet are paired with ImageNet transfer learning
-        base = "imagenet" if method.endswith("+imagenet") else "random"
-        reference = runs.get((fraction, base))
-        if reference is not None and method not in ("random", "imagenet"):
-            deltas = []
-            for seed, folds in by_seed.items():
-                paired = [
-                    folds[f]["val_jaccard"] - reference[seed][f]["val_jaccard"]
-                    for f in folds
-                    if f in reference.get(seed, {})
-                ]
-                if paired:
-                    deltas.append(float(np.mean(paired)))
-            entry["delta"] = _mean_std(deltas)
+        # methods continued from ImageNet are paired with ImageNet transfer learning,
+        # and with the lightly baselines continued the same way
+        suffix = "+imagenet" if method.endswith("+imagenet") else ""
+        base = "imagenet" if suffix else "random"
+        if method not in ("random", "imagenet"):
+            paired = _paired(by_seed, runs.get((fraction, base)))
+            if paired is not None:
+                entry["delta"], entry["ahead"] = paired
+        if method.removesuffix(suffix) not in BASELINES + REFERENCE_ROWS:
+            entry["vs"] = {}
+            for baseline in BASELINES:
+                paired = _paired(by_seed, runs.get((fraction, baseline + suffix)))
+                if paired is not None:
+                    entry["vs"][baseline] = paired
         summary[fraction][method] = entry
     return dict(sorted(summary.items()))
 
@@ -182,11 +229,14 @@ def classification_summary(
 
 #: The note under the tables.
 NOTES = (
-    "Mean ± standard deviation over seeds (a seed's score: the mean over its folds and fine-tune repeats). "
-    "Δ Jaccard vs random: the mean paired difference to random init (same seed, fold "
-    "and label fraction); for the rows continued from ImageNet, to ImageNet transfer "
-    "learning instead. The supervised row is a ResNet trained end to end on all "
-    "training labels, scored by its own classifier (in the linear columns)."
+    "Mean ± standard deviation over seeds (a seed's score: the mean over its folds "
+    "and fine-tune repeats). Δ Jaccard vs random: the mean paired difference to "
+    "random init (same seed, fold, fine-tune repeat and label fraction; ± over seeds), "
+    "in brackets the paired fine-tunes ahead of all paired; for the rows continued "
+    "from ImageNet, to ImageNet transfer learning instead. Δ vs a lightly baseline: "
+    "the same pairing with that baseline trained alike (lightly-derm's methods only). "
+    "The supervised row is a ResNet trained end to end on all training labels, scored "
+    "by its own classifier (in the linear columns)."
 )
 
 
@@ -220,10 +270,16 @@ def _tables(
         if task == "segmentation":
             summary = segmentation_summary(records, name)
             for fraction, methods in summary.items():
+                baselines = [
+                    b
+                    for b in BASELINES
+                    if any(b in entry.get("vs", {}) for entry in methods.values())
+                ]
                 columns = [
                     "method",
                     *[label for _, label in SEGMENTATION_SCORES],
-                    "Δ Jaccard vs random",
+                    "Δ Jaccard vs random (ahead)",
+                    *[f"Δ vs {LABELS[b]}" for b in baselines],
                     "n (seeds/runs)",
                 ]
                 rows = []
@@ -232,10 +288,10 @@ def _tables(
                     rows.append(
                         [LABELS.get(method, method)]
                         + [_cell(*entry[s]) for s, _ in SEGMENTATION_SCORES]
+                        + [_delta_cell(entry.get("delta"), entry.get("ahead"))]
                         + [
-                            _cell(entry["delta"][0], entry["delta"][1], signed=True)
-                            if "delta" in entry
-                            else "–"
+                            _delta_cell(*entry.get("vs", {}).get(b, (None, None)))
+                            for b in baselines
                         ]
                         + [f"{entry['n'][0]}/{entry['n'][1]}"]
                     )

@@ -243,6 +243,55 @@ def test_report_pairs_fine_tune_repeats_with_random_inits_same_repeat(
     assert summary["gravis"]["n"] == (2, 6)
 
 
+def test_report_pairs_methods_with_the_lightly_baselines_and_counts_ahead(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    values = {}
+    methods = ("ap_byol", "byol", "simclr", "random", "ap_byol+imagenet", "imagenet")
+    for method in methods:
+        for seed in (0, 1):
+            for fold in (0, 1, 2):
+                values[method, seed, fold] = float(rng.uniform(0.4, 0.8))
+                study.write_json(
+                    tmp_path / "results" / f"{method}{seed}{fold}.json",
+                    _record(method, seed, fold, values[method, seed, fold]),
+                )
+    summary = study_report.segmentation_summary(
+        study_report.read_results(tmp_path), "isic"
+    )[0.1]
+
+    def reference(method: str, base: str) -> tuple[float, float, int]:
+        per_seed, ahead = [], 0
+        for seed in (0, 1):
+            diffs = [values[method, seed, f] - values[base, seed, f] for f in (0, 1, 2)]
+            per_seed.append(np.mean(diffs))
+            ahead += sum(d > 0 for d in diffs)
+        return float(np.mean(per_seed)), float(np.std(per_seed, ddof=1)), ahead
+
+    for base in ("random", "byol", "simclr"):
+        mean, std, ahead = reference("ap_byol", base)
+        (got_mean, got_std), (got_ahead, paired) = (
+            (summary["ap_byol"]["delta"], summary["ap_byol"]["ahead"])
+            if base == "random"
+            else summary["ap_byol"]["vs"][base]
+        )
+        assert got_mean == pytest.approx(mean) and got_std == pytest.approx(std)
+        assert (got_ahead, paired) == (ahead, 6)
+    # the lightly baselines are paired with random init only; ImageNet rows with
+    # ImageNet transfer, and with no baseline continued from ImageNet here
+    assert "vs" not in summary["byol"] and "delta" in summary["byol"]
+    assert summary["ap_byol+imagenet"]["vs"] == {}
+    mean, _, ahead = reference("ap_byol+imagenet", "imagenet")
+    assert summary["ap_byol+imagenet"]["delta"][0] == pytest.approx(mean)
+    assert summary["ap_byol+imagenet"]["ahead"] == (ahead, 6)
+    study_report.write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "Δ vs BYOL (lightly)" in md and "Δ vs SimCLR (lightly)" in md
+    mean, std, ahead = reference("ap_byol", "simclr")
+    assert f"{mean:+.3f} ± {std:.3f} ({ahead}/6)" in md
+
+
 def test_report_without_results_says_pending(tmp_path: Path) -> None:
     study_report.write_report(tmp_path, pending_command="python -m benchmarks.study")
     rst = (tmp_path / "report.rst").read_text()
