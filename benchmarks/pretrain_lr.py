@@ -21,6 +21,11 @@ seed:
   fold. Pretraining reads fold ``k``'s training images in both, so the test split
   reuses the validation split's pretrainings.
 
+What the papers leave open is varied the same way: ``--method-args`` passes further
+constructor arguments to the methods (a JSON object, e.g. GraVIS's ``n_views`` or
+``temperature``, AP-BYOL's ``warmup_fraction``), recorded in every row and in the
+pretraining's folder name.
+
 How the fine-tune treats the pretrained encoder is a choice of its own: trained at the
 decoder's rate (the default), at ``--encoder-lr-scale`` times it (random init always at
 the full rate), ``--rescale`` (its conv weights first scaled back to their norms at
@@ -129,12 +134,28 @@ class Movement(pl.Callback):
 
 
 def _encoder(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What a row's pretraining was: optimizer, lr, epochs, views, images (random
-    init: sgd, None, None, default, fold)."""
+    """What a row's pretraining was: optimizer, lr, epochs, views, further method
+    arguments, images (random init: sgd, None, None, default, "", fold)."""
     return (
         row["optimizer"], row["lr"], row["epochs"], row["views"],
-        row["pretrain_data"],
+        row.get("method_args", ""), row["pretrain_data"],
     )  # fmt: skip
+
+
+def method_args_key(text: str) -> str:
+    """``--method-args`` as rows and run folders record it: canonical JSON of an
+    object (sorted keys, no spaces), ``""`` for none.
+
+    Raises:
+        SystemExit: one line, where ``text`` is not a JSON object.
+    """
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--method-args is not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"--method-args must be a JSON object, got {text!r}")
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else ""
 
 
 def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
@@ -144,10 +165,11 @@ def _transfer(row: dict[str, Any]) -> tuple[bool, float, bool]:
 
 def _order(encoder: tuple[Any, ...]) -> tuple[Any, ...]:
     """Report order: fine-tune variant, then random init first, then the pretrainings."""
-    method, optimizer, lr, epochs, views, data, frozen, scale, rescale = encoder
+    method, optimizer, lr, epochs, views, margs, data, frozen, scale, rescale = encoder
     return (
         frozen, -scale, rescale, method != "random", method, optimizer, lr or 0,
-        epochs or 0, views != "default", views, data != "fold", data,
+        epochs or 0, views != "default", views, margs != "", margs, data != "fold",
+        data,
     )  # fmt: skip
 
 
@@ -192,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the methods' view transform (benchmarks/view_variants.py's variants)",
     )
     parser.add_argument(
+        "--method-args",
+        default="",
+        help="further constructor arguments of the methods, a JSON object "
+        "(e.g. '{\"n_views\": 8}'), recorded in every row",
+    )
+    parser.add_argument(
         "--pretrain-data",
         type=Path,
         help="pretrain on these images instead of fold k's training images (one "
@@ -227,19 +255,20 @@ def main(argv: list[str] | None = None) -> int:
 
     done = {key(r) for r in rows}
     images = args.pretrain_data.name if args.pretrain_data else "fold"
-    encoders = [("random", "sgd", None, None, "default", "fold")] + [
-        (m, args.optimizer, lr, args.epochs, args.views, images)
+    margs = method_args_key(args.method_args)
+    encoders = [("random", "sgd", None, None, "default", "", "fold")] + [
+        (m, args.optimizer, lr, args.epochs, args.views, margs, images)
         for m in args.methods
         for lr in args.lrs
     ]
     for fold_index in args.folds:
-        for method, optimizer, lr, epochs, views, data in encoders:
+        for method, optimizer, lr, epochs, views, margs, data in encoders:
             # random init trains at the full rate, frozen or not as the others
             scale = 1.0 if method == "random" else args.encoder_lr_scale
             rescale = method != "random" and args.rescale
             encoder = (
-                args.split, fold_index, method, optimizer, lr, epochs, views, data,
-                args.frozen, scale, rescale,
+                args.split, fold_index, method, optimizer, lr, epochs, views, margs,
+                data, args.frozen, scale, rescale,
             )  # fmt: skip
             todo = [
                 (fraction, seed)
@@ -268,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     lr,
                     epochs,
                     views,
+                    margs,
                     args.pretrain_data or fold / "train",
                     fold_index,
                     args,
@@ -295,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lr": lr,
                     "epochs": epochs,
                     "views": views,
+                    "method_args": margs,
                     "pretrain_data": data,
                     "pretrain_seed": None if method == "random" else args.pretrain_seed,
                     **pretrained,
@@ -331,6 +362,7 @@ def _pretrain(
     lr: float,
     epochs: int,
     views: str,
+    margs: str,
     images: Path,
     fold_index: int,
     args: argparse.Namespace,
@@ -341,7 +373,7 @@ def _pretrain(
     A pretraining is the same for both splits (fold k's training images): one that
     finished before (its ``backbone.pt`` and ``pretrain_lr.json`` are there) is reused.
     """
-    out = _out(method, optimizer, lr, epochs, views, fold_index, args)
+    out = _out(method, optimizer, lr, epochs, views, margs, fold_index, args)
     if args.pretrain_data:  # the same pretraining for every fold
         out = out.with_name(
             out.name.rsplit("-fold", 1)[0] + f"-on-{args.pretrain_data.name}"
@@ -359,6 +391,7 @@ def _pretrain(
                 "momentum": 0.9,
                 "weight_decay": 5e-4,
                 "optimizer": optimizer,
+                **json.loads(margs or "{}"),
             },
             data=str(images),
             seed=args.pretrain_seed,
@@ -389,13 +422,18 @@ def _out(
     lr: float,
     epochs: int,
     views: str,
+    margs: str,
     fold_index: int,
     args: argparse.Namespace,
 ) -> Path:
-    """The run folder of one pretraining."""
+    """The run folder of one pretraining (method arguments as ``-name_value``)."""
     name = f"{method}-{optimizer}{lr:g}-e{epochs}-seed{args.pretrain_seed}"
     if views != "default":
         name += f"-{views}"
+    for key, value in json.loads(margs or "{}").items():
+        name += "-" + "".join(
+            c if c.isalnum() or c in "._" else "_" for c in f"{key}_{value}"
+        )
     return args.jobs / f"{name}-fold{fold_index}"
 
 
@@ -445,11 +483,12 @@ def report(
         "multiple of it — random init always at the full rate —, its conv weights "
         "first rescaled to their norms at random initialisation, or frozen).",
         "",
-        "| masks | fine-tune | encoder | optimizer | lr | epochs | views | images "
+        "| masks | fine-tune | encoder | optimizer | lr | epochs | views "
+        "| method args | images "
         "| moved (stem, layer1–4) | turned ° (stem, layer1–4) "
         "| fine-tune turned layer4 ° | folds | fine-tunes | Jaccard | Δ vs random init "
         "| Δ > 0 |",
-        "|---:|---|---|---|---:|---:|---|---|---|---|---:|---|---:|---:|---:|---:|",
+        "|---:|---|---|---|---:|---:|---|---|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     ours = [r for r in rows if r["fold"] in args.folds and r["split"] == args.split]
     for fraction in args.label_fractions:
@@ -459,7 +498,7 @@ def report(
             if r["method"] == "random" and r["label_fraction"] == fraction
         }
         for encoder in encoders:
-            method, (frozen, scale, rescale) = encoder[0], encoder[6:]
+            method, (frozen, scale, rescale) = encoder[0], encoder[7:]
             group = [
                 r
                 for r in ours
@@ -484,11 +523,11 @@ def report(
                     turned = _mean_per_stage(per_fold, "1f")
             cells = " | ".join(
                 "–"
-                if method == "random"
+                if method == "random" or v == ""
                 else f"{v:g}"
                 if isinstance(v, float)
                 else str(v)
-                for v in encoder[1:6]
+                for v in encoder[1:7]
             )
             # how far the fine-tune turned layer4 (rows since the measure existed)
             tuned = [

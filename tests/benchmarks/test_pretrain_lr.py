@@ -322,7 +322,46 @@ def test_other_images_are_pretrained_on_once_for_every_fold(
     ]  # fmt: skip
     rows = pretrain_lr.read_rows(output.with_suffix(".jsonl"))
     assert [r["pretrain_data"] for r in rows] == ["fold", "derma"] * 2
-    assert "| adamw | 0.001 | 1 | default | derma |" in output.read_text()
+    assert "| adamw | 0.001 | 1 | default | – | derma |" in output.read_text()
+
+
+def test_method_args_reach_the_pretraining_and_name_its_rows_and_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _study_out(tmp_path / "study")
+    jobs: list[tuple[dict[str, object], str]] = []
+
+    def fake_job(*, method_args, out, callbacks, **options):
+        jobs.append((method_args, Path(out).name))
+        return _pretrained(out, callbacks)
+
+    monkeypatch.setattr(lightly_derm.jobs, "pretrain", fake_job)
+    monkeypatch.setattr(pretrain_lr, "finetune", lambda *a, **k: {"val_jaccard": 0.5})
+    output = tmp_path / "table.md"
+    argv = [
+        "--study-out", str(out), "--jobs", str(tmp_path / "jobs"), "--methods",
+        "gravis", "--lrs", "0.0075", "--epochs", "2", "--finetune-seeds", "0",
+        "--label-fractions", "0.1", "--output", str(output),
+    ]  # fmt: skip
+    assert pretrain_lr.main(argv) == 0
+    assert pretrain_lr.main([*argv, "--method-args", '{"n_views": 8, "b": 0.5}']) == 0
+    # the same arguments in another spelling are the same pretraining: nothing reruns
+    assert pretrain_lr.main([*argv, "--method-args", '{"b":0.5,"n_views":8}']) == 0
+    assert [name for _, name in jobs] == [
+        "gravis-sgd0.0075-e2-seed0-fold0",
+        "gravis-sgd0.0075-e2-seed0-b_0.5-n_views_8-fold0",
+    ]
+    assert "n_views" not in jobs[0][0]
+    assert jobs[1][0]["n_views"] == 8 and jobs[1][0]["b"] == 0.5
+    assert jobs[1][0]["lr"] == 0.0075 and jobs[1][0]["optimizer"] == "sgd"
+    rows = pretrain_lr.read_rows(output.with_suffix(".jsonl"))
+    assert [r["method_args"] for r in rows] == ["", "", '{"b":0.5,"n_views":8}']
+    text = output.read_text()
+    assert '| sgd | 0.0075 | 2 | default | {"b":0.5,"n_views":8} | fold |' in text
+    assert "| sgd | 0.0075 | 2 | default | – | fold |" in text
+    for bad, message in (("[1]", "must be a JSON object"), ("{n: 1}", "is not JSON")):
+        with pytest.raises(SystemExit, match=message):
+            pretrain_lr.main([*argv, "--method-args", bad])
 
 
 def test_a_missing_fold_is_one_line(tmp_path: Path) -> None:
@@ -354,7 +393,7 @@ def test_backbone_of_the_real_pretraining_moves(
 
     args = SimpleNamespace(jobs=tmp_path / "jobs", pretrain_seed=0, pretrain_data=None)
     backbone, info = pretrain_lr._pretrain(
-        pretrain, "byol", "lars", 1.0, 1, "default", images.parent, 0, args
+        pretrain, "byol", "lars", 1.0, 1, "default", "", images.parent, 0, args
     )
     assert backbone.is_file()
     assert set(info["moved"]) == set(pretrain_lr.STAGES)
