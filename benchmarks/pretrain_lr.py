@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import operator
+import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -454,7 +455,7 @@ def report(
     """The Markdown table: per fraction, fine-tune variant, method and lr, movement and
     Δ to random init (random init fine-tuned the same way: frozen or not; its encoder
     always at the full rate)."""
-    command = " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         "# Pretraining optimizer and length: does the encoder move, and does it help? "
         f"({args.split} split)",

@@ -359,6 +359,8 @@ def test_method_args_reach_the_pretraining_and_name_its_rows_and_folder(
     text = output.read_text()
     assert '| sgd | 0.0075 | 2 | default | {"b":0.5,"n_views":8} | fold |' in text
     assert "| sgd | 0.0075 | 2 | default | – | fold |" in text
+    # the command in the report can be pasted into a shell
+    assert """--method-args '{"b":0.5,"n_views":8}'`""" in text
     for bad, message in (("[1]", "must be a JSON object"), ("{n: 1}", "is not JSON")):
         with pytest.raises(SystemExit, match=message):
             pretrain_lr.main([*argv, "--method-args", bad])
