@@ -75,7 +75,7 @@ import study_report  # noqa: E402
 
 SCALES: tuple[str, ...] = ("smoke", "cpu", "gpu")
 #: Methods that are no pretraining but reference rows.
-REFERENCES: tuple[str, ...] = ("random", "supervised", "imagenet")
+REFERENCES: tuple[str, ...] = study_report.REFERENCE_ROWS
 #: The named weights of the ImageNet rows and the backbone they fit.
 IMAGENET_WEIGHTS = "imagenet:efficientnet-lite0"
 IMAGENET_BACKBONE = "efficientnet-lite0"

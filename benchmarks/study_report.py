@@ -63,6 +63,7 @@ LABELS: dict[str, str] = {
 }
 #: The lightly baselines every lightly-derm method is also paired with.
 BASELINES: tuple[str, ...] = ("byol", "simclr")
+#: The rows that are no pretraining (the study's ``REFERENCES``).
 REFERENCE_ROWS: tuple[str, ...] = ("random", "imagenet", "supervised")
 SEGMENTATION_SCORES: tuple[tuple[str, str], ...] = (
     ("val_jaccard", "Jaccard"),
@@ -182,7 +183,7 @@ def segmentation_summary(
         # and with the lightly baselines continued the same way
         suffix = "+imagenet" if method.endswith("+imagenet") else ""
         base = "imagenet" if suffix else "random"
-        if method not in ("random", "imagenet"):
+        if method not in REFERENCE_ROWS:
             paired = _paired(by_seed, runs.get((fraction, base)))
             if paired is not None:
                 entry["delta"], entry["ahead"] = paired
