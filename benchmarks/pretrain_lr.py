@@ -22,7 +22,7 @@ seed:
   reuses the validation split's pretrainings.
 
 What the papers leave open is varied the same way: ``--method-args`` passes further
-constructor arguments to the methods (a JSON object, e.g. GraVIS's ``n_views`` or
+constructor arguments to the methods (a JSON object, e.g. GraVIS's ``num_views`` or
 ``temperature``, AP-BYOL's ``warmup_fraction``), recorded in every row and in the
 pretraining's folder name.
 
@@ -75,6 +75,8 @@ PRETRAIN = {
     "num_workers": 1,
 }
 EPOCHS = 100
+#: The method arguments every pretraining of the grid sets (``--method-args`` may not).
+GRID_ARGS: tuple[str, ...] = ("lr", "optimizer", "momentum", "weight_decay")
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -148,7 +150,9 @@ def method_args_key(text: str) -> str:
     object (sorted keys, no spaces), ``""`` for none.
 
     Raises:
-        SystemExit: one line, where ``text`` is not a JSON object.
+        SystemExit: one line, where ``text`` is not a JSON object or names an
+            argument the grid sets itself (:data:`GRID_ARGS`: the row would record
+            the grid's value, not the one trained with).
     """
     try:
         value = json.loads(text or "{}")
@@ -156,6 +160,11 @@ def method_args_key(text: str) -> str:
         raise SystemExit(f"--method-args is not JSON ({error}): {text!r}") from None
     if not isinstance(value, dict):
         raise SystemExit(f"--method-args must be a JSON object, got {text!r}")
+    if taken := sorted(set(value) & set(GRID_ARGS)):
+        raise SystemExit(
+            f"--method-args sets {', '.join(taken)}, which the grid sets itself: use "
+            "--optimizer and --lrs (momentum 0.9 and weight decay 5e-4 are fixed)"
+        )
     return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else ""
 
 
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "--method-args",
         default="",
         help="further constructor arguments of the methods, a JSON object "
-        "(e.g. '{\"n_views\": 8}'), recorded in every row",
+        "(e.g. '{\"num_views\": 8}'), recorded in every row",
     )
     parser.add_argument(
         "--pretrain-data",

@@ -344,24 +344,28 @@ def test_method_args_reach_the_pretraining_and_name_its_rows_and_folder(
         "--label-fractions", "0.1", "--output", str(output),
     ]  # fmt: skip
     assert pretrain_lr.main(argv) == 0
-    assert pretrain_lr.main([*argv, "--method-args", '{"n_views": 8, "b": 0.5}']) == 0
+    assert pretrain_lr.main([*argv, "--method-args", '{"num_views": 8, "b": 0.5}']) == 0
     # the same arguments in another spelling are the same pretraining: nothing reruns
-    assert pretrain_lr.main([*argv, "--method-args", '{"b":0.5,"n_views":8}']) == 0
+    assert pretrain_lr.main([*argv, "--method-args", '{"b":0.5,"num_views":8}']) == 0
     assert [name for _, name in jobs] == [
         "gravis-sgd0.0075-e2-seed0-fold0",
-        "gravis-sgd0.0075-e2-seed0-b_0.5-n_views_8-fold0",
+        "gravis-sgd0.0075-e2-seed0-b_0.5-num_views_8-fold0",
     ]
-    assert "n_views" not in jobs[0][0]
-    assert jobs[1][0]["n_views"] == 8 and jobs[1][0]["b"] == 0.5
+    assert "num_views" not in jobs[0][0]
+    assert jobs[1][0]["num_views"] == 8 and jobs[1][0]["b"] == 0.5
     assert jobs[1][0]["lr"] == 0.0075 and jobs[1][0]["optimizer"] == "sgd"
     rows = pretrain_lr.read_rows(output.with_suffix(".jsonl"))
-    assert [r["method_args"] for r in rows] == ["", "", '{"b":0.5,"n_views":8}']
+    assert [r["method_args"] for r in rows] == ["", "", '{"b":0.5,"num_views":8}']
     text = output.read_text()
-    assert '| sgd | 0.0075 | 2 | default | {"b":0.5,"n_views":8} | fold |' in text
+    assert '| sgd | 0.0075 | 2 | default | {"b":0.5,"num_views":8} | fold |' in text
     assert "| sgd | 0.0075 | 2 | default | – | fold |" in text
     # the command in the report can be pasted into a shell
-    assert """--method-args '{"b":0.5,"n_views":8}'`""" in text
-    for bad, message in (("[1]", "must be a JSON object"), ("{n: 1}", "is not JSON")):
+    assert """--method-args '{"b":0.5,"num_views":8}'`""" in text
+    for bad, message in (
+        ("[1]", "must be a JSON object"),
+        ("{n: 1}", "is not JSON"),
+        ('{"lr": 0.1, "b": 1}', "sets lr, which the grid sets itself: use --optimizer"),
+    ):
         with pytest.raises(SystemExit, match=message):
             pretrain_lr.main([*argv, "--method-args", bad])
 
