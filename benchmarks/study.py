@@ -339,6 +339,12 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         record["pretrain"]["final_train_loss"] = (
             result.summary.get("metrics") or {}
         ).get("train_loss_epoch")
+        # how far the pretraining turned each stage's filters (degrees; the pretrain
+        # job's EncoderChange): whether it moved the encoder away from random init
+        change = result.summary.get("encoder_change") or {}
+        record["pretrain"]["turned"] = {
+            stage: round(float(c["turned"]), 2) for stage, c in change.items()
+        }
         record["pretrain"]["config"] = result.config.given()
     if job["task"] == "segmentation":
         epochs_by_fraction = _by_fraction(spec.get("segment_epochs"))

@@ -11,7 +11,9 @@ finished; the tables give the mean ± standard deviation over seeds (``n``: seed
 runs), and ``Δ random`` the mean paired difference to random init (same seed, fold,
 fine-tune repeat and label fraction) with the fine-tunes ahead of all paired; each of
 lightly-derm's methods is paired the same way with lightly's BYOL and SimCLR where they
-ran, the comparison the study's question is about.
+ran, the comparison the study's question is about. A last table per dataset says how far
+each method's pretraining turned the encoder's filters, stage by stage: whether it moved
+the encoder away from random init at all.
 
 Run::
 
@@ -101,11 +103,13 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None
 
 
-def _cell(mean: float | None, std: float | None, signed: bool = False) -> str:
+def _cell(
+    mean: float | None, std: float | None, signed: bool = False, digits: int = 3
+) -> str:
     if mean is None:
         return "–"
-    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return text + (f" ± {std:.3f}" if std is not None else "")
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def _paired(
@@ -197,6 +201,34 @@ def segmentation_summary(
     return dict(sorted(summary.items()))
 
 
+def turn_summary(
+    records: list[dict[str, Any]], dataset: str
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """How far each method's pretraining turned the encoder, per stage.
+
+    The stages in the order the records give them, and per method
+    ``{stage: (mean, std)}`` of the jobs' angles in degrees (the pretrain job's
+    :class:`~lightly_derm.callbacks.EncoderChange`: the mean angle between each
+    filter's weights before and after pretraining) with ``"n"``, the jobs. Jobs
+    recorded before the study kept the angles are left out.
+    """
+    stages: list[str] = []
+    angles: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.get("dataset") != dataset or record.get("status") != "ok":
+            continue
+        turned = (record.get("pretrain") or {}).get("turned") or {}
+        for stage, angle in turned.items():
+            if stage not in stages:
+                stages.append(stage)
+            angles[str(record["method"])][stage].append(float(angle))
+    summary: dict[str, dict[str, Any]] = {}
+    for method, by_stage in angles.items():
+        summary[method] = {s: _mean_std(v) for s, v in by_stage.items()}
+        summary[method]["n"] = max(len(v) for v in by_stage.values())
+    return stages, summary
+
+
 def classification_summary(
     records: list[dict[str, Any]], dataset: str
 ) -> dict[str, Any]:
@@ -239,6 +271,18 @@ NOTES = (
     "The supervised row is a ResNet trained end to end on all training labels, scored "
     "by its own classifier (in the linear columns)."
 )
+#: The title of the table of :func:`turn_summary` (after the data set's name) and its note.
+TURN_TITLE = "how far pretraining turned the encoder's filters"
+TURN_NOTE = (
+    "Turned °: the mean angle in degrees between each filter's weights before and "
+    "after pretraining (± over jobs); batch norm undoes a filter's scale, so only "
+    "turning changes what a stage computes."
+)
+
+
+def _notes(tables: list[tuple[str, str, list[str], list[list[str]]]]) -> list[str]:
+    turned = any(title.endswith(TURN_TITLE) for _, title, _, _ in tables)
+    return [NOTES + (" " + TURN_NOTE if turned else "")]
 
 
 def failures(records: list[dict[str, Any]]) -> list[str]:
@@ -317,6 +361,20 @@ def _tables(
                     )
                 title = f"{name}: test split, frozen features (kNN, linear probe)"
                 tables.append((name, title, columns, rows))
+        stages, turned = turn_summary(records, name)
+        if turned:
+            columns = ["method", *[f"{s} turned °" for s in stages], "n (jobs)"]
+            rows = [
+                [LABELS.get(method, method)]
+                + [
+                    _cell(*turned[method].get(s, (None, None)), digits=1)
+                    for s in stages
+                ]
+                + [str(turned[method]["n"])]
+                for method in _order(turned)
+            ]
+            title = f"{name}: {TURN_TITLE}"
+            tables.append((name, title, columns, rows))
     return header, tables, failures(records)
 
 
@@ -370,7 +428,7 @@ def markdown(out: Path) -> str:
             "|---|" + "---:|" * (len(columns) - 1),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", NOTES]
+    lines += ["", *_notes(tables)]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed)]
     if (out / "study.png").is_file():
@@ -397,7 +455,7 @@ def restructuredtext(out: Path, pending_command: str | None = None) -> str:
             lines.append(f"   * - {row[0]}")
             lines += [f"     - {cell}" for cell in row[1:]]
     if tables:
-        lines += ["", NOTES]
+        lines += ["", *_notes(tables)]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed) + "."]
     return "\n".join(lines) + "\n"

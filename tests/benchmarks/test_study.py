@@ -292,6 +292,45 @@ def test_report_pairs_methods_with_the_lightly_baselines_and_counts_ahead(
     assert f"{mean:+.3f} ± {std:.3f} ({ahead}/6)" in md
 
 
+def test_report_says_how_far_pretraining_turned_each_stage(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    angles: dict[str, list[list[float]]] = {"gravis": [], "byol": []}
+    for method in ("gravis", "byol", "random"):
+        for seed in (0, 1):
+            for fold in (0, 1, 2):
+                record = _record(method, seed, fold, 0.7)
+                if method != "random":
+                    turned = rng.uniform(0, 20, size=2).round(2).tolist()
+                    angles[method].append(turned)
+                    record["pretrain"] = {
+                        "turned": dict(zip(("conv1", "layer4"), turned, strict=True))
+                    }
+                study.write_json(
+                    tmp_path / "results" / f"{method}{seed}{fold}.json", record
+                )
+    # a record from before the angles were kept counts in no cell
+    old = _record("gravis", 2, 0, 0.7)
+    old["pretrain"] = {"seconds": 1.0}
+    study.write_json(tmp_path / "results" / "old.json", old)
+    stages, summary = study_report.turn_summary(
+        study_report.read_results(tmp_path), "isic"
+    )
+    assert stages == ["conv1", "layer4"] and set(summary) == {"gravis", "byol"}
+    for method, jobs in angles.items():
+        for i, stage in enumerate(stages):
+            column = [job[i] for job in jobs]
+            mean, std = summary[method][stage]
+            assert mean == pytest.approx(sum(column) / len(column))
+            assert std == pytest.approx(float(np.std(column, ddof=1)))
+        assert summary[method]["n"] == 6
+    study_report.write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "how far pretraining turned" in md and "| layer4 turned ° |" in md
+    assert "Turned °: the mean angle" in md
+    cells = [f"{m:.1f} ± {s:.1f}" for m, s in (summary["byol"][k] for k in stages)]
+    assert f"| BYOL (lightly) | {cells[0]} | {cells[1]} | 6 |" in md
+
+
 def test_report_without_results_says_pending(tmp_path: Path) -> None:
     study_report.write_report(tmp_path, pending_command="python -m benchmarks.study")
     rst = (tmp_path / "report.rst").read_text()
@@ -342,6 +381,11 @@ def test_smoke_scale_runs_end_to_end_and_reruns_nothing(
     parts = [gravis["import_seconds"], gravis["pretrain"]["seconds"]]
     parts += [r["seconds"] for r in seg]
     assert all(t > 0 for t in parts[1:]) and sum(parts) <= gravis["seconds"]
+    # the pretraining says how far it turned each stage (deliverable: it moved)
+    turned = gravis["pretrain"]["turned"]
+    assert list(turned) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert all(angle > 0 for angle in turned.values())
+    assert "layer4 turned °" in (out / "report.md").read_text()
     derma = results["dermamnist-random-seed0"]["rows"]
     assert 0 < derma[0]["seconds"] <= results["dermamnist-random-seed0"]["seconds"]
     assert [r["method"] for r in derma] == ["random", "supervised"]
