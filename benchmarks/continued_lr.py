@@ -2,12 +2,12 @@
 
 The study's rows "continued from ImageNet" pretrain the ImageNet-1k EfficientNet-Lite0
 with each method at the study's learning rate for every parameter (SGD 0.0075 at the
-``cpu`` scale), and at 3 % of the masks lose to plain ImageNet transfer. The FG-SSL
-authors continue from ImageNet with the backbone at a tenth of the new layers' rate.
-This script pretrains BYOL-family methods continued from ImageNet with the backbone at
-``scale`` × the heads' rate (the methods' ``backbone_lr``), fine-tunes a FlexibleUNet
-from each encoder and from plain ImageNet weights with the same fine-tune seeds, and
-reports the paired difference to ImageNet.
+``cpu`` scale until 2026-12-05), and at 3 % of the masks lose to plain ImageNet
+transfer. The FG-SSL authors continue from ImageNet with the backbone at a tenth of the
+new layers' rate. This script pretrains BYOL-family methods continued from ImageNet
+with the backbone at ``scale`` × the heads' rate (the methods' ``backbone_lr``),
+fine-tunes a FlexibleUNet from each encoder and from plain ImageNet weights with the
+same fine-tune seeds, and reports the paired difference to ImageNet.
 
 Two splits, so that the choice never sees a test fold:
 
@@ -19,15 +19,16 @@ Two splits, so that the choice never sees a test fold:
   on ``fold_<k>/train``, scoring on ``fold_<k>/val``.
 
 Everything runs through the library's jobs (``pretrain``, ``segment``) as a user would;
-the pretraining settings are the study's ``cpu`` scale (64 px, 10 epochs of batch 16,
-SGD 0.0075, momentum 0.9, weight decay 5e-4), the fine-tunes its segment settings (100
-epochs, batch 16, AdamW 1e-3), scored once at the end. ``--input-size`` sets the image
-size of both (from a study whose data is staged at least that large, e.g. the ``gpu``
-scale's 256 px: ``python -m benchmarks.study ... --scale gpu --plan-only``) and
-``--epochs`` the pretraining's length; rows of other sizes and lengths are kept apart.
-``--preset-methods`` pretrains methods with their own preset instead of the study's
-optimiser (FG-SSL: its authors' loss and rates, the backbone at a tenth from ImageNet
-weights — the study's ``fgssl+imagenet`` rows); their variant is ``<method>@preset``.
+the pretraining settings are the study's ``cpu`` scale until 2026-12-05 (64 px, 10
+epochs of batch 16, SGD 0.0075, momentum 0.9, weight decay 5e-4), the fine-tunes its
+segment settings (100 epochs, batch 16, AdamW 1e-3), scored once at the end.
+``--input-size`` sets the image size of both (from a study whose data is staged at
+least that large, e.g. the ``gpu`` scale's 256 px: ``python -m benchmarks.study ...
+--scale gpu --plan-only``) and ``--epochs`` the pretraining's length; rows of other
+sizes and lengths are kept apart. ``--preset-methods`` pretrains methods with their
+own preset instead of the study's optimiser (FG-SSL: its authors' loss and rates, the
+backbone at a tenth from ImageNet weights — the study's ``fgssl+imagenet`` rows); their
+variant is ``<method>@preset``.
 
 Example (after the study's cpu scale has prepared its data)::
 
@@ -55,7 +56,7 @@ from benchmarks.finetune_length import (  # noqa: E402
 )
 
 IMAGENET = "imagenet:efficientnet-lite0"
-#: The study's ``cpu`` scale (ISIC block): pretraining and its optimiser.
+#: The study's ``cpu`` scale (ISIC block) until 2026-12-05: pretraining, optimiser.
 LR = 0.0075
 PRETRAIN: dict[str, Any] = {
     "backbone": "efficientnet-lite0",

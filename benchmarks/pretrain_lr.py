@@ -1,7 +1,8 @@
 """Does SSL pretraining on a few hundred images move the encoder at all?
 
 The study's ``cpu`` scale pretrains on 193 ISIC images for 10 epochs at batch 16: 120
-SGD steps at lr 0.0075 (lightly's 0.06 scaled linearly to the batch). The fine-tune
+steps, until 2026-12-05 of SGD at lr 0.0075 (lightly's 0.06 scaled linearly to the
+batch; since then AdamW at 1e-3, for what this script found). The fine-tune
 that follows runs AdamW at 1e-3, whose every step moves each weight by about 1e-3 —
 several times further, relative to a ResNet's weights, than the whole pretraining. If
 the pretrained encoder is still (almost) its random initialisation, no transfer

@@ -1,7 +1,8 @@
 """Which pretraining views make an SSL encoder transfer to lesion segmentation?
 
-Pretrains one method exactly as the study's ``cpu`` scale does (ResNet-18, 64 px, 10
-epochs of batch 16 on the 193 images of ISIC fold 0's training folds, SGD lr 0.0075)
+Pretrains one method exactly as the study's ``cpu`` scale did until 2026-12-05
+(ResNet-18, 64 px, 10 epochs of batch 16 on the 193 images of ISIC fold 0's training
+folds, SGD lr 0.0075; the scale has used AdamW since)
 with its default views and with view variants, then fine-tunes each encoder and a
 random one on a fraction of the masks for several fine-tune seeds
 (:func:`benchmarks.finetune_length.finetune`) and reports the paired difference to
@@ -66,7 +67,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "scale05": {"min_scale": 0.5},
 }
 
-#: Study settings of the pretraining (the ``cpu`` scale's ISIC block).
+#: The ``cpu`` scale's ISIC pretraining settings until 2026-12-05.
 METHOD_ARGS: dict[str, Any] = {"lr": 0.0075, "momentum": 0.9, "weight_decay": 5e-4}
 
 
