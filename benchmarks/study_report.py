@@ -280,9 +280,10 @@ TURN_NOTE = (
 )
 
 
-def _notes(tables: list[tuple[str, str, list[str], list[list[str]]]]) -> list[str]:
+def _note(tables: list[tuple[str, str, list[str], list[list[str]]]]) -> str:
+    """The note under the tables; with the angles' explanation where they are shown."""
     turned = any(title.endswith(TURN_TITLE) for _, title, _, _ in tables)
-    return [NOTES + (" " + TURN_NOTE if turned else "")]
+    return NOTES + (" " + TURN_NOTE if turned else "")
 
 
 def failures(records: list[dict[str, Any]]) -> list[str]:
@@ -428,7 +429,7 @@ def markdown(out: Path) -> str:
             "|---|" + "---:|" * (len(columns) - 1),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", *_notes(tables)]
+    lines += ["", _note(tables)]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed)]
     if (out / "study.png").is_file():
@@ -455,7 +456,7 @@ def restructuredtext(out: Path, pending_command: str | None = None) -> str:
             lines.append(f"   * - {row[0]}")
             lines += [f"     - {cell}" for cell in row[1:]]
     if tables:
-        lines += ["", *_notes(tables)]
+        lines += ["", _note(tables)]
     if failed:
         lines += ["", "Jobs that did not finish: " + ", ".join(failed) + "."]
     return "\n".join(lines) + "\n"
