@@ -365,15 +365,14 @@ def _tables(
         stages, turned = turn_summary(records, name)
         if turned:
             columns = ["method", *[f"{s} turned °" for s in stages], "n (jobs)"]
-            rows = [
-                [LABELS.get(method, method)]
-                + [
-                    _cell(*turned[method].get(s, (None, None)), digits=1)
-                    for s in stages
-                ]
-                + [str(turned[method]["n"])]
-                for method in _order(turned)
-            ]
+            rows = []
+            for method in _order(turned):
+                cells = []
+                for stage in stages:
+                    mean, std = turned[method].get(stage, (None, None))
+                    cells.append(_cell(mean, std, digits=1))
+                n = str(turned[method]["n"])
+                rows.append([LABELS.get(method, method), *cells, n])
             title = f"{name}: {TURN_TITLE}"
             tables.append((name, title, columns, rows))
     return header, tables, failures(records)
