@@ -25,7 +25,8 @@ arguments, the code path a user runs:
   ``backbone_weights="imagenet:efficientnet-lite0"``, then the same downstream job. FG-SSL
   continued from ImageNet runs with its authors' preset (their loss and learning rates,
   the backbone's rate a tenth, as in the paper), not the study's equal optimiser; the
-  other methods keep the dataset's ``method_args``.
+  other methods keep the dataset's ``method_args``, updated by its ``+imagenet`` entry
+  where it has one.
 
 Each job runs in its own process (its own session, killed with its children at its
 deadline), several at a time (they share the GPU at the ``gpu`` scale), and writes its
@@ -242,7 +243,9 @@ def split_method(method: str) -> tuple[str, bool]:
 
 
 def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
-    """The dataset's ``method_args``: those under ``all``, then the method's own.
+    """The dataset's ``method_args``: those under ``all``, then the method's own, then
+    for a method continued from ImageNet those under ``+imagenet`` (e.g. another
+    optimiser for the pretrained backbone).
 
     A method continued from ImageNet that keeps its authors' preset
     (:data:`AUTHORS_PRESET_FROM_IMAGENET`) gets none.
@@ -251,7 +254,10 @@ def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
     if from_imagenet and method in AUTHORS_PRESET_FROM_IMAGENET:
         return {}
     args = spec.get("method_args") or {}
-    return {**(args.get("all") or {}), **(args.get(method) or {})}
+    merged = {**(args.get("all") or {}), **(args.get(method) or {})}
+    if from_imagenet:
+        merged.update(args.get(IMAGENET_SUFFIX) or {})
+    return merged
 
 
 def interrupted_pretraining(out: Path) -> bool:
@@ -833,6 +839,23 @@ def protocol(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(part, default=str))  # float keys -> strings, as stored
 
 
+def job_protocol(spec: dict[str, Any], method: str) -> dict[str, Any]:
+    """What of a stored or current protocol one job of ``method`` actually runs with.
+
+    The ``method_args`` the method gets (:func:`_method_args`: another method's entry
+    does not concern it), and for the reference rows, which do not pretrain, neither
+    ``pretrain`` nor ``method_args``: a change of the pretraining does not make their
+    finished fine-tunes another protocol.
+    """
+    part = protocol(spec)
+    if method in REFERENCES:
+        part.pop("pretrain", None)
+        part.pop("method_args", None)
+    elif "method_args" in part:
+        part["method_args"] = _method_args(part, method)
+    return part
+
+
 def check_protocol(out: Path, jobs: list[Job], done: set[str]) -> None:
     """Refuses to continue ``out`` if a finished job ran under another protocol.
 
@@ -859,7 +882,7 @@ def check_protocol(out: Path, jobs: list[Job], done: set[str]) -> None:
                 break
         if stored is None:
             continue
-        old, new = protocol(stored), protocol(job.spec)
+        old, new = job_protocol(stored, job.method), job_protocol(job.spec, job.method)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             key = changed[0]

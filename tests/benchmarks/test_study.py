@@ -115,6 +115,41 @@ def test_load_study_scales_and_errors(tmp_path: Path) -> None:
         study.load_study(bad, "smoke")
 
 
+def test_method_args_merge_all_then_the_method_then_imagenet() -> None:
+    spec = {
+        "method_args": {
+            "all": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4},
+            "gravis": {"lr": 2e-3, "temperature": 0.2},
+            "+imagenet": {"optimizer": "sgd", "lr": 0.03},
+        }
+    }
+    assert study._method_args(spec, "byol") == {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 5e-4,
+    }
+    assert study._method_args(spec, "gravis") == {
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "weight_decay": 5e-4,
+        "temperature": 0.2,
+    }
+    assert study._method_args(spec, "gravis+imagenet") == {
+        "optimizer": "sgd",
+        "lr": 0.03,
+        "weight_decay": 5e-4,
+        "temperature": 0.2,
+    }
+    assert study._method_args(spec, "fgssl+imagenet") == {}  # the authors' preset
+    assert study._method_args({}, "byol") == {}
+    # the gpu scale: AdamW from random init (encoders that move in ~120 steps), the
+    # ImageNet backbone continued with SGD
+    for name, spec in study.load_study(STUDY, "gpu")["datasets"].items():
+        assert study._method_args(spec, "byol")["optimizer"] == "adamw", name
+        assert study._method_args(spec, "byol+imagenet")["optimizer"] == "sgd", name
+        assert study._method_args(spec, "fgssl")["backbone_lr"] == 1e-3, name
+
+
 @pytest.mark.parametrize(("n", "k"), [(10, 3), (290, 3), (7, 2)])
 def test_isic_folds_partition_the_ids(n: int, k: int) -> None:
     ids = [f"ISIC_{i:07d}" for i in range(n)]
@@ -454,6 +489,44 @@ def test_a_rerun_refuses_results_of_another_protocol(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="segment_epochs"):
         study.check_protocol(tmp_path, [job], study.finished(tmp_path))
+
+
+def test_a_rerun_compares_only_what_each_job_runs_with(tmp_path: Path) -> None:
+    spec = {
+        "pretrain": {"epochs": 10},
+        "method_args": {"all": {"lr": 1e-3}, "fgssl": {"backbone_lr": 1e-3}},
+        "segment": {"epochs": 4},
+    }
+    gravis = study.Job("isic2017", "segmentation", "gravis", 0, 0, spec=spec)
+    fgssl = study.Job("isic2017", "segmentation", "fgssl", 0, 0, spec=spec)
+    random = study.Job("isic2017", "segmentation", "random", 0, 0, spec=spec)
+    continued = study.Job("isic2017", "segmentation", "fgssl+imagenet", 0, 0, spec=spec)
+    jobs = [gravis, fgssl, random, continued]
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def write(stored: dict) -> None:
+        for job in jobs:
+            record = {"id": job.id, "status": "ok", "protocol": study.protocol(stored)}
+            (results / f"{job.id}.json").write_text(json.dumps(record))
+
+    # another method's entry, and settings for continued rows, concern only those
+    write({**spec, "method_args": {"all": {"lr": 1e-3}}})
+    study.check_protocol(
+        tmp_path, [gravis, random, continued], study.finished(tmp_path)
+    )
+    with pytest.raises(SystemExit, match=r"fgssl-seed0-fold0 .*method_args"):
+        study.check_protocol(tmp_path, jobs, study.finished(tmp_path))
+    write({**spec, "method_args": {**spec["method_args"], "+imagenet": {"lr": 0.03}}})
+    study.check_protocol(tmp_path, jobs, study.finished(tmp_path))  # FG-SSL's preset
+    # a changed pretraining: every method's job is another protocol, random init's not
+    write({**spec, "pretrain": {"epochs": 50}})
+    study.check_protocol(tmp_path, [random], study.finished(tmp_path))
+    with pytest.raises(SystemExit, match=r"gravis-seed0-fold0 .*\(pretrain:"):
+        study.check_protocol(tmp_path, jobs, study.finished(tmp_path))
+    write({**spec, "segment": {"epochs": 5}})  # the fine-tune: every job
+    with pytest.raises(SystemExit, match=r"random-seed0-fold0 .*\(segment:"):
+        study.check_protocol(tmp_path, [random], study.finished(tmp_path))
 
 
 def test_command_line_narrows_folds_jobs_and_budget(
