@@ -3,7 +3,7 @@
 # written to $OUT as it finishes (a call cut short keeps what finished):
 #   1. the CUDA-only tests (pytest -m gpu; about a minute),
 #   2. the real-data study's gpu scale, continuing the tracked results folder
-#      benchmarks/results/study_gpu_3pct (finished jobs are skipped; its budget is the scale's),
+#      benchmarks/results/study_gpu_adamw (finished jobs are skipped; its budget is the scale's),
 #   3. benchmarks/throughput.py (ResNet-18) with whatever time is left.
 #
 # Prepare here (once per checkout), then start it with carry [".whl", "benchmarks/data"]:
@@ -13,7 +13,7 @@
 #   python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale gpu \
 #       --stage-data benchmarks/data
 #   # on the device machine:  bash benchmarks/gpu_session.sh
-# Afterwards unpack $OUT/study_gpu_3pct.tgz over benchmarks/results and commit.
+# Afterwards unpack $OUT/study_gpu_adamw.tgz over benchmarks/results and commit.
 set -u
 T0=$(date +%s)
 LIMIT=${LIMIT:-585}  # seconds this call may use (the device's per-call limit is 600)
@@ -34,11 +34,11 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu tests 
 B=$((($(left) - 90) / 60))
 [ "$B" -ge 1 ] || B=1
 python3 -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale gpu \
-    --out benchmarks/results/study_gpu_3pct --budget-minutes "$B" 2>&1 |
+    --out benchmarks/results/study_gpu_adamw --budget-minutes "$B" 2>&1 |
     tee /tmp/study_gpu.log | grep -v "^  "
-tar czf "$OUT/study_gpu_3pct.tgz" -C benchmarks/results study_gpu_3pct/study.json study_gpu_3pct/results \
-    study_gpu_3pct/report.md study_gpu_3pct/report.rst study_gpu_3pct/study.png \
-    $(cd benchmarks/results && ls -d study_gpu_3pct/logs 2>/dev/null)
+tar czf "$OUT/study_gpu_adamw.tgz" -C benchmarks/results study_gpu_adamw/study.json study_gpu_adamw/results \
+    study_gpu_adamw/report.md study_gpu_adamw/report.rst study_gpu_adamw/study.png \
+    $(cd benchmarks/results && ls -d study_gpu_adamw/logs 2>/dev/null)
 echo "[gpu_session] study done at $(($(date +%s) - T0)) s"
 
 T=$(($(left) - 15))

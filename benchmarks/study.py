@@ -39,9 +39,9 @@ Run (from the repository root)::
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale smoke \\
         --out /tmp/study_smoke
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale cpu \\
-        --out benchmarks/results/study_cpu_3pct --plan-only
+        --out /tmp/study_cpu --plan-only
     python -m benchmarks.study --study benchmarks/studies/derm_ssl.yaml --scale gpu \\
-        --out benchmarks/results/study_gpu_3pct
+        --out benchmarks/results/study_gpu_adamw
 
 Data: each dataset's ``data`` is a folder name looked up under ``--data-root`` (default:
 ``benchmarks/data``, then a ``shared/data`` folder above the checkout). For a device
