@@ -843,14 +843,17 @@ def job_protocol(spec: dict[str, Any], method: str) -> dict[str, Any]:
     """What of a stored or current protocol one job of ``method`` actually runs with.
 
     The ``method_args`` the method gets (:func:`_method_args`: another method's entry
-    does not concern it), and for the reference rows, which do not pretrain, neither
-    ``pretrain`` nor ``method_args``: a change of the pretraining does not make their
-    finished fine-tunes another protocol.
+    does not concern it), and for the reference rows, which do not pretrain, of the
+    pretraining only its ``backbone`` (their encoder's architecture): a change of the
+    pretraining's epochs or optimiser does not make their finished fine-tunes another
+    protocol.
     """
     part = protocol(spec)
     if method in REFERENCES:
-        part.pop("pretrain", None)
+        pretrain = part.pop("pretrain", None)
         part.pop("method_args", None)
+        if isinstance(pretrain, dict) and "backbone" in pretrain:
+            part["pretrain"] = {"backbone": pretrain["backbone"]}
     elif "method_args" in part:
         part["method_args"] = _method_args(part, method)
     return part
