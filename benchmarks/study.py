@@ -260,6 +260,15 @@ def _method_args(spec: dict[str, Any], method: str) -> dict[str, Any]:
     return merged
 
 
+def _backbone(spec: dict[str, Any], method: str) -> str:
+    """The architecture of the encoder a job of ``method`` starts from when its
+    pretraining gives none (reference rows) or a fixed one (continued from ImageNet):
+    the ImageNet rows' EfficientNet-Lite0, otherwise the pretraining's ``backbone``."""
+    if method == "imagenet" or split_method(method)[1]:
+        return IMAGENET_BACKBONE
+    return str((spec.get("pretrain") or {}).get("backbone", "resnet18"))
+
+
 def interrupted_pretraining(out: Path) -> bool:
     """Whether ``out`` holds a pretraining run with a checkpoint to continue from.
 
@@ -315,7 +324,7 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         pretrain_opts.update(
             backbone=IMAGENET_BACKBONE, backbone_weights=IMAGENET_WEIGHTS
         )
-    backbone = pretrain_opts.get("backbone", "resnet18")
+    backbone = _backbone(spec, method)
     if method == "imagenet":
         checkpoint = IMAGENET_WEIGHTS  # transfer learning, no SSL
     if method not in REFERENCES:
@@ -393,8 +402,6 @@ def run_job(job: dict[str, Any], job_dir: Path) -> dict[str, Any]:
                 }
                 record["rows"].append(row)
     else:
-        if method == "imagenet":
-            backbone = IMAGENET_BACKBONE
         if checkpoint is None:
             import torch
 
@@ -843,17 +850,16 @@ def job_protocol(spec: dict[str, Any], method: str) -> dict[str, Any]:
     """What of a stored or current protocol one job of ``method`` actually runs with.
 
     The ``method_args`` the method gets (:func:`_method_args`: another method's entry
-    does not concern it), and for the reference rows, which do not pretrain, of the
-    pretraining only its ``backbone`` (their encoder's architecture): a change of the
-    pretraining's epochs or optimiser does not make their finished fine-tunes another
-    protocol.
+    does not concern it), and for the reference rows, which do not pretrain, instead of
+    the pretraining only the encoder they are built from (:func:`_backbone`): a change
+    of the pretraining's epochs or optimiser does not make their finished fine-tunes
+    another protocol.
     """
     part = protocol(spec)
     if method in REFERENCES:
-        pretrain = part.pop("pretrain", None)
         part.pop("method_args", None)
-        if isinstance(pretrain, dict) and "backbone" in pretrain:
-            part["pretrain"] = {"backbone": pretrain["backbone"]}
+        part.pop("pretrain", None)
+        part["backbone"] = _backbone(spec, method)
     elif "method_args" in part:
         part["method_args"] = _method_args(part, method)
     return part

@@ -526,8 +526,13 @@ def test_a_rerun_compares_only_what_each_job_runs_with(tmp_path: Path) -> None:
         study.check_protocol(tmp_path, jobs, study.finished(tmp_path))
     # ... unless it changes the backbone, which the reference rows are built from
     write({**spec, "pretrain": {"epochs": 10, "backbone": "resnet50"}})
-    with pytest.raises(SystemExit, match=r"random-seed0-fold0 .*\(pretrain:"):
+    with pytest.raises(
+        SystemExit,
+        match=r"random-seed0-fold0 .*\(backbone: 'resnet50' then, 'resnet18'",
+    ):
         study.check_protocol(tmp_path, [random], study.finished(tmp_path))
+    write({**spec, "pretrain": {"epochs": 10, "backbone": "resnet18"}})  # the default
+    study.check_protocol(tmp_path, [random], study.finished(tmp_path))
     write({**spec, "segment": {"epochs": 5}})  # the fine-tune: every job
     with pytest.raises(SystemExit, match=r"random-seed0-fold0 .*\(segment:"):
         study.check_protocol(tmp_path, [random], study.finished(tmp_path))
