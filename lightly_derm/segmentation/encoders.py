@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lightly_derm.models.backbones import CIFAR_SUFFIX, resnet
 from lightly_derm.models.resnets import RESNET_SPECS
-from lightly_derm.utils.validation import check_int
+from lightly_derm.segmentation.encoder_args import check_encoder_args
 
 #: Channels of the five feature maps (strides 2, 4, 8, 16, 32) of each torchvision ResNet
 #: (from :data:`lightly_derm.models.resnets.RESNET_SPECS`).
@@ -86,30 +86,16 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
         pretrained: bool | str | Path = False,
     ) -> None:
         super().__init__()
-        if model_name is None:
-            if len(self.backbone_names) != 1:
-                raise ValueError(
-                    f"model_name is required for {type(self).__name__}; choose one of "
-                    f"{', '.join(self.backbone_names)}"
-                )
-            model_name = self.backbone_names[0]
-        if model_name not in self.backbone_names:
-            raise ValueError(
-                f"model_name {model_name!r} is not supported by {type(self).__name__}; "
-                f"choose one of {', '.join(self.backbone_names)}"
-            )
-        if spatial_dims != 2:
-            raise ValueError(
-                f"spatial_dims={spatial_dims!r}: torchvision ResNet encoders are 2-D; use "
-                "MONAI's 'resnet*' FlexibleUNet backbones for 3-D images"
-            )
-        check_int("in_channels", in_channels)
-        if pretrained is True:
-            raise ValueError(
-                "pretrained=True: lightly-derm downloads no weights; pass a local "
-                "checkpoint path as pretrained=, or use "
-                "lightly_derm.segmentation.load_ssl_encoder(net, checkpoint)"
-            )
+        model_name = check_encoder_args(
+            type(self).__name__,
+            self.backbone_names,
+            model_name,
+            spatial_dims,
+            in_channels,
+            pretrained,
+            not_2d="torchvision ResNet encoders are 2-D; use MONAI's 'resnet*' "
+            "FlexibleUNet backbones for 3-D images",
+        )
         self.model_name = model_name
         self.in_channels = in_channels
         self.feature_channels: tuple[int, ...] = RESNET_FEATURE_CHANNELS[model_name]
@@ -137,7 +123,7 @@ class TorchvisionResNetEncoder(nn.Module, BaseEncoder):
         self.layer2 = base.layer2
         self.layer3 = base.layer3
         self.layer4 = base.layer4
-        if pretrained:
+        if pretrained and pretrained is not True:  # True was refused above
             from lightly_derm.segmentation.transfer import load_ssl_encoder
 
             load_ssl_encoder(self, pretrained, strict=True)

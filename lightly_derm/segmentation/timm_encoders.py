@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from lightly_derm.models.timm_backbones import timm_backbone
 from lightly_derm.plugins.builtin import TIMM_ENCODER_MODELS, timm_encoder_class_name
-from lightly_derm.utils.validation import check_int
+from lightly_derm.segmentation.encoder_args import check_encoder_args
 
 __all__ = ["TIMM_ENCODER_CHANNELS", "TimmEncoder"]
 
@@ -96,27 +96,16 @@ class TimmEncoder(nn.Module, BaseEncoder):
         pretrained: bool | str | Path = False,
     ) -> None:
         super().__init__()
-        if model_name is None:
-            if len(self.backbone_names) != 1:
-                raise ValueError(
-                    f"model_name is required for {type(self).__name__}; choose one of "
-                    f"{', '.join(self.backbone_names)}"
-                )
-            model_name = self.backbone_names[0]
-        if model_name not in self.backbone_names:
-            raise ValueError(
-                f"model_name {model_name!r} is not supported by {type(self).__name__}; "
-                f"choose one of {', '.join(self.backbone_names)}"
-            )
-        if spatial_dims != 2:
-            raise ValueError(f"spatial_dims={spatial_dims!r}: timm encoders are 2-D")
-        check_int("in_channels", in_channels)
-        if pretrained is True:
-            raise ValueError(
-                "pretrained=True: lightly-derm downloads no weights; pass a local "
-                "checkpoint path or 'imagenet:efficientnet-lite0' as pretrained=, or "
-                "use lightly_derm.segmentation.load_ssl_encoder(net, checkpoint)"
-            )
+        model_name = check_encoder_args(
+            type(self).__name__,
+            self.backbone_names,
+            model_name,
+            spatial_dims,
+            in_channels,
+            pretrained,
+            not_2d="timm encoders are 2-D",
+            weights="a local checkpoint path or 'imagenet:efficientnet-lite0'",
+        )
         self.model_name = model_name
         self.in_channels = in_channels
         self.feature_channels = TIMM_ENCODER_CHANNELS[model_name]
@@ -129,7 +118,7 @@ class TimmEncoder(nn.Module, BaseEncoder):
         model.prune_intermediate_layers(self._indices, prune_norm=True, prune_head=True)
         self.model = model
         self.unused_backbone_keys = frozenset(full - set(model.state_dict()))
-        if pretrained:
+        if pretrained and pretrained is not True:  # True was refused above
             from lightly_derm.segmentation.transfer import load_ssl_encoder
 
             load_ssl_encoder(self, pretrained, strict=True)
