@@ -1173,6 +1173,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--folds", nargs="+", type=int, help="only these ISIC folds (held-out fold)"
     )
     parser.add_argument(
+        "--label-fractions",
+        nargs="+",
+        type=float,
+        help="only these of the ISIC label fractions (the results then go into a "
+        "folder of their own: the fractions are part of a job's protocol)",
+    )
+    parser.add_argument(
         "--parallel", type=int, help="jobs at a time (default: the scale's)"
     )
     parser.add_argument(
@@ -1234,6 +1241,19 @@ def main(argv: list[str] | None = None) -> int:
                 if bad:
                     raise SystemExit(f"--folds: no fold {sorted(bad)[0]}")
                 spec["only_folds"] = args.folds
+    if args.label_fractions:
+        for spec in study["datasets"].values():
+            if spec["task"] == "segmentation":
+                known = [float(f) for f in spec.get("label_fractions", [1.0])]
+                missing = [f for f in args.label_fractions if f not in known]
+                if missing:
+                    raise SystemExit(
+                        f"--label-fractions: {missing[0]:g} is not one of the study's "
+                        f"({', '.join(f'{f:g}' for f in known)})"
+                    )
+                spec["label_fractions"] = [
+                    f for f in known if f in args.label_fractions
+                ]
     if args.parallel:
         study["parallel"] = args.parallel
     if args.budget_minutes:

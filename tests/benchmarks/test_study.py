@@ -561,6 +561,27 @@ def test_command_line_narrows_folds_jobs_and_budget(
         study.main([*argv[:-4], "--folds", "5"])
 
 
+def test_command_line_narrows_label_fractions(data_root: Path, tmp_path: Path) -> None:
+    argv = [
+        "--study", str(STUDY), "--scale", "gpu", "--tiny", "--plan-only",
+        "--data-root", str(data_root), "--out", str(tmp_path / "out"),
+        "--seeds", "0", "--methods", "random", "--datasets", "isic2017",
+    ]  # fmt: skip
+    jobs: list[study.Job] = []
+    real_build = study.build_jobs
+
+    def build(spec: dict, prepared: dict) -> list[study.Job]:
+        jobs.extend(real_build(spec, prepared))
+        return jobs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study, "build_jobs", build)
+        assert study.main([*argv, "--label-fractions", "1"]) == 0
+    assert [job.spec["label_fractions"] for job in jobs] == [[1.0]]
+    with pytest.raises(SystemExit, match=r"--label-fractions: 0.5 is not one of the "):
+        study.main([*argv, "--label-fractions", "0.5"])
+
+
 @pytest.mark.slow
 def test_gpu_scale_whole_path_at_tiny_size_on_cpu(
     data_root: Path, tmp_path: Path
