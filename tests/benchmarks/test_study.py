@@ -115,6 +115,24 @@ def test_load_study_scales_and_errors(tmp_path: Path) -> None:
         study.load_study(bad, "smoke")
 
 
+@pytest.mark.parametrize(
+    "path", sorted(STUDY.parent.glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_study_file_loads_at_each_of_its_scales(path: Path) -> None:
+    import yaml
+
+    scales = yaml.safe_load(path.read_text())["scales"]
+    assert scales
+    for scale in scales:
+        loaded = study.load_study(path, scale)
+        assert loaded["datasets"] and loaded["seeds"], (path.name, scale)
+        for spec in loaded["datasets"].values():
+            fractions = spec.get("label_fractions", [])
+            assert set(study._by_fraction(spec.get("segment_epochs"))) <= set(
+                map(float, fractions)
+            ), (path.name, scale, "segment_epochs names a fraction the study lacks")
+
+
 def test_method_args_merge_all_then_the_method_then_imagenet() -> None:
     spec = {
         "method_args": {
