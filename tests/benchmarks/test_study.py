@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import study
 import study_report
+import yaml
 
 STUDY = Path(__file__).resolve().parents[2] / "benchmarks" / "studies" / "derm_ssl.yaml"
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -119,8 +120,6 @@ def test_load_study_scales_and_errors(tmp_path: Path) -> None:
     "path", sorted(STUDY.parent.glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_every_study_file_loads_at_each_of_its_scales(path: Path) -> None:
-    import yaml
-
     scales = yaml.safe_load(path.read_text())["scales"]
     assert scales
     for scale in scales:
